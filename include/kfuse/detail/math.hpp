@@ -1,0 +1,139 @@
+// The scalar math of every op, written once and called by every backend
+// (Kokkos functors and hand-written CUDA kernels alike).
+#pragma once
+
+#include <cmath>
+#include <limits>
+
+#include "kfuse/detail/hd.hpp"
+#include "kfuse/op_types.hpp"
+
+namespace kfuse::detail {
+
+template <class T> KFUSE_HDI bool is_nan(T x) { return x != x; }
+template <class T> KFUSE_HDI T inf() { return std::numeric_limits<T>::infinity(); }
+template <class T> KFUSE_HDI T quiet_nan() { return std::numeric_limits<T>::quiet_NaN(); }
+
+// NaN-propagating max/min (torch.maximum / torch.minimum, amax / amin).
+template <class T> KFUSE_HDI T nan_max(T a, T b) { return is_nan(a) ? a : (is_nan(b) ? b : (a > b ? a : b)); }
+template <class T> KFUSE_HDI T nan_min(T a, T b) { return is_nan(a) ? a : (is_nan(b) ? b : (a < b ? a : b)); }
+
+template <class T> KFUSE_HDI T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
+
+// PyTorch's softplus with beta 1 and threshold 20.
+template <class T> KFUSE_HDI T softplus(T x) { return x > T(20) ? x : std::log1p(std::exp(x)); }
+
+template <class T>
+KFUSE_HDI T apply(const Unary& op, T x) {
+  switch (op.kind) {
+    case UnaryKind::relu: return is_nan(x) ? x : (x > T(0) ? x : T(0));
+    case UnaryKind::leaky_relu: return x > T(0) ? x : x * T(op.a);
+    case UnaryKind::tanh: return std::tanh(x);
+    case UnaryKind::sigmoid: return sigmoid(x);
+    case UnaryKind::gelu: return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440)));
+    case UnaryKind::gelu_tanh: {
+      const T inner = T(0.79788456080286535588) * (x + T(0.044715) * x * x * x);
+      return T(0.5) * x * (T(1) + std::tanh(inner));
+    }
+    case UnaryKind::silu: return x * sigmoid(x);
+    case UnaryKind::mish: return x * std::tanh(softplus(x));
+    case UnaryKind::hardtanh:
+    case UnaryKind::clamp: return is_nan(x) ? x : (x < T(op.a) ? T(op.a) : (x > T(op.b) ? T(op.b) : x));
+    case UnaryKind::hardswish: {
+      const T r6 = x + T(3) < T(0) ? T(0) : (x + T(3) > T(6) ? T(6) : x + T(3));
+      return is_nan(x) ? x : x * r6 / T(6);
+    }
+    case UnaryKind::exp: return std::exp(x);
+    case UnaryKind::log: return std::log(x);
+    case UnaryKind::neg: return -x;
+    case UnaryKind::abs: return std::fabs(x);
+  }
+  return quiet_nan<T>();
+}
+
+template <class T>
+KFUSE_HDI T apply(BinaryKind kind, T a, T b) {
+  switch (kind) {
+    case BinaryKind::add: return a + b;
+    case BinaryKind::sub: return a - b;
+    case BinaryKind::mul: return a * b;
+    case BinaryKind::div: return a / b;
+    case BinaryKind::min: return nan_min(a, b);
+    case BinaryKind::max: return nan_max(a, b);
+  }
+  return quiet_nan<T>();
+}
+
+// Running state of any reduction: sum/mean use `a` as the sum; max/min use
+// `a` as the extremum; logsumexp keeps the running max in `a` and the sum of
+// exp(x - a) in `b` (online, max-shifted).
+template <class A>
+struct ReduceAcc {
+  A a;
+  A b;
+};
+
+template <class A>
+KFUSE_HDI ReduceAcc<A> reduce_init(ReduceKind k) {
+  switch (k) {
+    case ReduceKind::max: return {-inf<A>(), A(0)};
+    case ReduceKind::min: return {inf<A>(), A(0)};
+    case ReduceKind::logsumexp: return {-inf<A>(), A(0)};
+    default: return {A(0), A(0)};
+  }
+}
+
+// Merges two logsumexp states (m1, s1) and (m2, s2).
+template <class A>
+KFUSE_HDI void lse_merge(ReduceAcc<A>& acc, A m, A s) {
+  if (is_nan(acc.a) || m == -inf<A>()) return;
+  if (is_nan(m)) { acc.a = m; return; }
+  if (acc.a == -inf<A>()) { acc.a = m; acc.b = s; return; }
+  // +inf on either side decides the result in reduce_finish; keep the sum finite.
+  if (m == inf<A>() || acc.a == inf<A>()) { acc.a = inf<A>(); acc.b = A(1); return; }
+  if (m > acc.a) {
+    acc.b = acc.b * std::exp(acc.a - m) + s;
+    acc.a = m;
+  } else {
+    acc.b += s * std::exp(m - acc.a);
+  }
+}
+
+template <class A>
+KFUSE_HDI void reduce_push(ReduceKind k, ReduceAcc<A>& acc, A x) {
+  switch (k) {
+    case ReduceKind::max: acc.a = nan_max(acc.a, x); break;
+    case ReduceKind::min: acc.a = nan_min(acc.a, x); break;
+    case ReduceKind::logsumexp: lse_merge(acc, x, A(1)); break;
+    default: acc.a += x; break;
+  }
+}
+
+template <class A>
+KFUSE_HDI void reduce_join(ReduceKind k, ReduceAcc<A>& acc, const ReduceAcc<A>& other) {
+  switch (k) {
+    case ReduceKind::max: acc.a = nan_max(acc.a, other.a); break;
+    case ReduceKind::min: acc.a = nan_min(acc.a, other.a); break;
+    case ReduceKind::logsumexp: lse_merge(acc, other.a, other.b); break;
+    default: acc.a += other.a; break;
+  }
+}
+
+// The reduction's value over `count` elements (mean of none is NaN, as in PyTorch).
+template <class A>
+KFUSE_HDI A reduce_finish(ReduceKind k, const ReduceAcc<A>& acc, int64_t count) {
+  switch (k) {
+    case ReduceKind::mean: return acc.a / A(count);
+    case ReduceKind::logsumexp:
+      if (is_nan(acc.a) || acc.a == inf<A>() || acc.a == -inf<A>()) return acc.a;
+      return acc.a + std::log(acc.b);
+    default: return acc.a;
+  }
+}
+
+// Accumulation type: at least fp32, fp64 for fp64 tensors.
+template <class T> struct acc_type { using type = float; };
+template <> struct acc_type<double> { using type = double; };
+template <class T> using acc_t = typename acc_type<T>::type;
+
+}  // namespace kfuse::detail

@@ -1,0 +1,62 @@
+// Shapes, strides and the 64-bit index arithmetic every kernel uses.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kfuse/detail/hd.hpp"
+
+namespace kfuse {
+
+inline constexpr int kMaxRank = 8;
+
+using Shape = std::vector<int64_t>;
+
+std::string to_string(const Shape& s);  // "[16, 64, 512, 512]"
+
+// Product of the extents; throws overflow (naming op and arg) past 2^63-1.
+int64_t checked_numel(const Shape& shape, const std::string& op, const std::string& arg);
+
+// Row-major (C order) strides, in elements.
+Shape contiguous_strides(const Shape& shape);
+
+// NumPy broadcasting of two shapes; throws shape_mismatch naming op and both shapes.
+Shape broadcast_shapes(const Shape& a, const Shape& b, const std::string& op);
+
+// Checks an axis list against a rank (negative axes count from the end),
+// rejecting out-of-range and duplicate axes; returns a bit mask of the axes.
+uint32_t axes_mask(const std::vector<int>& axes, int rank, const std::string& op);
+
+// The shape after reducing the axes in `mask`.
+Shape reduced_shape(const Shape& shape, uint32_t mask, bool keepdim);
+
+// Maps a row-major linear index over `size` to an element offset through
+// `stride`. A zero stride broadcasts. Plain data: passed by value to kernels.
+struct Indexer {
+  int rank = 0;
+  int64_t size[kMaxRank] = {};
+  int64_t stride[kMaxRank] = {};
+
+  KFUSE_HDI int64_t offset(int64_t linear) const {
+    int64_t off = 0;
+    for (int d = rank - 1; d >= 0; --d) {
+      const int64_t i = linear % size[d];
+      linear /= size[d];
+      off += i * stride[d];
+    }
+    return off;
+  }
+};
+
+Indexer make_indexer(const Shape& size, const Shape& stride);
+
+// Indexer over `out_shape` for a tensor of `in_shape`/`in_strides` that
+// broadcasts to it (stride 0 on broadcast axes).
+Indexer broadcast_indexer(const Shape& out_shape, const Shape& in_shape, const Shape& in_strides);
+
+// Splits `shape`/`strides` by `mask`: the axes in mask (reduced) and the others (kept).
+void split_axes(const Shape& shape, const Shape& strides, uint32_t mask, Indexer& kept,
+                Indexer& reduced);
+
+}  // namespace kfuse

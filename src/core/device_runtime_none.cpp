@@ -1,0 +1,19 @@
+// Built when kfuse has no CUDA backend: device memory is not available.
+#include "core/device_runtime.hpp"
+
+#include "kfuse/error.hpp"
+
+namespace kfuse::device {
+
+namespace {
+[[noreturn]] void no_cuda(const char* what) {
+  fail(ErrorCategory::unsupported, what, "kfuse was built without CUDA (configure with -DKFUSE_ENABLE_CUDA=ON)");
+}
+}  // namespace
+
+bool available() { return false; }
+void* allocate(std::size_t) { no_cuda("device::allocate"); }
+void release(void*) noexcept {}
+void copy(void*, const void*, std::size_t, CopyKind) { no_cuda("device::copy"); }
+
+}  // namespace kfuse::device

@@ -1,0 +1,46 @@
+// Shape rules and argument validation of the ops, independent of any backend.
+#include "kfuse/ops.hpp"
+
+namespace kfuse {
+
+Shape conv_transpose2d_shape(const Shape& x, const Shape& w, const std::optional<Shape>& bias,
+                             const ConvTranspose2dParams& p) {
+  const std::string op = "conv_transpose2d";
+  if (x.size() != 4) fail(ErrorCategory::shape_mismatch, op, "input must have rank 4 [N, Cin, H, W], got rank ", x.size(), " ", to_string(x));
+  if (w.size() != 4) fail(ErrorCategory::shape_mismatch, op, "weight must have rank 4 [Cin, Cout/groups, kH, kW], got rank ", w.size(), " ", to_string(w));
+  checked_numel(x, op, "input");
+  checked_numel(w, op, "weight");
+  if (p.groups < 1) fail(ErrorCategory::invalid_argument, op, "groups (", p.groups, ") must be >= 1");
+  const char* axis[2] = {"height", "width"};
+  for (int i = 0; i < 2; ++i) {
+    if (p.stride[i] < 1) fail(ErrorCategory::invalid_argument, op, "stride (", p.stride[i], ") must be >= 1 along ", axis[i]);
+    if (p.dilation[i] < 1) fail(ErrorCategory::invalid_argument, op, "dilation (", p.dilation[i], ") must be >= 1 along ", axis[i]);
+    if (p.padding[i] < 0) fail(ErrorCategory::invalid_argument, op, "padding (", p.padding[i], ") must be >= 0 along ", axis[i]);
+    if (p.output_padding[i] < 0 || p.output_padding[i] >= std::max(p.stride[i], p.dilation[i]))
+      fail(ErrorCategory::invalid_argument, op, "output_padding (", p.output_padding[i], ") must be smaller than stride (",
+           p.stride[i], ") or dilation (", p.dilation[i], ") along ", axis[i]);
+  }
+  const int64_t cin = x[1];
+  if (w[0] != cin) fail(ErrorCategory::shape_mismatch, op, "weight's first axis (", w[0], ") must equal the input channels (", cin, ")");
+  if (cin % p.groups != 0) fail(ErrorCategory::invalid_argument, op, "groups (", p.groups, ") must divide in_channels (", cin, ")");
+  if (w[2] < 1 || w[3] < 1) fail(ErrorCategory::shape_mismatch, op, "kernel size must be >= 1, got weight ", to_string(w));
+  if (w[1] < 1) fail(ErrorCategory::shape_mismatch, op, "weight's second axis (Cout/groups) must be >= 1, got ", w[1]);
+  if (w[1] > INT64_MAX / p.groups) fail(ErrorCategory::overflow, op, "out_channels overflows: ", w[1], " * groups ", p.groups);
+  const int64_t cout = w[1] * p.groups;
+  if (bias && (bias->size() != 1 || (*bias)[0] != cout))
+    fail(ErrorCategory::shape_mismatch, op, "bias must have shape [", cout, "], got ", to_string(*bias));
+  Shape out{x[0], cout, 0, 0};
+  for (int i = 0; i < 2; ++i) {
+    const int64_t in = x[2 + i], k = w[2 + i];
+    if (in < 1) fail(ErrorCategory::shape_mismatch, op, "input ", axis[i], " (", in, ") must be >= 1");
+    out[2 + i] = conv_transpose_out_extent(in, k, p.stride[i], p.padding[i], p.output_padding[i], p.dilation[i]);
+    if (out[2 + i] < 1)
+      fail(ErrorCategory::invalid_argument, op, "output ", axis[i], " (", out[2 + i], ") must be >= 1: input ", in,
+           ", kernel ", k, ", stride ", p.stride[i], ", padding ", p.padding[i], ", output_padding ",
+           p.output_padding[i], ", dilation ", p.dilation[i]);
+  }
+  checked_numel(out, op, "output");
+  return out;
+}
+
+}  // namespace kfuse
