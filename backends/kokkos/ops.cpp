@@ -2,6 +2,7 @@
 #include "kfuse/ops.hpp"
 
 #include "backends/kokkos/dispatch.hpp"
+#include "backends/kokkos/kernels.hpp"
 #include "backends/kokkos/reducer.hpp"
 #include "kfuse/detail/math.hpp"
 
@@ -11,33 +12,25 @@ using kokkos::check_input;
 using kokkos::dispatch_float;
 using kokkos::Range;
 
-Tensor conv_transpose2d(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
-                        const ConvTranspose2dParams& p) {
-  const std::string op = "conv_transpose2d";
-  check_input(x, op, "input");
-  check_input(w, op, "weight");
-  if (bias) check_input(*bias, op, "bias");
-  const Shape out_shape = conv_transpose2d_shape(x.shape, w.shape, bias ? std::optional<Shape>(bias->shape) : std::nullopt, p);
-  if (w.dtype != x.dtype || (bias && bias->dtype != x.dtype))
-    fail(ErrorCategory::invalid_argument, op, "input, weight and bias must share a dtype (input ", to_string(x.dtype),
-         ", weight ", to_string(w.dtype), bias ? std::string(", bias ") + to_string(bias->dtype) : std::string(), ")");
-  Tensor out = Tensor::empty(out_shape, x.dtype, x.memory);
-  dispatch_float(x.dtype, op, [&](auto tag) {
+void kokkos::conv_transpose2d_into(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
+                                   const ConvTranspose2dParams& p, const TensorView& y) {
+  dispatch_float(x.dtype, "conv_transpose2d", [&](auto tag) {
     using T = decltype(tag);
     using A = detail::acc_t<T>;
     const T* xp = static_cast<const T*>(x.data);
     const T* wp = static_cast<const T*>(w.data);
     const T* bp = bias ? static_cast<const T*>(bias->data) : nullptr;
     const int64_t bst = bias ? bias->strides[0] : 0;
-    T* yp = out.data<T>();
+    T* yp = static_cast<T*>(y.data);
     const int64_t H = x.shape[2], W = x.shape[3], kH = w.shape[2], kW = w.shape[3];
-    const int64_t Cout = out_shape[1], Ho = out_shape[2], Wo = out_shape[3];
+    const int64_t Cout = y.shape[1], Ho = y.shape[2], Wo = y.shape[3];
     const int64_t cin_g = x.shape[1] / p.groups, cout_g = w.shape[1];
     const int64_t xs0 = x.strides[0], xs1 = x.strides[1], xs2 = x.strides[2], xs3 = x.strides[3];
     const int64_t ws0 = w.strides[0], ws1 = w.strides[1], ws2 = w.strides[2], ws3 = w.strides[3];
     const int64_t sh = p.stride[0], sw = p.stride[1], ph = p.padding[0], pw = p.padding[1];
     const int64_t dh = p.dilation[0], dw = p.dilation[1];
-    Kokkos::parallel_for("kfuse::conv_transpose2d", Range(0, out.numel()), KOKKOS_LAMBDA(int64_t i) {
+    // Gather form: each output element sums the input taps that land on it.
+    Kokkos::parallel_for("kfuse::conv_transpose2d", Range(0, y.numel()), KOKKOS_LAMBDA(int64_t i) {
       const int64_t ow = i % Wo, oh = (i / Wo) % Ho, co = (i / (Wo * Ho)) % Cout, n = i / (Wo * Ho * Cout);
       const int64_t g = co / cout_g, col = co % cout_g;
       A acc = bp ? A(bp[co * bst]) : A(0);
@@ -59,6 +52,20 @@ Tensor conv_transpose2d(const TensorView& x, const TensorView& w, const std::opt
     });
   });
   Kokkos::fence();
+}
+
+Tensor conv_transpose2d(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
+                        const ConvTranspose2dParams& p) {
+  const std::string op = "conv_transpose2d";
+  check_input(x, op, "input");
+  check_input(w, op, "weight");
+  if (bias) check_input(*bias, op, "bias");
+  const Shape out_shape = conv_transpose2d_shape(x.shape, w.shape, bias ? std::optional<Shape>(bias->shape) : std::nullopt, p);
+  if (w.dtype != x.dtype || (bias && bias->dtype != x.dtype))
+    fail(ErrorCategory::invalid_argument, op, "input, weight and bias must share a dtype (input ", to_string(x.dtype),
+         ", weight ", to_string(w.dtype), bias ? std::string(", bias ") + to_string(bias->dtype) : std::string(), ")");
+  Tensor out = Tensor::empty(out_shape, x.dtype, x.memory);
+  kokkos::conv_transpose2d_into(x, w, bias, p, out.view());
   return out;
 }
 

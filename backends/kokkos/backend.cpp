@@ -1,0 +1,198 @@
+// The portable backend: every plan step as Kokkos kernels (TeamPolicy where a
+// team cooperates on a reduction).
+#include "backends/backend.hpp"
+#include "backends/kokkos/dispatch.hpp"
+#include "backends/kokkos/kernels.hpp"
+#include "backends/kokkos/reducer.hpp"
+
+namespace kfuse::detail {
+
+namespace {
+
+using kokkos::AccReducer;
+using kokkos::Range;
+
+// A Kokkos team as the cooperating group of detail::run_tail.
+template <class A>
+struct TeamGroup {
+  const Team& team;
+
+  template <class F>
+  KOKKOS_INLINE_FUNCTION void for_each(int64_t n, const F& f) const {
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, n), f);
+    team.team_barrier();
+  }
+  template <class F>
+  KOKKOS_INLINE_FUNCTION ReduceAcc<A> reduce(ReduceKind kind, int64_t n, const F& f) const {
+    ReduceAcc<A> acc;
+    Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, n),
+                            [&](int64_t k, ReduceAcc<A>& a) { reduce_push(kind, a, f(k)); },
+                            AccReducer<A>(kind, acc));
+    return acc;
+  }
+};
+
+// Sum of n elements at p[0], p[stride], ... On the host an unrolled loop with
+// independent accumulators (so one core streams at memory speed); on a
+// device the team's vector lanes share it.
+template <class T>
+KOKKOS_INLINE_FUNCTION double lane_sum(const Team& team, const T* p, int64_t n, int64_t stride) {
+  double s = 0.0;
+  if constexpr (Kokkos::SpaceAccessibility<Kokkos::HostSpace, DeviceMemSpace>::accessible) {
+    (void)team;
+    if (stride == 1) {
+      double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t i = 0;
+      for (; i + 8 <= n; i += 8)
+        for (int u = 0; u < 8; ++u) acc[u] += double(p[i + u]);
+      for (; i < n; ++i) acc[0] += double(p[i]);
+      for (int u = 0; u < 8; ++u) s += acc[u];
+      return s;
+    }
+    for (int64_t i = 0; i < n; ++i) s += double(p[i * stride]);
+  } else {
+    Kokkos::parallel_reduce(Kokkos::ThreadVectorRange(team, n), [&](int64_t i, double& v) { v += double(p[i * stride]); }, s);
+  }
+  return s;
+}
+
+template <class A, class T>
+void run_fold(const FoldStep<A>& step, const TensorView& x, const TensorView& out) {
+  FoldGeometry g = step.geom;
+  for (int d = 0; d < 4; ++d) g.xs[d] = x.strides[d];
+  const int taps = g.taps(), blocks = g.blocks();
+  const int64_t planes = g.N * g.C;
+  Kokkos::View<double*, DeviceMemSpace> sums("kfuse::fold::tap_sums", planes * taps);
+  const T* xp = static_cast<const T*>(x.data);
+
+  // 1. One pass per (n, c) plane: the sum of every segment block, then each
+  //    tap's rectangle sum as a sum of blocks.
+  using Scratch = Kokkos::View<double*, ExecSpace::scratch_memory_space, Kokkos::MemoryUnmanaged>;
+  auto policy = team_policy(planes, 0, kKokkosOnCuda ? 32 : 1)
+                    .set_scratch_size(0, Kokkos::PerTeam(Scratch::shmem_size(blocks)));
+  Kokkos::parallel_for("kfuse::fold::plane_sums", policy, KOKKOS_LAMBDA(const Team& team) {
+    const int64_t p = team.league_rank();
+    const T* plane = xp + (p / g.C) * g.xs[0] + (p % g.C) * g.xs[1];
+    Scratch B(team.team_scratch(0), blocks);
+    for (int i = 0; i < g.row_segments; ++i) {
+      for (int j = 0; j < g.col_segments; ++j) {
+        const int64_t c0 = g.col_cut[j], cols = g.col_cut[j + 1] - c0;
+        double block = 0.0;
+        Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, g.row_cut[i], g.row_cut[i + 1]),
+                                [&](int64_t r, double& acc) {
+                                  acc += lane_sum(team, plane + r * g.xs[2] + c0 * g.xs[3], cols, g.xs[3]);
+                                }, block);
+        Kokkos::single(Kokkos::PerTeam(team), [&]() { B(i * g.col_segments + j) = block; });
+      }
+    }
+    team.team_barrier();
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, taps), [&](int t) { sums(p * taps + t) = g.tap_sum(B.data(), t); });
+  });
+
+  // 2. Per tail row: Z = contraction of the tap sums, then the tail; only the
+  //    output is stored.
+  const FoldContraction<A> con = step.contraction;
+  const Tail<A> tail = step.tail;
+  Kokkos::View<A*, DeviceMemSpace> z("kfuse::fold::z", tail.R * tail.K);
+  A* op = static_cast<A*>(out.data);
+  const int64_t kg = con.cin_g * taps;
+  Kokkos::parallel_for("kfuse::fold::contract_tail", team_policy(tail.R, 0, 1), KOKKOS_LAMBDA(const Team& team) {
+    const int64_t r = team.league_rank();
+    A* row = z.data() + r * tail.K;
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, tail.K), [&](int64_t k) {
+      const int64_t zi = r * tail.K + k, n = zi / con.Cout, co = zi % con.Cout;
+      const double* s = sums.data() + (n * g.C + (co / con.cout_g) * con.cin_g) * taps;
+      A acc = con.bias[co];
+      for (int64_t q = 0; q < kg; ++q) acc += con.weight[q * con.Cout + co] * A(s[q]);
+      row[k] = acc;
+    });
+    team.team_barrier();
+    const int64_t kout = run_tail(TeamGroup<A>{team}, tail.ops, tail.n, row, r, tail.K);
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kout), [&](int64_t k) { op[r * kout + k] = row[k]; });
+  });
+  Kokkos::fence();
+}
+
+template <class A>
+void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& out) {
+  Indexer outer, inner;
+  split_axes(y.shape, y.strides, e.mask, outer, inner);
+  const A* yp = static_cast<const A*>(y.data);
+  A* op = static_cast<A*>(out.data);
+  const Chain<A> body = e.body;
+  const int64_t count = e.count;
+
+  if (e.main == MainKind::map) {
+    Kokkos::parallel_for("kfuse::epilogue::map", Range(0, y.numel()), KOKKOS_LAMBDA(int64_t i) {
+      op[i] = apply_chain(body.ops, body.n, yp[outer.offset(i)], i, 0);
+    });
+  } else if (e.main == MainKind::reduce) {
+    const Tail<A> tail = e.tail;
+    const ReduceKind kind = e.reduce;
+    Kokkos::View<A*, DeviceMemSpace> z("kfuse::epilogue::z", tail.R * tail.K);
+    Kokkos::parallel_for("kfuse::epilogue::reduce", team_policy(tail.R * tail.K, 0, 1), KOKKOS_LAMBDA(const Team& team) {
+      const int64_t o = team.league_rank();
+      const A* base = yp + outer.offset(o);
+      ReduceAcc<A> acc;
+      Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, count), [&](int64_t k, ReduceAcc<A>& a) {
+        reduce_push(kind, a, apply_chain(body.ops, body.n, base[inner.offset(k)], o, k));
+      }, AccReducer<A>(kind, acc));
+      Kokkos::single(Kokkos::PerTeam(team), [&]() { z(o) = reduce_finish(kind, acc, count); });
+    });
+    Kokkos::parallel_for("kfuse::epilogue::tail", team_policy(tail.R, 0, 1), KOKKOS_LAMBDA(const Team& team) {
+      const int64_t r = team.league_rank();
+      A* row = z.data() + r * tail.K;
+      const int64_t kout = run_tail(TeamGroup<A>{team}, tail.ops, tail.n, row, r, tail.K);
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kout), [&](int64_t k) { op[r * kout + k] = row[k]; });
+    });
+  } else {
+    Indexer out_outer, out_inner;
+    split_axes(y.shape, contiguous_strides(y.shape), e.mask, out_outer, out_inner);
+    const Chain<A> after = e.after;
+    const int64_t rows = y.numel() / (count > 0 ? count : 1);
+    Kokkos::parallel_for("kfuse::epilogue::softmax", team_policy(rows, 0, 1), KOKKOS_LAMBDA(const Team& team) {
+      const int64_t o = team.league_rank();
+      const A* base = yp + outer.offset(o);
+      A* dst = op + out_outer.offset(o);
+      ReduceAcc<A> acc;  // (max, sum of exp(x - max)) of the row
+      Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, count), [&](int64_t j, ReduceAcc<A>& a) {
+        reduce_push(ReduceKind::logsumexp, a, apply_chain(body.ops, body.n, base[inner.offset(j)], o, j));
+      }, AccReducer<A>(ReduceKind::logsumexp, acc));
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, count), [&](int64_t j) {
+        const A v = apply_chain(body.ops, body.n, base[inner.offset(j)], o, j);
+        dst[out_inner.offset(j)] = apply_chain(after.ops, after.n, A(std::exp(v - acc.a) / acc.b), o, j);
+      });
+    });
+  }
+  Kokkos::fence();
+}
+
+struct KokkosBackend final : Backend {
+  const char* name() const override { return "kokkos"; }
+
+  bool accepts(const Step& step, Memory memory, DType dtype) const override {
+    return kokkos::accepts(memory) && (dtype == DType::f32 || dtype == DType::f64) && !std::holds_alternative<OpStep>(step);
+  }
+
+  void conv_transpose2d(const ConvStep& s, const TensorView& x, const TensorView& y) const override {
+    kokkos::conv_transpose2d_into(x, s.weight, s.bias ? std::optional<TensorView>(s.bias->view()) : std::nullopt, s.params, y);
+  }
+
+  void fused(const FusedStep& step, const TensorView& in, const TensorView& out) const override {
+    std::visit([&](const auto& s) {
+      using S = std::decay_t<decltype(s)>;
+      if constexpr (std::is_same_v<S, FoldStep<float>>) run_fold<float, float>(s, in, out);
+      else if constexpr (std::is_same_v<S, FoldStep<double>>) run_fold<double, double>(s, in, out);
+      else run_epilogue(s, in, out);
+    }, step);
+  }
+};
+
+}  // namespace
+
+const Backend& kokkos_backend() {
+  static const KokkosBackend backend;
+  return backend;
+}
+
+}  // namespace kfuse::detail

@@ -1,0 +1,139 @@
+// The steps a plan runs, as plain data that both backends execute with the
+// same device functions. Built once on the host by the planner (src/plan/).
+//
+// Every fused step computes an intermediate Z of R rows by K columns (small:
+// the result of the first reduction, or of the fold), then runs a *tail* on
+// each row: point ops, at most one reduction over the columns and softmaxes
+// over the columns, entirely in registers/team memory, and stores only the
+// output.
+#pragma once
+
+#include <cstdint>
+
+#include "kfuse/detail/math.hpp"
+#include "kfuse/shape.hpp"
+
+namespace kfuse::detail {
+
+enum class PointKind : int { unary, scalar, tensor };
+
+// y = f(y) or y = y (op) operand. The operand's element for the coordinate
+// (i, j) of a split iteration space sits at outer.offset(i) + inner.offset(j).
+template <class A>
+struct PointOp {
+  PointKind kind;
+  Unary unary;
+  BinaryKind binary;
+  A scalar;
+  const A* operand;
+  Indexer outer;
+  Indexer inner;
+
+  KFUSE_HDI A operator()(A y, int64_t i, int64_t j) const {
+    switch (kind) {
+      case PointKind::unary: return apply(unary, y);
+      case PointKind::scalar: return apply(binary, y, scalar);
+      default: return apply(binary, y, operand[outer.offset(i) + inner.offset(j)]);
+    }
+  }
+};
+
+template <class A>
+KFUSE_HDI A apply_chain(const PointOp<A>* ops, int n, A y, int64_t i, int64_t j) {
+  for (int k = 0; k < n; ++k) y = ops[k](y, i, j);
+  return y;
+}
+
+enum class TailKind : int { point, reduce, softmax };
+
+template <class A>
+struct TailOp {
+  TailKind kind;
+  PointOp<A> point;   // kind == point
+  ReduceKind reduce;  // kind == reduce
+};
+
+// Runs the tail on one row of K values held in `row` (team-shared memory).
+// `Group` is the backend's cooperating group (a Kokkos team, a CUDA block):
+//   g.for_each(n, f)            f(k) for k in [0, n), then a barrier
+//   g.reduce(kind, n, f) -> ReduceAcc<A> over f(k), visible to the whole group
+// Returns the number of values left in `row` (K, or 1 after a reduction).
+template <class A, class Group>
+KFUSE_HD int64_t run_tail(const Group& g, const TailOp<A>* ops, int n_ops, A* row, int64_t r, int64_t K) {
+  for (int t = 0; t < n_ops; ++t) {
+    const TailOp<A>& op = ops[t];
+    if (op.kind == TailKind::point) {
+      g.for_each(K, [&](int64_t k) { row[k] = op.point(row[k], r, k); });
+    } else if (op.kind == TailKind::reduce) {
+      const ReduceAcc<A> acc = g.reduce(op.reduce, K, [&](int64_t k) { return row[k]; });
+      g.for_each(1, [&](int64_t) { row[0] = reduce_finish(op.reduce, acc, K); });
+      K = 1;
+    } else {
+      const ReduceAcc<A> acc = g.reduce(ReduceKind::logsumexp, K, [&](int64_t k) { return row[k]; });
+      g.for_each(K, [&](int64_t k) { row[k] = std::exp(row[k] - acc.a) / acc.b; });
+    }
+  }
+  return K;
+}
+
+// ---- The fold (DESIGN.md section 4) -------------------------------------
+//
+// Rows of a plane are cut into segments such that every tap's input-row range
+// I(kh) is a union of whole segments (likewise columns). One pass over a
+// plane sums each segment block; each tap's rectangle sum S[kh][kw] is then a
+// sum of block sums: exact, no cancellation.
+
+inline constexpr int kFoldMaxTaps = 16;                  // per axis
+inline constexpr int kFoldMaxSegments = 2 * kFoldMaxTaps + 1;
+
+struct FoldGeometry {
+  int64_t N, C, H, W;          // input x [N, C, H, W]
+  int64_t xs[4];               // x's strides, in elements
+  int kH, kW;
+  int row_segments, col_segments;
+  int64_t row_cut[kFoldMaxSegments + 1];  // segment s covers [cut[s], cut[s+1])
+  int64_t col_cut[kFoldMaxSegments + 1];
+  uint64_t row_taps[kFoldMaxTaps];  // bit s: row segment s lies in I(kh)
+  uint64_t col_taps[kFoldMaxTaps];
+  int64_t chunks;              // row chunks a plane is split into
+  int64_t rows_per_chunk;
+
+  KFUSE_HDI int taps() const { return kH * kW; }
+  KFUSE_HDI int blocks() const { return row_segments * col_segments; }
+
+  KFUSE_HDI int row_segment(int64_t r) const {
+    int s = 0;
+    while (r >= row_cut[s + 1]) ++s;
+    return s;
+  }
+  KFUSE_HDI int col_segment(int64_t c) const {
+    int s = 0;
+    while (c >= col_cut[s + 1]) ++s;
+    return s;
+  }
+
+  // S[t] for every tap t = kh*kW + kw from the block sums B[i*col_segments + j].
+  template <class A>
+  KFUSE_HDI A tap_sum(const A* B, int t) const {
+    const uint64_t rm = row_taps[t / kW], cm = col_taps[t % kW];
+    A s = A(0);
+    for (int i = 0; i < row_segments; ++i)
+      if (rm >> i & 1u)
+        for (int j = 0; j < col_segments; ++j)
+          if (cm >> j & 1u) s += B[i * col_segments + j];
+    return s;
+  }
+};
+
+// Z[n, co] = bias[co] + sum over (c, t) of weight[(c*taps + t)*Cout + co] *
+//            S[n, g*cin_g + c, t], g = co / cout_g.
+// Affine ops before the mean, the conv bias and 1/(Hout*Wout) are folded
+// into weight and bias by the planner.
+template <class A>
+struct FoldContraction {
+  int64_t Cout, cin_g, cout_g;
+  const A* weight;  // [cin_g * taps, Cout]
+  const A* bias;    // [Cout]
+};
+
+}  // namespace kfuse::detail

@@ -1,0 +1,59 @@
+// A plan: a pipeline checked once, rewritten, and lowered to a short list of
+// steps, each a kernel with its descriptor computed on the host. Immutable:
+// one plan may run from several threads at once.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "kfuse/pipeline.hpp"
+
+namespace kfuse {
+
+enum class Strategy { automatic, fold, fused, reference };
+enum class BackendChoice { automatic, kokkos, cuda };
+
+const char* to_string(Strategy s) noexcept;
+const char* to_string(BackendChoice b) noexcept;
+Strategy strategy_from(const std::string& name);      // "auto", "fold", "fused", "reference"
+BackendChoice backend_from(const std::string& name);  // "auto", "kokkos", "cuda"
+
+struct PlanOptions {
+  Strategy strategy = Strategy::automatic;  // a forced strategy that cannot apply is an error
+  Memory memory = Memory::host;             // where inputs and outputs live
+  BackendChoice backend = BackendChoice::automatic;
+  bool allow_tf32 = false;                  // CUDA convolutions only
+};
+
+namespace detail {
+struct PlanImpl;
+}
+
+class Plan {
+ public:
+  Plan(const Pipeline& pipeline, PlanOptions options = {});
+
+  Strategy strategy() const;
+  const Shape& input_shape() const;
+  const Shape& output_shape() const;
+  DType dtype() const;
+  Memory memory() const;
+
+  // The strategy and rewrites chosen and why, the steps and their backends,
+  // and the bytes the plan must move.
+  std::string describe() const;
+  // Fewest bytes the pipeline must move: input, weights and operands read
+  // once, output written once.
+  int64_t floor_bytes() const;
+
+  // Runs on caller-owned memory (`x` may be strided; `out` must have the
+  // output shape and be contiguous), both in the plan's memory.
+  void run(const TensorView& x, const TensorView& out) const;
+  Tensor run(const TensorView& x) const;
+
+ private:
+  std::shared_ptr<const detail::PlanImpl> impl_;
+};
+
+}  // namespace kfuse

@@ -1,0 +1,31 @@
+// Host-side construction of the fold's descriptors (DESIGN.md section 4).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kfuse/detail/program.hpp"
+#include "kfuse/pipeline.hpp"
+
+namespace kfuse::detail {
+
+// Input index range [lo, hi) of one axis whose tap k lands inside the output.
+struct TapRange {
+  int64_t lo, hi;
+};
+TapRange tap_range(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad, int64_t dilation);
+
+// Segment cuts and tap masks for x [N, C, H, W] under `conv`. Strides and
+// chunking are filled in by the backend at launch.
+FoldGeometry fold_geometry(const Shape& x_shape, const ConvTranspose2dOp& conv, const Shape& y_shape);
+
+// Contraction weights [cin_g * taps, Cout] and bias [Cout] in double, with
+// y' = a[co] * y + b[co] (the affine ops before the spatial reduction), the
+// conv bias and the reduction's scale (1/(Hout*Wout) for mean) folded in.
+struct FoldWeights {
+  std::vector<double> weight, bias;
+};
+FoldWeights fold_weights(const ConvTranspose2dOp& conv, const Shape& y_shape, const std::vector<double>& a,
+                         const std::vector<double>& b, bool mean);
+
+}  // namespace kfuse::detail

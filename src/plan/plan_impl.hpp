@@ -1,0 +1,88 @@
+// What a Plan holds: its steps with their descriptors, operands already in
+// the plan's memory, and the backend chosen for each step.
+#pragma once
+
+#include <mutex>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "kfuse/detail/program.hpp"
+#include "kfuse/plan.hpp"
+
+namespace kfuse::detail {
+
+// A run of point ops, stored as PointOp<A>[n] in the plan's memory.
+template <class A>
+struct Chain {
+  const PointOp<A>* ops = nullptr;
+  int n = 0;
+};
+
+// The per-row program after the first reduction: Z is R rows by K columns;
+// the output holds R rows by K_out (K, or 1 when the tail reduces).
+template <class A>
+struct Tail {
+  const TailOp<A>* ops = nullptr;
+  int n = 0;
+  int64_t R = 0, K = 0, K_out = 0;
+};
+
+// conv_transpose2d materialising Y (fused strategy).
+struct ConvStep {
+  ConvTranspose2dParams params;
+  Tensor weight;               // plan memory, pipeline dtype (fp32 for half inputs)
+  std::optional<Tensor> bias;
+  Shape out_shape;
+};
+
+// The fold: one pass over x for the segment-block sums of every plane, then
+// the contraction fused with the tail.
+template <class A>
+struct FoldStep {
+  FoldGeometry geom;
+  FoldContraction<A> contraction;
+  Tail<A> tail;
+};
+
+// The fused epilogue over Y (the conv output, or the input when there is no
+// front op): body point ops, then the main stage, then the tail.
+enum class MainKind { map, reduce, softmax };
+template <class A>
+struct EpilogueStep {
+  MainKind main;
+  Chain<A> body;
+  ReduceKind reduce = ReduceKind::sum;  // main == reduce
+  uint32_t mask = 0;                    // the main stage's axes of Y (split with Y's strides at launch)
+  int64_t count = 1;                    // elements per main reduction / softmax row
+  Tail<A> tail;                         // main == reduce
+  Chain<A> after;                       // point ops after a main softmax
+  Shape y_shape;
+};
+
+// One eager op (reference strategy).
+struct OpStep {
+  Op op;
+};
+
+template <class A>
+using TypedStep = std::variant<FoldStep<A>, EpilogueStep<A>>;
+using FusedStep = std::variant<FoldStep<float>, EpilogueStep<float>, FoldStep<double>, EpilogueStep<double>>;
+using Step = std::variant<ConvStep, FusedStep, OpStep>;
+
+struct Backend;  // backends/registry.hpp
+
+struct PlanImpl {
+  PlanOptions options;
+  Strategy strategy;
+  DType dtype;
+  Shape input_shape, output_shape;
+  std::vector<Step> steps;
+  std::vector<const Backend*> backends;  // one per step
+  std::vector<Tensor> storage;           // operand data and op arrays the steps point into
+  std::string description;
+  int64_t floor_bytes = 0;
+};
+
+}  // namespace kfuse::detail
