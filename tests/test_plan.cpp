@@ -1,0 +1,384 @@
+// Pipelines and plans: the fold and the fused epilogue against the reference
+// strategy over random configurations, the seed pipelines against a float64
+// reference written here, describe(), and the planner's errors.
+//
+// Tolerances. fp64: every path sums at most a few thousand terms in double,
+// so 1e-12 relative (norm-wise over the output) leaves a wide margin over
+// ~1e-15 * terms. fp32 against the float64 reference on the same inputs: the
+// fold sums each plane in double on the host and contracts <= 900 products
+// in float (~900 * 6e-8 worst case, ~sqrt(900) * 6e-8 typical), so 1e-5.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "kfuse/plan.hpp"
+
+using namespace kfuse;
+
+namespace {
+
+using Rng = std::mt19937_64;
+
+Tensor random_tensor(const Shape& shape, DType dtype, Rng& rng, double lo, double hi) {
+  Tensor t = Tensor::empty(shape, dtype);
+  std::uniform_real_distribution<double> u(lo, hi);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    const double v = u(rng);
+    if (dtype == DType::f64) t.data<double>()[i] = v;
+    else t.data<float>()[i] = float(v);
+  }
+  return t;
+}
+
+// The same values in another dtype (to run a float64 reference on exactly the
+// float32 inputs).
+Tensor converted(const Tensor& t, DType dtype) {
+  Tensor out = Tensor::empty(t.shape(), dtype);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    const double v = t.dtype() == DType::f64 ? t.data<double>()[i] : t.data<float>()[i];
+    if (dtype == DType::f64) out.data<double>()[i] = v;
+    else out.data<float>()[i] = float(v);
+  }
+  return out;
+}
+
+std::vector<double> values(const TensorView& v) {
+  std::vector<double> out(static_cast<std::size_t>(v.numel()));
+  const Indexer ix = make_indexer(v.shape, v.strides);
+  for (std::size_t i = 0; i < out.size(); ++i)
+    out[i] = v.dtype == DType::f64 ? static_cast<const double*>(v.data)[ix.offset(int64_t(i))]
+                                   : static_cast<const float*>(v.data)[ix.offset(int64_t(i))];
+  return out;
+}
+
+// Norm-wise relative error; NaN where out and ref disagree on NaN-ness.
+double rel_error(const std::vector<double>& out, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    if (std::isnan(out[i]) != std::isnan(ref[i])) return std::nan("");
+    if (std::isnan(ref[i]) || (std::isinf(ref[i]) && out[i] == ref[i])) continue;
+    num += (out[i] - ref[i]) * (out[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// Runs a plan into a caller-owned output poisoned with NaN.
+std::vector<double> run_poisoned(const Plan& plan, const TensorView& x) {
+  Tensor out = Tensor::empty(plan.output_shape(), plan.dtype());
+  for (int64_t i = 0; i < out.numel(); ++i) {
+    if (plan.dtype() == DType::f64) out.data<double>()[i] = std::nan("");
+    else out.data<float>()[i] = std::nanf("");
+  }
+  plan.run(x, out.view());
+  return values(out.view());
+}
+
+// A random valid conv_transpose2d configuration with odd sizes.
+struct ConvConfig {
+  Shape x, w;
+  ConvTranspose2dParams p;
+};
+
+ConvConfig random_conv(Rng& rng) {
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (;;) {
+    ConvConfig c;
+    c.p.groups = pick(1, 3);
+    const int64_t cin = c.p.groups * pick(1, 3), cout_g = pick(1, 4);
+    c.x = {pick(1, 3), cin, pick(1, 13), pick(1, 13)};
+    c.w = {cin, cout_g, pick(1, 5), pick(1, 5)};
+    for (int a = 0; a < 2; ++a) {
+      c.p.stride[a] = pick(1, 4);
+      c.p.dilation[a] = pick(1, 3);
+      c.p.padding[a] = pick(0, 3);
+      c.p.output_padding[a] = pick(0, int(std::max(c.p.stride[a], c.p.dilation[a])) - 1);
+    }
+    bool ok = true;
+    for (int a = 0; a < 2; ++a)
+      ok = ok && conv_transpose_out_extent(c.x[2 + a], c.w[2 + a], c.p.stride[a], c.p.padding[a],
+                                           c.p.output_padding[a], c.p.dilation[a]) >= 1;
+    if (ok) return c;
+  }
+}
+
+// Builds conv -> random per-channel affine chain -> spatial sum/mean -> one of
+// several tails, in `dtype`, with weights drawn from `seed`.
+Pipeline fold_pipeline(const ConvConfig& c, DType dtype, uint64_t seed) {
+  Rng rng(seed);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const DType wd = dtype == DType::f64 ? DType::f64 : DType::f32;
+  const int64_t C = c.w[1] * c.p.groups;
+  // Positive weights and operands (subtrahends small, neg last) keep the
+  // results well conditioned, so the tolerances measure arithmetic error.
+  Tensor w = random_tensor(c.w, wd, rng, 0.1, 1);
+  std::optional<Tensor> b;
+  if (pick(0, 1)) b = random_tensor({C}, wd, rng, 0, 1);
+  Pipeline p(c.x, dtype);
+  p.conv_transpose2d(w, b, c.p);
+  bool negate = false;
+  for (int i = pick(0, 3); i > 0; --i) {
+    const BinaryKind k = std::array<BinaryKind, 4>{BinaryKind::add, BinaryKind::sub, BinaryKind::mul, BinaryKind::div}[pick(0, 3)];
+    const double lo = k == BinaryKind::sub ? 0.01 : 0.5, hi = k == BinaryKind::sub ? 0.1 : 2.0;
+    switch (pick(0, 3)) {
+      case 0: p.binary(k, std::uniform_real_distribution<double>(lo, hi)(rng)); break;
+      case 1: p.binary(k, random_tensor({C, 1, 1}, wd, rng, lo, hi)); break;
+      case 2: p.binary(k, random_tensor({1, C, 1, 1}, wd, rng, lo, hi)); break;
+      default: negate = true; break;
+    }
+  }
+  if (negate) p.neg();
+  const bool keep = pick(0, 1);
+  const int spatial = pick(0, 3);
+  if (spatial == 3) {
+    p.reduce(pick(0, 1) ? ReduceKind::mean : ReduceKind::sum, {1, 2, 3}, keep);  // split by the planner
+    return p;
+  }
+  p.reduce(spatial ? ReduceKind::mean : ReduceKind::sum, {2, 3}, keep);
+  switch (pick(0, 4)) {
+    case 0: break;
+    case 1:  // the first seed problem's tail
+      p.add(random_tensor(keep ? Shape{C, 1, 1} : Shape{C}, wd, rng, -1, 1)).logsumexp({1}, keep);
+      if (keep) p.sum({2, 3});
+      p.mul(10.0);
+      break;
+    case 2: p.relu().softmax(1); break;
+    case 3: p.max({1}, keep).tanh(); break;
+    default:
+      if (keep) p.mean({2, 3}, true);  // size-1: a reshape
+      p.mul(0.5).mul(3.0).abs().gelu();  // abs: gelu is ill-conditioned for x << 0
+      break;
+  }
+  return p;
+}
+
+TEST(Plan, FoldAndFusedMatchReferenceOver200RandomConfigs) {
+  Rng rng(20261123);
+  int folded = 0;
+  for (int trial = 0; trial < 220; ++trial) {
+    const ConvConfig c = random_conv(rng);
+    const uint64_t seed = rng();
+    SCOPED_TRACE(::testing::Message() << "trial " << trial << " x " << to_string(c.x) << " w " << to_string(c.w)
+                                      << " stride " << c.p.stride[0] << "," << c.p.stride[1] << " pad " << c.p.padding[0]
+                                      << "," << c.p.padding[1] << " opad " << c.p.output_padding[0] << ","
+                                      << c.p.output_padding[1] << " dil " << c.p.dilation[0] << "," << c.p.dilation[1]
+                                      << " groups " << c.p.groups);
+    const Pipeline p32 = fold_pipeline(c, DType::f32, seed), p64 = fold_pipeline(c, DType::f64, seed);
+    // Strided input in every other trial: a view of every other column of a wider buffer.
+    const bool strided = trial % 2;
+    Shape wide = c.x;
+    if (strided) wide[3] = 2 * c.x[3];
+    const Tensor buf64 = random_tensor(wide, DType::f64, rng, 0, 1), buf32 = converted(buf64, DType::f32);
+    auto view_of = [&](const Tensor& b) {
+      Shape st = b.view().strides;
+      if (strided) st[3] = 2;
+      return TensorView(b.view().data, b.dtype(), c.x, st, Memory::host);
+    };
+    const Tensor x32 = converted(buf64, DType::f32);
+    const std::vector<double> ref = run_poisoned(Plan(p64, {Strategy::reference}), view_of(converted(buf32, DType::f64)));
+    const std::vector<double> ref32 = run_poisoned(Plan(p64, {Strategy::reference}), view_of(buf64));
+
+    const Plan fold64(p64, {Strategy::fold}), fold32(p32, {Strategy::fold});
+    ASSERT_EQ(fold64.strategy(), Strategy::fold);
+    EXPECT_LE(rel_error(run_poisoned(fold64, view_of(buf64)), ref32), 1e-12) << fold64.describe();
+    EXPECT_LE(rel_error(run_poisoned(fold32, view_of(buf32)), ref), 1e-5) << fold32.describe();
+    EXPECT_LE(rel_error(run_poisoned(Plan(p64, {Strategy::fused}), view_of(buf64)), ref32), 1e-12);
+    EXPECT_EQ(Plan(p64).strategy(), Strategy::fold);
+    ++folded;
+  }
+  EXPECT_GE(folded, 200);
+}
+
+// ---- The seed pipelines against a float64 reference written here ----------
+
+// y = conv_transpose2d(x, w, b) in double, scatter form.
+std::vector<double> conv_ref(const std::vector<double>& x, const Shape& xs, const std::vector<double>& w,
+                             const Shape& ws, const std::vector<double>& b, int64_t s, int64_t pad, int64_t opad,
+                             Shape& ys) {
+  const int64_t N = xs[0], Cin = xs[1], H = xs[2], W = xs[3], Cout = ws[1], k = ws[2];
+  const int64_t Ho = (H - 1) * s - 2 * pad + (k - 1) + opad + 1, Wo = (W - 1) * s - 2 * pad + (k - 1) + opad + 1;
+  ys = {N, Cout, Ho, Wo};
+  std::vector<double> y(static_cast<std::size_t>(N * Cout * Ho * Wo));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t co = 0; co < Cout; ++co)
+      for (int64_t i = 0; i < Ho * Wo; ++i) y[(n * Cout + co) * Ho * Wo + i] = b[co];
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t ci = 0; ci < Cin; ++ci)
+      for (int64_t ih = 0; ih < H; ++ih)
+        for (int64_t iw = 0; iw < W; ++iw)
+          for (int64_t co = 0; co < Cout; ++co)
+            for (int64_t kh = 0; kh < k; ++kh)
+              for (int64_t kw = 0; kw < k; ++kw) {
+                const int64_t oh = ih * s - pad + kh, ow = iw * s - pad + kw;
+                if (oh < 0 || oh >= Ho || ow < 0 || ow >= Wo) continue;
+                y[((n * Cout + co) * Ho + oh) * Wo + ow] +=
+                    x[((n * Cin + ci) * H + ih) * W + iw] * w[((ci * Cout + co) * k + kh) * k + kw];
+              }
+  return y;
+}
+
+struct Seed {
+  Shape x;
+  int64_t cout, k, stride, pad, opad;
+};
+
+void check_seed(const Seed& s, bool gap_bias_lse) {
+  Rng rng(7);
+  const Tensor x = random_tensor(s.x, DType::f32, rng, 0, 1);
+  const double bound = 1.0 / std::sqrt(double(s.cout * s.k * s.k));
+  const Tensor w = random_tensor({s.x[1], s.cout, s.k, s.k}, DType::f32, rng, -bound, bound);
+  const Tensor b = random_tensor({s.cout}, DType::f32, rng, -bound, bound);
+  const Tensor extra = random_tensor({s.cout, 1, 1}, DType::f32, rng, -2, 2);
+  ConvTranspose2dParams p;
+  p.stride = {s.stride, s.stride};
+  p.padding = {s.pad, s.pad};
+  p.output_padding = {s.opad, s.opad};
+  Pipeline pipe(s.x);
+  pipe.conv_transpose2d(w, b, p);
+  if (gap_bias_lse) pipe.mean({2, 3}, true).add(extra).logsumexp({1}, true).sum({2, 3}).mul(10.0);
+  else pipe.mul(0.5).mean({2, 3}, true).mean({2, 3}, true);
+
+  Shape ys;
+  const std::vector<double> y = conv_ref(values(x), s.x, values(w), w.shape(), values(b), s.stride, s.pad, s.opad, ys);
+  const int64_t N = ys[0], C = ys[1], HW = ys[2] * ys[3];
+  const std::vector<double> e = values(extra);
+  std::vector<double> ref;
+  for (int64_t n = 0; n < N; ++n) {
+    std::vector<double> m(C);
+    for (int64_t c = 0; c < C; ++c) {
+      double acc = 0;
+      for (int64_t i = 0; i < HW; ++i) acc += y[(n * C + c) * HW + i];
+      m[c] = acc / double(HW);
+    }
+    if (gap_bias_lse) {
+      double mx = -INFINITY, se = 0;
+      for (int64_t c = 0; c < C; ++c) mx = std::max(mx, m[c] + e[c]);
+      for (int64_t c = 0; c < C; ++c) se += std::exp(m[c] + e[c] - mx);
+      ref.push_back(10.0 * (mx + std::log(se)));
+    } else {
+      for (int64_t c = 0; c < C; ++c) ref.push_back(0.5 * m[c]);
+    }
+  }
+  for (Strategy st : {Strategy::automatic, Strategy::fused, Strategy::reference}) {
+    const Plan plan(pipe, {st});
+    EXPECT_EQ(plan.output_shape(), gap_bias_lse ? Shape({N, 1}) : Shape({N, C, 1, 1}));
+    const double err = rel_error(run_poisoned(plan, x), ref);
+    EXPECT_LE(err, 1e-5) << plan.describe();
+    if (st == Strategy::automatic) EXPECT_EQ(plan.strategy(), Strategy::fold);
+  }
+}
+
+TEST(Plan, SeedConvtGapBiasLseMatchesFloat64Reference) { check_seed({{2, 8, 33, 31}, 16, 3, 1, 0, 0}, true); }
+TEST(Plan, SeedConvtMulGapMatchesFloat64Reference) { check_seed({{2, 8, 17, 19}, 16, 3, 2, 1, 1}, false); }
+
+// ---- Non-fold pipelines: the fused epilogue ------------------------------------
+
+Pipeline epilogue_pipeline(int which, Rng& rng, DType dt) {
+  const Shape xs{2, 3, 7, 6};
+  Tensor w = random_tensor({3, 4, 3, 2}, dt, rng, -1, 1);
+  Pipeline p(xs, dt);
+  p.conv_transpose2d(w, random_tensor({4}, dt, rng, -1, 1), ConvTranspose2dParams{}.with_stride(2));
+  switch (which) {
+    case 0: p.relu().mean({2, 3}, true).add(random_tensor({4, 1, 1}, dt, rng, -1, 1)).logsumexp({1}, true).sum({2, 3}).mul(10.0); break;
+    case 1: p.gelu().mul(random_tensor({1, 4, 1, 1}, dt, rng, -1, 1)).max({1}).sigmoid(); break;  // over C: K = 1
+    case 2: p.tanh().softmax(1).mul(2.0); break;
+    case 3: p.mish().hardswish().sub(random_tensor({4, 1, 1}, dt, rng, -1, 1)); break;  // map
+    case 4: p.silu().logsumexp({2, 3}).softmax(1); break;
+    case 5: p.leaky_relu(0.1).min({0}, true).abs(); break;
+    case 6: p.relu().softmax(1).mean({2, 3}); break;  // softmax then a reduction: reference
+    default: p.clamp(-0.5, 0.5).sum({1, 3}, true).exp(); break;  // non-trailing pair: reduce then tail
+  }
+  return p;
+}
+
+TEST(Plan, FusedEpilogueMatchesReference) {
+  for (int which = 0; which < 8; ++which) {
+    SCOPED_TRACE(which);
+    Rng rng(100 + which);
+    const Pipeline p = epilogue_pipeline(which, rng, DType::f64);
+    const Tensor x = random_tensor(p.input_shape(), DType::f64, rng, 0, 1);
+    const std::vector<double> ref = run_poisoned(Plan(p, {Strategy::reference}), x);
+    const Plan plan(p);
+    EXPECT_NE(plan.strategy(), Strategy::fold);
+    if (which == 6) EXPECT_EQ(plan.strategy(), Strategy::reference) << plan.describe();
+    else EXPECT_EQ(plan.strategy(), Strategy::fused) << plan.describe();
+    EXPECT_LE(rel_error(run_poisoned(plan, x), ref), 1e-12) << plan.describe();
+  }
+}
+
+TEST(Plan, PipelineWithoutFrontOpRunsFused) {
+  Rng rng(3);
+  Pipeline p({3, 5, 4, 7}, DType::f64);
+  p.mul(random_tensor({5, 1, 1}, DType::f64, rng, -1, 1)).mean({2, 3}).logsumexp({1}, true);
+  const Tensor x = random_tensor(p.input_shape(), DType::f64, rng, -1, 1);
+  const Plan plan(p);
+  EXPECT_EQ(plan.strategy(), Strategy::fused);
+  EXPECT_LE(rel_error(run_poisoned(plan, x), run_poisoned(Plan(p, {Strategy::reference}), x)), 1e-12);
+}
+
+// ---- describe(), rewrites, errors ----------------------------------------------------
+
+TEST(Plan, DescribeNamesStrategyRewritesAndBytes) {
+  Rng rng(1);
+  Pipeline p({2, 4, 9, 9});
+  p.conv_transpose2d(random_tensor({4, 6, 3, 3}, DType::f32, rng, -1, 1)).mul(0.5).mul(4.0).mean({2, 3}, true).mean({2, 3}, true);
+  const std::string d = Plan(p).describe();
+  EXPECT_NE(d.find("strategy fold"), std::string::npos) << d;
+  EXPECT_NE(d.find("merged mul(0.5) and mul(4) into mul(2)"), std::string::npos) << d;
+  EXPECT_NE(d.find("reduces only size-1 axes"), std::string::npos) << d;
+  EXPECT_NE(d.find("bytes: floor"), std::string::npos) << d;
+  const int64_t floor = (2 * 4 * 81 + 4 * 6 * 9 + 2 * 6) * 4;
+  EXPECT_EQ(Plan(p).floor_bytes(), floor);
+}
+
+TEST(Plan, ForcedFoldThatCannotApplyIsAnError) {
+  Rng rng(2);
+  Pipeline p({1, 2, 5, 5});
+  p.conv_transpose2d(random_tensor({2, 3, 3, 3}, DType::f32, rng, -1, 1)).relu().mean({2, 3});
+  try {
+    Plan plan(p, {Strategy::fold});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.category(), ErrorCategory::unsupported);
+    EXPECT_NE(std::string(e.what()).find("fold: relu follows the conv"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(Plan(p).strategy(), Strategy::fused);
+}
+
+TEST(Plan, RunChecksItsArguments) {
+  Rng rng(4);
+  Pipeline p({1, 2, 5, 5});
+  p.conv_transpose2d(random_tensor({2, 3, 3, 3}, DType::f32, rng, -1, 1)).mean({2, 3});
+  const Plan plan(p);
+  Tensor wrong = Tensor::empty({1, 2, 5, 4}, DType::f32), out = Tensor::empty({1, 3}, DType::f32);
+  EXPECT_THROW(plan.run(wrong.view(), out.view()), Error);
+  Tensor x = random_tensor({1, 2, 5, 5}, DType::f32, rng, 0, 1), small = Tensor::empty({1, 2}, DType::f32);
+  try {
+    plan.run(x.view(), small.view());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Plan::run: output is [1, 2] float32"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Pipeline, BuilderErrorsNameThePosition) {
+  Rng rng(5);
+  Pipeline p({2, 4, 6, 6});
+  p.conv_transpose2d(random_tensor({4, 3, 3, 3}, DType::f32, rng, -1, 1));
+  try {
+    p.mean({2, 3}).add(random_tensor({5}, DType::f32, rng, 0, 1));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.category(), ErrorCategory::shape_mismatch);
+    EXPECT_NE(std::string(e.what()).find("op #3 (add)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[2, 3] and [5]"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(Pipeline({2, 4}).conv_transpose2d(random_tensor({4, 3, 3, 3}, DType::f32, rng, -1, 1)), Error);
+  EXPECT_THROW(Pipeline({2, 4, 6, 6}).relu().conv_transpose2d(random_tensor({4, 3, 3, 3}, DType::f32, rng, -1, 1)), Error);
+  EXPECT_THROW(Pipeline({2, 4, 6, 6}).sum({4}), Error);
+  EXPECT_THROW(Pipeline({2, 4, 6, 6}).softmax(-5), Error);
+  EXPECT_THROW(Pipeline({2, 4, 6, 6}).clamp(1.0, -1.0), Error);
+}
+
+}  // namespace
