@@ -32,6 +32,18 @@ struct TeamGroup {
   }
 };
 
+// Adds into team-shared memory; a one-thread (Serial) team needs no atomic.
+template <class V>
+KOKKOS_INLINE_FUNCTION void team_add(V& dst, V v) {
+#ifdef KOKKOS_ENABLE_SERIAL
+  if constexpr (std::is_same_v<ExecSpace, Kokkos::Serial>) {
+    dst += v;
+    return;
+  }
+#endif
+  Kokkos::atomic_add(&dst, v);
+}
+
 // Sum of n elements at p[0], p[stride], ... On the host an unrolled loop with
 // independent accumulators (so one core streams at memory speed); on a
 // device the team's vector lanes share it.
@@ -56,6 +68,17 @@ KOKKOS_INLINE_FUNCTION double lane_sum(const Team& team, const T* p, int64_t n, 
   return s;
 }
 
+// The tail on each row of Z (R rows of K, in place), then the output.
+template <class A>
+void run_tail_rows(const Tail<A>& tail, A* z, A* out) {
+  Kokkos::parallel_for("kfuse::tail", team_policy(tail.R, 0, 1), KOKKOS_LAMBDA(const Team& team) {
+    const int64_t r = team.league_rank();
+    A* row = z + r * tail.K;
+    const int64_t kout = run_tail(TeamGroup<A>{team}, tail.ops, tail.n, row, r, tail.K);
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kout), [&](int64_t k) { out[r * kout + k] = row[k]; });
+  });
+}
+
 template <class A, class T>
 void run_fold(const FoldStep<A>& step, const TensorView& x, const TensorView& out) {
   FoldGeometry g = step.geom;
@@ -74,42 +97,42 @@ void run_fold(const FoldStep<A>& step, const TensorView& x, const TensorView& ou
     const int64_t p = team.league_rank();
     const T* plane = xp + (p / g.C) * g.xs[0] + (p % g.C) * g.xs[1];
     Scratch B(team.team_scratch(0), blocks);
-    for (int i = 0; i < g.row_segments; ++i) {
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, blocks), [&](int b) { B(b) = 0.0; });
+    team.team_barrier();
+    // Row by row, each row's column segments in order: one sweep of the plane.
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, g.H), [&](int64_t r) {
+      const int i = g.row_segment(r);
+      const T* row = plane + r * g.xs[2];
       for (int j = 0; j < g.col_segments; ++j) {
-        const int64_t c0 = g.col_cut[j], cols = g.col_cut[j + 1] - c0;
-        double block = 0.0;
-        Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, g.row_cut[i], g.row_cut[i + 1]),
-                                [&](int64_t r, double& acc) {
-                                  acc += lane_sum(team, plane + r * g.xs[2] + c0 * g.xs[3], cols, g.xs[3]);
-                                }, block);
-        Kokkos::single(Kokkos::PerTeam(team), [&]() { B(i * g.col_segments + j) = block; });
+        const int64_t c0 = g.col_cut[j];
+        const double s = lane_sum(team, row + c0 * g.xs[3], g.col_cut[j + 1] - c0, g.xs[3]);
+        Kokkos::single(Kokkos::PerThread(team), [&]() { team_add(B(i * g.col_segments + j), s); });
       }
-    }
+    });
     team.team_barrier();
     Kokkos::parallel_for(Kokkos::TeamThreadRange(team, taps), [&](int t) { sums(p * taps + t) = g.tap_sum(B.data(), t); });
   });
 
-  // 2. Per tail row: Z = contraction of the tap sums, then the tail; only the
-  //    output is stored.
+  // 2. Z[n, :] = bias + contraction of n's tap sums: for each weight row q,
+  //    the team sweeps Cout (contiguous in the weights, coalesced on a GPU).
   const FoldContraction<A> con = step.contraction;
-  const Tail<A> tail = step.tail;
-  Kokkos::View<A*, DeviceMemSpace> z("kfuse::fold::z", tail.R * tail.K);
-  A* op = static_cast<A*>(out.data);
-  const int64_t kg = con.cin_g * taps;
-  Kokkos::parallel_for("kfuse::fold::contract_tail", team_policy(tail.R, 0, 1), KOKKOS_LAMBDA(const Team& team) {
-    const int64_t r = team.league_rank();
-    A* row = z.data() + r * tail.K;
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, tail.K), [&](int64_t k) {
-      const int64_t zi = r * tail.K + k, n = zi / con.Cout, co = zi % con.Cout;
-      const double* s = sums.data() + (n * g.C + (co / con.cout_g) * con.cin_g) * taps;
-      A acc = con.bias[co];
-      for (int64_t q = 0; q < kg; ++q) acc += con.weight[q * con.Cout + co] * A(s[q]);
-      row[k] = acc;
-    });
-    team.team_barrier();
-    const int64_t kout = run_tail(TeamGroup<A>{team}, tail.ops, tail.n, row, r, tail.K);
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kout), [&](int64_t k) { op[r * kout + k] = row[k]; });
+  const int64_t kg = con.cin_g * taps, groups = g.C / con.cin_g;
+  Kokkos::View<A*, DeviceMemSpace> z("kfuse::fold::z", g.N * con.Cout);
+  Kokkos::parallel_for("kfuse::fold::contract", team_policy(g.N, 0, 1), KOKKOS_LAMBDA(const Team& team) {
+    const int64_t n = team.league_rank();
+    A* zn = z.data() + n * con.Cout;
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, con.Cout), [&](int64_t co) { zn[co] = con.bias[co]; });
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      const double* s = sums.data() + (n * g.C + grp * con.cin_g) * taps;
+      for (int64_t q = 0; q < kg; ++q) {
+        const A sq = A(s[q]);
+        const A* wq = con.weight + q * con.Cout;
+        Kokkos::parallel_for(Kokkos::TeamThreadRange(team, grp * con.cout_g, (grp + 1) * con.cout_g),
+                             [&](int64_t co) { zn[co] += wq[co] * sq; });
+      }
+    }
   });
+  run_tail_rows(step.tail, z.data(), static_cast<A*>(out.data));
   Kokkos::fence();
 }
 
@@ -139,12 +162,7 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
       }, AccReducer<A>(kind, acc));
       Kokkos::single(Kokkos::PerTeam(team), [&]() { z(o) = reduce_finish(kind, acc, count); });
     });
-    Kokkos::parallel_for("kfuse::epilogue::tail", team_policy(tail.R, 0, 1), KOKKOS_LAMBDA(const Team& team) {
-      const int64_t r = team.league_rank();
-      A* row = z.data() + r * tail.K;
-      const int64_t kout = run_tail(TeamGroup<A>{team}, tail.ops, tail.n, row, r, tail.K);
-      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kout), [&](int64_t k) { op[r * kout + k] = row[k]; });
-    });
+    run_tail_rows(tail, z.data(), op);
   } else {
     Indexer out_outer, out_inner;
     split_axes(y.shape, contiguous_strides(y.shape), e.mask, out_outer, out_inner);

@@ -78,7 +78,7 @@ Tensor unary(const TensorView& x, const Unary& u) {
     T* yp = out.data<T>();
     const Indexer ix = make_indexer(x.shape, x.strides);
     Kokkos::parallel_for("kfuse::unary", Range(0, out.numel()),
-                         KOKKOS_LAMBDA(int64_t i) { yp[i] = detail::apply(u, xp[ix.offset(i)]); });
+                         KOKKOS_LAMBDA(int64_t i) { yp[i] = detail::apply(u, xp[i]); });
   });
   Kokkos::fence();
   return out;
@@ -179,8 +179,10 @@ Tensor softmax(const TensorView& x, int axis, TeamLaunch launch) {
       Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, len), [&](int64_t j, detail::ReduceAcc<A>& a) {
         detail::reduce_push(ReduceKind::logsumexp, a, A(row[j * xs]));
       }, kokkos::AccReducer<A>(ReduceKind::logsumexp, acc));
+      // As PyTorch: a row holding +inf is NaN throughout (exp(x - max) meets inf - inf).
+      const A sum = acc.a == detail::inf<A>() ? detail::quiet_nan<A>() : acc.b;
       Kokkos::parallel_for(Kokkos::TeamThreadRange(team, len),
-                           [&](int64_t j) { dst[j * ys] = T(std::exp(A(row[j * xs]) - acc.a) / acc.b); });
+                           [&](int64_t j) { dst[j * ys] = T(std::exp(A(row[j * xs]) - acc.a) / sum); });
     });
   });
   Kokkos::fence();
