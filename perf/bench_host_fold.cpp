@@ -8,6 +8,7 @@
 // once, the output written once).
 #include <benchmark/benchmark.h>
 
+#include <memory>
 #include <random>
 
 #include "kfuse/plan.hpp"
@@ -31,34 +32,38 @@ struct Problem {
   Tensor x;
 };
 
+// Built on first use, released in main() before Kokkos is finalised.
+std::unique_ptr<Problem> g_problems[2];
+
 // convt_gap_bias_lse: ConvTranspose2d(64, 128, 3) on [16, 64, 512, 512] -> mean
 // -> + bias -> logsumexp over C -> sum -> * 10.
-const Problem& gap_bias_lse() {
-  static const Problem p = [] {
+Problem gap_bias_lse() {
+  {
     const double bound = 1.0 / std::sqrt(128.0 * 9.0);
     Pipeline pl({16, 64, 512, 512});
     pl.conv_transpose2d(uniform({64, 128, 3, 3}, 1, -bound, bound), uniform({128}, 2, -bound, bound))
         .mean({2, 3}, true).add(uniform({128, 1, 1}, 3, -2, 2)).logsumexp({1}, true).sum({2, 3}).mul(10.0);
     return Problem{pl, uniform({16, 64, 512, 512}, 4, 0, 1)};
-  }();
-  return p;
+  }
 }
 
 // convt_mul_gap: ConvTranspose2d(64, 128, 3, stride 2, padding 1, output_padding 1)
 // on [16, 64, 128, 128] -> * 0.5 -> mean -> mean.
-const Problem& mul_gap() {
-  static const Problem p = [] {
+Problem mul_gap() {
+  {
     const double bound = 1.0 / std::sqrt(128.0 * 9.0);
     Pipeline pl({16, 64, 128, 128});
     pl.conv_transpose2d(uniform({64, 128, 3, 3}, 5, -bound, bound), uniform({128}, 6, -bound, bound),
                         ConvTranspose2dParams{}.with_stride(2).with_padding(1).with_output_padding(1))
         .mul(0.5).mean({2, 3}, true).mean({2, 3}, true);
     return Problem{pl, uniform({16, 64, 128, 128}, 7, 0, 1)};
-  }();
-  return p;
+  }
 }
 
-const Problem& problem(int64_t which) { return which == 0 ? gap_bias_lse() : mul_gap(); }
+const Problem& problem(int64_t which) {
+  if (!g_problems[which]) g_problems[which] = std::make_unique<Problem>(which == 0 ? gap_bias_lse() : mul_gap());
+  return *g_problems[which];
+}
 
 // One read of x: eight independent accumulators (what the fold's plane pass does).
 void BM_PlainReadX(benchmark::State& state) {
@@ -98,5 +103,6 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("problems", "0 = convt_gap_bias_lse [16,64,512,512], 1 = convt_mul_gap [16,64,128,128]");
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
+  for (auto& p : g_problems) p.reset();
   return 0;
 }

@@ -265,7 +265,9 @@ void check_seed(const Seed& s, bool gap_bias_lse) {
     EXPECT_EQ(plan.output_shape(), gap_bias_lse ? Shape({N, 1}) : Shape({N, C, 1, 1}));
     const double err = rel_error(run_poisoned(plan, x), ref);
     EXPECT_LE(err, 1e-5) << plan.describe();
-    if (st == Strategy::automatic) EXPECT_EQ(plan.strategy(), Strategy::fold);
+    if (st == Strategy::automatic) {
+      EXPECT_EQ(plan.strategy(), Strategy::fold);
+    }
   }
 }
 

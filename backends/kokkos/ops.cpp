@@ -78,7 +78,7 @@ Tensor unary(const TensorView& x, const Unary& u) {
     T* yp = out.data<T>();
     const Indexer ix = make_indexer(x.shape, x.strides);
     Kokkos::parallel_for("kfuse::unary", Range(0, out.numel()),
-                         KOKKOS_LAMBDA(int64_t i) { yp[i] = detail::apply(u, xp[i]); });
+                         KOKKOS_LAMBDA(int64_t i) { yp[i] = detail::apply(u, xp[ix.offset(i)]); });
   });
   Kokkos::fence();
   return out;
@@ -128,6 +128,8 @@ Tensor binary(const TensorView& a, double scalar, BinaryKind kind) {
 Tensor reduce(const TensorView& x, ReduceKind kind, const std::vector<int>& axes, bool keepdim, TeamLaunch launch) {
   const std::string op = to_string(kind);
   check_input(x, op, "input");
+  if (axes.empty())
+    fail(ErrorCategory::invalid_argument, op, "needs at least one axis (PyTorch's dim=[] reduces every axis: list them)");
   const uint32_t mask = axes_mask(axes, x.rank(), op);
   Tensor out = Tensor::empty(reduced_shape(x.shape, mask, keepdim), x.dtype, x.memory);
   dispatch_float(x.dtype, op, [&](auto tag) {
@@ -179,10 +181,8 @@ Tensor softmax(const TensorView& x, int axis, TeamLaunch launch) {
       Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, len), [&](int64_t j, detail::ReduceAcc<A>& a) {
         detail::reduce_push(ReduceKind::logsumexp, a, A(row[j * xs]));
       }, kokkos::AccReducer<A>(ReduceKind::logsumexp, acc));
-      // As PyTorch: a row holding +inf is NaN throughout (exp(x - max) meets inf - inf).
-      const A sum = acc.a == detail::inf<A>() ? detail::quiet_nan<A>() : acc.b;
       Kokkos::parallel_for(Kokkos::TeamThreadRange(team, len),
-                           [&](int64_t j) { dst[j * ys] = T(std::exp(A(row[j * xs]) - acc.a) / sum); });
+                           [&](int64_t j) { dst[j * ys] = T(detail::softmax_value(acc, A(row[j * xs]))); });
     });
   });
   Kokkos::fence();

@@ -93,7 +93,8 @@ Pipeline& Pipeline::reduce(ReduceKind kind, std::vector<int> axes, bool keepdim)
   const std::string w = where(to_string(kind));
   const int rank = static_cast<int>(output_shape().size());
   const uint32_t mask = at(w, [&] { return axes_mask(axes, rank, to_string(kind)); });
-  if (mask == 0) fail(ErrorCategory::invalid_argument, w, "needs at least one axis");
+  if (mask == 0)
+    fail(ErrorCategory::invalid_argument, w, "needs at least one axis (PyTorch's dim=[] reduces every axis: list them)");
   std::vector<int> norm;
   for (int d = 0; d < rank; ++d)
     if (mask >> d & 1u) norm.push_back(d);

@@ -39,7 +39,10 @@ KFUSE_HDI T apply(const Unary& op, T x) {
     case UnaryKind::silu: return x * sigmoid(x);
     case UnaryKind::mish: return x * std::tanh(softplus(x));
     case UnaryKind::hardtanh:
-    case UnaryKind::clamp: return is_nan(x) ? x : (x < T(op.a) ? T(op.a) : (x > T(op.b) ? T(op.b) : x));
+    case UnaryKind::clamp: {  // min(max(x, lo), hi), as torch.clamp: hi wins when lo > hi
+      const T lo = x < T(op.a) ? T(op.a) : x;
+      return is_nan(x) ? x : (lo > T(op.b) ? T(op.b) : lo);
+    }
     case UnaryKind::hardswish: {
       const T r6 = x + T(3) < T(0) ? T(0) : (x + T(3) > T(6) ? T(6) : x + T(3));
       return is_nan(x) ? x : x * r6 / T(6);
@@ -130,6 +133,14 @@ KFUSE_HDI A reduce_finish(ReduceKind k, const ReduceAcc<A>& acc, int64_t count) 
       return acc.a + std::log(acc.b);
     default: return acc.a;
   }
+}
+
+// softmax of x in a row whose logsumexp state is `acc`. As PyTorch, a row
+// holding +inf is NaN throughout (exp(x - max) meets inf - inf).
+template <class A>
+KFUSE_HDI A softmax_value(const ReduceAcc<A>& acc, A x) {
+  const A sum = acc.a == inf<A>() ? quiet_nan<A>() : acc.b;
+  return std::exp(x - acc.a) / sum;
 }
 
 // Accumulation type: at least fp32, fp64 for fp64 tensors.

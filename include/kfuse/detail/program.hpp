@@ -70,7 +70,7 @@ KFUSE_HD int64_t run_tail(const Group& g, const TailOp<A>* ops, int n_ops, A* ro
       K = 1;
     } else {
       const ReduceAcc<A> acc = g.reduce(ReduceKind::logsumexp, K, [&](int64_t k) { return row[k]; });
-      g.for_each(K, [&](int64_t k) { row[k] = std::exp(row[k] - acc.a) / acc.b; });
+      g.for_each(K, [&](int64_t k) { row[k] = softmax_value(acc, row[k]); });
     }
   }
   return K;
