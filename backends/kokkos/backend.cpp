@@ -178,7 +178,7 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
       }, AccReducer<A>(ReduceKind::logsumexp, acc));
       Kokkos::parallel_for(Kokkos::TeamThreadRange(team, count), [&](int64_t j) {
         const A v = apply_chain(body.ops, body.n, base[inner.offset(j)], o, j);
-        dst[out_inner.offset(j)] = apply_chain(after.ops, after.n, A(std::exp(v - acc.a) / acc.b), o, j);
+        dst[out_inner.offset(j)] = apply_chain(after.ops, after.n, softmax_value(acc, v), o, j);
       });
     });
   }
