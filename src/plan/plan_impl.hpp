@@ -35,6 +35,7 @@ struct ConvStep {
   Tensor weight;               // plan memory, pipeline dtype (fp32 for half inputs)
   std::optional<Tensor> bias;
   Shape out_shape;
+  bool allow_tf32 = false;     // PlanOptions::allow_tf32: TF32 tensor cores allowed for fp32 convolutions
 };
 
 // The fold: one pass over x for the segment-block sums of every plane, then

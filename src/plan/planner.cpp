@@ -318,6 +318,7 @@ Attempt try_fused(const Pipeline& p, const Stages& st, Store<A>& store, const Pl
     if (auto* conv = std::get_if<ConvTranspose2dOp>(&st[0].op)) {
       ConvStep c{conv->params, Tensor::copy_of(conv->weight, opt.memory), std::nullopt, st[0].out_shape};
       if (conv->bias) c.bias = Tensor::copy_of(*conv->bias, opt.memory);
+      c.allow_tf32 = opt.allow_tf32;
       at.steps.push_back(c);
       i = 1;
     }
@@ -352,8 +353,10 @@ Attempt try_fused(const Pipeline& p, const Stages& st, Store<A>& store, const Pl
       at.why = "the ops after " + op_text(st[j].op) + " do not fit one row program: " + at.why;
       return at;
     }
-    at.why = op_text(st[j].op) + " reads Y once; the " + std::to_string(st.size() - j - 1) +
-             " ops after it run on its result in one row program";
+    const std::size_t after = st.size() - j - 1;
+    at.why = op_text(st[j].op) + " reads Y once" +
+             (after ? detail::cat("; the ", after, after == 1 ? " op" : " ops", " after it run on its result in one row program")
+                    : std::string());
   } else {
     const int axis = std::get<SoftmaxOp>(st[j].op).axis;
     e.main = MainKind::softmax;

@@ -1,0 +1,288 @@
+// kfuse: plan and run a JSON pipeline spec, time it, and check it against a
+// float64 reference.
+//
+//   kfuse run specs/small/convt_gap_bias_lse.json --check
+//   kfuse run SPEC [--input x.npy] [--output out.npy] [--strategy auto|fold|fused|reference]
+//                  [--backend auto|kokkos|cuda] [--dtype float32|float64] [--check]
+//                  [--tolerance T] [--repeat N] [--warmup N]
+//
+// Exit codes: 0 success, 1 the check failed, 2 an error (bad arguments, a bad
+// spec, a planning or runtime error).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "kfuse/kokkos.hpp"
+#include "kfuse/npy.hpp"
+#include "kfuse/plan.hpp"
+#include "kfuse/runtime.hpp"
+#include "kfuse/spec.hpp"
+
+#ifndef KFUSE_VERSION
+#define KFUSE_VERSION "unknown"
+#endif
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct RunArgs {
+  std::string spec;
+  std::string input;
+  std::string output;
+  std::string strategy = "auto";
+  std::string backend = "auto";
+  std::string dtype;
+  bool check = false;
+  double tolerance = -1.0;  // < 0: the dtype's default
+  int repeat = 10;
+  int warmup = 2;
+};
+
+// Waits for the plan's work to finish, for honest timings.
+void synchronize() {
+  if (Kokkos::is_initialized()) Kokkos::fence();
+}
+
+std::string describe_input(const kfuse::InputSource& in) {
+  if (in.npy) return "from " + *in.npy;
+  const kfuse::InitSpec& i = in.init;
+  std::string s = std::string("generated: ") + kfuse::to_string(i.kind);
+  if (i.kind != kfuse::InitKind::constant) s += " seed " + std::to_string(i.seed);
+  return s;
+}
+
+std::vector<double> to_doubles(const kfuse::TensorView& host) {
+  const kfuse::Tensor d = kfuse::cast(host, kfuse::DType::f64);
+  const double* p = d.data<double>();
+  return std::vector<double>(p, p + d.numel());
+}
+
+void print_values(const std::vector<double>& v, const kfuse::Shape& shape, kfuse::DType dtype) {
+  const std::size_t n = std::min<std::size_t>(v.size(), 8);
+  std::printf("output %s %s:", kfuse::to_string(shape).c_str(), kfuse::to_string(dtype));
+  for (std::size_t i = 0; i < n; ++i) std::printf(" %.9g", v[i]);
+  if (v.size() > n) std::printf(" ... (%zu values)", v.size());
+  std::printf("\n");
+}
+
+struct Comparison {
+  double rel = 0.0, max_abs = 0.0;
+  int64_t nonfinite_mismatch = 0;
+};
+
+Comparison compare(const std::vector<double>& out, const std::vector<double>& ref) {
+  Comparison c;
+  double num = 0.0, den = 0.0;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const double a = out[i], b = ref[i];
+    if (std::isnan(a) || std::isnan(b) || std::isinf(a) || std::isinf(b)) {
+      const bool same = (std::isnan(a) && std::isnan(b)) || (std::isinf(a) && std::isinf(b) && (a > 0) == (b > 0));
+      if (!same) ++c.nonfinite_mismatch;
+      continue;
+    }
+    const double d = a - b;
+    num += d * d;
+    den += b * b;
+    c.max_abs = std::max(c.max_abs, std::abs(d));
+  }
+  c.rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  return c;
+}
+
+// Default check tolerance: the pipeline's dtype against a float64 reference.
+double default_tolerance(kfuse::DType d) {
+  switch (d) {
+    case kfuse::DType::f32: return 1e-5;
+    case kfuse::DType::f64: return 1e-9;
+    case kfuse::DType::f16:
+    case kfuse::DType::bf16: return 1e-2;
+  }
+  return 1e-4;
+}
+
+int run_command(const RunArgs& a) {
+  std::optional<kfuse::DType> dtype;
+  if (!a.dtype.empty()) dtype = kfuse::dtype_from(a.dtype);
+  const kfuse::Spec spec = kfuse::load_spec(a.spec, dtype);
+  const kfuse::Pipeline& pipeline = spec.pipeline;
+
+  kfuse::PlanOptions opt;
+  opt.strategy = kfuse::strategy_from(a.strategy);
+  opt.backend = kfuse::backend_from(a.backend);
+  opt.memory = opt.backend == kfuse::BackendChoice::cuda ? kfuse::Memory::cuda : kfuse::Memory::host;
+  const kfuse::Plan plan(pipeline, opt);
+
+  // The input, on the host first.
+  kfuse::Tensor x_host;
+  if (!a.input.empty()) {
+    x_host = kfuse::read_npy(a.input);
+    if (x_host.shape() != pipeline.input_shape())
+      kfuse::fail(kfuse::ErrorCategory::shape_mismatch, "--input", a.input, " has shape ",
+                  kfuse::to_string(x_host.shape()), "; the spec's input is ", kfuse::to_string(pipeline.input_shape()));
+    if (x_host.dtype() != pipeline.dtype()) {
+      std::fprintf(stderr, "kfuse: note: converting %s from %s to %s\n", a.input.c_str(),
+                   kfuse::to_string(x_host.dtype()), kfuse::to_string(pipeline.dtype()));
+      x_host = kfuse::cast(x_host, pipeline.dtype());
+    }
+  } else {
+    x_host = kfuse::make_input(spec);
+  }
+
+  std::printf("spec: %s (%s)\n", spec.name.c_str(), a.spec.c_str());
+  std::printf("input: %s %s (%s)\n", kfuse::to_string(pipeline.input_shape()).c_str(),
+              kfuse::to_string(pipeline.dtype()),
+              a.input.empty() ? describe_input(spec.input).c_str() : ("from " + a.input).c_str());
+  std::printf("%s", plan.describe().c_str());
+  if (!plan.describe().empty() && plan.describe().back() != '\n') std::printf("\n");
+  std::fflush(stdout);
+
+  const kfuse::Memory mem = plan.memory();
+  const kfuse::Tensor x = mem == kfuse::Memory::host ? x_host : kfuse::Tensor::copy_of(x_host, mem);
+  const kfuse::Tensor out = kfuse::Tensor::empty(plan.output_shape(), plan.dtype(), mem);
+
+  // Warm-up, then timed repeats; a progress line on stderr once runs get long.
+  const int total = a.warmup + a.repeat;
+  std::vector<double> times;
+  const auto t_start = Clock::now();
+  double last_report = 0.0;
+  for (int i = 0; i < total; ++i) {
+    const auto t0 = Clock::now();
+    plan.run(x, out);
+    synchronize();
+    const double dt = seconds_since(t0);
+    if (i >= a.warmup) times.push_back(dt);
+    const double elapsed = seconds_since(t_start);
+    if (elapsed > 1.0 && elapsed - last_report >= 1.0 && i + 1 < total) {
+      if (i < a.warmup)
+        std::fprintf(stderr, "warmup %d/%d, %.1f s\n", i + 1, a.warmup, elapsed);
+      else
+        std::fprintf(stderr, "repeat %d/%d, %.1f s\n", i + 1 - a.warmup, a.repeat, elapsed);
+      last_report = elapsed;
+    }
+  }
+  if (!times.empty()) {
+    std::vector<double> sorted = times;
+    std::sort(sorted.begin(), sorted.end());
+    const std::size_t m = sorted.size();
+    const double median = m % 2 ? sorted[m / 2] : 0.5 * (sorted[m / 2 - 1] + sorted[m / 2]);
+    std::printf("time: median %.4f ms, min %.4f ms (%d repeats after %d warmup)\n", median * 1e3, sorted[0] * 1e3,
+                a.repeat, a.warmup);
+    std::printf("floor: %lld bytes; achieved %.2f GB/s (floor bytes / median time)\n",
+                static_cast<long long>(plan.floor_bytes()),
+                median > 0 ? static_cast<double>(plan.floor_bytes()) / median / 1e9 : 0.0);
+  } else {
+    std::printf("time: not measured (--repeat 0)\n");
+    std::printf("floor: %lld bytes\n", static_cast<long long>(plan.floor_bytes()));
+  }
+  if (total == 0) {  // nothing ran: run once for the output
+    plan.run(x, out);
+    synchronize();
+  }
+
+  const kfuse::Tensor out_host = mem == kfuse::Memory::host ? out : kfuse::Tensor::copy_of(out, kfuse::Memory::host);
+  const std::vector<double> values = to_doubles(out_host);
+  print_values(values, plan.output_shape(), plan.dtype());
+  std::fflush(stdout);
+
+  if (!a.output.empty()) {
+    const bool writable = out_host.dtype() == kfuse::DType::f32 || out_host.dtype() == kfuse::DType::f64;
+    kfuse::write_npy(a.output, writable ? out_host : kfuse::cast(out_host, kfuse::DType::f32));
+    std::printf("wrote %s\n", a.output.c_str());
+  }
+
+  if (!a.check) return 0;
+
+  // The reference: the same problem (same rounded weights and input) in
+  // float64, by the reference strategy when the conv is small enough to run op
+  // by op, else by the fold.
+  const double macs = kfuse::conv_macs(pipeline);
+  const kfuse::Spec ref_spec = kfuse::load_spec(a.spec, kfuse::DType::f64);
+  kfuse::PlanOptions ref_opt;
+  ref_opt.strategy = macs < 2e9 ? kfuse::Strategy::reference : kfuse::Strategy::fold;
+  std::optional<kfuse::Plan> ref_plan;
+  try {
+    ref_plan.emplace(ref_spec.pipeline, ref_opt);
+  } catch (const kfuse::Error& e) {
+    if (ref_opt.strategy != kfuse::Strategy::fold) throw;
+    std::fprintf(stderr, "kfuse: note: the fold does not apply (%s); the float64 reference runs op by op (%.3g MACs)\n",
+                 e.what(), macs);
+    ref_opt.strategy = kfuse::Strategy::reference;
+    ref_plan.emplace(ref_spec.pipeline, ref_opt);
+  }
+  const kfuse::Tensor x_ref = kfuse::cast(x_host, kfuse::DType::f64);
+  const auto t_ref = Clock::now();
+  const kfuse::Tensor ref = ref_plan->run(x_ref);
+  synchronize();
+  const double ref_s = seconds_since(t_ref);
+  if (ref_s > 1.0) std::fprintf(stderr, "reference done, %.1f s\n", ref_s);
+
+  const std::vector<double> ref_values = to_doubles(ref);
+  const Comparison c = compare(values, ref_values);
+  const double tol = a.tolerance >= 0 ? a.tolerance : default_tolerance(plan.dtype());
+  const bool ok = c.rel <= tol && c.nonfinite_mismatch == 0;
+  std::printf("check: reference float64 strategy %s (%.3g MACs): relative error %.3e, max abs error %.3e",
+              kfuse::to_string(ref_opt.strategy), macs, c.rel, c.max_abs);
+  if (c.nonfinite_mismatch) std::printf(", %lld NaN/inf mismatches", static_cast<long long>(c.nonfinite_mismatch));
+  std::printf(", tolerance %.1e: %s\n", tol, ok ? "PASS" : "FAIL");
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kfuse: conv-transpose pipelines with fused reductions and epilogues"};
+  app.set_version_flag("--version", std::string("kfuse ") + KFUSE_VERSION);
+  app.require_subcommand(1);
+
+  RunArgs a;
+  CLI::App* run = app.add_subcommand("run", "Plan a JSON pipeline spec, run and time it, optionally check it");
+  run->add_option("spec", a.spec, "The JSON pipeline spec")->required();
+  run->add_option("--input", a.input, "Input .npy (default: the spec's input)");
+  run->add_option("--output", a.output, "Write the output to this .npy file");
+  run->add_option("--strategy", a.strategy, "auto, fold, fused or reference")
+      ->check(CLI::IsMember({"auto", "fold", "fused", "reference"}))
+      ->capture_default_str();
+  run->add_option("--backend", a.backend, "auto, kokkos or cuda (cuda: data in CUDA memory)")
+      ->check(CLI::IsMember({"auto", "kokkos", "cuda"}))
+      ->capture_default_str();
+  run->add_option("--dtype", a.dtype, "Build the pipeline in this dtype instead of the spec's")
+      ->check(CLI::IsMember({"float32", "float64", "float16", "bfloat16"}));
+  run->add_flag("--check", a.check, "Compare with a float64 reference; exit 1 past the tolerance");
+  run->add_option("--tolerance", a.tolerance,
+                  "Relative error allowed by --check (default 1e-5 for float32, 1e-9 for float64)")
+      ->check(CLI::Range(0.0, 1.0));
+  run->add_option("--repeat", a.repeat, "Timed runs")->check(CLI::Range(0, 1000000))->capture_default_str();
+  run->add_option("--warmup", a.warmup, "Untimed runs first")->check(CLI::Range(0, 1000000))->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help, --version
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "kfuse: error: %s\nRun 'kfuse --help' or 'kfuse run --help' for usage.\n", e.what());
+    return 2;
+  }
+
+  try {
+    kfuse::ScopeGuard guard;
+    return run_command(a);  // every tensor and plan is gone before the guard finalizes
+  } catch (const kfuse::Error& e) {
+    std::fprintf(stderr, "kfuse: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kfuse: error: internal: %s\n", e.what());
+    return 2;
+  }
+}
