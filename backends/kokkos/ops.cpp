@@ -12,45 +12,130 @@ using kokkos::check_input;
 using kokkos::dispatch_float;
 using kokkos::Range;
 
-void kokkos::conv_transpose2d_into(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
-                                   const ConvTranspose2dParams& p, const TensorView& y) {
-  dispatch_float(x.dtype, "conv_transpose2d", [&](auto tag) {
-    using T = decltype(tag);
-    using A = detail::acc_t<T>;
-    const T* xp = static_cast<const T*>(x.data);
-    const T* wp = static_cast<const T*>(w.data);
-    const T* bp = bias ? static_cast<const T*>(bias->data) : nullptr;
-    const int64_t bst = bias ? bias->strides[0] : 0;
-    T* yp = static_cast<T*>(y.data);
-    const int64_t H = x.shape[2], W = x.shape[3], kH = w.shape[2], kW = w.shape[3];
-    const int64_t Cout = y.shape[1], Ho = y.shape[2], Wo = y.shape[3];
-    const int64_t cin_g = x.shape[1] / p.groups, cout_g = w.shape[1];
-    const int64_t xs0 = x.strides[0], xs1 = x.strides[1], xs2 = x.strides[2], xs3 = x.strides[3];
-    const int64_t ws0 = w.strides[0], ws1 = w.strides[1], ws2 = w.strides[2], ws3 = w.strides[3];
-    const int64_t sh = p.stride[0], sw = p.stride[1], ph = p.padding[0], pw = p.padding[1];
-    const int64_t dh = p.dilation[0], dw = p.dilation[1];
-    // Gather form: each output element sums the input taps that land on it.
-    Kokkos::parallel_for("kfuse::conv_transpose2d", Range(0, y.numel()), KOKKOS_LAMBDA(int64_t i) {
-      const int64_t ow = i % Wo, oh = (i / Wo) % Ho, co = (i / (Wo * Ho)) % Cout, n = i / (Wo * Ho * Cout);
-      const int64_t g = co / cout_g, col = co % cout_g;
-      A acc = bp ? A(bp[co * bst]) : A(0);
-      for (int64_t kh = 0; kh < kH; ++kh) {
-        const int64_t th = oh + ph - kh * dh;  // = ih * stride
-        if (th < 0 || th % sh != 0 || th / sh >= H) continue;
-        const int64_t ih = th / sh;
-        for (int64_t kw = 0; kw < kW; ++kw) {
-          const int64_t tw = ow + pw - kw * dw;
-          if (tw < 0 || tw % sw != 0 || tw / sw >= W) continue;
-          const int64_t iw = tw / sw;
-          for (int64_t c = 0; c < cin_g; ++c) {
-            const int64_t ci = g * cin_g + c;
-            acc += A(xp[n * xs0 + ci * xs1 + ih * xs2 + iw * xs3]) * A(wp[ci * ws0 + col * ws1 + kh * ws2 + kw * ws3]);
-          }
+namespace {
+
+// Kernels are function templates: CUDA forbids device lambdas inside generic lambdas.
+
+template <class T>
+void conv_kernel(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias, const ConvTranspose2dParams& p, const TensorView& y) {
+  using A = detail::acc_t<T>;
+  const T* xp = static_cast<const T*>(x.data);
+  const T* wp = static_cast<const T*>(w.data);
+  const T* bp = bias ? static_cast<const T*>(bias->data) : nullptr;
+  const int64_t bst = bias ? bias->strides[0] : 0;
+  T* yp = static_cast<T*>(y.data);
+  const int64_t H = x.shape[2], W = x.shape[3], kH = w.shape[2], kW = w.shape[3];
+  const int64_t Cout = y.shape[1], Ho = y.shape[2], Wo = y.shape[3];
+  const int64_t cin_g = x.shape[1] / p.groups, cout_g = w.shape[1];
+  const int64_t xs0 = x.strides[0], xs1 = x.strides[1], xs2 = x.strides[2], xs3 = x.strides[3];
+  const int64_t ws0 = w.strides[0], ws1 = w.strides[1], ws2 = w.strides[2], ws3 = w.strides[3];
+  const int64_t sh = p.stride[0], sw = p.stride[1], ph = p.padding[0], pw = p.padding[1];
+  const int64_t dh = p.dilation[0], dw = p.dilation[1];
+  // Gather form: each output element sums the input taps that land on it.
+  Kokkos::parallel_for("kfuse::conv_transpose2d", Range(0, y.numel()), KOKKOS_LAMBDA(int64_t i) {
+    const int64_t ow = i % Wo, oh = (i / Wo) % Ho, co = (i / (Wo * Ho)) % Cout, n = i / (Wo * Ho * Cout);
+    const int64_t g = co / cout_g, col = co % cout_g;
+    A acc = bp ? A(bp[co * bst]) : A(0);
+    for (int64_t kh = 0; kh < kH; ++kh) {
+      const int64_t th = oh + ph - kh * dh;  // = ih * stride
+      if (th < 0 || th % sh != 0 || th / sh >= H) continue;
+      const int64_t ih = th / sh;
+      for (int64_t kw = 0; kw < kW; ++kw) {
+        const int64_t tw = ow + pw - kw * dw;
+        if (tw < 0 || tw % sw != 0 || tw / sw >= W) continue;
+        const int64_t iw = tw / sw;
+        for (int64_t c = 0; c < cin_g; ++c) {
+          const int64_t ci = g * cin_g + c;
+          acc += A(xp[n * xs0 + ci * xs1 + ih * xs2 + iw * xs3]) * A(wp[ci * ws0 + col * ws1 + kh * ws2 + kw * ws3]);
         }
       }
-      yp[i] = T(acc);
-    });
+    }
+    yp[i] = T(acc);
   });
+}
+
+template <class T>
+void unary_kernel(const TensorView& x, const Unary& u, const TensorView& y) {
+  const T* xp = static_cast<const T*>(x.data);
+  T* yp = static_cast<T*>(y.data);
+  const Indexer ix = make_indexer(x.shape, x.strides);
+  Kokkos::parallel_for("kfuse::unary", Range(0, y.numel()),
+                       KOKKOS_LAMBDA(int64_t i) { yp[i] = detail::apply(u, xp[ix.offset(i)]); });
+}
+
+template <class T>
+void binary_kernel(const TensorView& a, const TensorView& b, const Shape& shape, BinaryKind kind, const TensorView& y) {
+  const T* ap = static_cast<const T*>(a.data);
+  const T* bp = static_cast<const T*>(b.data);
+  T* yp = static_cast<T*>(y.data);
+  const Indexer ia = broadcast_indexer(shape, a.shape, a.strides);
+  const Indexer ib = broadcast_indexer(shape, b.shape, b.strides);
+  Kokkos::parallel_for("kfuse::binary", Range(0, y.numel()), KOKKOS_LAMBDA(int64_t i) {
+    yp[i] = detail::apply(kind, ap[ia.offset(i)], bp[ib.offset(i)]);
+  });
+}
+
+template <class T>
+void binary_scalar_kernel(const TensorView& a, double scalar, BinaryKind kind, const TensorView& y) {
+  const T* ap = static_cast<const T*>(a.data);
+  T* yp = static_cast<T*>(y.data);
+  const T s = T(scalar);
+  const Indexer ia = make_indexer(a.shape, a.strides);
+  Kokkos::parallel_for("kfuse::binary_scalar", Range(0, y.numel()),
+                       KOKKOS_LAMBDA(int64_t i) { yp[i] = detail::apply(kind, ap[ia.offset(i)], s); });
+}
+
+template <class T>
+void reduce_kernel(const TensorView& x, ReduceKind kind, uint32_t mask, TeamLaunch launch, const TensorView& y) {
+  using A = detail::acc_t<T>;
+  Indexer kept, red;
+  split_axes(x.shape, x.strides, mask, kept, red);
+  int64_t count = 1;
+  for (int d = 0; d < red.rank; ++d) count *= red.size[d];
+  const T* xp = static_cast<const T*>(x.data);
+  T* yp = static_cast<T*>(y.data);
+  Kokkos::parallel_for("kfuse::reduce", team_policy(y.numel(), launch.team_size, launch.vector_length),
+                       KOKKOS_LAMBDA(const Team& team) {
+    const int64_t o = team.league_rank();
+    const T* base = xp + kept.offset(o);
+    detail::ReduceAcc<A> acc;
+    Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, count), [&](int64_t k, detail::ReduceAcc<A>& a) {
+      detail::reduce_push(kind, a, A(base[red.offset(k)]));
+    }, kokkos::AccReducer<A>(kind, acc));
+    Kokkos::single(Kokkos::PerTeam(team), [&]() { yp[o] = T(detail::reduce_finish(kind, acc, count)); });
+  });
+}
+
+template <class T>
+void softmax_kernel(const TensorView& x, uint32_t mask, TeamLaunch launch, const TensorView& y) {
+  using A = detail::acc_t<T>;
+  Indexer kept, along, out_kept, out_along;
+  split_axes(x.shape, x.strides, mask, kept, along);
+  split_axes(y.shape, y.strides, mask, out_kept, out_along);
+  const int64_t len = along.rank ? along.size[0] : 1, xs = along.stride[0], ys = out_along.stride[0];
+  int64_t rows = 1;
+  for (int d = 0; d < kept.rank; ++d) rows *= kept.size[d];
+  const T* xp = static_cast<const T*>(x.data);
+  T* yp = static_cast<T*>(y.data);
+  Kokkos::parallel_for("kfuse::softmax", team_policy(rows, launch.team_size, launch.vector_length),
+                       KOKKOS_LAMBDA(const Team& team) {
+    const int64_t r = team.league_rank();
+    const T* row = xp + kept.offset(r);
+    T* dst = yp + out_kept.offset(r);
+    detail::ReduceAcc<A> acc;  // (max, sum of exp(x - max))
+    Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, len), [&](int64_t j, detail::ReduceAcc<A>& a) {
+      detail::reduce_push(ReduceKind::logsumexp, a, A(row[j * xs]));
+    }, kokkos::AccReducer<A>(ReduceKind::logsumexp, acc));
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, len),
+                         [&](int64_t j) { dst[j * ys] = T(detail::softmax_value(acc, A(row[j * xs]))); });
+  });
+}
+
+}  // namespace
+
+void kokkos::conv_transpose2d_into(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
+                                   const ConvTranspose2dParams& p, const TensorView& y) {
+  dispatch_float(x.dtype, "conv_transpose2d", [&](auto tag) { conv_kernel<decltype(tag)>(x, w, bias, p, y); });
   Kokkos::fence();
 }
 
@@ -72,14 +157,7 @@ Tensor conv_transpose2d(const TensorView& x, const TensorView& w, const std::opt
 Tensor unary(const TensorView& x, const Unary& u) {
   check_input(x, to_string(u.kind), "input");
   Tensor out = Tensor::empty(x.shape, x.dtype, x.memory);
-  dispatch_float(x.dtype, to_string(u.kind), [&](auto tag) {
-    using T = decltype(tag);
-    const T* xp = static_cast<const T*>(x.data);
-    T* yp = out.data<T>();
-    const Indexer ix = make_indexer(x.shape, x.strides);
-    Kokkos::parallel_for("kfuse::unary", Range(0, out.numel()),
-                         KOKKOS_LAMBDA(int64_t i) { yp[i] = detail::apply(u, xp[ix.offset(i)]); });
-  });
+  dispatch_float(x.dtype, to_string(u.kind), [&](auto tag) { unary_kernel<decltype(tag)>(x, u, out.view()); });
   Kokkos::fence();
   return out;
 }
@@ -93,17 +171,7 @@ Tensor binary(const TensorView& a, const TensorView& b, BinaryKind kind) {
          to_string(b.dtype), ")");
   const Shape shape = broadcast_shapes(a.shape, b.shape, op);
   Tensor out = Tensor::empty(shape, a.dtype, a.memory);
-  dispatch_float(a.dtype, op, [&](auto tag) {
-    using T = decltype(tag);
-    const T* ap = static_cast<const T*>(a.data);
-    const T* bp = static_cast<const T*>(b.data);
-    T* yp = out.data<T>();
-    const Indexer ia = broadcast_indexer(shape, a.shape, a.strides);
-    const Indexer ib = broadcast_indexer(shape, b.shape, b.strides);
-    Kokkos::parallel_for("kfuse::binary", Range(0, out.numel()), KOKKOS_LAMBDA(int64_t i) {
-      yp[i] = detail::apply(kind, ap[ia.offset(i)], bp[ib.offset(i)]);
-    });
-  });
+  dispatch_float(a.dtype, op, [&](auto tag) { binary_kernel<decltype(tag)>(a, b, shape, kind, out.view()); });
   Kokkos::fence();
   return out;
 }
@@ -112,15 +180,7 @@ Tensor binary(const TensorView& a, double scalar, BinaryKind kind) {
   const std::string op = to_string(kind);
   check_input(a, op, "lhs");
   Tensor out = Tensor::empty(a.shape, a.dtype, a.memory);
-  dispatch_float(a.dtype, op, [&](auto tag) {
-    using T = decltype(tag);
-    const T* ap = static_cast<const T*>(a.data);
-    T* yp = out.data<T>();
-    const T s = T(scalar);
-    const Indexer ia = make_indexer(a.shape, a.strides);
-    Kokkos::parallel_for("kfuse::binary_scalar", Range(0, out.numel()),
-                         KOKKOS_LAMBDA(int64_t i) { yp[i] = detail::apply(kind, ap[ia.offset(i)], s); });
-  });
+  dispatch_float(a.dtype, op, [&](auto tag) { binary_scalar_kernel<decltype(tag)>(a, scalar, kind, out.view()); });
   Kokkos::fence();
   return out;
 }
@@ -131,27 +191,13 @@ Tensor reduce(const TensorView& x, ReduceKind kind, const std::vector<int>& axes
   if (axes.empty())
     fail(ErrorCategory::invalid_argument, op, "needs at least one axis (PyTorch's dim=[] reduces every axis: list them)");
   const uint32_t mask = axes_mask(axes, x.rank(), op);
+  if (kind == ReduceKind::max || kind == ReduceKind::min)  // sum/mean/logsumexp of nothing: 0, NaN, -inf
+    for (int d = 0; d < x.rank(); ++d)
+      if ((mask >> d & 1u) && x.shape[d] == 0)
+        fail(ErrorCategory::invalid_argument, op, "axis ", d, " of the input ", to_string(x.shape),
+             " is empty: the ", op, " of no elements is undefined (PyTorch raises too)");
   Tensor out = Tensor::empty(reduced_shape(x.shape, mask, keepdim), x.dtype, x.memory);
-  dispatch_float(x.dtype, op, [&](auto tag) {
-    using T = decltype(tag);
-    using A = detail::acc_t<T>;
-    Indexer kept, red;
-    split_axes(x.shape, x.strides, mask, kept, red);
-    int64_t count = 1;
-    for (int d = 0; d < red.rank; ++d) count *= red.size[d];
-    const T* xp = static_cast<const T*>(x.data);
-    T* yp = out.data<T>();
-    Kokkos::parallel_for("kfuse::reduce", team_policy(out.numel(), launch.team_size, launch.vector_length),
-                         KOKKOS_LAMBDA(const Team& team) {
-      const int64_t o = team.league_rank();
-      const T* base = xp + kept.offset(o);
-      detail::ReduceAcc<A> acc;
-      Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, count), [&](int64_t k, detail::ReduceAcc<A>& a) {
-        detail::reduce_push(kind, a, A(base[red.offset(k)]));
-      }, kokkos::AccReducer<A>(kind, acc));
-      Kokkos::single(Kokkos::PerTeam(team), [&]() { yp[o] = T(detail::reduce_finish(kind, acc, count)); });
-    });
-  });
+  dispatch_float(x.dtype, op, [&](auto tag) { reduce_kernel<decltype(tag)>(x, kind, mask, launch, out.view()); });
   Kokkos::fence();
   return out;
 }
@@ -161,30 +207,7 @@ Tensor softmax(const TensorView& x, int axis, TeamLaunch launch) {
   check_input(x, op, "input");
   const uint32_t mask = axes_mask({axis}, x.rank(), op);
   Tensor out = Tensor::empty(x.shape, x.dtype, x.memory);
-  dispatch_float(x.dtype, op, [&](auto tag) {
-    using T = decltype(tag);
-    using A = detail::acc_t<T>;
-    Indexer kept, along, out_kept, out_along;
-    split_axes(x.shape, x.strides, mask, kept, along);
-    split_axes(out.shape(), out.view().strides, mask, out_kept, out_along);
-    const int64_t len = along.rank ? along.size[0] : 1, xs = along.stride[0], ys = out_along.stride[0];
-    int64_t rows = 1;
-    for (int d = 0; d < kept.rank; ++d) rows *= kept.size[d];
-    const T* xp = static_cast<const T*>(x.data);
-    T* yp = out.data<T>();
-    Kokkos::parallel_for("kfuse::softmax", team_policy(rows, launch.team_size, launch.vector_length),
-                         KOKKOS_LAMBDA(const Team& team) {
-      const int64_t r = team.league_rank();
-      const T* row = xp + kept.offset(r);
-      T* dst = yp + out_kept.offset(r);
-      detail::ReduceAcc<A> acc;  // (max, sum of exp(x - max))
-      Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, len), [&](int64_t j, detail::ReduceAcc<A>& a) {
-        detail::reduce_push(ReduceKind::logsumexp, a, A(row[j * xs]));
-      }, kokkos::AccReducer<A>(ReduceKind::logsumexp, acc));
-      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, len),
-                           [&](int64_t j) { dst[j * ys] = T(detail::softmax_value(acc, A(row[j * xs]))); });
-    });
-  });
+  dispatch_float(x.dtype, op, [&](auto tag) { softmax_kernel<decltype(tag)>(x, mask, launch, out.view()); });
   Kokkos::fence();
   return out;
 }

@@ -2,13 +2,14 @@
 // config) and Kokkos 4.x.
 #pragma once
 
-#include <Kokkos_Core.hpp>
+#include <Kokkos_Macros.hpp>  // KOKKOS_VERSION and the enabled backends, before Kokkos_Core.hpp
 
 #if defined(KOKKOS_ENABLE_CUDA) && KOKKOS_VERSION < 40700
 #include <cuda_runtime_api.h>
 #if CUDART_VERSION >= 13000
 // CUDA 13 changed two runtime signatures that Kokkos < 4.7 calls with the
-// CUDA 12 arguments; these overloads restore the old ones.
+// CUDA 12 arguments; these overloads restore the old ones. They must be
+// declared before Kokkos's headers use them.
 inline cudaError_t cudaGraphAddDependencies(cudaGraph_t graph, const cudaGraphNode_t* from,
                                             const cudaGraphNode_t* to, size_t n) {
   return cudaGraphAddDependencies(graph, from, to, nullptr, n);
@@ -22,6 +23,8 @@ inline cudaError_t cudaMemPrefetchAsync(const void* ptr, size_t bytes, int devic
 }
 #endif
 #endif
+
+#include <Kokkos_Core.hpp>
 
 namespace kfuse {
 

@@ -11,8 +11,9 @@
 namespace kfuse::detail {
 
 template <class T> KFUSE_HDI bool is_nan(T x) { return x != x; }
-template <class T> KFUSE_HDI T inf() { return std::numeric_limits<T>::infinity(); }
-template <class T> KFUSE_HDI T quiet_nan() { return std::numeric_limits<T>::quiet_NaN(); }
+// INFINITY/NAN (not numeric_limits, which is host-only in CUDA device code).
+template <class T> KFUSE_HDI T inf() { return T(INFINITY); }
+template <class T> KFUSE_HDI T quiet_nan() { return T(NAN); }
 
 // NaN-propagating max/min (torch.maximum / torch.minimum, amax / amin).
 template <class T> KFUSE_HDI T nan_max(T a, T b) { return is_nan(a) ? a : (is_nan(b) ? b : (a > b ? a : b)); }
