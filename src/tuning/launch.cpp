@@ -1,4 +1,4 @@
-#include "tuning/launch.hpp"
+#include "launch.hpp"
 
 #include <algorithm>
 
@@ -27,11 +27,11 @@ int blocks_per_sm(const KernelResources& k, const DeviceLimits& d, int threads, 
 }
 
 bool register_limited(const KernelResources& k, const DeviceLimits& d, int threads) {
-  if (d.regs_per_sm <= 0 || k.num_regs <= 0) return false;
+  if (d.regs_per_sm <= 0 || k.num_regs <= 0 || d.max_threads_per_sm <= 0) return false;
   const int warps = (threads + d.warp_size - 1) / d.warp_size;
-  const int by_threads = d.max_threads_per_sm / (warps * d.warp_size);
-  const int by_regs = d.regs_per_sm / (registers_per_warp(k.num_regs) * warps);
-  return by_regs < by_threads;
+  const int max_warps = d.max_threads_per_sm / d.warp_size;
+  const int by_regs = d.regs_per_sm / (registers_per_warp(k.num_regs) * warps) * warps;
+  return by_regs < max_warps / 2;
 }
 
 LaunchConfig choose_launch(const KernelResources& k, const DeviceLimits& d, int distinct_inputs, Bound bound) {
@@ -44,10 +44,12 @@ LaunchConfig choose_launch(const KernelResources& k, const DeviceLimits& d, int 
     c.why = std::to_string(k.num_regs) + " registers limit occupancy at 8 warps: 4 warps, depth 2";
   } else if (distinct_inputs >= 3) {
     c.why = std::to_string(distinct_inputs) + " distinct inputs per iteration: 4 warps, depth 2";
-  } else if (k.num_regs < 96) {
+  } else if (k.num_regs < 96 && bound == Bound::compute) {
     c.warps = 8;
-    c.depth = bound == Bound::compute ? 3 : 2;
-    c.why = std::to_string(k.num_regs) + " registers (< 96), no spill: 8 warps, depth " + std::to_string(c.depth);
+    c.depth = 3;
+    c.why = std::to_string(k.num_regs) + " registers (< 96), no spill, compute-bound: 8 warps, depth 3";
+  } else if (k.num_regs < 96) {
+    c.why = std::to_string(k.num_regs) + " registers (< 96), memory-bound: baseline, 4 warps, depth 2";
   } else {
     c.why = std::to_string(k.num_regs) + " registers (96..128): baseline, 4 warps, depth 2";
   }
@@ -84,16 +86,20 @@ double wave_efficiency(int64_t units, int64_t resident) {
 
 int64_t fold_chunks(int64_t planes, int64_t rows, int64_t plane_bytes, int64_t resident_blocks) {
   if (planes <= 0 || rows <= 1 || resident_blocks <= 0) return 1;
-  constexpr int64_t kMinChunkBytes = 8192;
+  // Cost of c chunks per plane: waves of units times a unit's time, a unit
+  // being its bytes plus a fixed overhead (block start, reduction, tap sums,
+  // the chunk counter) worth about kUnitOverheadBytes of streaming per slot.
+  constexpr int64_t kMinChunkBytes = 8192, kUnitOverheadBytes = 16384;
   const int64_t max_chunks = std::min<int64_t>({rows, std::max<int64_t>(1, plane_bytes / kMinChunkBytes), 1024});
   int64_t best = 1;
-  double best_eff = -1.0;
+  double best_cost = -1.0;
   for (int64_t c = 1; c <= max_chunks; ++c) {
     const int64_t per = (rows + c - 1) / c;
     const int64_t chunks = (rows + per - 1) / per;  // the chunks that rows_per_chunk really gives
-    const double eff = wave_efficiency(planes * chunks, resident_blocks);
-    if (eff >= 0.9) return chunks;
-    if (eff > best_eff + 1e-9) best_eff = eff, best = chunks;
+    const int64_t units = planes * chunks;
+    const double waves = double((units + resident_blocks - 1) / resident_blocks);
+    const double cost = waves * (double(plane_bytes) / double(chunks) + double(kUnitOverheadBytes));
+    if (best_cost < 0 || cost < best_cost * (1 - 1e-9)) best_cost = cost, best = chunks;
   }
   return best;
 }

@@ -56,8 +56,10 @@ LaunchConfig baseline_launch();
 //  - a stack frame / spills, more than 128 registers, or occupancy at 8 warps
 //    limited by registers: 4 warps, depth 2;
 //  - 3 or more distinct inputs loaded per iteration: 4 warps, depth 2;
-//  - fewer than 96 registers and no spill: 8 warps (depth 3 when compute-bound);
-//  - otherwise the baseline.
+//  - fewer than 96 registers, no spill, compute-bound: 8 warps, depth 3;
+//  - otherwise the baseline (memory-bound streams included: on the H100 the
+//    fold's plane sums ran 1-12% faster at 4 warps than at 8, 2026-11-23).
+// The autotuning candidates still include 8 warps.
 // Never more warps than the kernel's maxThreadsPerBlock allows.
 LaunchConfig choose_launch(const KernelResources& k, const DeviceLimits& d, int distinct_inputs, Bound bound);
 
@@ -68,8 +70,8 @@ int registers_per_warp(int num_regs);
 // shared memory limits; the smallest wins). 0 when one block does not fit.
 int blocks_per_sm(const KernelResources& k, const DeviceLimits& d, int threads, int64_t dynamic_shared = 0);
 
-// Whether registers, rather than the thread limit, cap the resident warps at
-// `threads` per block.
+// Whether registers keep the resident warps at `threads` per block under half
+// of the SM's maximum ("occupancy limited by registers").
 bool register_limited(const KernelResources& k, const DeviceLimits& d, int threads);
 
 // At most three configurations to autotune, the baseline first.
@@ -83,9 +85,11 @@ bool keeps_winner(double baseline_ms, double candidate_ms);
 // `resident` slots in waves (1 when the last wave is full).
 double wave_efficiency(int64_t units, int64_t resident);
 
-// Row chunks per (n, c) plane for the fold's plane sums: 1 when the planes
-// alone fill the device's resident blocks in full-enough waves (>= 90%),
-// else the fewest chunks that do, keeping chunks of at least 8 KB and one row.
+// Row chunks per (n, c) plane for the fold's plane sums: the count that
+// minimises waves x (chunk bytes + a fixed per-unit overhead of 16 KB of
+// streaming), with chunks of at least 8 KB and one row. Splitting pays when
+// the planes fill the resident blocks in few, uneven waves; it costs when the
+// units get small (every unit reduces and writes its tap sums).
 int64_t fold_chunks(int64_t planes, int64_t rows, int64_t plane_bytes, int64_t resident_blocks);
 
 // Z values per block in the fold's contraction: a power of two in [16, 128],

@@ -1,0 +1,129 @@
+#include "backends/cuda/context.hpp"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "backends/cuda/check.hpp"
+
+namespace kfuse::detail::cuda {
+
+const DeviceInfo& device_info() {
+  static std::mutex mutex;
+  static std::map<int, std::unique_ptr<DeviceInfo>> cache;
+  int dev = 0;
+  KFUSE_CUDA_CHECK(cudaGetDevice(&dev));
+  // Each thread keeps a pointer to the last device it asked about: no lock on the hot path.
+  thread_local const DeviceInfo* last = nullptr;
+  if (last && last->id == dev) return *last;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& slot = cache[dev];
+  if (!slot) {
+    cudaDeviceProp p{};
+    KFUSE_CUDA_CHECK(cudaGetDeviceProperties(&p, dev), "device ", dev);
+    auto info = std::make_unique<DeviceInfo>();
+    info->id = dev;
+    info->major = p.major;
+    info->minor = p.minor;
+    info->name = p.name;
+    tuning::DeviceLimits& l = info->limits;
+    l.sm_count = p.multiProcessorCount;
+    l.max_threads_per_sm = p.maxThreadsPerMultiProcessor;
+    l.max_blocks_per_sm = p.maxBlocksPerMultiProcessor;
+    l.regs_per_sm = p.regsPerMultiprocessor;
+    l.shared_per_sm = static_cast<int64_t>(p.sharedMemPerMultiprocessor);
+    l.shared_per_block = static_cast<int64_t>(p.sharedMemPerBlock);
+    l.shared_per_block_optin = static_cast<int64_t>(p.sharedMemPerBlockOptin);
+    l.reserved_shared_per_block = static_cast<int64_t>(p.reservedSharedMemPerBlock);
+    l.l2_bytes = p.l2CacheSize;
+    l.warp_size = p.warpSize;
+    slot = std::move(info);
+  }
+  last = slot.get();
+  return *last;
+}
+
+// ---- Workspace ------------------------------------------------------------
+
+namespace {
+constexpr std::size_t kAlign = 256;
+std::size_t round_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }
+}  // namespace
+
+void* Workspace::scratch(std::size_t bytes) {
+  bytes = round_up(bytes > 0 ? bytes : 1, kAlign);
+  if (bytes > scratch_bytes_) {
+    // cudaFree waits for work in flight that may still use the old buffer.
+    if (scratch_) KFUSE_CUDA_CHECK(cudaFree(scratch_), "workspace of ", scratch_bytes_, " bytes");
+    scratch_ = nullptr;
+    scratch_bytes_ = 0;
+    const std::size_t grown = std::max(bytes, round_up(bytes + bytes / 2, 1 << 20));
+    void* p = nullptr;
+    KFUSE_CUDA_CHECK(cudaMalloc(&p, grown), "workspace of ", grown, " bytes");
+    scratch_ = p;
+    scratch_bytes_ = grown;
+  }
+  return scratch_;
+}
+
+unsigned* Workspace::counters(std::size_t count) {
+  count = std::max<std::size_t>(count, 1);
+  if (count > counter_count_) {
+    if (counters_) KFUSE_CUDA_CHECK(cudaFree(counters_), "counters of ", counter_count_ * sizeof(unsigned), " bytes");
+    counters_ = nullptr;
+    counter_count_ = 0;
+    const std::size_t grown = round_up(std::max<std::size_t>(count, 1024), 1024);
+    void* p = nullptr;
+    KFUSE_CUDA_CHECK(cudaMalloc(&p, grown * sizeof(unsigned)), "counters of ", grown * sizeof(unsigned), " bytes");
+    counters_ = static_cast<unsigned*>(p);
+    counter_count_ = grown;
+    dirty_ = true;
+  }
+  if (dirty_) {
+    KFUSE_CUDA_CHECK(cudaMemsetAsync(counters_, 0, counter_count_ * sizeof(unsigned), stream()), "counters of ",
+                     counter_count_ * sizeof(unsigned), " bytes");
+    dirty_ = false;
+  }
+  return counters_;
+}
+
+Workspace::~Workspace() {
+  // At thread or process exit the CUDA context may already be gone: nothing to report to.
+  if (scratch_) (void)cudaFree(scratch_);
+  if (counters_) (void)cudaFree(counters_);
+  (void)cudaGetLastError();
+}
+
+Workspace& workspace() {
+  thread_local std::map<int, Workspace> per_device;
+  return per_device[device_info().id];
+}
+
+// ---- Overrides ----------------------------------------------------------------
+
+namespace {
+Overrides read_overrides() {
+  Overrides o;
+  if (const char* v = std::getenv("KFUSE_CUDA_FOLD_CHUNKS")) o.fold_chunks = std::max(0, std::atoi(v));
+  if (const char* v = std::getenv("KFUSE_CUDA_FOLD_WARPS")) o.fold_warps = std::atoi(v) == 4 || std::atoi(v) == 8 ? std::atoi(v) : 0;
+  if (const char* v = std::getenv("KFUSE_CUDA_PDL")) o.pdl = std::strcmp(v, "0") != 0;
+  if (const char* v = std::getenv("KFUSE_CUDA_CONV")) o.conv_gather = std::strcmp(v, "gather") == 0;
+  return o;
+}
+Overrides g_overrides = read_overrides();
+std::atomic<bool> g_timing{false};
+thread_local float t_last_ms = 0.0f;
+}  // namespace
+
+Overrides& overrides() { return g_overrides; }
+void reload_overrides() { g_overrides = read_overrides(); }
+
+void set_device_timing(bool on) { g_timing = on; }
+bool device_timing() { return g_timing.load(std::memory_order_relaxed); }
+float last_device_ms() { return t_last_ms; }
+void record_device_ms(float ms) { t_last_ms = ms; }
+
+}  // namespace kfuse::detail::cuda

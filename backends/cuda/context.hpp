@@ -1,0 +1,72 @@
+// Per-device facts (read once and cached), the stream the backend runs on,
+// a per-thread cached workspace (no allocation on the hot path) and the
+// tuning overrides the perf suite sweeps.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "tuning/launch.hpp"
+
+namespace kfuse::detail::cuda {
+
+// What the launch rules need from one device, read once per device.
+struct DeviceInfo {
+  int id = 0;
+  int major = 0, minor = 0;
+  std::string name;
+  tuning::DeviceLimits limits;
+};
+
+// The current device's facts (cudaGetDevice + a cached cudaGetDeviceProperties).
+const DeviceInfo& device_info();
+
+// Every kernel of the backend runs on the calling thread's default stream, so
+// plans may run from several host threads at once; Plan::run synchronizes it
+// before returning.
+inline cudaStream_t stream() { return cudaStreamPerThread; }
+
+// Scratch memory of the calling thread on the current device, grown on demand
+// (cudaMalloc only when a larger size is first needed, never on a warm run).
+// `counters` are zero when handed out; kernels that use them put them back to
+// zero (a run that failed midway makes the next call zero them again).
+struct Workspace {
+  void* scratch(std::size_t bytes);            // contents undefined
+  unsigned* counters(std::size_t count);       // all zero
+  void mark_dirty() { dirty_ = true; }         // counters may be non-zero
+
+  ~Workspace();
+  void* scratch_ = nullptr;
+  std::size_t scratch_bytes_ = 0;
+  unsigned* counters_ = nullptr;
+  std::size_t counter_count_ = 0;
+  bool dirty_ = false;
+};
+Workspace& workspace();
+
+// Overrides for experiments (environment variables, read once):
+//   KFUSE_CUDA_FOLD_CHUNKS   row chunks per plane in the fold (0: the rule in src/tuning)
+//   KFUSE_CUDA_FOLD_WARPS    4 or 8 warps for the fold's plane sums (0: the rule)
+//   KFUSE_CUDA_PDL           0 disables programmatic dependent launch (sm_90+)
+//   KFUSE_CUDA_CONV          "gather" forces the plain CUDA conv kernel, "cudnn" (default) prefers cuDNN
+struct Overrides {
+  int fold_chunks = 0;
+  int fold_warps = 0;
+  bool pdl = true;
+  bool conv_gather = false;
+};
+Overrides& overrides();
+void reload_overrides();  // re-reads the environment (tests and the perf suite)
+
+// Device-side timing of the backend's own launches, for the perf suite: when
+// enabled, fused() records events around its kernels (first launch to last
+// kernel's end) and last_device_ms() returns that time for the calling thread.
+void set_device_timing(bool on);
+bool device_timing();
+float last_device_ms();
+void record_device_ms(float ms);
+
+}  // namespace kfuse::detail::cuda

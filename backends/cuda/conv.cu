@@ -1,0 +1,269 @@
+// conv_transpose2d on CUDA: cuDNN's backward-data convolution (a transposed
+// convolution is the data gradient of the forward convolution from y to x),
+// fp32 math unless the plan allows TF32; else a plain gather kernel with the
+// same math as kokkos::conv_transpose2d_into.
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "backends/cuda/device.cuh"
+#include "backends/cuda/kernels.hpp"
+#include "backends/cuda/launch.cuh"
+
+#ifdef KFUSE_HAVE_CUDNN
+#include <cudnn.h>
+#endif
+
+namespace kfuse::detail::cuda {
+
+namespace {
+
+thread_local const char* t_conv_path = "none";
+
+// ---- The gather kernel ------------------------------------------------------------
+
+template <class T>
+struct GatherArgs {
+  const T* x;
+  const T* w;
+  const T* b;  // nullable
+  T* y;        // contiguous [N, Cout, Ho, Wo]
+  int64_t total, H, W, kH, kW, Cout, Ho, Wo, cin_g, cout_g;
+  int64_t xs0, xs1, xs2, xs3, ws0, ws1, ws2, ws3, bs;
+  int64_t sh, sw, ph, pw, dh, dw;
+};
+
+template <class T>
+__global__ void __launch_bounds__(256, 1) conv_transpose_gather(const GatherArgs<T> a) {
+  using A = acc_t<T>;
+  const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < a.total; i += nthreads) {
+    const int64_t ow = i % a.Wo, oh = (i / a.Wo) % a.Ho, co = (i / (a.Wo * a.Ho)) % a.Cout, n = i / (a.Wo * a.Ho * a.Cout);
+    const int64_t g = co / a.cout_g, col = co % a.cout_g;
+    A acc = a.b ? A(a.b[co * a.bs]) : A(0);
+    for (int64_t kh = 0; kh < a.kH; ++kh) {
+      const int64_t th = oh + a.ph - kh * a.dh;  // = ih * stride
+      if (th < 0 || th % a.sh != 0 || th / a.sh >= a.H) continue;
+      const int64_t ih = th / a.sh;
+      for (int64_t kw = 0; kw < a.kW; ++kw) {
+        const int64_t tw = ow + a.pw - kw * a.dw;
+        if (tw < 0 || tw % a.sw != 0 || tw / a.sw >= a.W) continue;
+        const int64_t iw = tw / a.sw;
+        const T* xp = a.x + n * a.xs0 + (g * a.cin_g) * a.xs1 + ih * a.xs2 + iw * a.xs3;
+        const T* wp = a.w + (g * a.cin_g) * a.ws0 + col * a.ws1 + kh * a.ws2 + kw * a.ws3;
+        for (int64_t c = 0; c < a.cin_g; ++c) acc += A(xp[c * a.xs1]) * A(wp[c * a.ws0]);
+      }
+    }
+    a.y[i] = T(acc);
+  }
+}
+
+template <class T>
+void gather(const ConvStep& s, const TensorView& x, const TensorView& y) {
+  const TensorView& w = s.weight.view();
+  GatherArgs<T> a{};
+  a.x = static_cast<const T*>(x.data);
+  a.w = static_cast<const T*>(w.data);
+  a.b = s.bias ? static_cast<const T*>(s.bias->view().data) : nullptr;
+  a.bs = s.bias ? s.bias->view().strides[0] : 0;
+  a.y = static_cast<T*>(y.data);
+  a.total = y.numel();
+  a.H = x.shape[2], a.W = x.shape[3], a.kH = w.shape[2], a.kW = w.shape[3];
+  a.Cout = y.shape[1], a.Ho = y.shape[2], a.Wo = y.shape[3];
+  a.cin_g = x.shape[1] / s.params.groups, a.cout_g = w.shape[1];
+  a.xs0 = x.strides[0], a.xs1 = x.strides[1], a.xs2 = x.strides[2], a.xs3 = x.strides[3];
+  a.ws0 = w.strides[0], a.ws1 = w.strides[1], a.ws2 = w.strides[2], a.ws3 = w.strides[3];
+  a.sh = s.params.stride[0], a.sw = s.params.stride[1], a.ph = s.params.padding[0], a.pw = s.params.padding[1];
+  a.dh = s.params.dilation[0], a.dw = s.params.dilation[1];
+  if (a.total == 0) return;
+  const int64_t resident = int64_t(occupancy(conv_transpose_gather<T>, 256, 0)) * device_info().limits.sm_count;
+  const int64_t blocks = std::min<int64_t>((a.total + 255) / 256, resident * 8);
+  launch("kfuse::cuda::conv_transpose_gather", conv_transpose_gather<T>, dim3(grid_of(blocks)), dim3(256), 0, false, a);
+  t_conv_path = "gather";
+}
+
+// ---- cuDNN ------------------------------------------------------------------------------
+
+#ifdef KFUSE_HAVE_CUDNN
+
+void cudnn_check(cudnnStatus_t st, const char* call, const std::string& context = std::string()) {
+  if (st != CUDNN_STATUS_SUCCESS)
+    fail(ErrorCategory::backend, call, cudnnGetErrorString(st), " (cuDNN status ", int(st), ")",
+         context.empty() ? std::string() : ", " + context);
+}
+#define KFUSE_CUDNN_CHECK(call, ...) cudnn_check((call), #call, ::kfuse::detail::cat("" __VA_ARGS__))
+
+struct Handle {
+  cudnnHandle_t h = nullptr;
+  ~Handle() {
+    if (h) (void)cudnnDestroy(h);  // at thread exit; nothing to report to
+  }
+};
+
+cudnnHandle_t handle() {
+  thread_local std::map<int, Handle> per_device;
+  Handle& hd = per_device[device_info().id];
+  if (!hd.h) KFUSE_CUDNN_CHECK(cudnnCreate(&hd.h));
+  KFUSE_CUDNN_CHECK(cudnnSetStream(hd.h, stream()));
+  return hd.h;
+}
+
+// Descriptors and the algorithm for one configuration, built once.
+struct CudnnConv {
+  bool usable = false;
+  std::string why_not;
+  cudnnTensorDescriptor_t xd = nullptr, yd = nullptr, bd = nullptr;
+  cudnnFilterDescriptor_t wd = nullptr;
+  cudnnConvolutionDescriptor_t cd = nullptr;
+  cudnnConvolutionBwdDataAlgo_t algo{};
+  std::size_t ws_bytes = 0;
+};
+
+using ConvKey = std::tuple<int, int, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>,
+                           bool, bool>;
+
+// Builds the descriptors and picks the algorithm (cuDNN's heuristics, the
+// first that succeeds and respects the math mode). Any refusal leaves
+// usable = false with the reason.
+void setup(CudnnConv& c, const ConvStep& s, const TensorView& x, const TensorView& y) {
+  const bool f64 = x.dtype == DType::f64;
+  const cudnnDataType_t dt = f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
+  const TensorView& w = s.weight.view();
+  const auto& p = s.params;
+  const auto fits = [](int64_t v) { return v >= 0 && v <= 0x7fffffff; };
+  for (int64_t v : x.shape) if (!fits(v)) { c.why_not = "input extent past 2^31"; return; }
+  for (int64_t v : x.strides) if (!fits(v)) { c.why_not = "input stride past 2^31"; return; }
+  for (int64_t v : y.shape) if (!fits(v)) { c.why_not = "output extent past 2^31"; return; }
+  if (y.numel() > 0x7fffffff || x.numel() > 0x7fffffff) { c.why_not = "tensor of more than 2^31 elements"; return; }
+  // The forward convolution of y must give back x's extent: output_padding < stride.
+  if (p.output_padding[0] >= p.stride[0] || p.output_padding[1] >= p.stride[1]) {
+    c.why_not = "output_padding >= stride";
+    return;
+  }
+  const auto ok = [&](cudnnStatus_t st, const char* what) {
+    if (st != CUDNN_STATUS_SUCCESS) c.why_not = std::string(what) + ": " + cudnnGetErrorString(st);
+    return st == CUDNN_STATUS_SUCCESS;
+  };
+  if (!ok(cudnnCreateTensorDescriptor(&c.xd), "cudnnCreateTensorDescriptor") ||
+      !ok(cudnnCreateTensorDescriptor(&c.yd), "cudnnCreateTensorDescriptor") ||
+      !ok(cudnnCreateTensorDescriptor(&c.bd), "cudnnCreateTensorDescriptor") ||
+      !ok(cudnnCreateFilterDescriptor(&c.wd), "cudnnCreateFilterDescriptor") ||
+      !ok(cudnnCreateConvolutionDescriptor(&c.cd), "cudnnCreateConvolutionDescriptor"))
+    return;
+  // dy = x [N, Cin, H, W] (any strides); dx = y [N, Cout, Ho, Wo]; filter [Cin, Cout/G, kH, kW].
+  if (!ok(cudnnSetTensor4dDescriptorEx(c.xd, dt, int(x.shape[0]), int(x.shape[1]), int(x.shape[2]), int(x.shape[3]),
+                                       int(x.strides[0]), int(x.strides[1]), int(x.strides[2]), int(x.strides[3])),
+          "input descriptor") ||
+      !ok(cudnnSetTensor4dDescriptor(c.yd, CUDNN_TENSOR_NCHW, dt, int(y.shape[0]), int(y.shape[1]), int(y.shape[2]),
+                                     int(y.shape[3])),
+          "output descriptor") ||
+      !ok(cudnnSetTensor4dDescriptor(c.bd, CUDNN_TENSOR_NCHW, dt, 1, int(y.shape[1]), 1, 1), "bias descriptor") ||
+      !ok(cudnnSetFilter4dDescriptor(c.wd, dt, CUDNN_TENSOR_NCHW, int(w.shape[0]), int(w.shape[1]), int(w.shape[2]),
+                                     int(w.shape[3])),
+          "filter descriptor") ||
+      !ok(cudnnSetConvolution2dDescriptor(c.cd, int(p.padding[0]), int(p.padding[1]), int(p.stride[0]), int(p.stride[1]),
+                                          int(p.dilation[0]), int(p.dilation[1]), CUDNN_CROSS_CORRELATION, dt),
+          "convolution descriptor") ||
+      !ok(cudnnSetConvolutionGroupCount(c.cd, int(p.groups)), "group count"))
+    return;
+  const bool tf32 = s.allow_tf32 && !f64;
+  if (!ok(cudnnSetConvolutionMathType(c.cd, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), "math type")) return;
+  int n = 0, ch = 0, h = 0, wd = 0;
+  if (!ok(cudnnGetConvolution2dForwardOutputDim(c.cd, c.yd, c.wd, &n, &ch, &h, &wd), "forward output dim")) return;
+  if (n != x.shape[0] || ch != x.shape[1] || h != x.shape[2] || wd != x.shape[3]) {
+    c.why_not = "cuDNN's forward convolution of the output does not give back the input's shape";
+    return;
+  }
+  cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+  int returned = 0;
+  if (!ok(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle(), c.wd, c.xd, c.cd, c.yd,
+                                                      CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf),
+          "algorithm heuristics"))
+    return;
+  for (int i = 0; i < returned; ++i) {
+    if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+    if (!tf32 && perf[i].mathType == CUDNN_TENSOR_OP_MATH) continue;  // would use TF32 tensor cores
+    const cudnnMathType_t math = tf32 ? perf[i].mathType : CUDNN_FMA_MATH;
+    if (cudnnSetConvolutionMathType(c.cd, math) != CUDNN_STATUS_SUCCESS) continue;
+    std::size_t bytes = 0;
+    if (cudnnGetConvolutionBackwardDataWorkspaceSize(handle(), c.wd, c.xd, c.cd, c.yd, perf[i].algo, &bytes) !=
+        CUDNN_STATUS_SUCCESS)
+      continue;
+    c.algo = perf[i].algo;
+    c.ws_bytes = bytes;
+    c.usable = true;
+    return;
+  }
+  c.why_not = "no backward-data algorithm for this configuration";
+}
+
+// Runs the convolution through cuDNN; false when cuDNN cannot (the reason in `why`).
+bool run_cudnn(const ConvStep& s, const TensorView& x, const TensorView& y, std::string& why) {
+  static std::mutex mutex;
+  static std::map<ConvKey, CudnnConv> cache;
+  const auto& p = s.params;
+  const ConvKey key{device_info().id, int(x.dtype), x.shape, x.strides, s.weight.shape(),
+                    {p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.output_padding[0], p.output_padding[1],
+                     p.dilation[0], p.dilation[1], p.groups},
+                    s.allow_tf32, s.bias.has_value()};
+  const CudnnConv* c = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = cache.find(key);
+    if (it == cache.end()) {
+      it = cache.emplace(key, CudnnConv{}).first;
+      try {
+        setup(it->second, s, x, y);
+      } catch (const Error& e) {  // no handle (e.g. cuDNN's libraries missing)
+        it->second.usable = false;
+        it->second.why_not = e.what();
+      }
+    }
+    c = &it->second;
+  }
+  if (!c->usable) {
+    why = c->why_not;
+    return false;
+  }
+  void* ws = c->ws_bytes ? workspace().scratch(c->ws_bytes) : nullptr;
+  const cudnnHandle_t h = handle();
+  const bool f64 = x.dtype == DType::f64;
+  const double one_d = 1.0, zero_d = 0.0;
+  const float one_f = 1.0f, zero_f = 0.0f;
+  const void* one = f64 ? static_cast<const void*>(&one_d) : static_cast<const void*>(&one_f);
+  const void* zero = f64 ? static_cast<const void*>(&zero_d) : static_cast<const void*>(&zero_f);
+  const cudnnStatus_t st = cudnnConvolutionBackwardData(h, one, c->wd, s.weight.view().data, c->xd, x.data, c->cd,
+                                                        c->algo, ws, c->ws_bytes, zero, c->yd, y.data);
+  if (st == CUDNN_STATUS_NOT_SUPPORTED || st == CUDNN_STATUS_BAD_PARAM) {
+    why = std::string("cudnnConvolutionBackwardData: ") + cudnnGetErrorString(st);
+    return false;
+  }
+  cudnn_check(st, "cudnnConvolutionBackwardData", cat("algorithm ", int(c->algo), ", workspace ", c->ws_bytes, " bytes"));
+  if (s.bias) {
+    KFUSE_CUDNN_CHECK(cudnnAddTensor(h, one, c->bd, s.bias->view().data, one, c->yd, y.data), "conv bias");
+  }
+  t_conv_path = "cudnn";
+  return true;
+}
+
+#endif  // KFUSE_HAVE_CUDNN
+
+}  // namespace
+
+void run_conv(const ConvStep& s, const TensorView& x, const TensorView& y) {
+  if (!overrides().conv_gather) {
+#ifdef KFUSE_HAVE_CUDNN
+    std::string why;
+    if (run_cudnn(s, x, y, why)) return;
+#endif
+  }
+  if (x.dtype == DType::f64) gather<double>(s, x, y);
+  else gather<float>(s, x, y);
+}
+
+const char* last_conv_path() { return t_conv_path; }
+
+}  // namespace kfuse::detail::cuda

@@ -1,0 +1,216 @@
+// Device-side helpers of the CUDA backend: element types and 16-byte
+// vectors, warp/block reductions of ReduceAcc, and the cooperating groups
+// that detail::run_tail runs on (a thread, a warp, a block).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kfuse/detail/program.hpp"
+
+namespace kfuse::detail::cuda {
+
+// ---- Element types -------------------------------------------------------------
+
+template <class T> __device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
+template <> __device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+// Converts an element to the accumulation type S (float or double; the
+// half types through float).
+template <class S, class T> __device__ __forceinline__ S to_acc(T v) { return static_cast<S>(v); }
+template <> __device__ __forceinline__ float to_acc<float, __half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_acc<float, __nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+// Converts an accumulator value to the stored element type.
+template <class O, class A> __device__ __forceinline__ O to_elem(A v) { return static_cast<O>(v); }
+template <> __device__ __forceinline__ __half to_elem<__half, float>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 to_elem<__nv_bfloat16, float>(float v) { return __float2bfloat16_rn(v); }
+
+// A 16-byte vector of T: kVec elements loaded with one 128-bit load.
+template <class T> struct Vec16 {
+  static constexpr int kVec = 16 / sizeof(T);
+  uint4 raw;
+  __device__ __forceinline__ T get(int k) const { return reinterpret_cast<const T*>(&raw)[k]; }
+  __device__ __forceinline__ void set(int k, T v) { reinterpret_cast<T*>(&raw)[k] = v; }
+};
+
+// Streaming 16-byte load (evict-first: x is read once).
+template <class T> __device__ __forceinline__ Vec16<T> load_stream(const T* p) {
+  Vec16<T> v;
+  v.raw = __ldcs(reinterpret_cast<const uint4*>(p));
+  return v;
+}
+template <class T> __device__ __forceinline__ Vec16<T> load16(const T* p) {
+  Vec16<T> v;
+  v.raw = __ldg(reinterpret_cast<const uint4*>(p));
+  return v;
+}
+template <class T> __device__ __forceinline__ void store16(T* p, const Vec16<T>& v) {
+  *reinterpret_cast<uint4*>(p) = v.raw;
+}
+
+__host__ __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// ---- Point-op chains over several values -----------------------------------------
+// The same as detail::apply_chain on each of v[0..N), value k at the
+// coordinate (i + k*di, j + k*dj), but each op's fields are read once for all
+// N values (apply_chain reads them per value, which bounds streaming kernels
+// by load instructions).
+template <class A, int N>
+__device__ __forceinline__ void apply_chain_n(const PointOp<A>* ops, int n, A (&v)[N], int64_t i, int64_t di,
+                                              int64_t j, int64_t dj) {
+  for (int t = 0; t < n; ++t) {
+    const PointOp<A>& op = ops[t];
+    const PointKind kind = op.kind;
+    if (kind == PointKind::unary) {
+      const Unary u = op.unary;
+#pragma unroll
+      for (int k = 0; k < N; ++k) v[k] = apply(u, v[k]);
+    } else if (kind == PointKind::scalar) {
+      const BinaryKind b = op.binary;
+      const A s = op.scalar;
+#pragma unroll
+      for (int k = 0; k < N; ++k) v[k] = apply(b, v[k], s);
+    } else {
+#pragma unroll
+      for (int k = 0; k < N; ++k) v[k] = op(v[k], i + k * di, j + k * dj);
+    }
+  }
+}
+
+// ---- Programmatic dependent launch (sm_90+; no-ops elsewhere) -------------------
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// ---- Reductions -------------------------------------------------------------------
+
+template <class A>
+__device__ __forceinline__ ReduceAcc<A> shfl_xor(const ReduceAcc<A>& a, int mask) {
+  return ReduceAcc<A>{__shfl_xor_sync(0xffffffffu, a.a, mask), __shfl_xor_sync(0xffffffffu, a.b, mask)};
+}
+
+// Butterfly join over the warp: every lane ends with the warp's result.
+template <class A>
+__device__ __forceinline__ ReduceAcc<A> warp_join(ReduceKind kind, ReduceAcc<A> acc) {
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) reduce_join(kind, acc, shfl_xor(acc, m));
+  return acc;
+}
+
+template <class S>
+__device__ __forceinline__ S warp_sum(S v) {
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
+  return v;
+}
+
+// Block-wide join: `scratch` holds at least 33 entries of shared memory. Every
+// thread of the block calls it and gets the block's result.
+template <class A>
+__device__ __forceinline__ ReduceAcc<A> block_join(ReduceKind kind, ReduceAcc<A> acc, ReduceAcc<A>* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  acc = warp_join(kind, acc);
+  if (lane == 0) scratch[warp] = acc;
+  __syncthreads();
+  if (warp == 0) {
+    ReduceAcc<A> a = lane < warps ? scratch[lane] : reduce_init<A>(kind);
+    a = warp_join(kind, a);
+    if (lane == 0) scratch[32] = a;
+  }
+  __syncthreads();
+  return scratch[32];
+}
+
+// Block-wide sum of one value per thread; the result is valid in every thread.
+template <class S>
+__device__ __forceinline__ S block_sum(S v, S* scratch /* >= 33 */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    S a = lane < warps ? scratch[lane] : S(0);
+    a = warp_sum(a);
+    if (lane == 0) scratch[32] = a;
+  }
+  __syncthreads();
+  return scratch[32];
+}
+
+// ---- Groups for detail::run_tail ----------------------------------------------------
+// for_each(n, f): f(k) for k in [0, n) spread over the group, then a barrier.
+// reduce(kind, n, f): ReduceAcc over f(k), the same in every member.
+// (Declared __host__ __device__ because run_tail is; they only run on the device.)
+
+// One thread owns a whole row.
+template <class A>
+struct ThreadGroup {
+  template <class F>
+  __host__ __device__ void for_each(int64_t n, const F& f) const {
+    for (int64_t k = 0; k < n; ++k) f(k);
+  }
+  template <class F>
+  __host__ __device__ ReduceAcc<A> reduce(ReduceKind kind, int64_t n, const F& f) const {
+    ReduceAcc<A> acc = reduce_init<A>(kind);
+    for (int64_t k = 0; k < n; ++k) reduce_push(kind, acc, f(k));
+    return acc;
+  }
+};
+
+// The 32 lanes of a warp share a row.
+template <class A>
+struct WarpGroup {
+  template <class F>
+  __host__ __device__ void for_each(int64_t n, const F& f) const {
+#ifdef __CUDA_ARCH__
+    for (int64_t k = threadIdx.x & 31; k < n; k += 32) f(k);
+    __syncwarp();
+#endif
+  }
+  template <class F>
+  __host__ __device__ ReduceAcc<A> reduce(ReduceKind kind, int64_t n, const F& f) const {
+    ReduceAcc<A> acc = reduce_init<A>(kind);
+#ifdef __CUDA_ARCH__
+    for (int64_t k = threadIdx.x & 31; k < n; k += 32) reduce_push(kind, acc, f(k));
+    acc = warp_join(kind, acc);
+#endif
+    return acc;
+  }
+};
+
+// The whole block shares a row; `scratch` is >= 33 ReduceAcc in shared memory.
+template <class A>
+struct BlockGroup {
+  ReduceAcc<A>* scratch;
+  template <class F>
+  __host__ __device__ void for_each(int64_t n, const F& f) const {
+#ifdef __CUDA_ARCH__
+    for (int64_t k = threadIdx.x; k < n; k += blockDim.x) f(k);
+    __syncthreads();
+#endif
+  }
+  template <class F>
+  __host__ __device__ ReduceAcc<A> reduce(ReduceKind kind, int64_t n, const F& f) const {
+    ReduceAcc<A> acc = reduce_init<A>(kind);
+#ifdef __CUDA_ARCH__
+    for (int64_t k = threadIdx.x; k < n; k += blockDim.x) reduce_push(kind, acc, f(k));
+    acc = block_join(kind, acc, scratch);
+#endif
+    return acc;
+  }
+};
+
+}  // namespace kfuse::detail::cuda

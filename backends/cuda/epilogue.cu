@@ -1,0 +1,452 @@
+// The fused epilogue on CUDA: one read of Y, one write of the output, with
+// the same semantics as run_epilogue in backends/kokkos/backend.cpp.
+//
+//  map      a grid-stride stream over Y (16-byte loads and stores when Y is
+//           contiguous and both ends are aligned), the body chain per element.
+//  reduce   reduced axes trailing and contiguous ("rows"): a warp per output
+//           for short rows, else a block per output (several blocks per
+//           output when there are few, joined by the last one to finish);
+//           reduced axes elsewhere ("columns", e.g. logsumexp over C): a
+//           thread per output, loads coalesced across threads.
+//           Then the tail on the R x K intermediate (a second kernel; a
+//           thread, a warp or a block per row by K), unless there is none.
+//  softmax  a warp/block per row when the axis is contiguous, else a thread
+//           per row; the row is read twice (the second read mostly from L2).
+#include <algorithm>
+
+#include "backends/cuda/device.cuh"
+#include "backends/cuda/kernels.hpp"
+#include "backends/cuda/launch.cuh"
+
+namespace kfuse::detail::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+// ---- map ------------------------------------------------------------------------
+
+template <class A>
+struct MapArgs {
+  const A* y;
+  A* out;
+  int64_t n;
+  Indexer ix;  // Y's strides (mode 2)
+  Chain<A> body;
+  int mode;    // 0: contiguous and aligned (16-byte vectors), 1: contiguous, 2: strided
+};
+
+template <class A>
+__global__ void __launch_bounds__(kThreads, 1) epi_map(const MapArgs<A> a) {
+  constexpr int VEC = Vec16<A>::kVec;
+  constexpr int U = 4;
+  const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
+  if (a.mode == 0) {
+    const int64_t nvec = a.n / VEC;
+    int64_t v = tid;
+    for (; v + (U - 1) * nthreads < nvec; v += U * nthreads) {
+      Vec16<A> d[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) d[u] = load_stream(a.y + (v + u * nthreads) * VEC);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t i0 = (v + u * nthreads) * VEC;
+        A e[VEC];
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) e[k] = d[u].get(k);
+        apply_chain_n(a.body.ops, a.body.n, e, i0, 1, 0, 0);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) d[u].set(k, e[k]);
+        store16(a.out + i0, d[u]);
+      }
+    }
+    for (; v < nvec; v += nthreads) {
+      Vec16<A> d = load_stream(a.y + v * VEC);
+      A e[VEC];
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) e[k] = d.get(k);
+      apply_chain_n(a.body.ops, a.body.n, e, v * VEC, 1, 0, 0);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) d.set(k, e[k]);
+      store16(a.out + v * VEC, d);
+    }
+    for (int64_t i = nvec * VEC + tid; i < a.n; i += nthreads)
+      a.out[i] = apply_chain(a.body.ops, a.body.n, a.y[i], i, int64_t(0));
+  } else {
+    for (int64_t i = tid; i < a.n; i += nthreads) {
+      const A v = a.mode == 1 ? a.y[i] : a.y[a.ix.offset(i)];
+      a.out[i] = apply_chain(a.body.ops, a.body.n, v, i, int64_t(0));
+    }
+  }
+}
+
+// ---- reduce: rows (reduced axes trailing and contiguous, or any, by a group) ------
+
+template <class A>
+struct ReduceArgs {
+  const A* y;
+  Indexer outer, inner;  // kept / reduced axes of Y
+  Chain<A> body;
+  ReduceKind kind;
+  int64_t count;    // elements per output
+  int64_t outputs;  // R * K
+  int64_t stride;   // columns kernel: the reduced axes as one stride (when not generic)
+  int64_t parts, part_len;  // rows kernel, block mode: blocks per output
+  A* dst;                   // [outputs]
+  ReduceAcc<A>* partials;   // [outputs * parts] when parts > 1
+  unsigned* counters;       // [outputs], zero
+};
+
+template <class A>
+__device__ __forceinline__ void push(const ReduceArgs<A>& a, ReduceAcc<A>& acc, A v, int64_t o, int64_t k) {
+  reduce_push(a.kind, acc, apply_chain(a.body.ops, a.body.n, v, o, k));
+}
+
+// CONTIG: the reduced elements of an output are base[0 .. count). WARP: a warp
+// per output (no block barriers), else a block per (output, part).
+template <class A, bool CONTIG, bool WARP>
+__global__ void __launch_bounds__(kThreads, 1) epi_reduce_rows(const ReduceArgs<A> a) {
+  constexpr int VEC = Vec16<A>::kVec;
+  __shared__ ReduceAcc<A> wred[33];
+  const int lane = WARP ? (threadIdx.x & 31) : threadIdx.x;
+  const int width = WARP ? 32 : blockDim.x;
+  int64_t o, part = 0;
+  if (WARP) {
+    o = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5);
+    if (o >= a.outputs) return;  // whole warps leave; no block barrier below in warp mode
+  } else {
+    o = blockIdx.x / a.parts;
+    part = blockIdx.x - o * a.parts;
+  }
+  const int64_t k0 = part * a.part_len, k1 = min(a.count, k0 + a.part_len);
+  const A* base = a.y + a.outer.offset(o);
+  ReduceAcc<A> acc[VEC];
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) acc[k] = reduce_init<A>(a.kind);
+
+  if (CONTIG) {
+    const A* p = base + k0;
+    const int64_t n = k1 - k0;
+    const int64_t mis = static_cast<int64_t>((reinterpret_cast<uintptr_t>(p) & 15u) / sizeof(A));
+    const int64_t head = min(n, mis ? VEC - mis : int64_t(0));
+    const int64_t nvec = (n - head) / VEC, tail0 = head + nvec * VEC;
+    for (int64_t e = lane; e < head + (n - tail0); e += width) {
+      const int64_t ee = e < head ? e : tail0 + (e - head);
+      push(a, acc[0], p[ee], o, k0 + ee);
+    }
+    const A* vp = p + head;
+    constexpr int U = 4;  // loads in flight per thread
+    int64_t v = lane;
+    const auto consume = [&](const Vec16<A>& d, int64_t kfirst) {
+      A e[VEC];
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) e[k] = d.get(k);
+      apply_chain_n(a.body.ops, a.body.n, e, o, 0, kfirst, 1);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) reduce_push(a.kind, acc[k], e[k]);
+    };
+    for (; v + (U - 1) * width < nvec; v += U * width) {
+      Vec16<A> d[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) d[u] = load_stream(vp + (v + u * width) * VEC);
+#pragma unroll
+      for (int u = 0; u < U; ++u) consume(d[u], k0 + head + (v + u * width) * VEC);
+    }
+    for (; v < nvec; v += width) consume(load_stream(vp + v * VEC), k0 + head + v * VEC);
+  } else {
+    for (int64_t k = k0 + lane; k < k1; k += width) push(a, acc[0], base[a.inner.offset(k)], o, k);
+  }
+#pragma unroll
+  for (int k = 1; k < VEC; ++k) reduce_join(a.kind, acc[0], acc[k]);
+  const ReduceAcc<A> r = WARP ? warp_join(a.kind, acc[0]) : block_join(a.kind, acc[0], wred);
+  if (WARP || a.parts == 1) {
+    if (lane == 0) a.dst[o] = reduce_finish(a.kind, r, a.count);
+    return;
+  }
+  // Several blocks per output: the last to finish joins the parts in order.
+  if (threadIdx.x == 0) {
+    a.partials[o * a.parts + part] = r;
+    __threadfence();
+    if (atomicAdd(&a.counters[o], 1u) == unsigned(a.parts - 1)) {
+      __threadfence();
+      ReduceAcc<A> t = reduce_init<A>(a.kind);
+      for (int64_t q = 0; q < a.parts; ++q) {
+        const ReduceAcc<A>* pp = a.partials + o * a.parts + q;
+        const ReduceAcc<A> pq{__ldcg(&pp->a), __ldcg(&pp->b)};
+        reduce_join(a.kind, t, pq);
+      }
+      a.dst[o] = reduce_finish(a.kind, t, a.count);
+      a.counters[o] = 0u;
+    }
+  }
+}
+
+// A thread per output: for reduced axes that are not contiguous (e.g. C of
+// NCHW); consecutive outputs are adjacent in memory, so loads coalesce.
+template <class A, bool GENERIC>
+__global__ void __launch_bounds__(kThreads, 1) epi_reduce_cols(const ReduceArgs<A> a) {
+  const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < a.outputs; o += nthreads) {
+    const A* base = a.y + a.outer.offset(o);
+    ReduceAcc<A> acc0 = reduce_init<A>(a.kind), acc1 = acc0;
+    int64_t k = 0;
+    if (!GENERIC) {
+      for (; k + 3 < a.count; k += 4) {
+        const A v0 = base[k * a.stride], v1 = base[(k + 1) * a.stride], v2 = base[(k + 2) * a.stride],
+                v3 = base[(k + 3) * a.stride];
+        push(a, acc0, v0, o, k);
+        push(a, acc1, v1, o, k + 1);
+        push(a, acc0, v2, o, k + 2);
+        push(a, acc1, v3, o, k + 3);
+      }
+      for (; k < a.count; ++k) push(a, acc0, base[k * a.stride], o, k);
+    } else {
+      for (; k < a.count; ++k) push(a, acc0, base[a.inner.offset(k)], o, k);
+    }
+    reduce_join(a.kind, acc0, acc1);
+    a.dst[o] = reduce_finish(a.kind, acc0, a.count);
+  }
+}
+
+// ---- tail on the R x K intermediate --------------------------------------------------
+
+template <class A>
+struct TailArgs {
+  A* z;  // [R, K], modified in place
+  A* out;
+  Tail<A> tail;
+};
+
+// MODE 0: a thread per row, 1: a warp per row, 2: a block per row.
+template <class A, int MODE>
+__global__ void __launch_bounds__(kThreads, 1) epi_tail(const TailArgs<A> a) {
+  __shared__ ReduceAcc<A> wred[33];
+  const int64_t K = a.tail.K;
+  if (MODE == 0) {
+    const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (r >= a.tail.R) return;
+    A* row = a.z + r * K;
+    const int64_t kout = run_tail(ThreadGroup<A>{}, a.tail.ops, a.tail.n, row, r, K);
+    for (int64_t k = 0; k < kout; ++k) a.out[r * kout + k] = row[k];
+  } else if (MODE == 1) {
+    const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5);
+    if (r >= a.tail.R) return;
+    A* row = a.z + r * K;
+    const int64_t kout = run_tail(WarpGroup<A>{}, a.tail.ops, a.tail.n, row, r, K);
+    for (int64_t k = threadIdx.x & 31; k < kout; k += 32) a.out[r * kout + k] = row[k];
+  } else {
+    for (int64_t r = blockIdx.x; r < a.tail.R; r += gridDim.x) {
+      A* row = a.z + r * K;
+      const int64_t kout = run_tail(BlockGroup<A>{wred}, a.tail.ops, a.tail.n, row, r, K);
+      for (int64_t k = threadIdx.x; k < kout; k += blockDim.x) a.out[r * kout + k] = row[k];
+      __syncthreads();
+    }
+  }
+}
+
+// ---- softmax ------------------------------------------------------------------------
+
+template <class A>
+struct SoftmaxArgs {
+  const A* y;
+  A* out;
+  Indexer outer, out_outer;  // kept axes of Y and of the (contiguous) output
+  int64_t ys, os;            // the softmax axis' stride in Y and in the output
+  int64_t count, rows;
+  Chain<A> body, after;
+};
+
+template <class A>
+__device__ __forceinline__ A soft_in(const SoftmaxArgs<A>& a, const A* base, int64_t o, int64_t j) {
+  return apply_chain(a.body.ops, a.body.n, base[j * a.ys], o, j);
+}
+template <class A>
+__device__ __forceinline__ void soft_out(const SoftmaxArgs<A>& a, A* dst, const ReduceAcc<A>& acc, A v, int64_t o,
+                                         int64_t j) {
+  dst[j * a.os] = apply_chain(a.after.ops, a.after.n, A(std::exp(v - acc.a) / acc.b), o, j);
+}
+
+// A warp (WARP) or a block per row: the axis is contiguous in Y.
+template <class A, bool WARP>
+__global__ void __launch_bounds__(kThreads, 1) epi_softmax_rows(const SoftmaxArgs<A> a) {
+  __shared__ ReduceAcc<A> wred[33];
+  const int lane = WARP ? (threadIdx.x & 31) : threadIdx.x;
+  const int width = WARP ? 32 : blockDim.x;
+  const int64_t per_block = WARP ? blockDim.x / 32 : 1;
+  for (int64_t first = int64_t(blockIdx.x) * per_block; first < a.rows; first += int64_t(gridDim.x) * per_block) {
+    const int64_t o = first + (WARP ? threadIdx.x >> 5 : 0);
+    if (WARP && o >= a.rows) return;  // whole warp; later rows of this warp are further out
+    const A* base = a.y + a.outer.offset(o);
+    A* dst = a.out + a.out_outer.offset(o);
+    ReduceAcc<A> acc = reduce_init<A>(ReduceKind::logsumexp);
+    for (int64_t j = lane; j < a.count; j += width) reduce_push(ReduceKind::logsumexp, acc, soft_in(a, base, o, j));
+    acc = WARP ? warp_join(ReduceKind::logsumexp, acc) : block_join(ReduceKind::logsumexp, acc, wred);
+    for (int64_t j = lane; j < a.count; j += width) soft_out(a, dst, acc, soft_in(a, base, o, j), o, j);
+  }
+}
+
+// A thread per row (the axis is strided; neighbouring rows are adjacent).
+template <class A>
+__global__ void __launch_bounds__(kThreads, 1) epi_softmax_cols(const SoftmaxArgs<A> a) {
+  const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < a.rows; o += nthreads) {
+    const A* base = a.y + a.outer.offset(o);
+    A* dst = a.out + a.out_outer.offset(o);
+    ReduceAcc<A> acc = reduce_init<A>(ReduceKind::logsumexp);
+    for (int64_t j = 0; j < a.count; ++j) reduce_push(ReduceKind::logsumexp, acc, soft_in(a, base, o, j));
+    for (int64_t j = 0; j < a.count; ++j) soft_out(a, dst, acc, soft_in(a, base, o, j), o, j);
+  }
+}
+
+// ---- Host side ----------------------------------------------------------------------
+
+// Whether an Indexer walks memory contiguously (row-major, stride 1 innermost).
+bool contiguous(const Indexer& ix) {
+  int64_t expect = 1;
+  for (int d = ix.rank - 1; d >= 0; --d) {
+    if (ix.size[d] != 1 && ix.stride[d] != expect) return false;
+    expect *= ix.size[d];
+  }
+  return true;
+}
+
+// The single stride of an Indexer with at most one axis of extent > 1 (false otherwise).
+bool single_stride(const Indexer& ix, int64_t& stride) {
+  stride = 1;
+  int axes = 0;
+  for (int d = 0; d < ix.rank; ++d)
+    if (ix.size[d] != 1) stride = ix.stride[d], ++axes;
+  return axes <= 1;
+}
+
+template <class Kernel>
+int64_t resident_threads(Kernel k) {
+  return int64_t(occupancy(k, kThreads, 0)) * kThreads * device_info().limits.sm_count;
+}
+
+template <class A>
+void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& out) {
+  Indexer outer, inner;
+  split_axes(y.shape, y.strides, e.mask, outer, inner);
+  const A* yp = static_cast<const A*>(y.data);
+  A* op = static_cast<A*>(out.data);
+  const int64_t n = y.numel();
+  const int sms = device_info().limits.sm_count;
+  Workspace& ws = workspace();
+  StepTimer timer;
+  try {
+    if (e.main == MainKind::map) {
+      if (n > 0) {
+        MapArgs<A> a{yp, op, n, outer, e.body, 2};
+        if (y.is_contiguous()) a.mode = aligned16(yp) && aligned16(op) ? 0 : 1;
+        const int64_t per_block = int64_t(kThreads) * (a.mode == 0 ? Vec16<A>::kVec * 4 : 4);
+        const int64_t blocks = std::min<int64_t>((n + per_block - 1) / per_block, resident_threads(epi_map<A>) / kThreads * 4);
+        launch("kfuse::cuda::epilogue_map", epi_map<A>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+      }
+    } else if (e.main == MainKind::reduce) {
+      const Tail<A>& tail = e.tail;
+      const int64_t outputs = tail.R * tail.K;
+      const bool direct = tail.n == 0 && tail.K_out == tail.K;
+      ReduceArgs<A> a{};
+      a.y = yp;
+      a.outer = outer;
+      a.inner = inner;
+      a.body = e.body;
+      a.kind = e.reduce;
+      a.count = e.count;
+      a.outputs = outputs;
+      a.parts = 1;
+      a.part_len = e.count;
+      if (outputs > 0) {
+        const bool contig = contiguous(inner);
+        int64_t stride = 1;
+        const bool one_axis = single_stride(inner, stride);
+        a.stride = stride;
+        // Columns (a thread per output) when outputs alone fill the device.
+        const bool cols = !contig && outputs >= int64_t(sms) * 1024;
+        const bool warp = !cols && e.count < 2048;
+        if (!cols && !warp) {
+          const int64_t resident = int64_t(occupancy(epi_reduce_rows<A, true, false>, kThreads, 0)) * sms;
+          const int64_t want = (2 * resident + outputs - 1) / outputs;
+          const int64_t most = (e.count + 8191) / 8192;  // parts of at least 8K elements
+          a.parts = std::max<int64_t>(1, std::min(want, most));
+          const int64_t vec = Vec16<A>::kVec;
+          a.part_len = ((e.count + a.parts - 1) / a.parts + vec - 1) / vec * vec;
+          a.parts = (e.count + a.part_len - 1) / a.part_len;
+        }
+        const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
+        const std::size_t z_bytes = direct ? 0 : align(std::size_t(outputs) * sizeof(A));
+        const std::size_t p_bytes = a.parts > 1 ? align(std::size_t(outputs * a.parts) * sizeof(ReduceAcc<A>)) : 0;
+        char* base = static_cast<char*>(ws.scratch(std::max<std::size_t>(z_bytes + p_bytes, 1)));
+        a.dst = direct ? op : reinterpret_cast<A*>(base);
+        a.partials = reinterpret_cast<ReduceAcc<A>*>(base + z_bytes);
+        a.counters = a.parts > 1 ? ws.counters(std::size_t(outputs)) : nullptr;
+        if (cols) {
+          const int64_t blocks = (outputs + kThreads - 1) / kThreads;
+          if (one_axis)
+            launch("kfuse::cuda::epilogue_reduce_cols", epi_reduce_cols<A, false>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+          else
+            launch("kfuse::cuda::epilogue_reduce_cols", epi_reduce_cols<A, true>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+        } else if (warp) {
+          const int64_t blocks = (outputs + kThreads / 32 - 1) / (kThreads / 32);
+          if (contig)
+            launch("kfuse::cuda::epilogue_reduce_rows", epi_reduce_rows<A, true, true>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+          else
+            launch("kfuse::cuda::epilogue_reduce_rows", epi_reduce_rows<A, false, true>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+        } else {
+          const int64_t blocks = outputs * a.parts;
+          if (blocks > 0x7fffffff) fail(ErrorCategory::unsupported, "epilogue (cuda)", outputs, " outputs x ", a.parts, " parts");
+          if (contig)
+            launch("kfuse::cuda::epilogue_reduce_rows", epi_reduce_rows<A, true, false>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+          else
+            launch("kfuse::cuda::epilogue_reduce_rows", epi_reduce_rows<A, false, false>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+        }
+        if (!direct && tail.R > 0) {
+          TailArgs<A> t{a.dst, op, tail};
+          if (tail.K <= 4)
+            launch("kfuse::cuda::epilogue_tail", epi_tail<A, 0>, dim3(grid_of((tail.R + kThreads - 1) / kThreads)), dim3(kThreads), 0, false, t);
+          else if (tail.K <= 1024)
+            launch("kfuse::cuda::epilogue_tail", epi_tail<A, 1>, dim3(grid_of((tail.R + kThreads / 32 - 1) / (kThreads / 32))), dim3(kThreads), 0, false, t);
+          else
+            launch("kfuse::cuda::epilogue_tail", epi_tail<A, 2>, dim3(grid_of(std::min<int64_t>(tail.R, int64_t(sms) * 8))), dim3(kThreads), 0, false, t);
+        }
+      }
+    } else {
+      Indexer out_outer, out_inner;
+      split_axes(y.shape, contiguous_strides(y.shape), e.mask, out_outer, out_inner);
+      const int64_t count = e.count;
+      const int64_t rows = count > 0 ? n / count : 0;
+      if (rows > 0 && count > 0) {
+        SoftmaxArgs<A> a{yp, op, outer, out_outer, 0, 0, count, rows, e.body, e.after};
+        int64_t ys = 1, os = 1;
+        single_stride(inner, ys);
+        single_stride(out_inner, os);
+        a.ys = ys;
+        a.os = os;
+        const bool cols = ys != 1 && count > 1 && rows >= int64_t(sms) * 1024;
+        if (cols) {
+          launch("kfuse::cuda::epilogue_softmax_cols", epi_softmax_cols<A>, dim3(grid_of((rows + kThreads - 1) / kThreads)),
+                 dim3(kThreads), 0, false, a);
+        } else if (count <= 1024) {
+          const int64_t blocks = std::min<int64_t>((rows + kThreads / 32 - 1) / (kThreads / 32), int64_t(sms) * 64);
+          launch("kfuse::cuda::epilogue_softmax_rows", epi_softmax_rows<A, true>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+        } else {
+          const int64_t blocks = std::min<int64_t>(rows, int64_t(sms) * 16);
+          launch("kfuse::cuda::epilogue_softmax_rows", epi_softmax_rows<A, false>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+        }
+      }
+    }
+    timer.finish();
+  } catch (...) {
+    ws.mark_dirty();
+    throw;
+  }
+}
+
+}  // namespace
+
+void run_epilogue(const EpilogueStep<float>& step, const TensorView& y, const TensorView& out) { epilogue(step, y, out); }
+void run_epilogue(const EpilogueStep<double>& step, const TensorView& y, const TensorView& out) { epilogue(step, y, out); }
+
+}  // namespace kfuse::detail::cuda

@@ -1,0 +1,457 @@
+// The fold on CUDA (DESIGN.md section 4), two launches:
+//
+//  1. fold_plane_sums: one block per (plane, row chunk) reads its part of x
+//     once with 16-byte streaming loads and sums every segment block of
+//     FoldGeometry. Elements of the largest block (the central one, where
+//     every tap's range covers the row and the column) go to per-thread
+//     register accumulators; the few border elements go to shared-memory
+//     block sums (shared atomics). Each tap's rectangle sum is then a sum of
+//     block sums (geom.tap_sum): exact, no cancellation. With several chunks
+//     per plane, the last chunk to finish (a counter per plane) adds the
+//     chunks' tap sums in chunk order (deterministic).
+//  2. fold_contract_tail: Z[n, co] = bias[co] + sum_q weight[q*Cout + co] *
+//     S[n, g*cin_g + c, t] in tiles of Z spread over the SMs, then the tail
+//     program on each Z row (detail::run_tail on a block), run by the block
+//     that completes the row (a counter per row). Only the output is stored.
+//     On sm_90+ it is launched with programmatic dependent launch and waits
+//     for the plane sums inside (griddepcontrol.wait).
+#include <algorithm>
+#include <climits>
+
+#include "backends/cuda/device.cuh"
+#include "backends/cuda/kernels.hpp"
+#include "backends/cuda/launch.cuh"
+
+namespace kfuse::detail::cuda {
+
+namespace {
+
+constexpr int kMaxBlocks = kFoldMaxSegments * kFoldMaxSegments;
+constexpr int kFoldMaxThreads = 256;
+constexpr int kTileMaxRows = 160;  // rows one contraction tile can touch: tile (<= 128) + 1
+
+struct FoldLaunch {
+  int64_t units;           // planes * chunks
+  int64_t chunks, rows_per_chunk;
+  int64_t rlo, rhi, clo, chi;  // the block accumulated in registers
+  int main_block;              // its index in B (-1: empty planes)
+  int contiguous;              // each plane is one contiguous run of H*W elements
+  // The column segments left and right of the central one, [cl2, clo) and
+  // [chi, cr2), in the central rows: two more register accumulators (empty
+  // ranges when there are none); blocks main_block - 1 and + 1.
+  int64_t cl2, cr2;
+};
+
+// ---- Kernel 1: segment-block sums of each (plane, chunk) ----------------------
+//
+// I is the index type of the hot loop: int when a chunk has fewer than 2^31
+// elements (fewer registers, more resident blocks), else int64_t.
+
+template <class T, class S, class I>
+__global__ void __launch_bounds__(kFoldMaxThreads, 1)
+    fold_plane_sums(const T* __restrict__ x, const FoldGeometry geom, const FoldLaunch L, S* __restrict__ partial,
+                    S* __restrict__ sums, unsigned* __restrict__ counters) {
+  // The contraction (launched with PDL behind this grid) may be scheduled as
+  // soon as every block of this grid has started; it waits for our results.
+  pdl_launch_dependents();
+
+  constexpr int VEC = Vec16<T>::kVec;
+  constexpr int NACC = VEC < 4 ? VEC : 4;  // independent register accumulators
+  // (The geometry is read from the parameter space: a copy in shared memory
+  // made ptxas spill.)
+  const FoldGeometry& g = geom;
+  __shared__ S B[kMaxBlocks];
+  __shared__ S red[33];
+  __shared__ int last_chunk;
+
+  const int tid = threadIdx.x, bd = blockDim.x;
+  const int taps = geom.kH * geom.kW, nb = geom.row_segments * geom.col_segments;
+  const int cs = geom.col_segments;
+  const int64_t H = geom.H, W = geom.W, C = geom.C;
+
+  for (int64_t u = blockIdx.x; u < L.units; u += gridDim.x) {
+    const int64_t plane = u / L.chunks, ch = u - plane * L.chunks;
+    const int64_t r0 = ch * L.rows_per_chunk, r1 = min(H, r0 + L.rows_per_chunk);
+    for (int i = tid; i < nb; i += bd) B[i] = S(0);
+    __syncthreads();
+
+    const T* p = x + (plane / C) * geom.xs[0] + (plane % C) * geom.xs[1];
+    S acc[NACC];
+#pragma unroll
+    for (int k = 0; k < NACC; ++k) acc[k] = S(0);
+    S acc_left = S(0), acc_right = S(0);
+
+    // One border element at (absolute row r, column c): a shared-memory block sum.
+    const auto border = [&](int64_t r, int64_t c, S v) {
+      atomicAdd(&B[g.row_segment(r) * cs + g.col_segment(c)], v);
+    };
+
+    if (L.contiguous) {
+      // Rows relative to r0: the central block is rows [rlo, rhi), columns [clo, chi).
+      const I rlo = I(max(L.rlo - r0, int64_t(0))), rhi = I(max(min(L.rhi, r1) - r0, int64_t(0)));
+      const I clo = I(L.clo), chi = I(L.chi), w = I(W), cl2 = I(L.cl2), cr2 = I(L.cr2);
+      const T* base = p + r0 * W;
+      const I n = I((r1 - r0) * W);
+      const I mis = I((reinterpret_cast<uintptr_t>(base) & 15u) / sizeof(T));
+      const I head = min(n, mis ? I(VEC - mis) : I(0));
+      const I nvec = (n - head) / VEC;
+      const I tail0 = head + nvec * VEC;
+      // Scalar head (up to the first 16-byte boundary) and tail.
+      for (I e = tid; e < head + (n - tail0); e += bd) {
+        const I ee = e < head ? e : tail0 + (e - head);
+        const I r = ee / w, c = ee - r * w;
+        const S v = to_acc<S>(base[ee]);
+        if (r >= rlo && r < rhi && c >= clo && c < chi) acc[0] += v;
+        else border(r0 + r, c, v);
+      }
+      // 16-byte vectors: the row and column of the first element are tracked
+      // incrementally (no division in the loop).
+      const T* vbase = base + head;
+      const I step = I(bd) * VEC, dr = step / w, dc = step - dr * w;
+      I v = tid;
+      I row, col;
+      {
+        const I e = head + v * VEC;
+        row = e / w;
+        col = e - row * w;
+      }
+      const auto consume = [&](const Vec16<T>& d, I rr, I cc) {
+        if (rr >= rlo && rr < rhi && cc >= clo && cc + VEC <= chi) {
+#pragma unroll
+          for (int k = 0; k < VEC; ++k) acc[k % NACC] += to_acc<S>(d.get(k));
+        } else if (cc + VEC <= w) {
+          // Within one row: the columns next to the central block in registers too.
+          const bool rin = rr >= rlo && rr < rhi;
+#pragma unroll
+          for (int k = 0; k < VEC; ++k) {
+            const I c = cc + k;
+            const S val = to_acc<S>(d.get(k));
+            if (rin && c >= clo && c < chi) acc[k % NACC] += val;
+            else if (rin && c >= cl2 && c < clo) acc_left += val;
+            else if (rin && c >= chi && c < cr2) acc_right += val;
+            else border(r0 + rr, c, val);
+          }
+        } else {
+#pragma unroll
+          for (int k = 0; k < VEC; ++k) {
+            I r = rr, c = cc + k;
+            while (c >= w) c -= w, ++r;
+            const S val = to_acc<S>(d.get(k));
+            if (r >= rlo && r < rhi && c >= clo && c < chi) acc[k % NACC] += val;
+            else border(r0 + r, c, val);
+          }
+        }
+      };
+      const auto advance = [&]() {
+        row += dr;
+        col += dc;
+        if (col >= w) col -= w, ++row;
+      };
+      constexpr int U = 4;  // loads in flight per thread
+      for (; v + (U - 1) * bd < nvec; v += U * bd) {
+        Vec16<T> d[U];
+#pragma unroll
+        for (int k = 0; k < U; ++k) d[k] = load_stream(vbase + int64_t(v + k * bd) * VEC);
+#pragma unroll
+        for (int k = 0; k < U; ++k) {
+          consume(d[k], row, col);
+          advance();
+        }
+      }
+      for (; v < nvec; v += bd) {
+        consume(load_stream(vbase + int64_t(v) * VEC), row, col);
+        advance();
+      }
+    } else {
+      // Strided planes: element by element.
+      const int64_t n = (r1 - r0) * W;
+      for (int64_t e = tid; e < n; e += bd) {
+        const int64_t r = r0 + e / W, c = e % W;
+        const S v = to_acc<S>(p[r * geom.xs[2] + c * geom.xs[3]]);
+        if (r >= L.rlo && r < L.rhi && c >= L.clo && c < L.chi) acc[0] += v;
+        else border(r, c, v);
+      }
+    }
+
+    if (L.contiguous) {
+      // (Only the vector loop fills these: contiguous planes.)
+      acc_left = warp_sum(acc_left);
+      acc_right = warp_sum(acc_right);
+      if ((tid & 31) == 0 && acc_left != S(0)) atomicAdd(&B[L.main_block - 1], acc_left);
+      if ((tid & 31) == 0 && acc_right != S(0)) atomicAdd(&B[L.main_block + 1], acc_right);
+    }
+    S t = S(0);
+#pragma unroll
+    for (int k = 0; k < NACC; ++k) t += acc[k];
+    t = block_sum(t, red);  // ends with a barrier: the shared atomics are complete too
+    if (tid == 0 && L.main_block >= 0) B[L.main_block] += t;
+    __syncthreads();
+
+    if (L.chunks == 1) {
+      for (int k = tid; k < taps; k += bd) sums[plane * taps + k] = g.tap_sum(B, k);
+    } else {
+      for (int k = tid; k < taps; k += bd) partial[u * taps + k] = g.tap_sum(B, k);
+      __threadfence();
+      __syncthreads();
+      if (tid == 0) last_chunk = atomicAdd(&counters[plane], 1u) == unsigned(L.chunks - 1);
+      __syncthreads();
+      if (last_chunk) {
+        for (int k = tid; k < taps; k += bd) {
+          S s = S(0);
+          for (int64_t c = 0; c < L.chunks; ++c) s += __ldcg(&partial[(plane * L.chunks + c) * taps + k]);
+          sums[plane * taps + k] = s;
+        }
+        if (tid == 0) counters[plane] = 0u;  // back to zero for the next run
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// ---- Kernel 2: contraction fused with the tail ----------------------------------
+
+template <class A, class O>
+struct ContractArgs {
+  FoldContraction<A> con;
+  Tail<A> tail;
+  const A* sums;           // [N*C, taps]
+  int64_t C;
+  int taps;
+  int tile;                // Z values per block: a power of two dividing blockDim
+  int64_t total;           // R*K
+  A* z;                    // [R*K] scratch (rows whose tail runs later)
+  unsigned* row_counters;  // [R], zero between runs
+  O* out;
+  int direct;              // no tail ops: Z is the output
+  int row_in_smem;         // the tail's rows fit in shared memory
+  int prefetch;            // the tile's weights [kg, tile] fit in shared memory
+};
+
+template <class A, class O>
+__global__ void __launch_bounds__(256, 1) fold_contract_tail(const ContractArgs<A, O> a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  A* red = reinterpret_cast<A*>(smem);                       // [blockDim]
+  A* zrow = red + blockDim.x;                                // [K] when row_in_smem
+  A* wsm = zrow + (a.row_in_smem ? a.tail.K : int64_t(0));   // [kg, tile] when prefetch
+  __shared__ ReduceAcc<A> wred[33];
+  __shared__ int64_t mine[kTileMaxRows];
+  __shared__ int n_mine;
+
+  const int tid = threadIdx.x, TZ = a.tile, j = tid % TZ, s = tid / TZ, QS = blockDim.x / TZ;
+  const int64_t Cout = a.con.Cout, K = a.tail.K;
+  const int64_t z0 = int64_t(blockIdx.x) * TZ, zi = z0 + j;
+  const bool valid = zi < a.total;
+  const int64_t n = valid ? zi / Cout : 0, co = valid ? zi - n * Cout : 0, grp = co / a.con.cout_g;
+  const int64_t kg = a.con.cin_g * a.taps, per = (kg + QS - 1) / QS;
+  const int64_t q0 = min(kg, s * per), q1 = min(kg, q0 + per);
+  const A* wp = a.con.weight + co;
+  const A* sp = a.sums + (n * a.C + grp * a.con.cin_g) * a.taps;
+
+  // The tile's weight columns do not depend on the plane sums: with PDL they
+  // are loaded while the plane sums finish.
+  if (a.prefetch) {
+    // Thread (s, j) loads rows s, s + QS, ... of its own column j (= its co),
+    // eight loads in flight before the stores (a store to shared memory may
+    // alias a generic load, so the compiler would not reorder them).
+    int64_t q = s;
+    for (; q + 7 * QS < kg; q += 8 * QS) {
+      A w8[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) w8[k] = valid ? wp[(q + k * QS) * Cout] : A(0);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) wsm[(q + k * QS) * TZ + j] = w8[k];
+    }
+    for (; q < kg; q += QS) wsm[q * TZ + j] = valid ? wp[q * Cout] : A(0);
+    __syncthreads();
+  }
+
+  pdl_wait();  // the plane sums are complete and visible from here on
+
+  A part = A(0);
+  if (valid) {
+    A p[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) p[k] = A(0);
+    int64_t q = q0;
+    if (a.prefetch) {
+      const A* w = wsm + j;
+      for (; q + 7 < q1; q += 8) {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) p[k] += w[(q + k) * TZ] * sp[q + k];
+      }
+      for (; q < q1; ++q) p[0] += w[q * TZ] * sp[q];
+    } else {
+      for (; q + 7 < q1; q += 8) {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) p[k] += wp[(q + k) * Cout] * sp[q + k];
+      }
+      for (; q < q1; ++q) p[0] += wp[q * Cout] * sp[q];
+    }
+    part = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+  }
+  red[tid] = part;  // red[s * TZ + j]
+  __syncthreads();
+  if (s == 0 && valid) {
+    A v = a.con.bias[co];
+    for (int k = 0; k < QS; ++k) v += red[k * TZ + j];
+    if (a.direct) a.out[zi] = to_elem<O>(v);
+    else a.z[zi] = v;
+  }
+  if (a.direct) return;
+
+  // The block that completes a row runs its tail.
+  __threadfence();
+  if (tid == 0) n_mine = 0;
+  __syncthreads();
+  const int64_t zend = min(a.total, z0 + TZ);
+  const int64_t rfirst = z0 / K, rlast = (zend - 1) / K;
+  for (int64_t r = rfirst + tid; r <= rlast; r += blockDim.x) {
+    const int64_t lo = max(z0, r * K), hi = min(zend, (r + 1) * K);
+    const unsigned cnt = static_cast<unsigned>(hi - lo);
+    const unsigned prev = atomicAdd(&a.row_counters[r], cnt);
+    if (int64_t(prev) + cnt == K) mine[atomicAdd(&n_mine, 1)] = r;
+  }
+  __syncthreads();
+  const int rows = n_mine;
+  for (int i = 0; i < rows; ++i) {
+    const int64_t r = mine[i];
+    A* row = a.row_in_smem ? zrow : a.z + r * K;
+    if (a.row_in_smem) {
+      for (int64_t k = tid; k < K; k += blockDim.x) zrow[k] = __ldcg(a.z + r * K + k);
+      __syncthreads();
+    }
+    const int64_t kout = run_tail(BlockGroup<A>{wred}, a.tail.ops, a.tail.n, row, r, K);
+    for (int64_t k = tid; k < kout; k += blockDim.x) a.out[r * kout + k] = to_elem<O>(row[k]);
+    if (tid == 0) a.row_counters[r] = 0u;
+    __syncthreads();
+  }
+}
+
+// ---- Host side ----------------------------------------------------------------------
+
+int largest_segment(const int64_t* cut, int segments) {
+  int best = -1;
+  int64_t size = -1;
+  for (int s = 0; s < segments; ++s)
+    if (cut[s + 1] - cut[s] > size) size = cut[s + 1] - cut[s], best = s;
+  return best;
+}
+
+template <class T, class A, class O>
+void fold(const FoldStep<A>& step, const TensorView& x, const TensorView& out) {
+  using S = A;  // plane sums: fp32 for f32/f16/bf16 inputs, fp64 for f64
+  FoldGeometry g = step.geom;
+  for (int d = 0; d < 4; ++d) g.xs[d] = x.strides[d];
+  const DeviceInfo& dev = device_info();
+  const Overrides& ov = overrides();
+  const int taps = g.taps();
+  const int64_t planes = g.N * g.C;
+  const Tail<A>& tail = step.tail;
+  const int64_t total = tail.R * tail.K;
+  if (tail.K >= (int64_t(1) << 31))
+    fail(ErrorCategory::unsupported, "fold (cuda)", "tail rows of ", tail.K, " values exceed the row counters");
+
+  // Launch shape of the plane sums (section 7 rules on the kernel's resources).
+  // 32-bit indices in the hot loop when a whole plane (the largest chunk) has
+  // fewer than 2^31 elements, with room for one step of the loop.
+  const bool small = g.H * g.W < (int64_t(1) << 31) - (int64_t(1) << 16);
+  auto k1 = small ? fold_plane_sums<T, S, int> : fold_plane_sums<T, S, int64_t>;
+  const KernelInfo& info = kernel_info(k1, 1, tuning::Bound::memory);
+  const int warps = ov.fold_warps ? ov.fold_warps : std::min(info.cfg.warps, kFoldMaxThreads / 32);
+  const int threads = warps * 32;
+  const int64_t resident = int64_t(occupancy(k1, threads, 0)) * dev.limits.sm_count;
+  int64_t chunks = ov.fold_chunks ? ov.fold_chunks
+                                  : tuning::fold_chunks(planes, g.H, g.H * g.W * int64_t(sizeof(T)), resident);
+  const int64_t rows_per_chunk = std::max<int64_t>(1, (g.H + chunks - 1) / std::max<int64_t>(chunks, 1));
+  chunks = std::max<int64_t>(1, (g.H + rows_per_chunk - 1) / rows_per_chunk);
+  g.chunks = chunks;
+  g.rows_per_chunk = rows_per_chunk;
+
+  FoldLaunch L{};
+  L.units = planes * chunks;
+  L.chunks = chunks;
+  L.rows_per_chunk = rows_per_chunk;
+  const int mr = largest_segment(g.row_cut, g.row_segments), mc = largest_segment(g.col_cut, g.col_segments);
+  if (mr >= 0 && mc >= 0) {
+    L.rlo = g.row_cut[mr], L.rhi = g.row_cut[mr + 1], L.clo = g.col_cut[mc], L.chi = g.col_cut[mc + 1];
+    L.main_block = mr * g.col_segments + mc;
+    L.cl2 = mc > 0 ? g.col_cut[mc - 1] : L.clo;
+    L.cr2 = mc + 1 < g.col_segments ? g.col_cut[mc + 2] : L.chi;
+  } else {
+    L.main_block = -1;
+  }
+  L.contiguous = (g.W == 1 || g.xs[3] == 1) && (g.H == 1 || g.xs[2] == g.W);
+
+  // Workspace: tap sums, chunk partials, Z rows; counters per plane and per tail row.
+  Workspace& ws = workspace();
+  const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
+  const std::size_t sums_bytes = align(std::size_t(std::max<int64_t>(planes * taps, 1)) * sizeof(S));
+  const std::size_t partial_bytes = chunks > 1 ? align(std::size_t(L.units * taps) * sizeof(S)) : 0;
+  const std::size_t z_bytes = align(std::size_t(std::max<int64_t>(total, 1)) * sizeof(A));
+  char* base = static_cast<char*>(ws.scratch(sums_bytes + partial_bytes + z_bytes));
+  S* sums = reinterpret_cast<S*>(base);
+  S* partial = chunks > 1 ? reinterpret_cast<S*>(base + sums_bytes) : nullptr;
+  A* z = reinterpret_cast<A*>(base + sums_bytes + partial_bytes);
+  unsigned* counters = ws.counters(std::size_t(planes + tail.R));
+
+  const bool pdl = pdl_enabled();
+  StepTimer timer;
+  bool launched = false;
+  try {
+    if (L.units > 0 && (g.H == 0 || g.W == 0)) {
+      // Empty planes: every tap sum is zero.
+      KFUSE_CUDA_CHECK(cudaMemsetAsync(sums, 0, std::size_t(planes * taps) * sizeof(S), stream()), "empty planes");
+    } else if (L.units > 0) {
+      launch("kfuse::cuda::fold_plane_sums", k1, dim3(grid_of(L.units)), dim3(threads), 0, false,
+             static_cast<const T*>(x.data), g, L, partial, sums, counters);
+      launched = true;
+    }
+    if (total > 0) {
+      ContractArgs<A, O> ca{};
+      ca.con = step.contraction;
+      ca.tail = tail;
+      ca.sums = sums;
+      ca.C = g.C;
+      ca.taps = taps;
+      ca.tile = tuning::contraction_tile(total, dev.limits.sm_count);
+      ca.total = total;
+      ca.z = z;
+      ca.row_counters = counters + planes;
+      ca.out = static_cast<O*>(out.data);
+      ca.direct = tail.n == 0 && tail.K_out == tail.K;
+      ca.row_in_smem = tail.K * int64_t(sizeof(A)) <= 32 * 1024;
+      const int t2 = 256;
+      std::size_t smem = (t2 + (ca.row_in_smem ? std::size_t(tail.K) : 0)) * sizeof(A);
+      const std::size_t wbytes = std::size_t(ca.con.cin_g * taps * ca.tile) * sizeof(A);
+      ca.prefetch = smem + wbytes <= 46 * 1024;  // within the default 48 KB of dynamic shared memory
+      if (ca.prefetch) smem += wbytes;
+      launch("kfuse::cuda::fold_contract_tail", fold_contract_tail<A, O>, dim3(grid_of((total + ca.tile - 1) / ca.tile)),
+             dim3(t2), smem, pdl && launched, ca);
+    }
+    timer.finish();
+  } catch (...) {
+    ws.mark_dirty();  // a kernel may have stopped with counters raised
+    throw;
+  }
+}
+
+template <class A>
+void dispatch_fold(const FoldStep<A>& step, const TensorView& x, const TensorView& out) {
+  if constexpr (std::is_same_v<A, double>) {
+    fold<double, double, double>(step, x, out);
+  } else {
+    switch (x.dtype) {
+      case DType::f32: return fold<float, float, float>(step, x, out);
+      case DType::f16: return fold<__half, float, __half>(step, x, out);
+      case DType::bf16: return fold<__nv_bfloat16, float, __nv_bfloat16>(step, x, out);
+      default: fail(ErrorCategory::unsupported, "fold (cuda)", "input dtype ", to_string(x.dtype));
+    }
+  }
+}
+
+}  // namespace
+
+void run_fold(const FoldStep<float>& step, const TensorView& x, const TensorView& out) { dispatch_fold(step, x, out); }
+void run_fold(const FoldStep<double>& step, const TensorView& x, const TensorView& out) { dispatch_fold(step, x, out); }
+
+}  // namespace kfuse::detail::cuda

@@ -1,0 +1,132 @@
+// Host-side launch helpers shared by the backend's .cu files: cached kernel
+// attributes and launch rules per (kernel, device), checked launches with
+// optional programmatic dependent launch, and the device timing hook.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "backends/cuda/check.hpp"
+#include "backends/cuda/context.hpp"
+
+namespace kfuse::detail::cuda {
+
+struct KernelInfo {
+  tuning::KernelResources res;
+  tuning::LaunchConfig cfg;  // section 7's choice for this kernel on this device
+};
+
+// cudaFuncGetAttributes once per (kernel, device), then the section 7 rules.
+template <class Kernel>
+const KernelInfo& kernel_info(Kernel kernel, int distinct_inputs, tuning::Bound bound) {
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, KernelInfo> cache;  // per (kernel, device)
+  const DeviceInfo& dev = device_info();
+  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), dev.id);
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  cudaFuncAttributes fa{};
+  KFUSE_CUDA_CHECK(cudaFuncGetAttributes(&fa, reinterpret_cast<const void*>(kernel)), "kernel attributes");
+  KernelInfo info;
+  info.res.num_regs = fa.numRegs;
+  info.res.local_bytes = static_cast<int64_t>(fa.localSizeBytes);
+  info.res.static_shared_bytes = static_cast<int64_t>(fa.sharedSizeBytes);
+  info.res.max_threads_per_block = fa.maxThreadsPerBlock;
+  info.cfg = tuning::choose_launch(info.res, dev.limits, distinct_inputs, bound);
+  return cache.emplace(key, info).first->second;
+}
+
+// Resident blocks per SM for `threads` and `dynamic_smem` (the occupancy API,
+// cached per (kernel, device, threads, smem)).
+template <class Kernel>
+int occupancy(Kernel kernel, int threads, std::size_t dynamic_smem) {
+  static std::mutex mutex;
+  static std::map<std::pair<std::pair<const void*, int>, std::pair<int, std::size_t>>, int> cache;
+  const DeviceInfo& dev = device_info();
+  const auto key = std::make_pair(std::make_pair(reinterpret_cast<const void*>(kernel), dev.id),
+                                  std::make_pair(threads, dynamic_smem));
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  int blocks = 0;
+  KFUSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, dynamic_smem),
+                   "threads ", threads, ", dynamic shared memory ", dynamic_smem);
+  blocks = blocks > 0 ? blocks : 1;
+  cache.emplace(key, blocks);
+  return blocks;
+}
+
+// A checked launch on the backend's stream; with `pdl` (sm_90+) the kernel may
+// start while the previous one drains and must call pdl_wait() before reading
+// its results.
+template <class... Params, class... Args>
+void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, bool pdl,
+            Args&&... args) {
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) fail(ErrorCategory::backend, name, "empty grid");
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream();
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), name,
+        cat("grid ", grid.x, "x", grid.y, ", block ", block.x, ", dynamic shared memory ", smem));
+  check_launch(name);
+}
+
+// Whether this device runs programmatic dependent launch.
+inline bool pdl_enabled() { return overrides().pdl && device_info().major >= 9; }
+
+// Events around a step's launches when the perf suite asks for device timing.
+class StepTimer {
+ public:
+  StepTimer() : on_(device_timing()) {
+    if (!on_) return;
+    Events& e = events();
+    KFUSE_CUDA_CHECK(cudaEventRecord(e.start, stream()));
+  }
+  // After the last launch: synchronizes the stream (Plan::run returns with the result complete).
+  void finish() {
+    if (on_) KFUSE_CUDA_CHECK(cudaEventRecord(events().stop, stream()));
+    KFUSE_CUDA_CHECK(cudaStreamSynchronize(stream()), "waiting for the step's kernels");
+    if (on_) {
+      float ms = 0.0f;
+      KFUSE_CUDA_CHECK(cudaEventElapsedTime(&ms, events().start, events().stop));
+      record_device_ms(ms);
+    }
+  }
+
+ private:
+  struct Events {
+    cudaEvent_t start = nullptr, stop = nullptr;
+    int device = -1;
+  };
+  static Events& events() {
+    thread_local Events e;
+    const int dev = device_info().id;
+    if (e.device != dev) {
+      // (Events of another device are leaked deliberately: destroying them needs that device current.)
+      KFUSE_CUDA_CHECK(cudaEventCreate(&e.start));
+      KFUSE_CUDA_CHECK(cudaEventCreate(&e.stop));
+      e.device = dev;
+    }
+    return e;
+  }
+  bool on_;
+};
+
+inline unsigned grid_of(int64_t blocks) {
+  if (blocks < 1) blocks = 1;
+  return static_cast<unsigned>(blocks > 0x7fffffff ? 0x7fffffff : blocks);
+}
+
+}  // namespace kfuse::detail::cuda

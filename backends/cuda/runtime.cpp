@@ -1,0 +1,63 @@
+// kfuse::device:: on the CUDA runtime: the allocations and copies that core
+// code (Tensor, copy) needs. Every call is checked; failures throw
+// Error(backend) naming the call, the CUDA error and the size.
+#include "core/device_runtime.hpp"
+
+#include <cuda_runtime_api.h>
+
+#include "backends/cuda/check.hpp"
+
+namespace kfuse::device {
+
+bool available() {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // no driver or no device: not an error here, just "not available"
+    return false;
+  }
+  return count > 0;
+}
+
+std::string device_name() {
+  if (!available()) return "";
+  int dev = 0;
+  cudaDeviceProp prop{};
+  KFUSE_CUDA_CHECK(cudaGetDevice(&dev), "querying the current device");
+  KFUSE_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev), "reading the properties of device ", dev);
+  return prop.name;
+}
+
+void select_device(int local_rank) {
+  int count = 0;
+  KFUSE_CUDA_CHECK(cudaGetDeviceCount(&count), "counting CUDA devices");
+  if (count == 0) fail(ErrorCategory::unsupported, "device::select_device", "no CUDA device is visible");
+  KFUSE_CUDA_CHECK(cudaSetDevice(local_rank % count), "selecting device ", local_rank % count);
+}
+
+void* allocate(std::size_t bytes) {
+  void* p = nullptr;
+  KFUSE_CUDA_CHECK(cudaMalloc(&p, bytes), "allocating ", bytes, " bytes of device memory");
+  return p;
+}
+
+void release(void* p) noexcept {
+  if (!p) return;
+  // noexcept: a failure here (typically the runtime already unloading at
+  // process exit) cannot be reported by throwing; clear it so that the next
+  // checked call does not see it.
+  if (cudaFree(p) != cudaSuccess) (void)cudaGetLastError();
+}
+
+void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
+  if (bytes == 0) return;
+  const cudaMemcpyKind k = kind == CopyKind::host_to_device   ? cudaMemcpyHostToDevice
+                           : kind == CopyKind::device_to_host ? cudaMemcpyDeviceToHost
+                                                              : cudaMemcpyDeviceToDevice;
+  const char* what = kind == CopyKind::host_to_device   ? "host to device"
+                     : kind == CopyKind::device_to_host ? "device to host"
+                                                        : "device to device";
+  KFUSE_CUDA_CHECK(cudaMemcpy(dst, src, bytes, k), "copying ", bytes, " bytes ", what);
+}
+
+}  // namespace kfuse::device

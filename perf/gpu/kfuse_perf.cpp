@@ -1,0 +1,452 @@
+// kfuse_perf: times kfuse's plans on the GPU against a device-to-device copy
+// measured in the same process (DESIGN.md section 9).
+//
+// For each problem: random inputs (never zeros), a warm-up, then >= 50 timed
+// runs, each after flushing L2 (a memset of twice the L2 size), medians and
+// minima of
+//   device time  events recorded by the CUDA backend around its own launches
+//                (first launch to the last kernel's end, launch gaps included);
+//   wall time    Plan::run on the host (checks, launches, the final synchronize).
+// floor = floor_bytes / copy bandwidth, copy bandwidth = (read + written bytes)
+// / time of a large cudaMemcpy device to device. The output of each seed
+// problem is checked against kfuse's float64 host plan on the same values.
+//
+// Writes <out>/<gpu>-<date>.json and .md; with --export DIR, the seed
+// problems' inputs, weights and kfuse outputs as .npy for torch_compare.py.
+//
+//   kfuse_perf --specs specs --out perf/results [--reps 50] [--export DIR]
+//              [--only NAME] [--no-weak] [--sweep] [--ncu-mode]
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/context.hpp"
+#include "kfuse/npy.hpp"
+#include "kfuse/plan.hpp"
+#include "kfuse/runtime.hpp"
+#include "kfuse/spec.hpp"
+
+using namespace kfuse;
+using json = nlohmann::json;
+
+namespace {
+
+void ck(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "kfuse_perf: %s: %s\n", what, cudaGetErrorString(e));
+    std::exit(2);
+  }
+}
+
+struct Options {
+  std::string specs = "specs";
+  std::string out = "perf/results";
+  std::string export_dir;
+  std::string only;
+  int reps = 50;
+  int warmup = 5;
+  bool weak = true;
+  bool sweep = false;
+  bool ncu = false;  // one run per case, no flush, no copy benchmark (under ncu)
+};
+
+struct Stats {
+  double median = 0, min = 0;
+};
+Stats stats(std::vector<double> v) {
+  Stats s;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  s.min = v.front();
+  s.median = v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  return s;
+}
+
+cudaStream_t stream() { return cudaStreamPerThread; }
+
+// L2 flush before each timed run: a read-only pass (a kfuse sum) over a
+// random buffer of twice the L2 size, so that the L2 holds only clean lines of
+// that buffer. (A flush that *writes* 2 x L2 leaves up to an L2 of dirty
+// lines whose write-back then lands inside the next timed run: up to ~17 us
+// on an H100, more than half the floor of the second seed problem. Run 2 and
+// run 3 of 2026-11-23 were timed with such a write flush.)
+struct Flusher {
+  Tensor buf, out;
+  std::unique_ptr<Plan> plan;
+  explicit Flusher(std::size_t l2) {
+    const int64_t n = int64_t(std::max<std::size_t>(2 * l2, 1 << 20) / sizeof(float));
+    buf = Tensor::empty({n}, DType::f32, Memory::cuda);
+    ck(cudaMemset(buf.view().data, 0x3c, buf.view().bytes()), "flush buffer");  // never zeros
+    PlanOptions po;
+    po.memory = Memory::cuda;
+    plan = std::make_unique<Plan>(Pipeline({n}, DType::f32).sum({0}), po);
+    out = Tensor::empty(plan->output_shape(), DType::f32, Memory::cuda);
+  }
+  void flush() {
+    plan->run(buf.view(), out.view());  // returns with the pass complete
+    ck(cudaStreamSynchronize(stream()), "flush sync");
+  }
+};
+
+// Device-to-device copy bandwidth, (read + write) bytes / time, median of 20.
+double copy_bandwidth(std::size_t bytes, Flusher& fl) {
+  void *a = nullptr, *b = nullptr;
+  ck(cudaMalloc(&a, bytes), "copy src");
+  ck(cudaMalloc(&b, bytes), "copy dst");
+  ck(cudaMemset(a, 0x3c, bytes), "copy init");
+  cudaEvent_t e0, e1;
+  ck(cudaEventCreate(&e0), "event");
+  ck(cudaEventCreate(&e1), "event");
+  std::vector<double> ms;
+  for (int i = 0; i < 23; ++i) {
+    fl.flush();
+    ck(cudaEventRecord(e0, stream()), "record");
+    ck(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream()), "copy");
+    ck(cudaEventRecord(e1, stream()), "record");
+    ck(cudaEventSynchronize(e1), "sync");
+    float t = 0;
+    ck(cudaEventElapsedTime(&t, e0, e1), "elapsed");
+    if (i >= 3) ms.push_back(t);
+  }
+  cudaFree(a);
+  cudaFree(b);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return 2.0 * double(bytes) / (stats(ms).median * 1e-3) / 1e9;
+}
+
+// Fills `t` (device) with random values in [lo, hi): a 64 MB random block
+// from the host, repeated.
+void fill_random(const TensorView& t, uint64_t seed, double lo = 0.0, double hi = 1.0) {
+  const std::size_t bytes = t.bytes();
+  const std::size_t es = size_of(t.dtype);
+  const std::size_t block_elems = std::min<std::size_t>(bytes / es, (64u << 20) / es);
+  Tensor d = Tensor::empty({int64_t(block_elems)}, DType::f64);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  for (std::size_t i = 0; i < block_elems; ++i) d.data<double>()[i] = u(rng);
+  const Tensor h = t.dtype == DType::f64 ? d : cast(d.view(), t.dtype);
+  const std::size_t chunk = block_elems * es;
+  for (std::size_t off = 0; off < bytes; off += chunk)
+    ck(cudaMemcpy(static_cast<char*>(t.data) + off, h.view().data, std::min(chunk, bytes - off), cudaMemcpyHostToDevice),
+       "fill");
+}
+
+std::vector<double> host_values(const TensorView& dev) {
+  const Tensor h = Tensor::copy_of(dev, Memory::host);
+  const Tensor d = cast(h.view(), DType::f64);
+  return std::vector<double>(d.data<double>(), d.data<double>() + d.numel());
+}
+
+double rel_error(const std::vector<double>& out, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    if (std::isnan(out[i]) != std::isnan(ref[i])) return std::nan("");
+    num += (out[i] - ref[i]) * (out[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+struct Timing {
+  Stats device, wall;
+};
+
+// Times plan.run(x, out): warm-up, then reps runs after an L2 flush each.
+Timing time_plan(const Plan& plan, const TensorView& x, const TensorView& out, const Options& o, Flusher& fl) {
+  detail::cuda::set_device_timing(true);
+  for (int i = 0; i < (o.ncu ? 1 : o.warmup); ++i) plan.run(x, out);
+  std::vector<double> dev, wall;
+  const int reps = o.ncu ? 1 : o.reps;
+  for (int i = 0; i < reps; ++i) {
+    if (!o.ncu) fl.flush();
+    const auto t0 = std::chrono::steady_clock::now();
+    plan.run(x, out);
+    const auto t1 = std::chrono::steady_clock::now();
+    wall.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    dev.push_back(detail::cuda::last_device_ms());
+  }
+  detail::cuda::set_device_timing(false);
+  return Timing{stats(dev), stats(wall)};
+}
+
+struct Context {
+  Options opt;
+  cudaDeviceProp prop{};
+  double copy_gbps = 0;
+  json cases = json::array();
+  std::unique_ptr<Flusher> flusher;
+};
+
+json record(Context& c, const std::string& name, const std::string& group, const Plan& plan, const Timing& t,
+            double rel_err = std::nan("")) {
+  const double floor_ms = c.copy_gbps > 0 ? double(plan.floor_bytes()) / (c.copy_gbps * 1e9) * 1e3 : 0;
+  json j;
+  j["name"] = name;
+  j["group"] = group;
+  j["dtype"] = to_string(plan.dtype());
+  j["strategy"] = to_string(plan.strategy());
+  j["input_shape"] = plan.input_shape();
+  j["floor_bytes"] = plan.floor_bytes();
+  j["floor_ms"] = floor_ms;
+  j["device_ms_median"] = t.device.median;
+  j["device_ms_min"] = t.device.min;
+  j["wall_ms_median"] = t.wall.median;
+  j["wall_ms_min"] = t.wall.min;
+  j["GBps"] = double(plan.floor_bytes()) / (t.device.median * 1e-3) / 1e9;
+  j["fraction_of_copy_bw"] = c.copy_gbps > 0 ? j["GBps"].get<double>() / c.copy_gbps : 0.0;
+  j["time_over_floor"] = floor_ms > 0 ? t.device.median / floor_ms : 0.0;
+  j["wall_over_floor"] = floor_ms > 0 ? t.wall.median / floor_ms : 0.0;
+  if (!std::isnan(rel_err)) j["rel_err_vs_fp64_host"] = rel_err;
+  j["describe"] = plan.describe();
+  std::printf("%-34s %-8s %-9s device %9.4f ms (min %9.4f)  wall %9.4f ms  floor %9.4f ms  x%5.2f  %7.1f GB/s%s\n",
+              name.c_str(), to_string(plan.dtype()), to_string(plan.strategy()), t.device.median, t.device.min,
+              t.wall.median, floor_ms, floor_ms > 0 ? t.device.median / floor_ms : 0.0, j["GBps"].get<double>(),
+              std::isnan(rel_err) ? "" : detail::cat("  rel err ", rel_err).c_str());
+  std::fflush(stdout);
+  c.cases.push_back(j);
+  return j;
+}
+
+
+// Writes the spec's tensors (weights, operands), the input and kfuse's output as .npy.
+void export_problem(const std::string& dir, const std::string& name, const Spec& spec, const Tensor& host_x,
+                    const TensorView& dev_out) {
+  const std::string p = dir + "/" + name + "_";
+  const auto f32 = [](const TensorView& v) { return v.dtype == DType::f32 || v.dtype == DType::f64 ? Tensor::copy_of(v, Memory::host) : cast(v, DType::f32); };
+  write_npy(p + "x.npy", f32(host_x.view()).view());
+  int k = 0;
+  for (const PipelineStage& st : spec.pipeline.stages()) {
+    if (auto* c = std::get_if<ConvTranspose2dOp>(&st.op)) {
+      write_npy(p + "op" + std::to_string(k) + "_weight.npy", c->weight.view());
+      if (c->bias) write_npy(p + "op" + std::to_string(k) + "_bias.npy", c->bias->view());
+    } else if (auto* b = std::get_if<BinaryOp>(&st.op)) {
+      if (b->operand) write_npy(p + "op" + std::to_string(k) + "_operand.npy", b->operand->view());
+    }
+    ++k;
+  }
+  const Tensor out = Tensor::copy_of(dev_out, Memory::host);
+  write_npy(p + "kfuse_out.npy", f32(out.view()).view());
+}
+
+// A spec problem in `dtype` (the spec's own when nullopt): time, check against
+// the float64 host plan, export.
+struct SweepPoint {
+  std::string name;
+  detail::cuda::Overrides ov;
+};
+
+void run_spec(Context& c, const std::string& path, const std::string& name, std::optional<DType> dtype,
+              Strategy strategy = Strategy::automatic, const std::vector<SweepPoint>& sweep = {}) {
+  const Spec spec = load_spec(path, dtype);
+  PlanOptions po;
+  po.memory = Memory::cuda;
+  po.strategy = strategy;
+  const Plan plan(spec.pipeline, po);
+  const Tensor hx = make_input(spec);
+  const Tensor dx = Tensor::copy_of(hx.view(), Memory::cuda);
+  Tensor out = Tensor::empty(plan.output_shape(), plan.dtype(), Memory::cuda);
+  ck(cudaMemset(out.view().data, 0xFF, out.view().bytes()), "poison");
+  const Timing t = time_plan(plan, dx.view(), out.view(), c.opt, *c.flusher);
+  double err = std::nan("");
+  if (!c.opt.ncu) {
+    // float64 host reference on the same values (the fold on the host: one pass over x).
+    const Spec ref = load_spec(path, DType::f64);
+    const Plan hp(ref.pipeline, PlanOptions{});
+    const Tensor hx64 = cast(hx.view(), DType::f64);
+    const Tensor r = hp.run(hx64.view());
+    err = rel_error(host_values(out.view()), std::vector<double>(r.data<double>(), r.data<double>() + r.numel()));
+    if (!c.opt.export_dir.empty() && strategy == Strategy::automatic && name.rfind("sweep", 0) != 0) export_problem(c.opt.export_dir, name, spec, hx, out.view());
+  }
+  record(c, name, "spec", plan, t, err);
+  // The same plan and input under other launch choices (overrides of the CUDA backend).
+  const detail::cuda::Overrides saved = detail::cuda::overrides();
+  for (const SweepPoint& sp : sweep) {
+    detail::cuda::overrides() = sp.ov;
+    ck(cudaMemset(out.view().data, 0xFF, out.view().bytes()), "poison");
+    const Timing ts = time_plan(plan, dx.view(), out.view(), c.opt, *c.flusher);
+    record(c, name + "_" + sp.name, "sweep", plan, ts);
+  }
+  detail::cuda::overrides() = saved;
+}
+
+// A pipeline without a front op over a large random x: the epilogue kernels alone.
+void run_epilogue(Context& c, const std::string& name, const Shape& xs, const std::function<void(Pipeline&)>& ops) {
+  Pipeline p(xs, DType::f32);
+  ops(p);
+  PlanOptions po;
+  po.memory = Memory::cuda;
+  po.strategy = Strategy::fused;
+  const Plan plan(p, po);
+  Tensor x = Tensor::empty(xs, DType::f32, Memory::cuda);
+  fill_random(x.view(), 17, -2.0, 2.0);
+  Tensor out = Tensor::empty(plan.output_shape(), DType::f32, Memory::cuda);
+  const Timing t = time_plan(plan, x.view(), out.view(), c.opt, *c.flusher);
+  record(c, name, "epilogue", plan, t);
+}
+
+// The first seed problem's pipeline at x [16, 64, H, W] (the fold's weak scaling).
+void run_weak(Context& c, int64_t hw, DType dtype) {
+  const Shape xs{16, 64, hw, hw};
+  std::mt19937_64 rng(5);
+  std::uniform_real_distribution<double> u(-1.0 / 24, 1.0 / 24);
+  Tensor w = Tensor::empty({64, 128, 3, 3}, DType::f32), b = Tensor::empty({128}, DType::f32),
+         b2 = Tensor::empty({128, 1, 1}, DType::f32);
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = float(u(rng));
+  for (int64_t i = 0; i < 128; ++i) b.data<float>()[i] = float(u(rng)), b2.data<float>()[i] = float(u(rng) * 24);
+  Pipeline p(xs, dtype);
+  p.conv_transpose2d(w, b).mean({2, 3}, true).add(b2).logsumexp({1}, true).sum({2, 3}).mul(10.0);
+  PlanOptions po;
+  po.memory = Memory::cuda;
+  const Plan plan(p, po);
+  Tensor x = Tensor::empty(xs, dtype, Memory::cuda);
+  fill_random(x.view(), 23);
+  Tensor out = Tensor::empty(plan.output_shape(), dtype, Memory::cuda);
+  const Timing t = time_plan(plan, x.view(), out.view(), c.opt, *c.flusher);
+  record(c, detail::cat("fold_weak_", double(x.view().bytes()) / (1 << 20), "MiB"), "weak_scaling", plan, t);
+}
+
+std::string today() {
+  std::time_t now = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", std::gmtime(&now));
+  return buf;
+}
+
+std::string slug(std::string s) {
+  for (char& ch : s)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '-';
+  return s;
+}
+
+void write_markdown(const json& j, const std::string& path) {
+  std::ofstream md(path);
+  md << "# kfuse perf: " << j["device"]["name"].get<std::string>() << ", " << j["date"].get<std::string>() << ", commit "
+     << j["commit"].get<std::string>() << "\n\n";
+  md << "Device-to-device copy: " << j["copy_GBps"].get<double>() << " GB/s (read + write). Device time: events around "
+        "the backend's launches (launch gaps included); wall: Plan::run on the host. Medians of "
+     << j["reps"].get<int>() << " runs, L2 flushed before each.\n\n";
+  md << "| problem | group | dtype | strategy | device ms (median / min) | wall ms | floor ms | time/floor | GB/s | of copy BW | rel err vs fp64 |\n";
+  md << "|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const json& c : j["cases"]) {
+    char line[512];
+    std::snprintf(line, sizeof line, "| %s | %s | %s | %s | %.4f / %.4f | %.4f | %.4f | %.2f | %.0f | %.0f%% | %s |\n",
+                  c["name"].get<std::string>().c_str(), c["group"].get<std::string>().c_str(),
+                  c["dtype"].get<std::string>().c_str(), c["strategy"].get<std::string>().c_str(),
+                  c["device_ms_median"].get<double>(), c["device_ms_min"].get<double>(), c["wall_ms_median"].get<double>(),
+                  c["floor_ms"].get<double>(), c["time_over_floor"].get<double>(), c["GBps"].get<double>(),
+                  100 * c["fraction_of_copy_bw"].get<double>(),
+                  c.contains("rel_err_vs_fp64_host") ? detail::cat(c["rel_err_vs_fp64_host"].get<double>()).c_str() : "");
+    md << line;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "kfuse_perf: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--specs") o.specs = next();
+    else if (a == "--out") o.out = next();
+    else if (a == "--export") o.export_dir = next();
+    else if (a == "--only") o.only = next();
+    else if (a == "--reps") o.reps = std::max(50, std::atoi(next().c_str()));
+    else if (a == "--no-weak") o.weak = false;
+    else if (a == "--sweep") o.sweep = true;
+    else if (a == "--ncu-mode") o.ncu = true, o.weak = false;
+    else {
+      std::fprintf(stderr, "usage: kfuse_perf [--specs DIR] [--out DIR] [--export DIR] [--only NAME] [--reps N>=50] "
+                           "[--no-weak] [--sweep] [--ncu-mode]\n");
+      return 2;
+    }
+  }
+  ScopeGuard guard;
+  Context c;
+  c.opt = o;
+  int dev = 0;
+  ck(cudaGetDevice(&dev), "device");
+  ck(cudaGetDeviceProperties(&c.prop, dev), "properties");
+  c.flusher = std::make_unique<Flusher>(std::size_t(c.prop.l2CacheSize));
+  std::printf("device %s, %d SMs, L2 %d MB\n", c.prop.name, c.prop.multiProcessorCount, c.prop.l2CacheSize >> 20);
+  c.copy_gbps = o.ncu ? 0.0 : copy_bandwidth(std::size_t(1) << 30, *c.flusher);
+  std::printf("device-to-device copy: %.1f GB/s (read + write)\n", c.copy_gbps);
+
+  const auto want = [&](const std::string& n) { return o.only.empty() || n.find(o.only) != std::string::npos; };
+  const std::string s1 = o.specs + "/convt_gap_bias_lse.json", s2 = o.specs + "/convt_mul_gap.json";
+  // Launch choices of the fold swept with --sweep: warps x row chunks, and PDL off.
+  std::vector<SweepPoint> sweep;
+  if (o.sweep) {
+    const detail::cuda::Overrides base = detail::cuda::overrides();
+    for (int warps : {4, 8})
+      for (int chunks : {0, 1, 2, 4}) {
+        SweepPoint sp{detail::cat("w", warps, "_c", chunks), base};
+        sp.ov.fold_warps = warps;
+        sp.ov.fold_chunks = chunks;
+        sweep.push_back(sp);
+      }
+    SweepPoint nopdl{"nopdl", base};
+    nopdl.ov.pdl = false;
+    sweep.push_back(nopdl);
+  }
+  try {
+    if (want("convt_gap_bias_lse")) run_spec(c, s1, "convt_gap_bias_lse", std::nullopt, Strategy::automatic, sweep);
+    if (want("convt_mul_gap")) run_spec(c, s2, "convt_mul_gap", std::nullopt, Strategy::automatic, sweep);
+    if (want("convt_gap_bias_lse_bf16")) run_spec(c, s1, "convt_gap_bias_lse_bf16", DType::bf16);
+    if (want("convt_mul_gap_bf16")) run_spec(c, s2, "convt_mul_gap_bf16", DType::bf16);
+    if (want("convt_mul_gap_fused")) run_spec(c, s2, "convt_mul_gap_fused_cudnn", std::nullopt, Strategy::fused);
+    const Shape big{16, 128, 256, 256};
+    if (want("epi_mean_hw")) run_epilogue(c, "epi_mean_hw", big, [](Pipeline& p) { p.mean({2, 3}); });
+    if (want("epi_lse_c")) run_epilogue(c, "epi_lse_c", big, [](Pipeline& p) { p.logsumexp({1}, true); });
+    if (want("epi_relu_map")) run_epilogue(c, "epi_relu_mul_map", big, [](Pipeline& p) { p.relu().mul(2.0); });
+    if (want("epi_softmax_w")) run_epilogue(c, "epi_softmax_w", big, [](Pipeline& p) { p.softmax(3); });
+    if (want("epi_softmax_c")) run_epilogue(c, "epi_softmax_c", big, [](Pipeline& p) { p.softmax(1); });
+    if (want("epi_gap_tail")) run_epilogue(c, "epi_mean_bias_lse_tail", big, [](Pipeline& p) {
+      Tensor b = Tensor::empty({128, 1, 1}, DType::f32);
+      for (int64_t i = 0; i < 128; ++i) b.data<float>()[i] = float(0.01 * i);
+      p.mean({2, 3}, true).add(b).logsumexp({1}, true).mul(10.0);
+    });
+    if (o.weak && want("fold_weak"))
+      for (int64_t hw : {64, 128, 256, 512, 1024}) run_weak(c, hw, DType::f32);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kfuse_perf: %s\n", e.what());
+    return 1;
+  }
+
+  json j;
+  j["device"] = {{"name", c.prop.name},
+                 {"sm_count", c.prop.multiProcessorCount},
+                 {"l2_bytes", c.prop.l2CacheSize},
+                 {"compute_capability", detail::cat(c.prop.major, ".", c.prop.minor)}};
+  j["date"] = today();
+  const char* commit = std::getenv("KFUSE_GIT_COMMIT");
+  j["commit"] = commit && *commit ? std::string(commit) : std::string(KFUSE_GIT_COMMIT);
+  j["copy_GBps"] = c.copy_gbps;
+  j["reps"] = o.ncu ? 1 : o.reps;
+  j["cases"] = c.cases;
+  const std::string base = o.out + "/" + slug(c.prop.name) + "-" + j["date"].get<std::string>() + (o.ncu ? "-ncu" : "");
+  std::ofstream(base + ".json") << j.dump(2) << "\n";
+  write_markdown(j, base + ".md");
+  std::printf("wrote %s.json and %s.md\n", base.c_str(), base.c_str());
+  return 0;
+}

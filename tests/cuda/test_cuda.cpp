@@ -1,0 +1,496 @@
+// The CUDA backend against the host Kokkos plans, on a GPU.
+//
+// Every case builds one pipeline twice from the same double values: once in
+// the dtype under test, planned for CUDA memory (the CUDA backend), once in
+// float64 with the reference strategy on the host (every op its own Kokkos
+// kernel). Inputs are random (never zeros), sizes odd; the CUDA output is
+// poisoned (all bytes 0xFF: NaN in every float format) before each run, so an
+// element left unwritten fails.
+//
+// Tolerances, norm-wise relative error ||out - ref|| / ||ref||: fp32 1e-5
+// (the fold sums a plane in fp32 register accumulators with a tree across
+// threads, then contracts <= a few thousand products; cuDNN's fp32 FMA
+// convolution and the epilogues sum in fp32); fp64 1e-11; float16/bfloat16
+// inputs against the fp64 reference on the same rounded inputs: the output is
+// rounded to the input's format, so 2e-3 (float16) and 1e-2 (bfloat16).
+//
+// Without a GPU every test is skipped (GTEST_SKIP), and main() returns 77,
+// which ctest reports as skipped.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/context.hpp"
+#include "backends/cuda/kernels.hpp"
+#include "core/device_runtime.hpp"
+#include "kfuse/kokkos.hpp"
+#include "kfuse/plan.hpp"
+#include "kfuse/spec.hpp"
+
+using namespace kfuse;
+
+namespace {
+
+using Rng = std::mt19937_64;
+using Maker = std::function<Pipeline(DType)>;
+
+// Iterations of the random sweeps: `n`, or KFUSE_CUDA_TEST_ITERS (fewer under compute-sanitizer).
+int iters(int n) {
+  const char* v = std::getenv("KFUSE_CUDA_TEST_ITERS");
+  return v && std::atoi(v) > 0 ? std::min(n, std::atoi(v)) : n;
+}
+
+bool have_gpu() {
+  static const bool yes = device::available();
+  return yes;
+}
+
+#define REQUIRE_GPU()                                                                                      \
+  do {                                                                                                     \
+    if (!have_gpu()) GTEST_SKIP() << "no CUDA device on this machine: the CUDA backend tests need a GPU"; \
+  } while (0)
+
+std::vector<double> uniform(int64_t n, Rng& rng, double lo, double hi) {
+  std::uniform_real_distribution<double> u(lo, hi);
+  std::vector<double> v(static_cast<std::size_t>(n));
+  for (double& e : v) e = u(rng);
+  return v;
+}
+
+int64_t numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t e : s) n *= e;
+  return n;
+}
+
+// A host tensor of `dtype` holding `v` (rounded once to the dtype).
+Tensor host(const Shape& shape, const std::vector<double>& v, DType dtype) {
+  Tensor d = Tensor::empty(shape, DType::f64);
+  for (std::size_t i = 0; i < v.size(); ++i) d.data<double>()[i] = v[i];
+  return dtype == DType::f64 ? d : cast(d.view(), dtype);
+}
+
+// The values of a host view, as doubles (any dtype).
+std::vector<double> values(const TensorView& v) {
+  const Tensor d = cast(v, DType::f64);
+  const double* p = d.data<double>();
+  return std::vector<double>(p, p + d.numel());
+}
+
+// `v` rounded through `dtype` (the values a pipeline of that dtype really holds).
+std::vector<double> rounded(const std::vector<double>& v, DType dtype) {
+  if (dtype == DType::f64) return v;
+  return values(host({int64_t(v.size())}, v, dtype).view());
+}
+
+DType param_dtype(DType d) { return d == DType::f64 ? DType::f64 : DType::f32; }
+
+struct Result {
+  std::vector<double> out, ref;
+  std::string describe;
+};
+
+double rel_error(const std::vector<double>& out, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    if (std::isnan(out[i]) != std::isnan(ref[i])) return std::nan("");
+    if (std::isnan(ref[i]) || (std::isinf(ref[i]) && out[i] == ref[i])) continue;
+    num += (out[i] - ref[i]) * (out[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// Optional layout of x on the device: row padding and a misaligned start.
+struct Layout {
+  int64_t pad_w = 0;     // extra elements after each row
+  int64_t offset = 0;    // elements before the first
+};
+
+// Runs `make(dtype)` planned for CUDA (strategy `s`) and `make(f64)` with the
+// reference strategy on the host, on input values `x` of shape `xs`.
+Result run_both(const Maker& make, DType dtype, Strategy s, const Shape& xs, const std::vector<double>& x,
+                Layout layout = {}, bool tf32 = false) {
+  Result r;
+  // Reference: float64 on the host, on x as the dtype under test holds it.
+  const std::vector<double> xr = rounded(x, dtype);
+  {
+    PlanOptions o;
+    o.strategy = Strategy::reference;
+    Plan ref(make(DType::f64), o);
+    const Tensor out = ref.run(host(xs, xr, DType::f64).view());
+    r.ref = values(out.view());
+  }
+  PlanOptions o;
+  o.strategy = s;
+  o.memory = Memory::cuda;
+  o.backend = BackendChoice::cuda;
+  o.allow_tf32 = tf32;
+  Plan plan(make(dtype), o);
+  r.describe = plan.describe();
+  const Tensor hx = host(xs, x, dtype);
+  const std::size_t es = size_of(dtype);
+  Tensor out = Tensor::empty(plan.output_shape(), dtype, Memory::cuda);
+  EXPECT_EQ(cudaMemset(out.view().data, 0xFF, out.view().bytes()), cudaSuccess);
+  if (layout.pad_w == 0 && layout.offset == 0) {
+    const Tensor dx = Tensor::copy_of(hx.view(), Memory::cuda);
+    plan.run(dx.view(), out.view());
+  } else {
+    // A strided / misaligned copy of x on the device: rows of W + pad_w, NaN in the gaps.
+    const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], Wp = W + layout.pad_w;
+    const int64_t total = layout.offset + N * C * H * Wp;
+    Tensor buf = Tensor::empty({total}, dtype, Memory::cuda);
+    EXPECT_EQ(cudaMemset(buf.view().data, 0xFF, buf.view().bytes()), cudaSuccess);
+    char* base = static_cast<char*>(buf.view().data) + layout.offset * es;
+    const char* src = static_cast<const char*>(hx.view().data);
+    EXPECT_EQ(cudaMemcpy2D(base, Wp * es, src, W * es, W * es, N * C * H, cudaMemcpyHostToDevice), cudaSuccess);
+    const TensorView dx(base, dtype, xs, {C * H * Wp, H * Wp, Wp, 1}, Memory::cuda);
+    plan.run(dx, out.view());
+  }
+  const Tensor back = Tensor::copy_of(out.view(), Memory::host);
+  r.out = values(back.view());
+  return r;
+}
+
+double tolerance(DType d) {
+  switch (d) {
+    case DType::f64: return 1e-11;
+    case DType::f16: return 2e-3;
+    case DType::bf16: return 1e-2;
+    default: return 1e-5;
+  }
+}
+
+void expect_close(const Result& r, double tol, const std::string& what) {
+  ASSERT_EQ(r.out.size(), r.ref.size()) << what;
+  int64_t unwritten = 0;
+  for (std::size_t i = 0; i < r.out.size(); ++i)
+    if (std::isnan(r.out[i]) && !std::isnan(r.ref[i])) ++unwritten;
+  EXPECT_EQ(unwritten, 0) << what << ": elements left NaN (unwritten or wrong)\n" << r.describe;
+  const double err = rel_error(r.out, r.ref);
+  EXPECT_LT(err, tol) << what << "\n" << r.describe;
+}
+
+// Sets an override for the duration of a scope.
+struct EnvOverride {
+  std::string name;
+  EnvOverride(const char* n, const char* v) : name(n) {
+    setenv(n, v, 1);
+    detail::cuda::reload_overrides();
+  }
+  ~EnvOverride() {
+    unsetenv(name.c_str());
+    detail::cuda::reload_overrides();
+  }
+};
+
+// ---- Random conv_transpose2d configurations -------------------------------------
+
+struct Conv {
+  int64_t N, Cin, Cout, H, W, kH, kW, G;
+  ConvTranspose2dParams p;
+  std::vector<double> w, b, x;
+  bool bias = true;
+
+  Shape x_shape() const { return {N, Cin, H, W}; }
+  Shape w_shape() const { return {Cin, Cout / G, kH, kW}; }
+  int64_t Hout() const { return conv_transpose_out_extent(H, kH, p.stride[0], p.padding[0], p.output_padding[0], p.dilation[0]); }
+  int64_t Wout() const { return conv_transpose_out_extent(W, kW, p.stride[1], p.padding[1], p.output_padding[1], p.dilation[1]); }
+  void add_to(Pipeline& pl, DType dt) const {
+    pl.conv_transpose2d(host(w_shape(), w, param_dtype(dt)),
+                        bias ? std::optional<Tensor>(host({Cout}, b, param_dtype(dt))) : std::nullopt, p);
+  }
+};
+
+int64_t pick(Rng& rng, int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); }
+
+Conv random_conv(Rng& rng, int64_t max_hw = 37) {
+  for (;;) {
+    Conv c;
+    c.G = pick(rng, 1, 3);
+    c.N = pick(rng, 1, 3);
+    c.Cin = c.G * pick(rng, 1, 4);
+    c.Cout = c.G * pick(rng, 1, 5);
+    c.H = pick(rng, 1, max_hw) | 1;
+    c.W = pick(rng, 1, max_hw) | 1;
+    c.kH = pick(rng, 1, 5);
+    c.kW = pick(rng, 1, 5);
+    c.p.stride = {pick(rng, 1, 3), pick(rng, 1, 3)};
+    c.p.dilation = {pick(rng, 1, 3), pick(rng, 1, 3)};
+    c.p.padding = {pick(rng, 0, 3), pick(rng, 0, 3)};
+    c.p.output_padding = {pick(rng, 0, std::max(c.p.stride[0], c.p.dilation[0]) - 1),
+                          pick(rng, 0, std::max(c.p.stride[1], c.p.dilation[1]) - 1)};
+    c.p.groups = c.G;
+    if (c.Hout() < 1 || c.Wout() < 1) continue;
+    c.bias = pick(rng, 0, 3) != 0;
+    const double bound = 1.0 / std::sqrt(double(c.Cout / c.G * c.kH * c.kW));
+    c.w = uniform(numel(c.w_shape()), rng, -bound, bound);
+    c.b = uniform(c.Cout, rng, -bound, bound);
+    c.x = uniform(numel(c.x_shape()), rng, 0.0, 1.0);
+    return c;
+  }
+}
+
+std::string text(const Conv& c) {
+  return detail::cat("x [", c.N, ",", c.Cin, ",", c.H, ",", c.W, "] k ", c.kH, "x", c.kW, " Cout ", c.Cout, " s ", c.p.stride[0],
+                     ",", c.p.stride[1], " p ", c.p.padding[0], ",", c.p.padding[1], " op ", c.p.output_padding[0], ",",
+                     c.p.output_padding[1], " d ", c.p.dilation[0], ",", c.p.dilation[1], " g ", c.G, c.bias ? "" : " no bias");
+}
+
+// ---- The fold -----------------------------------------------------------------------
+
+// A chain of per-channel affine ops, the spatial mean/sum, and one of several tails.
+Maker fold_pipeline(const Conv& c, int chain, int tail, Rng& rng) {
+  const std::vector<double> scale = uniform(c.Cout, rng, 0.5, 1.5), shift = uniform(c.Cout, rng, -1.0, 1.0),
+                            tb = uniform(c.Cout, rng, -1.0, 1.0);
+  return [=](DType dt) {
+    Pipeline p(c.x_shape(), dt);
+    c.add_to(p, dt);
+    const DType pd = param_dtype(dt);
+    if (chain & 1) p.mul(0.5);
+    if (chain & 2) p.add(host({c.Cout, 1, 1}, shift, pd));
+    if (chain & 4) p.mul(host({c.Cout, 1, 1}, scale, pd));
+    if (chain & 8) p.neg().sub(0.25);
+    if (chain & 16) p.div(host({1, c.Cout, 1, 1}, scale, pd));
+    const bool keep = tail % 2 == 0;
+    if (tail == 5) p.mean({1, 2, 3}, true);  // split into the spatial mean and a tail reduction
+    else if (chain & 32) p.sum({2, 3}, keep);
+    else p.mean({2, 3}, keep);
+    switch (tail) {
+      case 0: break;  // [N, C, 1, 1]: no tail ops
+      case 1: p.relu().mul(3.0); break;
+      case 2: p.add(host({c.Cout, 1, 1}, tb, pd)).logsumexp({1}, true).sum({2, 3}).mul(10.0); break;
+      case 3: p.softmax(1); break;
+      case 4: p.max({1}, true).tanh(); break;
+      default: break;
+    }
+    return p;
+  };
+}
+
+class CudaFold : public ::testing::Test {
+ protected:
+  void SetUp() override { REQUIRE_GPU(); }
+};
+
+TEST_F(CudaFold, RandomConfigsFp32AndFp64) {
+  Rng rng(1234);
+  for (int iter = 0; iter < iters(60); ++iter) {
+    const Conv c = random_conv(rng);
+    const int chain = int(pick(rng, 0, 63)), tail = int(pick(rng, 0, 5));
+    const Maker make = fold_pipeline(c, chain, tail, rng);
+    const std::string what = text(c) + detail::cat(" chain ", chain, " tail ", tail);
+    for (DType dt : {DType::f32, DType::f64}) {
+      const Result r = run_both(make, dt, Strategy::fold, c.x_shape(), c.x);
+      expect_close(r, tolerance(dt), what + " " + to_string(dt));
+    }
+  }
+}
+
+TEST_F(CudaFold, HalfInputsAgainstFp64OnRoundedInputs) {
+  Rng rng(99);
+  for (int iter = 0; iter < iters(16); ++iter) {
+    const Conv c = random_conv(rng, 61);
+    const Maker make = fold_pipeline(c, int(pick(rng, 0, 63)), int(pick(rng, 0, 4)), rng);
+    for (DType dt : {DType::f16, DType::bf16}) {
+      const Result r = run_both(make, dt, Strategy::fold, c.x_shape(), c.x);
+      expect_close(r, tolerance(dt), text(c) + " " + to_string(dt));
+    }
+  }
+}
+
+// The seed shapes, scaled down: kernel 3, stride 1 / stride 2 with padding and
+// output padding; larger planes exercise the vector loop and its borders.
+TEST_F(CudaFold, SeedLikeShapes) {
+  Rng rng(7);
+  for (int seed = 0; seed < 2; ++seed) {
+    Conv c;
+    c.N = 3, c.Cin = 8, c.Cout = 16, c.G = 1, c.kH = c.kW = 3;
+    c.H = seed == 0 ? 96 : 130, c.W = seed == 0 ? 100 : 131;
+    if (seed == 1) c.p.stride = {2, 2}, c.p.padding = {1, 1}, c.p.output_padding = {1, 1};
+    c.w = uniform(numel(c.w_shape()), rng, -0.1, 0.1);
+    c.b = uniform(c.Cout, rng, -0.1, 0.1);
+    c.x = uniform(numel(c.x_shape()), rng, 0.0, 1.0);
+    const Maker make = fold_pipeline(c, seed == 0 ? 0 : 1, seed == 0 ? 2 : 0, rng);
+    for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
+      expect_close(run_both(make, dt, Strategy::fold, c.x_shape(), c.x), tolerance(dt), text(c) + " " + to_string(dt));
+    }
+  }
+}
+
+// Strided rows (the scalar path), a misaligned start (the vector loop's head),
+// and several row chunks per plane (the last chunk adds the partial sums).
+TEST_F(CudaFold, LayoutsAndChunks) {
+  Rng rng(55);
+  for (int iter = 0; iter < iters(12); ++iter) {
+    const Conv c = random_conv(rng, 45);
+    const Maker make = fold_pipeline(c, int(pick(rng, 0, 63)), int(pick(rng, 0, 4)), rng);
+    const DType dt = iter % 3 == 0 ? DType::f16 : DType::f32;
+    expect_close(run_both(make, dt, Strategy::fold, c.x_shape(), c.x, Layout{3, 0}), tolerance(dt), text(c) + " padded rows");
+    expect_close(run_both(make, dt, Strategy::fold, c.x_shape(), c.x, Layout{0, 1}), tolerance(dt), text(c) + " offset 1");
+    for (const char* chunks : {"2", "7"}) {
+      EnvOverride ov("KFUSE_CUDA_FOLD_CHUNKS", chunks);
+      expect_close(run_both(make, dt, Strategy::fold, c.x_shape(), c.x), tolerance(dt), text(c) + " chunks " + chunks);
+      // Twice: the counters must be back to zero after a run.
+      expect_close(run_both(make, dt, Strategy::fold, c.x_shape(), c.x), tolerance(dt), text(c) + " chunks again");
+    }
+    {
+      EnvOverride ov("KFUSE_CUDA_FOLD_WARPS", "4");
+      expect_close(run_both(make, dt, Strategy::fold, c.x_shape(), c.x), tolerance(dt), text(c) + " 4 warps");
+    }
+  }
+}
+
+// A tail row longer than shared memory holds (K = N * Cout > 8192 floats): the
+// row stays in global memory.
+TEST_F(CudaFold, LongTailRow) {
+  Rng rng(3);
+  Conv c;
+  c.N = 2, c.Cin = 2, c.Cout = 4500, c.G = 1, c.kH = 1, c.kW = 2, c.H = 5, c.W = 7;
+  c.w = uniform(numel(c.w_shape()), rng, -0.5, 0.5);
+  c.b = uniform(c.Cout, rng, -0.5, 0.5);
+  c.x = uniform(numel(c.x_shape()), rng, 0.0, 1.0);
+  const Maker make = [c](DType dt) {
+    Pipeline p(c.x_shape(), dt);
+    c.add_to(p, dt);
+    p.mean({2, 3}, true).logsumexp({0, 1}, true).mul(2.0);
+    return p;
+  };
+  expect_close(run_both(make, DType::f32, Strategy::fold, c.x_shape(), c.x), 1e-5, "K = 9000");
+}
+
+// ---- The fused epilogue (cuDNN or the gather kernel for the conv) -----------------------
+
+Maker epilogue_pipeline(const Conv& c, int kind, Rng& rng) {
+  const std::vector<double> t = uniform(c.Cout, rng, 0.5, 1.5);
+  return [=](DType dt) {
+    Pipeline p(c.x_shape(), dt);
+    c.add_to(p, dt);
+    const DType pd = param_dtype(dt);
+    switch (kind) {
+      case 0: p.gelu().mul(host({c.Cout, 1, 1}, t, pd)); break;                     // map
+      case 1: p.relu().mean({2, 3}); break;                                         // rows
+      case 2: p.logsumexp({1}, true); break;                                        // over C
+      case 3: p.softmax(1); break;                                                  // softmax over C
+      case 4: p.softmax(3).mul(2.0); break;                                         // softmax over W
+      case 5: p.max({1, 3}, true).sub(0.5); break;                                  // mixed axes
+      case 6: p.tanh().mean({2, 3}, true).add(host({c.Cout, 1, 1}, t, pd)).logsumexp({1}).mul(10.0); break;  // tail
+      case 7: p.sum({0, 1, 2, 3}); break;                                           // one output
+      case 8: p.silu().min({2, 3}).softmax(1); break;                               // tail softmax
+      default: p.mean({2, 3}).relu(); break;                                        // K = 1 tail
+    }
+    return p;
+  };
+}
+
+class CudaEpilogue : public ::testing::Test {
+ protected:
+  void SetUp() override { REQUIRE_GPU(); }
+};
+
+TEST_F(CudaEpilogue, RandomConfigsCudnnAndGather) {
+  Rng rng(4321);
+  int cudnn_runs = 0;
+  for (int iter = 0; iter < iters(40); ++iter) {
+    const Conv c = random_conv(rng, 29);
+    const int kind = iter % 10;
+    const Maker make = epilogue_pipeline(c, kind, rng);
+    const std::string what = text(c) + detail::cat(" epilogue ", kind);
+    for (DType dt : {DType::f32, DType::f64}) {
+      expect_close(run_both(make, dt, Strategy::fused, c.x_shape(), c.x), tolerance(dt), what + " " + to_string(dt));
+      cudnn_runs += std::string(detail::cuda::last_conv_path()) == "cudnn";
+    }
+    EnvOverride ov("KFUSE_CUDA_CONV", "gather");
+    expect_close(run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x), 1e-5, what + " gather");
+    EXPECT_STREQ(detail::cuda::last_conv_path(), "gather");
+  }
+#ifdef KFUSE_HAVE_CUDNN
+  if (iters(40) == 40) {
+    EXPECT_GT(cudnn_runs, 20) << "cuDNN ran " << cudnn_runs << " of 80 convolutions";
+  }
+#endif
+  std::printf("cuDNN ran %d of 80 convolutions (the rest: the gather kernel)\n", cudnn_runs);
+}
+
+// Sizes that take the other kernels: a thread per output / row over C
+// (outputs >= 1024 per SM), a block per output with several blocks per output,
+// block-wide softmax rows (> 1024), strided input without a front op.
+TEST_F(CudaEpilogue, LargeShapesTakeTheOtherPaths) {
+  Rng rng(11);
+  Conv c;
+  c.N = 2, c.Cin = 3, c.Cout = 4, c.G = 1, c.kH = c.kW = 3, c.H = 301, c.W = 299;
+  c.w = uniform(numel(c.w_shape()), rng, -0.3, 0.3);
+  c.b = uniform(c.Cout, rng, -0.3, 0.3);
+  c.x = uniform(numel(c.x_shape()), rng, 0.0, 1.0);
+  for (int kind : {1, 2, 3, 4, 7}) {
+    const Maker make = epilogue_pipeline(c, kind, rng);
+    expect_close(run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x), 1e-5, detail::cat("large epilogue ", kind));
+  }
+  // No front op: reductions straight over x (contiguous and padded rows).
+  const Shape xs{1, 2, 3, 5003};
+  const std::vector<double> x = uniform(numel(xs), rng, -2.0, 2.0);
+  const Maker sum_w = [xs](DType dt) { return std::move(Pipeline(xs, dt).sum({3}).exp()); };
+  const Maker soft_w = [xs](DType dt) { return std::move(Pipeline(xs, dt).softmax(3)); };
+  const Maker lse_c = [xs](DType dt) { return std::move(Pipeline(xs, dt).logsumexp({1, 2})); };
+  for (const Maker* m : {&sum_w, &soft_w, &lse_c})
+    for (Layout l : {Layout{}, Layout{5, 0}, Layout{0, 1}}) {
+      expect_close(run_both(*m, DType::f32, Strategy::fused, xs, x, l), 1e-5, detail::cat("no front op, pad ", l.pad_w, " off ", l.offset));
+      expect_close(run_both(*m, DType::f64, Strategy::fused, xs, x, l), 1e-11, "no front op f64");
+    }
+}
+
+TEST_F(CudaEpilogue, Tf32ConvolutionIsClose) {
+  Rng rng(8);
+  Conv c;
+  c.N = 2, c.Cin = 16, c.Cout = 8, c.G = 1, c.kH = c.kW = 3, c.H = 33, c.W = 35;
+  c.w = uniform(numel(c.w_shape()), rng, -0.3, 0.3);
+  c.b = uniform(c.Cout, rng, -0.3, 0.3);
+  c.x = uniform(numel(c.x_shape()), rng, 0.0, 1.0);
+  const Maker make = epilogue_pipeline(c, 0, rng);
+  expect_close(run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x, {}, true), 5e-3, "tf32");
+}
+
+// ---- Errors and edges ------------------------------------------------------------------
+
+TEST(CudaBackend, HalfPipelinesOutsideTheFoldAreRefused) {
+  REQUIRE_GPU();
+  Rng rng(1);
+  const Conv c = random_conv(rng);
+  PlanOptions o;
+  o.memory = Memory::cuda;
+  o.strategy = Strategy::fused;
+  Pipeline p(c.x_shape(), DType::f16);
+  c.add_to(p, DType::f16);
+  p.relu();
+  EXPECT_THROW(Plan(p, o), Error);
+}
+
+TEST(CudaBackend, DeviceErrorsNameTheCall) {
+  REQUIRE_GPU();
+  try {
+    device::allocate(std::size_t(1) << 62);
+    FAIL() << "allocating 4 EiB succeeded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.category(), ErrorCategory::backend);
+    EXPECT_NE(std::string(e.what()).find("cudaMalloc"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  Kokkos::ScopeGuard kokkos(argc, argv);
+  const int rc = RUN_ALL_TESTS();
+  if (!have_gpu()) {
+    std::fprintf(stderr, "kfuse_cuda_tests: no CUDA device, every test was skipped\n");
+    return 77;
+  }
+  return rc;
+}
