@@ -144,6 +144,7 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
   A* op = static_cast<A*>(out.data);
   const Chain<A> body = e.body;
   const int64_t count = e.count;
+  using R = kokkos::red_acc_t<A>;  // the main reduction's accumulator (double on the host)
 
   if (e.main == MainKind::map) {
     Kokkos::parallel_for("kfuse::epilogue::map", Range(0, y.numel()), KOKKOS_LAMBDA(int64_t i) {
@@ -156,11 +157,11 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
     Kokkos::parallel_for("kfuse::epilogue::reduce", team_policy(tail.R * tail.K, 0, 1), KOKKOS_LAMBDA(const Team& team) {
       const int64_t o = team.league_rank();
       const A* base = yp + outer.offset(o);
-      ReduceAcc<A> acc;
-      Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, count), [&](int64_t k, ReduceAcc<A>& a) {
-        reduce_push(kind, a, apply_chain(body.ops, body.n, base[inner.offset(k)], o, k));
-      }, AccReducer<A>(kind, acc));
-      Kokkos::single(Kokkos::PerTeam(team), [&]() { z(o) = reduce_finish(kind, acc, count); });
+      ReduceAcc<R> acc;
+      Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, count), [&](int64_t k, ReduceAcc<R>& a) {
+        reduce_push(kind, a, R(apply_chain(body.ops, body.n, base[inner.offset(k)], o, k)));
+      }, AccReducer<R>(kind, acc));
+      Kokkos::single(Kokkos::PerTeam(team), [&]() { z(o) = A(reduce_finish(kind, acc, count)); });
     });
     run_tail_rows(tail, z.data(), op);
   } else {
@@ -172,13 +173,13 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
       const int64_t o = team.league_rank();
       const A* base = yp + outer.offset(o);
       A* dst = op + out_outer.offset(o);
-      ReduceAcc<A> acc;  // (max, sum of exp(x - max)) of the row
-      Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, count), [&](int64_t j, ReduceAcc<A>& a) {
-        reduce_push(ReduceKind::logsumexp, a, apply_chain(body.ops, body.n, base[inner.offset(j)], o, j));
-      }, AccReducer<A>(ReduceKind::logsumexp, acc));
+      ReduceAcc<R> acc;  // (max, sum of exp(x - max)) of the row
+      Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, count), [&](int64_t j, ReduceAcc<R>& a) {
+        reduce_push(ReduceKind::logsumexp, a, R(apply_chain(body.ops, body.n, base[inner.offset(j)], o, j)));
+      }, AccReducer<R>(ReduceKind::logsumexp, acc));
       Kokkos::parallel_for(Kokkos::TeamThreadRange(team, count), [&](int64_t j) {
         const A v = apply_chain(body.ops, body.n, base[inner.offset(j)], o, j);
-        dst[out_inner.offset(j)] = apply_chain(after.ops, after.n, softmax_value(acc, v), o, j);
+        dst[out_inner.offset(j)] = apply_chain(after.ops, after.n, A(softmax_value(acc, R(v))), o, j);
       });
     });
   }
@@ -193,10 +194,12 @@ struct KokkosBackend final : Backend {
   }
 
   void conv_transpose2d(const ConvStep& s, const TensorView& x, const TensorView& y) const override {
+    const kokkos::DispatchLock lock(kokkos::dispatch_mutex());
     kokkos::conv_transpose2d_into(x, s.weight, s.bias ? std::optional<TensorView>(s.bias->view()) : std::nullopt, s.params, y);
   }
 
   void fused(const FusedStep& step, const TensorView& in, const TensorView& out) const override {
+    const kokkos::DispatchLock lock(kokkos::dispatch_mutex());
     std::visit([&](const auto& s) {
       using S = std::decay_t<decltype(s)>;
       if constexpr (std::is_same_v<S, FoldStep<float>>) run_fold<float, float>(s, in, out);

@@ -10,6 +10,8 @@ namespace kfuse {
 
 using kokkos::check_input;
 using kokkos::dispatch_float;
+using kokkos::dispatch_mutex;
+using kokkos::DispatchLock;
 using kokkos::Range;
 
 namespace {
@@ -87,7 +89,7 @@ void binary_scalar_kernel(const TensorView& a, double scalar, BinaryKind kind, c
 
 template <class T>
 void reduce_kernel(const TensorView& x, ReduceKind kind, uint32_t mask, TeamLaunch launch, const TensorView& y) {
-  using A = detail::acc_t<T>;
+  using A = kokkos::red_acc_t<T>;  // double on the host: long rows stay accurate
   Indexer kept, red;
   split_axes(x.shape, x.strides, mask, kept, red);
   int64_t count = 1;
@@ -108,7 +110,8 @@ void reduce_kernel(const TensorView& x, ReduceKind kind, uint32_t mask, TeamLaun
 
 template <class T>
 void softmax_kernel(const TensorView& x, uint32_t mask, TeamLaunch launch, const TensorView& y) {
-  using A = detail::acc_t<T>;
+  using A = kokkos::red_acc_t<T>;  // double on the host: long rows stay accurate
+  if (y.numel() == 0) return;  // an empty axis: no rows to normalise, however many rows of nothing
   Indexer kept, along, out_kept, out_along;
   split_axes(x.shape, x.strides, mask, kept, along);
   split_axes(y.shape, y.strides, mask, out_kept, out_along);
@@ -135,6 +138,7 @@ void softmax_kernel(const TensorView& x, uint32_t mask, TeamLaunch launch, const
 
 void kokkos::conv_transpose2d_into(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
                                    const ConvTranspose2dParams& p, const TensorView& y) {
+  const DispatchLock lock(dispatch_mutex());
   dispatch_float(x.dtype, "conv_transpose2d", [&](auto tag) { conv_kernel<decltype(tag)>(x, w, bias, p, y); });
   Kokkos::fence();
 }
@@ -157,6 +161,7 @@ Tensor conv_transpose2d(const TensorView& x, const TensorView& w, const std::opt
 Tensor unary(const TensorView& x, const Unary& u) {
   check_input(x, to_string(u.kind), "input");
   Tensor out = Tensor::empty(x.shape, x.dtype, x.memory);
+  const DispatchLock lock(dispatch_mutex());
   dispatch_float(x.dtype, to_string(u.kind), [&](auto tag) { unary_kernel<decltype(tag)>(x, u, out.view()); });
   Kokkos::fence();
   return out;
@@ -171,6 +176,7 @@ Tensor binary(const TensorView& a, const TensorView& b, BinaryKind kind) {
          to_string(b.dtype), ")");
   const Shape shape = broadcast_shapes(a.shape, b.shape, op);
   Tensor out = Tensor::empty(shape, a.dtype, a.memory);
+  const DispatchLock lock(dispatch_mutex());
   dispatch_float(a.dtype, op, [&](auto tag) { binary_kernel<decltype(tag)>(a, b, shape, kind, out.view()); });
   Kokkos::fence();
   return out;
@@ -180,6 +186,7 @@ Tensor binary(const TensorView& a, double scalar, BinaryKind kind) {
   const std::string op = to_string(kind);
   check_input(a, op, "lhs");
   Tensor out = Tensor::empty(a.shape, a.dtype, a.memory);
+  const DispatchLock lock(dispatch_mutex());
   dispatch_float(a.dtype, op, [&](auto tag) { binary_scalar_kernel<decltype(tag)>(a, scalar, kind, out.view()); });
   Kokkos::fence();
   return out;
@@ -197,6 +204,7 @@ Tensor reduce(const TensorView& x, ReduceKind kind, const std::vector<int>& axes
         fail(ErrorCategory::invalid_argument, op, "axis ", d, " of the input ", to_string(x.shape),
              " is empty: the ", op, " of no elements is undefined (PyTorch raises too)");
   Tensor out = Tensor::empty(reduced_shape(x.shape, mask, keepdim), x.dtype, x.memory);
+  const DispatchLock lock(dispatch_mutex());
   dispatch_float(x.dtype, op, [&](auto tag) { reduce_kernel<decltype(tag)>(x, kind, mask, launch, out.view()); });
   Kokkos::fence();
   return out;
@@ -207,6 +215,7 @@ Tensor softmax(const TensorView& x, int axis, TeamLaunch launch) {
   check_input(x, op, "input");
   const uint32_t mask = axes_mask({axis}, x.rank(), op);
   Tensor out = Tensor::empty(x.shape, x.dtype, x.memory);
+  const DispatchLock lock(dispatch_mutex());
   dispatch_float(x.dtype, op, [&](auto tag) { softmax_kernel<decltype(tag)>(x, mask, launch, out.view()); });
   Kokkos::fence();
   return out;

@@ -29,6 +29,11 @@ NpyInfo read_npy_info(const std::string& path);
 // Reads the whole array into a new row-major host tensor of the file's dtype.
 Tensor read_npy(const std::string& path);
 
+// Reads rows [begin, end) along axis 0 only (the bytes of that slice, not the
+// whole file): shape [end - begin, shape[1:]...]. For one rank's part of a
+// batch; 0 <= begin <= end <= shape[0], and the array must have rank >= 1.
+Tensor read_npy_rows(const std::string& path, int64_t begin, int64_t end);
+
 // Writes a host view (any strides) as a format 1.0 C-order .npy file.
 // float32 and float64 only. A view in CUDA memory is copied to the host first.
 void write_npy(const std::string& path, const TensorView& t);

@@ -104,6 +104,14 @@ class Pipeline {
   const Shape& output_shape() const { return stages_.empty() ? input_shape_ : stages_.back().out_shape; }
   const std::vector<PipelineStage>& stages() const { return stages_; }
 
+  // The same ops on a batch of `n` along axis 0 (the stages replayed on the
+  // new input shape): how kfuse::mpi gives each rank its local pipeline. Throws
+  // unsupported when an op mixes samples, so that a batch split would change
+  // the result: a reduction over axis 0 or a softmax along it (they would need
+  // a cross-rank reduction), or an operand that varies along axis 0 (extent
+  // != 1 there) or adds leading axes (the batch would no longer be axis 0).
+  Pipeline with_batch(int64_t n) const;
+
  private:
   void push(Op op, Shape out_shape);
   std::string where(const std::string& name) const;  // "op #3 (add)"

@@ -1,6 +1,11 @@
 // A plan: a pipeline checked once, rewritten, and lowered to a short list of
 // steps, each a kernel with its descriptor computed on the host. Immutable:
-// one plan may run from several threads at once.
+// one plan may run from several threads at once, each with its own output
+// (tests/test_concurrency.cpp). On the Kokkos backend the kernels of
+// concurrent runs are serialised, one launch at a time (a process-wide lock:
+// Kokkos's default execution-space instance is not safe for concurrent
+// dispatch, Kokkos 3.4's Serial least of all); the CUDA backend runs each
+// thread's launches on that thread's default stream (cudaStreamPerThread).
 #pragma once
 
 #include <cstdint>

@@ -141,6 +141,12 @@ Spec load_spec(const std::string& path, std::optional<DType> dtype = std::nullop
 // rule as the weights).
 Tensor make_input(const Spec& spec);
 
+// Rows [begin, end) along axis 0 of make_input(spec), computed alone: the
+// generators draw from the global element counter and a .npy input is read
+// at the slice's offset, so the rows equal those of the whole input bit for
+// bit. For one rank's part of the batch (kfuse run --distributed).
+Tensor make_input_slice(const Spec& spec, int64_t begin, int64_t end);
+
 // Multiply-adds of the pipeline's conv_transpose2d (0 without one):
 // N * Cout * Hout * Wout * (Cin / groups) * kH * kW.
 double conv_macs(const Pipeline& pipeline);

@@ -12,10 +12,7 @@
 #include "kfuse/plan.hpp"
 #include "kfuse/runtime.hpp"
 #include "kfuse/spec.hpp"
-
-#ifndef KFUSE_VERSION
-#define KFUSE_VERSION "unknown"
-#endif
+#include "kfuse/version.hpp"
 
 struct kfuse_plan_s {
   kfuse::Plan plan;
@@ -105,7 +102,7 @@ void shape_out(const kfuse::Shape& s, int64_t* dims, int* rank, const char* fn) 
 
 extern "C" {
 
-const char* kfuse_version(void) { return KFUSE_VERSION; }
+const char* kfuse_version(void) { return KFUSE_VERSION_STRING; }
 
 kfuse_status kfuse_init(void) {
   return guarded("kfuse_init", [] { kfuse::initialize(); });

@@ -5,6 +5,7 @@
 //   kfuse run SPEC [--input x.npy] [--output out.npy] [--strategy auto|fold|fused|reference]
 //                  [--backend auto|kokkos|cuda] [--dtype float32|float64] [--check]
 //                  [--tolerance T] [--repeat N] [--warmup N]
+//   mpirun -np P kfuse run SPEC --distributed ...   (built with KFUSE_ENABLE_MPI)
 //
 // Exit codes: 0 success, 1 the check failed, 2 an error (bad arguments, a bad
 // spec, a planning or runtime error).
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -24,9 +26,14 @@
 #include "kfuse/plan.hpp"
 #include "kfuse/runtime.hpp"
 #include "kfuse/spec.hpp"
+#include "kfuse/version.hpp"
 
-#ifndef KFUSE_VERSION
-#define KFUSE_VERSION "unknown"
+#include "core/device_runtime.hpp"
+
+#ifdef KFUSE_HAVE_MPI
+#include <mpi.h>
+
+#include "kfuse/mpi.hpp"
 #endif
 
 namespace {
@@ -37,6 +44,24 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// `kfuse --version`: the version, the backends compiled in and, when a GPU is
+// visible, the device kfuse would run on.
+std::string version_text() {
+  std::string s = std::string("kfuse ") + KFUSE_VERSION_STRING + "\n";
+  s += std::string("backends: kokkos (") + kfuse::ExecSpace::name() + ")";
+#ifdef KFUSE_HAVE_CUDA
+  s += ", cuda";
+#ifdef KFUSE_HAVE_CUDNN
+  s += " (cuDNN)";
+#endif
+#endif
+  if (kfuse::device::available()) {
+    const std::string name = kfuse::device::device_name();
+    s += "\ndevice: " + (name.empty() ? std::string("CUDA device") : name);
+  }
+  return s;
+}
+
 struct RunArgs {
   std::string spec;
   std::string input;
@@ -45,6 +70,7 @@ struct RunArgs {
   std::string backend = "auto";
   std::string dtype;
   bool check = false;
+  bool distributed = false;  // --distributed (MPI builds): the batch split across MPI_COMM_WORLD
   double tolerance = -1.0;  // < 0: the dtype's default
   int repeat = 10;
   int warmup = 2;
@@ -110,6 +136,45 @@ double default_tolerance(kfuse::DType d) {
     case kfuse::DType::bf16: return 1e-2;
   }
   return 1e-4;
+}
+
+// --check: the same problem (same rounded weights and input) in float64;
+// prints the check line and says whether the output is within the tolerance.
+bool check_float64(const RunArgs& a, const kfuse::Pipeline& pipeline, const kfuse::Tensor& x_host,
+                   const std::vector<double>& values, kfuse::DType dtype) {
+  // The reference: the same problem (same rounded weights and input) in
+  // float64, by the reference strategy when the conv is small enough to run op
+  // by op, else by the fold.
+  const double macs = kfuse::conv_macs(pipeline);
+  const kfuse::Spec ref_spec = kfuse::load_spec(a.spec, kfuse::DType::f64);
+  kfuse::PlanOptions ref_opt;
+  ref_opt.strategy = macs < 2e9 ? kfuse::Strategy::reference : kfuse::Strategy::fold;
+  std::optional<kfuse::Plan> ref_plan;
+  try {
+    ref_plan.emplace(ref_spec.pipeline, ref_opt);
+  } catch (const kfuse::Error& e) {
+    if (ref_opt.strategy != kfuse::Strategy::fold) throw;
+    std::fprintf(stderr, "kfuse: note: the fold does not apply (%s); the float64 reference runs op by op (%.3g MACs)\n",
+                 e.what(), macs);
+    ref_opt.strategy = kfuse::Strategy::reference;
+    ref_plan.emplace(ref_spec.pipeline, ref_opt);
+  }
+  const kfuse::Tensor x_ref = kfuse::cast(x_host, kfuse::DType::f64);
+  const auto t_ref = Clock::now();
+  const kfuse::Tensor ref = ref_plan->run(x_ref);
+  synchronize();
+  const double ref_s = seconds_since(t_ref);
+  if (ref_s > 1.0) std::fprintf(stderr, "reference done, %.1f s\n", ref_s);
+
+  const std::vector<double> ref_values = to_doubles(ref);
+  const Comparison c = compare(values, ref_values);
+  const double tol = a.tolerance >= 0 ? a.tolerance : default_tolerance(dtype);
+  const bool ok = c.rel <= tol && c.nonfinite_mismatch == 0;
+  std::printf("check: reference float64 strategy %s (%.3g MACs): relative error %.3e, max abs error %.3e",
+              kfuse::to_string(ref_opt.strategy), macs, c.rel, c.max_abs);
+  if (c.nonfinite_mismatch) std::printf(", %lld NaN/inf mismatches", static_cast<long long>(c.nonfinite_mismatch));
+  std::printf(", tolerance %.1e: %s\n", tol, ok ? "PASS" : "FAIL");
+  return ok;
 }
 
 int run_command(const RunArgs& a) {
@@ -203,47 +268,187 @@ int run_command(const RunArgs& a) {
   }
 
   if (!a.check) return 0;
-
-  // The reference: the same problem (same rounded weights and input) in
-  // float64, by the reference strategy when the conv is small enough to run op
-  // by op, else by the fold.
-  const double macs = kfuse::conv_macs(pipeline);
-  const kfuse::Spec ref_spec = kfuse::load_spec(a.spec, kfuse::DType::f64);
-  kfuse::PlanOptions ref_opt;
-  ref_opt.strategy = macs < 2e9 ? kfuse::Strategy::reference : kfuse::Strategy::fold;
-  std::optional<kfuse::Plan> ref_plan;
-  try {
-    ref_plan.emplace(ref_spec.pipeline, ref_opt);
-  } catch (const kfuse::Error& e) {
-    if (ref_opt.strategy != kfuse::Strategy::fold) throw;
-    std::fprintf(stderr, "kfuse: note: the fold does not apply (%s); the float64 reference runs op by op (%.3g MACs)\n",
-                 e.what(), macs);
-    ref_opt.strategy = kfuse::Strategy::reference;
-    ref_plan.emplace(ref_spec.pipeline, ref_opt);
-  }
-  const kfuse::Tensor x_ref = kfuse::cast(x_host, kfuse::DType::f64);
-  const auto t_ref = Clock::now();
-  const kfuse::Tensor ref = ref_plan->run(x_ref);
-  synchronize();
-  const double ref_s = seconds_since(t_ref);
-  if (ref_s > 1.0) std::fprintf(stderr, "reference done, %.1f s\n", ref_s);
-
-  const std::vector<double> ref_values = to_doubles(ref);
-  const Comparison c = compare(values, ref_values);
-  const double tol = a.tolerance >= 0 ? a.tolerance : default_tolerance(plan.dtype());
-  const bool ok = c.rel <= tol && c.nonfinite_mismatch == 0;
-  std::printf("check: reference float64 strategy %s (%.3g MACs): relative error %.3e, max abs error %.3e",
-              kfuse::to_string(ref_opt.strategy), macs, c.rel, c.max_abs);
-  if (c.nonfinite_mismatch) std::printf(", %lld NaN/inf mismatches", static_cast<long long>(c.nonfinite_mismatch));
-  std::printf(", tolerance %.1e: %s\n", tol, ok ? "PASS" : "FAIL");
-  return ok ? 0 : 1;
+  return check_float64(a, pipeline, x_host, values, plan.dtype()) ? 0 : 1;
 }
+
+#ifdef KFUSE_HAVE_MPI
+// --distributed: rows [begin, end) of the input, alone: read at their offset
+// from --input, else from the spec (generated from the global seed and
+// counter, or read at their offset from the spec's .npy), so that they are the
+// same rows of the same global tensor whatever the number of ranks.
+kfuse::Tensor input_rows(const RunArgs& a, const kfuse::Spec& spec, int64_t begin, int64_t end, bool note) {
+  const kfuse::Pipeline& pipeline = spec.pipeline;
+  if (a.input.empty()) return kfuse::make_input_slice(spec, begin, end);
+  const kfuse::NpyInfo info = kfuse::read_npy_info(a.input);
+  if (info.shape != pipeline.input_shape())
+    kfuse::fail(kfuse::ErrorCategory::shape_mismatch, "--input", a.input, " has shape ", kfuse::to_string(info.shape),
+                "; the spec's input is ", kfuse::to_string(pipeline.input_shape()));
+  kfuse::Tensor x = kfuse::read_npy_rows(a.input, begin, end);
+  if (x.dtype() == pipeline.dtype()) return x;
+  if (note)
+    std::fprintf(stderr, "kfuse: note: converting %s from %s to %s\n", a.input.c_str(), kfuse::to_string(x.dtype()),
+                 kfuse::to_string(pipeline.dtype()));
+  return kfuse::cast(x, pipeline.dtype());
+}
+
+// `mpirun -np P kfuse run SPEC --distributed`: every rank runs its slice of the
+// batch (kfuse::mpi::ShardedPlan); rank 0 gathers the output, prints it, writes
+// --output and, with --check, compares it with a single-process run of the
+// same plan (bit for bit in host memory) and with the float64 reference.
+int run_distributed(const RunArgs& a) {
+  const MPI_Comm comm = MPI_COMM_WORLD;
+  int rank = 0, size = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  std::optional<kfuse::DType> dtype;
+  if (!a.dtype.empty()) dtype = kfuse::dtype_from(a.dtype);
+  std::optional<kfuse::Spec> spec;  // every rank loads the spec and makes the weights itself
+  kfuse::mpi::agree(comm, [&] { spec.emplace(kfuse::load_spec(a.spec, dtype)); });
+  const kfuse::Pipeline& pipeline = spec->pipeline;
+
+  kfuse::PlanOptions opt;
+  opt.strategy = kfuse::strategy_from(a.strategy);
+  opt.backend = kfuse::backend_from(a.backend);
+  opt.memory = opt.backend == kfuse::BackendChoice::cuda ? kfuse::Memory::cuda : kfuse::Memory::host;
+  kfuse::mpi::ShardOptions sopt;
+  sopt.plan = opt;
+  sopt.select_device = false;  // done before Kokkos started (distributed_main)
+  const kfuse::mpi::ShardedPlan plan(pipeline, comm, sopt);
+  const kfuse::mpi::BatchSlice slice = plan.slice();
+  const kfuse::Memory mem = plan.memory();
+
+  kfuse::Tensor x, out;
+  kfuse::mpi::agree(comm, [&] {
+    const kfuse::Tensor rows = input_rows(a, *spec, slice.begin, slice.end(), rank == 0);
+    x = mem == kfuse::Memory::host ? rows : kfuse::Tensor::copy_of(rows, mem);
+    if (rank == 0) out = kfuse::Tensor::empty(plan.global_output_shape(), plan.dtype(), mem);
+  });
+
+  if (rank == 0) {
+    std::printf("spec: %s (%s)\n", spec->name.c_str(), a.spec.c_str());
+    const std::string from = a.input.empty() ? describe_input(spec->input) : "from " + a.input;
+    std::printf("input: %s %s (%s; each rank %s its rows)\n", kfuse::to_string(pipeline.input_shape()).c_str(),
+                kfuse::to_string(pipeline.dtype()), from.c_str(),
+                a.input.empty() && !spec->input.npy ? "generates" : "reads");
+    std::printf("%s", plan.describe().c_str());
+    std::fflush(stdout);
+  }
+
+  // Warm-up, then timed repeats: each the slowest rank's time, the gather included.
+  const int total = a.warmup + a.repeat;
+  std::vector<double> times;
+  const auto t_start = Clock::now();
+  double last_report = 0.0;
+  for (int i = 0; i < std::max(total, 1); ++i) {  // nothing asked: run once for the output
+    MPI_Barrier(comm);
+    const auto t0 = Clock::now();
+    plan.run(x, out.defined() ? out.view() : kfuse::TensorView());
+    synchronize();
+    double dt = seconds_since(t0), slowest = dt;
+    MPI_Allreduce(&dt, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
+    if (i >= a.warmup && i < total) times.push_back(slowest);
+    const double elapsed = seconds_since(t_start);
+    if (rank == 0 && elapsed > 1.0 && elapsed - last_report >= 1.0 && i + 1 < total) {
+      std::fprintf(stderr, "%s %d/%d, %.1f s\n", i < a.warmup ? "warmup" : "repeat", i < a.warmup ? i + 1 : i + 1 - a.warmup,
+                   i < a.warmup ? a.warmup : a.repeat, elapsed);
+      last_report = elapsed;
+    }
+  }
+  if (rank != 0) return 0;
+
+  if (!times.empty()) {
+    std::vector<double> sorted = times;
+    std::sort(sorted.begin(), sorted.end());
+    const std::size_t m = sorted.size();
+    const double median = m % 2 ? sorted[m / 2] : 0.5 * (sorted[m / 2 - 1] + sorted[m / 2]);
+    std::printf("time: median %.4f ms, min %.4f ms (%d repeats after %d warmup; the slowest of %d rank%s, gather included)\n",
+                median * 1e3, sorted[0] * 1e3, a.repeat, a.warmup, size, size == 1 ? "" : "s");
+    std::printf("floor: %lld bytes; achieved %.2f GB/s (floor bytes / median time)\n",
+                static_cast<long long>(plan.floor_bytes()),
+                median > 0 ? static_cast<double>(plan.floor_bytes()) / median / 1e9 : 0.0);
+  } else {
+    std::printf("time: not measured (--repeat 0)\n");
+    std::printf("floor: %lld bytes\n", static_cast<long long>(plan.floor_bytes()));
+  }
+
+  const kfuse::Tensor out_host = mem == kfuse::Memory::host ? out : kfuse::Tensor::copy_of(out, kfuse::Memory::host);
+  const std::vector<double> values = to_doubles(out_host);
+  print_values(values, plan.global_output_shape(), plan.dtype());
+  std::fflush(stdout);
+  if (!a.output.empty()) {
+    const bool writable = out_host.dtype() == kfuse::DType::f32 || out_host.dtype() == kfuse::DType::f64;
+    kfuse::write_npy(a.output, writable ? out_host : kfuse::cast(out_host, kfuse::DType::f32));
+    std::printf("wrote %s\n", a.output.c_str());
+  }
+  if (!a.check) return 0;
+
+  // The single-process run: the same plan options on the whole batch, here.
+  const kfuse::Tensor x_host = input_rows(a, *spec, 0, pipeline.input_shape()[0], false);
+  const kfuse::Plan single(pipeline, opt);
+  const kfuse::Tensor x_one = mem == kfuse::Memory::host ? x_host : kfuse::Tensor::copy_of(x_host, mem);
+  const kfuse::Tensor one = single.run(x_one);
+  synchronize();
+  const kfuse::Tensor one_host = mem == kfuse::Memory::host ? one : kfuse::Tensor::copy_of(one, kfuse::Memory::host);
+  const std::size_t es = kfuse::size_of(plan.dtype());
+  int64_t differ = 0;
+  for (int64_t i = 0; i < one_host.numel(); ++i)
+    differ += std::memcmp(static_cast<const char*>(out_host.view().data) + i * es,
+                          static_cast<const char*>(one_host.view().data) + i * es, es) != 0;
+  // Bit for bit in host memory (each sample is computed exactly as by one
+  // process); on a GPU a library may pick batch-dependent algorithms.
+  bool ok = differ == 0;
+  std::printf("check: single-process run (strategy %s): ", kfuse::to_string(single.strategy()));
+  if (differ == 0) {
+    std::printf("bit-identical (%lld values): PASS\n", static_cast<long long>(one_host.numel()));
+  } else {
+    const Comparison c = compare(values, to_doubles(one_host));
+    const double tol = a.tolerance >= 0 ? a.tolerance : default_tolerance(plan.dtype());
+    ok = mem != kfuse::Memory::host && c.rel <= tol && c.nonfinite_mismatch == 0;
+    std::printf("%lld of %lld values differ, relative error %.3e, max abs error %.3e: %s\n",
+                static_cast<long long>(differ), static_cast<long long>(one_host.numel()), c.rel, c.max_abs,
+                ok ? "PASS (within the tolerance; bit-identity is required in host memory only)" : "FAIL");
+  }
+  const bool ref_ok = check_float64(a, pipeline, x_host, values, plan.dtype());
+  return ok && ref_ok ? 0 : 1;
+}
+
+// MPI around the run: MPI starts before Kokkos and ends after it. Errors every
+// rank agreed on are printed once, by rank 0.
+int distributed_main(const RunArgs& a, int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  int code = 0;
+  try {
+    // One GPU per rank of a node, chosen before Kokkos binds its device.
+    const int local = kfuse::mpi::node_local_rank(MPI_COMM_WORLD);
+    if (kfuse::device::available()) kfuse::device::select_device(local);
+    kfuse::ScopeGuard guard;
+    code = run_distributed(a);  // every tensor and plan is gone before the guard finalizes
+  } catch (const kfuse::mpi::CollectiveError& e) {
+    if (rank == 0) {
+      if (size > 1) std::fprintf(stderr, "kfuse: error: rank %d: %s\n", e.failed_rank(), e.what());
+      else std::fprintf(stderr, "kfuse: error: %s\n", e.what());
+    }
+    code = 2;
+  } catch (const kfuse::Error& e) {
+    std::fprintf(stderr, "kfuse: error: rank %d: %s\n", rank, e.what());
+    code = 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kfuse: error: rank %d: internal: %s\n", rank, e.what());
+    code = 2;
+  }
+  MPI_Finalize();
+  return code;
+}
+#endif
 
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"kfuse: conv-transpose pipelines with fused reductions and epilogues"};
-  app.set_version_flag("--version", std::string("kfuse ") + KFUSE_VERSION);
+  app.set_version_flag("--version", version_text);
   app.require_subcommand(1);
 
   RunArgs a;
@@ -265,6 +470,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0));
   run->add_option("--repeat", a.repeat, "Timed runs")->check(CLI::Range(0, 1000000))->capture_default_str();
   run->add_option("--warmup", a.warmup, "Untimed runs first")->check(CLI::Range(0, 1000000))->capture_default_str();
+#ifdef KFUSE_HAVE_MPI
+  run->add_flag("--distributed", a.distributed,
+                "Split the batch across the ranks of MPI_COMM_WORLD (mpirun -np P kfuse run ...); rank 0 gathers "
+                "the output, prints it and, with --check, also compares it with a single-process run");
+#endif
 
   try {
     app.parse(argc, argv);
@@ -275,6 +485,9 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+#ifdef KFUSE_HAVE_MPI
+  if (a.distributed) return distributed_main(a, argc, argv);
+#endif
   try {
     kfuse::ScopeGuard guard;
     return run_command(a);  // every tensor and plan is gone before the guard finalizes

@@ -1,6 +1,8 @@
 // Shape rules and argument validation of the ops, independent of any backend.
 #include "kfuse/ops.hpp"
 
+#include <string>
+
 namespace kfuse {
 
 Shape conv_transpose2d_shape(const Shape& x, const Shape& w, const std::optional<Shape>& bias,
@@ -33,11 +35,21 @@ Shape conv_transpose2d_shape(const Shape& x, const Shape& w, const std::optional
   for (int i = 0; i < 2; ++i) {
     const int64_t in = x[2 + i], k = w[2 + i];
     if (in < 1) fail(ErrorCategory::shape_mismatch, op, "input ", axis[i], " (", in, ") must be >= 1");
-    out[2 + i] = conv_transpose_out_extent(in, k, p.stride[i], p.padding[i], p.output_padding[i], p.dilation[i]);
-    if (out[2 + i] < 1)
-      fail(ErrorCategory::invalid_argument, op, "output ", axis[i], " (", out[2 + i], ") must be >= 1: input ", in,
-           ", kernel ", k, ", stride ", p.stride[i], ", padding ", p.padding[i], ", output_padding ",
-           p.output_padding[i], ", dilation ", p.dilation[i]);
+    // In 128 bits: hostile parameters must not overflow. The extent before
+    // the padding crops it, (in-1)*s + d*(k-1) + op + 1, must fit in 64 bits:
+    // then so does every index the kernels compute (oh + p - kh*d, ...).
+    const __int128 full = static_cast<__int128>(in - 1) * p.stride[i] +
+                          static_cast<__int128>(p.dilation[i]) * (k - 1) + p.output_padding[i] + 1;
+    if (full > INT64_MAX)
+      fail(ErrorCategory::overflow, op, "output ", axis[i], " overflows 64 bits: input ", in, ", kernel ", k,
+           ", stride ", p.stride[i], ", output_padding ", p.output_padding[i], ", dilation ", p.dilation[i]);
+    const __int128 ext = full - static_cast<__int128>(2) * p.padding[i];
+    if (ext < 1)
+      fail(ErrorCategory::invalid_argument, op, "output ", axis[i], " (",
+           ext >= INT64_MIN ? std::to_string(static_cast<int64_t>(ext)) : std::string("< -2^63"),
+           ") must be >= 1: input ", in, ", kernel ", k, ", stride ", p.stride[i], ", padding ", p.padding[i],
+           ", output_padding ", p.output_padding[i], ", dilation ", p.dilation[i]);
+    out[2 + i] = static_cast<int64_t>(ext);
   }
   checked_numel(out, op, "output");
   return out;

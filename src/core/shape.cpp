@@ -29,7 +29,9 @@ Shape contiguous_strides(const Shape& shape) {
   int64_t s = 1;
   for (std::size_t i = shape.size(); i-- > 0;) {
     st[i] = s;
-    s *= shape[i] > 0 ? shape[i] : 1;
+    // A shape whose element count overflows has no valid strides; saturate
+    // (no signed overflow) and let checked_numel/check_view reject the view.
+    if (__builtin_mul_overflow(s, shape[i] > 0 ? shape[i] : 1, &s)) s = std::numeric_limits<int64_t>::max();
   }
   return st;
 }

@@ -41,6 +41,10 @@ TensorView::TensorView(void* data_, DType dtype_, Shape shape_, Shape strides_, 
 int64_t TensorView::numel() const { return checked_numel(shape, "TensorView", "shape"); }
 
 bool TensorView::is_contiguous() const {
+  // No elements: nothing is out of place (Tensor::empty's strides of a shape
+  // with a zero extent are not the running products, which are 0).
+  for (int64_t e : shape)
+    if (e == 0) return true;
   int64_t expect = 1;
   for (std::size_t i = shape.size(); i-- > 0;) {
     if (shape[i] != 1 && strides[i] != expect) return false;
@@ -56,10 +60,10 @@ void check_view(const TensorView& v, const std::string& op, const std::string& a
     fail(ErrorCategory::invalid_argument, op, arg, " has ", v.strides.size(), " strides for rank ", v.rank());
   const int64_t n = checked_numel(v.shape, op, arg);
   if (n > 0 && v.data == nullptr) fail(ErrorCategory::invalid_argument, op, arg, " has no data (null pointer)");
+  if (n == 0) return;  // no element is ever addressed, whatever the strides
   // The largest offset must fit in 64 bits too.
   int64_t span = 0;
   for (int d = 0; d < v.rank(); ++d) {
-    if (v.shape[d] == 0) return;
     const int64_t st = v.strides[d] < 0 ? -v.strides[d] : v.strides[d];
     if (st != 0 && v.shape[d] - 1 > (INT64_MAX - span) / st)
       fail(ErrorCategory::overflow, op, arg, " with shape ", to_string(v.shape), " and strides ",
@@ -75,10 +79,21 @@ Tensor Tensor::empty(Shape shape, DType dtype, Memory memory) {
   const std::size_t bytes = static_cast<std::size_t>(n) * size_of(dtype);
   Tensor t;
   if (memory == Memory::host) {
-    // Host storage is a Kokkos::View; the shared_ptr keeps it alive.
-    auto view = std::make_shared<Kokkos::View<unsigned char*, Kokkos::HostSpace>>(
-        Kokkos::view_alloc(std::string("kfuse::tensor"), Kokkos::WithoutInitializing), bytes > 0 ? bytes : 1);
-    t.storage_ = std::shared_ptr<void>(view, view->data());
+    // Host storage is a Kokkos::View; the shared_ptr keeps it alive. Kokkos
+    // reports a failed allocation as Kokkos::Experimental::RawMemoryAllocationFailure
+    // (a std::bad_alloc) or std::runtime_error: kfuse's callers get an Error.
+    try {
+      auto view = std::make_shared<Kokkos::View<unsigned char*, Kokkos::HostSpace>>(
+          Kokkos::view_alloc(std::string("kfuse::tensor"), Kokkos::WithoutInitializing), bytes > 0 ? bytes : 1);
+      t.storage_ = std::shared_ptr<void>(view, view->data());
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      std::string why = e.what();
+      why = why.substr(0, why.find('\n'));
+      fail(ErrorCategory::backend, "Tensor::empty", "cannot allocate ", bytes, " bytes of host memory for shape ",
+           to_string(shape), " ", to_string(dtype), " (", why, ")");
+    }
   } else {
     void* p = device::allocate(bytes > 0 ? bytes : 1);
     t.storage_ = std::shared_ptr<void>(p, [](void* q) { device::release(q); });
@@ -104,11 +119,12 @@ device::CopyKind copy_kind(Memory from, Memory to) {
 void copy_host(const TensorView& src, const TensorView& dst) {
   const Indexer is = make_indexer(src.shape, src.strides);
   const Indexer id = make_indexer(dst.shape, dst.strides);
-  const std::size_t es = size_of(src.dtype);
+  // Signed byte offsets: strides may be negative.
+  const int64_t es = static_cast<int64_t>(size_of(src.dtype));
   const auto* s = static_cast<const unsigned char*>(src.data);
   auto* d = static_cast<unsigned char*>(dst.data);
   const int64_t n = src.numel();
-  for (int64_t i = 0; i < n; ++i) std::memcpy(d + id.offset(i) * es, s + is.offset(i) * es, es);
+  for (int64_t i = 0; i < n; ++i) std::memcpy(d + id.offset(i) * es, s + is.offset(i) * es, static_cast<std::size_t>(es));
 }
 
 }  // namespace

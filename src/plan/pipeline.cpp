@@ -95,6 +95,11 @@ Pipeline& Pipeline::reduce(ReduceKind kind, std::vector<int> axes, bool keepdim)
   const uint32_t mask = at(w, [&] { return axes_mask(axes, rank, to_string(kind)); });
   if (mask == 0)
     fail(ErrorCategory::invalid_argument, w, "needs at least one axis (PyTorch's dim=[] reduces every axis: list them)");
+  if (kind == ReduceKind::max || kind == ReduceKind::min)  // sum/mean/logsumexp of nothing: 0, NaN, -inf
+    for (int d = 0; d < rank; ++d)
+      if ((mask >> d & 1u) && output_shape()[d] == 0)
+        fail(ErrorCategory::invalid_argument, w, "axis ", d, " of ", to_string(output_shape()),
+             " is empty: the ", to_string(kind), " of no elements is undefined (PyTorch raises too)");
   std::vector<int> norm;
   for (int d = 0; d < rank; ++d)
     if (mask >> d & 1u) norm.push_back(d);
@@ -109,6 +114,42 @@ Pipeline& Pipeline::softmax(int axis) {
   at(w, [&] { return axes_mask({axis}, rank, "softmax"); });
   push(SoftmaxOp{axis < 0 ? axis + rank : axis}, output_shape());
   return *this;
+}
+
+Pipeline Pipeline::with_batch(int64_t n) const {
+  const char* w = "Pipeline::with_batch";
+  if (n < 0) fail(ErrorCategory::invalid_argument, w, "the batch size must be non-negative, got ", n);
+  // Every stage must keep the samples along axis 0 independent of each other.
+  for (std::size_t k = 0; k < stages_.size(); ++k) {
+    const PipelineStage& s = stages_[k];
+    const std::string op = detail::cat("op #", k + 1, " (", op_name(s.op), ")");
+    const char* why = ": a batch split across ranks would need a cross-rank reduction, which batch sharding does not do";
+    if (const auto* r = std::get_if<ReduceOp>(&s.op)) {
+      if (!r->axes.empty() && r->axes.front() == 0)
+        fail(ErrorCategory::unsupported, w, op, " reduces over axis 0, the batch axis", why);
+    } else if (const auto* m = std::get_if<SoftmaxOp>(&s.op)) {
+      if (m->axis == 0) fail(ErrorCategory::unsupported, w, op, " normalises along axis 0, the batch axis", why);
+    } else if (const auto* b = std::get_if<BinaryOp>(&s.op); b && b->operand) {
+      const Shape& o = b->operand->shape();
+      if (o.size() > s.in_shape.size())
+        fail(ErrorCategory::unsupported, w, op, ": operand ", to_string(o), " has more axes than ", to_string(s.in_shape),
+             ": it broadcasts the batch into a new axis 0, so the batch cannot be split along axis 0");
+      if (o.size() == s.in_shape.size() && o[0] != 1)
+        fail(ErrorCategory::unsupported, w, op, ": operand ", to_string(o), " varies along axis 0, the batch axis",
+             " (extent ", o[0], ", not 1): each rank would need its own rows of it");
+    }
+  }
+  Shape in = input_shape_;
+  in[0] = n;
+  Pipeline p(std::move(in), dtype_);
+  for (const PipelineStage& s : stages_) {
+    if (const auto* c = std::get_if<ConvTranspose2dOp>(&s.op)) p.conv_transpose2d(c->weight, c->bias, c->params);
+    else if (const auto* u = std::get_if<UnaryOp>(&s.op)) p.unary(u->op);
+    else if (const auto* b = std::get_if<BinaryOp>(&s.op)) b->operand ? p.binary(b->kind, *b->operand) : p.binary(b->kind, b->scalar);
+    else if (const auto* r = std::get_if<ReduceOp>(&s.op)) p.reduce(r->kind, r->axes, r->keepdim);
+    else p.softmax(std::get<SoftmaxOp>(s.op).axis);
+  }
+  return p;
 }
 
 }  // namespace kfuse

@@ -2,6 +2,7 @@
 
 #include "backends/backend.hpp"
 #include "backends/kokkos/dispatch.hpp"
+#include "core/trace.hpp"
 #include "kfuse/ops.hpp"
 #include "plan/planner.hpp"
 
@@ -74,6 +75,12 @@ Tensor run_reference(const std::vector<detail::Step>& steps, const TensorView& x
   return cur;
 }
 
+// The profiler range of a fused step: the fold or the fused epilogue.
+const char* trace_name(const detail::FusedStep& s) {
+  const bool fold = std::holds_alternative<detail::FoldStep<float>>(s) || std::holds_alternative<detail::FoldStep<double>>(s);
+  return fold ? "kfuse::fold" : "kfuse::epilogue";
+}
+
 }  // namespace
 
 void Plan::run(const TensorView& x, const TensorView& out) const {
@@ -93,6 +100,7 @@ void Plan::run(const TensorView& x, const TensorView& out) const {
            " memory, the plan was built for ", to_string(p.options.memory), " memory");
 
   if (p.strategy == Strategy::reference) {
+    const detail::TraceRange range("kfuse::reference");
     const bool staged = !kokkos::accepts(p.options.memory);
     const Tensor host_x = staged ? Tensor::copy_of(x, Memory::host) : Tensor();
     const Tensor r = run_reference(p.steps, staged ? host_x.view() : x);
@@ -100,14 +108,17 @@ void Plan::run(const TensorView& x, const TensorView& out) const {
     return;
   }
   TensorView in = x;
-  Tensor y;
+  std::optional<detail::BufferPool::Lease> y;
   for (std::size_t k = 0; k < p.steps.size(); ++k) {
     if (auto* c = std::get_if<detail::ConvStep>(&p.steps[k])) {
-      y = Tensor::empty(c->out_shape, p.dtype, p.options.memory);
-      p.backends[k]->conv_transpose2d(*c, in, y.view());
-      in = y.view();
+      const detail::TraceRange range("kfuse::conv_transpose2d");
+      y.emplace(p.y_buffers, c->out_shape, p.dtype, p.options.memory);
+      p.backends[k]->conv_transpose2d(*c, in, y->view());
+      in = y->view();
     } else {
-      p.backends[k]->fused(std::get<detail::FusedStep>(p.steps[k]), in, out);
+      const detail::FusedStep& f = std::get<detail::FusedStep>(p.steps[k]);
+      const detail::TraceRange range(trace_name(f));
+      p.backends[k]->fused(f, in, out);
     }
   }
 }

@@ -74,6 +74,50 @@ using Step = std::variant<ConvStep, FusedStep, OpStep>;
 
 struct Backend;  // backends/registry.hpp
 
+// Conv outputs (Y) kept between runs: on a GPU an allocation per run costs
+// more than the epilogue. Each concurrent run leases its own buffer.
+class BufferPool {
+ public:
+  BufferPool() = default;
+  BufferPool(BufferPool&&) noexcept {}  // a plan is moved only while it is built, with no buffers yet
+
+  // A buffer of `shape`, returned to the pool when the lease ends.
+  class Lease {
+   public:
+    Lease(BufferPool& pool, const Shape& shape, DType dtype, Memory memory)
+        : pool_(pool), t_(pool.take(shape, dtype, memory)) {}
+    ~Lease() { pool_.give_back(std::move(t_)); }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    const TensorView& view() const { return t_.view(); }
+
+   private:
+    BufferPool& pool_;
+    Tensor t_;
+  };
+
+ private:
+  Tensor take(const Shape& shape, DType dtype, Memory memory) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto it = free_.begin(); it != free_.end(); ++it)
+        if (it->shape() == shape && it->dtype() == dtype && it->memory() == memory) {
+          Tensor t = std::move(*it);
+          free_.erase(it);
+          return t;
+        }
+    }
+    return Tensor::empty(shape, dtype, memory);
+  }
+  void give_back(Tensor t) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(std::move(t));
+  }
+
+  std::mutex mutex_;
+  std::vector<Tensor> free_;
+};
+
 struct PlanImpl {
   PlanOptions options;
   Strategy strategy;
@@ -84,6 +128,7 @@ struct PlanImpl {
   std::vector<Tensor> storage;           // operand data and op arrays the steps point into
   std::string description;
   int64_t floor_bytes = 0;
+  mutable BufferPool y_buffers;
 };
 
 }  // namespace kfuse::detail

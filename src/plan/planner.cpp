@@ -1,6 +1,7 @@
 #include "plan/planner.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -15,9 +16,13 @@ using Stages = std::vector<PipelineStage>;
 
 bool is_point(const Op& op) { return std::holds_alternative<UnaryOp>(op) || std::holds_alternative<BinaryOp>(op); }
 
-// A point op whose operand broadcasts the running value to more elements.
+// A point op whose operand broadcasts the running value to another shape
+// (more elements, or a higher rank: compared by shape, not by element count,
+// which misses [3, 4] + [1, 1, 4] and every empty tensor). in_shape, not
+// out_shape: the reshape rewrite changes the latter.
 bool expands(const PipelineStage& s) {
-  return checked_numel(s.out_shape, "plan", "shape") != checked_numel(s.in_shape, "plan", "shape");
+  const auto* b = std::get_if<BinaryOp>(&s.op);
+  return b && b->operand && broadcast_shapes(s.in_shape, b->operand->shape(), "plan") != s.in_shape;
 }
 
 std::string axes_string(const std::vector<int>& axes) {
@@ -56,7 +61,13 @@ Stages rewrite(const Pipeline& p, std::vector<std::string>& notes) {
     auto* b = std::get_if<BinaryOp>(&st.op);
     if (b && b->kind == BinaryKind::mul && !b->operand && !out.empty()) {
       auto* prev = std::get_if<BinaryOp>(&out.back().op);
-      if (prev && prev->kind == BinaryKind::mul && !prev->operand) {
+      // Merged only when the product, in the pipeline's compute type, is what
+      // the two multiplies give: finite, and zero only with a zero factor
+      // (mul(1e30).mul(1e30) in float32 must not turn 0 into 0 * inf = NaN).
+      const double prod = prev ? prev->scalar * b->scalar : 0.0;
+      const double in_type = p.dtype() == DType::f64 ? prod : static_cast<double>(static_cast<float>(prod));
+      if (prev && prev->kind == BinaryKind::mul && !prev->operand && std::isfinite(in_type) &&
+          (in_type != 0.0 || prev->scalar == 0.0 || b->scalar == 0.0)) {
         notes.push_back(detail::cat("merged mul(", prev->scalar, ") and mul(", b->scalar, ") into mul(",
                                     prev->scalar * b->scalar, ")"));
         prev->scalar *= b->scalar;
@@ -143,6 +154,7 @@ bool build_tail(const Stages& rest, const Shape& z, int64_t out_numel, Store<A>&
                 std::string& why) {
   int64_t K = 0;
   bool reduced = false;
+  std::string size_one;  // a softmax/reduction over size-1 axes: the row program runs it over the whole row
   for (const PipelineStage& st : rest) {
     if (is_point(st.op)) {
       if (expands(st)) {
@@ -156,7 +168,10 @@ bool build_tail(const Stages& rest, const Shape& z, int64_t out_numel, Store<A>&
     else axes = {std::get<SoftmaxOp>(st.op).axis};
     int64_t prod = 1;
     for (int a : axes) prod *= st.in_shape[a];
-    if (prod == 1) continue;
+    if (prod == 1) {
+      if (size_one.empty()) size_one = op_text(st.op);
+      continue;
+    }
     if (reduced) {
       why = op_text(st.op) + " reduces again after the row reduction";
       return false;
@@ -174,6 +189,10 @@ bool build_tail(const Stages& rest, const Shape& z, int64_t out_numel, Store<A>&
     reduced = reduced || std::holds_alternative<ReduceOp>(st.op);
   }
   if (K == 0) K = 1;
+  if (!size_one.empty() && K > 1) {  // it would act on all K columns instead of one
+    why = size_one + " acts on size-1 axes inside rows of " + std::to_string(K);
+    return false;
+  }
   tail.K = K;
   tail.R = checked_numel(z, "plan", "intermediate") / K;
   tail.K_out = reduced ? 1 : K;
@@ -248,9 +267,10 @@ Attempt try_fold(const Pipeline& p, Stages st, Store<A>& store, std::vector<std:
     std::vector<double> v(C, bin->scalar);
     if (bin->operand) {
       const Shape& os = bin->operand->shape();
+      if (os.size() > 4) break;  // broadcasts the conv output to a higher rank: not per-channel
       Shape padded(4 - os.size(), 1);
       padded.insert(padded.end(), os.begin(), os.end());
-      if (os.size() > 4 || padded[0] != 1 || padded[2] != 1 || padded[3] != 1) break;  // not per-channel
+      if (padded[0] != 1 || padded[2] != 1 || padded[3] != 1) break;  // not per-channel
       const TensorView& ov = bin->operand->view();
       for (int64_t c = 0; c < C; ++c) v[c] = host_value(ov, padded[1] == 1 ? 0 : c * ov.strides[ov.rank() - 3]);
     }
@@ -288,6 +308,17 @@ Attempt try_fold(const Pipeline& p, Stages st, Store<A>& store, std::vector<std:
   FoldStep<A> f{};
   f.geom = fold_geometry(p.input_shape(), conv, y);
   const FoldWeights fw = fold_weights(conv, y, a, b, mean);
+  // A non-finite folded weight or bias (a NaN/inf conv weight, bias or affine
+  // operand, a division by zero, an overflow in the dtype) would meet the
+  // rectangle sums instead of each conv output: inf*0 and inf - inf land
+  // elsewhere than in PyTorch's conv. Cheap to see here; the fused epilogue
+  // then runs the conv as it is.
+  const auto finite = [](double v) { return std::isfinite(static_cast<A>(v)); };
+  if (!std::all_of(fw.weight.begin(), fw.weight.end(), finite) || !std::all_of(fw.bias.begin(), fw.bias.end(), finite)) {
+    at.why = "a folded weight or bias is not finite (a NaN/inf weight, bias or affine operand, a division by zero, "
+             "or an overflow): only the conv itself propagates it as PyTorch does";
+    return at;
+  }
   f.contraction.Cout = C;
   f.contraction.cin_g = p.input_shape()[1] / conv.params.groups;
   f.contraction.cout_g = conv.weight.shape()[1];
@@ -332,6 +363,16 @@ Attempt try_fused(const Pipeline& p, const Stages& st, Store<A>& store, const Pl
     }
     ++j;
   }
+  // The main reduction's or softmax's axes, and the operand split of the point
+  // ops around it, are taken in Y's shape: a size-1 reduction rewritten into a
+  // reshape on the way (keepdim false) would shift them.
+  if (j < st.size())
+    for (std::size_t k = i; k < (std::holds_alternative<SoftmaxOp>(st[j].op) ? st.size() : j + 1); ++k)
+      if (st[k].in_shape != y) {
+        at.why = op_text(st[j].op) + " acts on " + to_string(st[k].in_shape) + ", a reshape of Y " + to_string(y) +
+                 ": its axes are not Y's";
+        return at;
+      }
   EpilogueStep<A> e{};
   e.y_shape = y;
   const int64_t out_numel = checked_numel(p.output_shape(), "plan", "output");

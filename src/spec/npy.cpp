@@ -90,6 +90,8 @@ class HeaderParser {
     if (fortran)
       io_fail(name_, "fortran_order is True; only C-order arrays are supported "
                      "(save with np.ascontiguousarray)");
+    if (shape.size() > static_cast<std::size_t>(kMaxRank))  // no kfuse op takes it
+      io_fail(name_, "rank " + std::to_string(shape.size()) + " exceeds kfuse's maximum rank " + std::to_string(kMaxRank));
     info.shape = std::move(shape);
     return info;
   }
@@ -307,6 +309,29 @@ Tensor read_npy(const std::string& path) {
   return t;
 }
 
+Tensor read_npy_rows(const std::string& path, int64_t begin, int64_t end) {
+  File f = open_file(path, "rb", "reading");
+  const uint64_t size = file_size(f.get(), path);
+  const NpyInfo info = read_header(f.get(), size, path);
+  check_data_length(info, size, path);
+  if (info.shape.empty()) io_fail(path, "a 0-d array has no rows to slice");
+  if (begin < 0 || end < begin || end > info.shape[0])
+    io_fail(path, "rows [" + std::to_string(begin) + ", " + std::to_string(end) + ") are outside [0, " +
+                      std::to_string(info.shape[0]) + ") of shape " + to_string(info.shape));
+  Shape shape = info.shape;
+  shape[0] = end - begin;
+  Tensor t = Tensor::empty(shape, info.dtype, Memory::host);
+  const uint64_t row_bytes = info.shape[0] > 0 ? data_bytes(info, path) / static_cast<uint64_t>(info.shape[0]) : 0;
+  const uint64_t n = row_bytes * static_cast<uint64_t>(end - begin);
+  if (n > 0) {
+    const uint64_t at = info.data_offset + row_bytes * static_cast<uint64_t>(begin);
+    if (fseeko(f.get(), static_cast<off_t>(at), SEEK_SET) != 0)
+      io_fail(path, std::string("cannot seek to byte ") + std::to_string(at) + ": " + std::strerror(errno));
+    read_exact(f.get(), t.view().data, static_cast<std::size_t>(n), path);
+  }
+  return t;
+}
+
 void write_npy(const std::string& path, const TensorView& t) {
   check_view(t, "write_npy", path);
   if (t.dtype != DType::f32 && t.dtype != DType::f64)
@@ -336,7 +361,8 @@ void write_npy(const std::string& path, const TensorView& t) {
       std::vector<unsigned char> buf(static_cast<std::size_t>(std::min(chunk, numel)) * es);
       for (int64_t b = 0; b < numel; b += chunk) {
         const int64_t e = std::min(numel, b + chunk);
-        for (int64_t i = b; i < e; ++i) std::memcpy(buf.data() + (i - b) * es, src + ix.offset(i) * es, es);
+        for (int64_t i = b; i < e; ++i)  // signed byte offsets: strides may be negative
+          std::memcpy(buf.data() + (i - b) * es, src + ix.offset(i) * static_cast<int64_t>(es), es);
         write_exact(f.get(), buf.data(), static_cast<std::size_t>(e - b) * es, path);
       }
     }

@@ -729,7 +729,7 @@ json parse_json(const std::string& text) {
   };
   try {
     return json::parse(text, cb);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number past double's range
     std::string msg = e.what();
     const auto pos = msg.find("] ");
     if (msg.rfind("[json.exception", 0) == 0 && pos != std::string::npos) msg = msg.substr(pos + 2);
@@ -788,6 +788,31 @@ Tensor make_input(const Spec& spec) {
   }
   Tensor t = Tensor::empty(in.shape, dtype, Memory::host);
   generate_impl(in.shape, dtype, in.dtype, in.init, 0, t.numel(), t.view().data);
+  return t;
+}
+
+Tensor make_input_slice(const Spec& spec, int64_t begin, int64_t end) {
+  const InputSource& in = spec.input;
+  const DType dtype = spec.pipeline.dtype();
+  const Shape& global = spec.pipeline.input_shape();
+  if (begin < 0 || end < begin || end > global[0])
+    fail(ErrorCategory::invalid_argument, "make_input_slice", "rows [", begin, ", ", end, ") are outside [0, ", global[0],
+         ") of the input ", to_string(global));
+  if (in.npy) {
+    Tensor t = read_npy_rows(*in.npy, begin, end);
+    Shape want = global;
+    want[0] = end - begin;
+    if (t.shape() != want)
+      fail(ErrorCategory::shape_mismatch, "make_input_slice", *in.npy, " rows [", begin, ", ", end, ") have shape ",
+           to_string(t.shape()), "; the spec was built for ", to_string(global), " (the file changed?)");
+    if (t.dtype() == in.dtype && in.dtype == dtype) return t;
+    return cast_through(t.view(), in.dtype, dtype);
+  }
+  Shape shape = global;
+  shape[0] = end - begin;
+  Tensor t = Tensor::empty(shape, dtype, Memory::host);
+  const int64_t row = global[0] > 0 ? checked_numel(global, "make_input_slice", "input") / global[0] : 0;
+  generate_impl(in.shape, dtype, in.dtype, in.init, begin * row, end * row, t.view().data);
   return t;
 }
 
