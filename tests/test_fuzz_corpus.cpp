@@ -191,6 +191,42 @@ TEST(FuzzRegressions, OperandAfterASoftmaxAndASizeOneReduction) {
   expect_strategies_agree(p, filled({2, 1, 6, 6}, DType::f32, 0.2), 1e-6);
 }
 
+// fold_2e32_channels_from_empty_weight: with no input channels, any groups
+// divides them, so an empty weight [0, 2, 1, 1] with groups 2^31 - 1 claimed
+// 2^32 - 2 output channels and the fold's planner asked for 34 GB.
+TEST(FuzzRegressions, GroupsBeyondZeroInputChannels) {
+  ConvTranspose2dParams prm;
+  prm.groups = 2147483647;
+  try {
+    Pipeline({1, 0, 4, 4}, DType::f64).conv_transpose2d(Tensor::empty({0, 2, 1, 1}, DType::f64), std::nullopt, prm);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.category(), ErrorCategory::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("groups (2147483647) must not exceed in_channels (0)"), std::string::npos) << e.what();
+  }
+  // No input channels and one group: the output is the bias.
+  Pipeline p({2, 0, 3, 3}, DType::f64);
+  p.conv_transpose2d(Tensor::empty({0, 2, 1, 1}, DType::f64), filled({2}, DType::f64, 1, 0.5)).mean({2, 3});
+  for (Strategy s : {Strategy::automatic, Strategy::fused, Strategy::reference})
+    EXPECT_EQ(values(Plan(p, {s}).run(Tensor::empty({2, 0, 3, 3}, DType::f64))), (std::vector<double>{0.5, 7.5, 0.5, 7.5}))
+        << to_string(s);
+}
+
+// reduce_empty_axis_output_overflows: an empty batch let the conv output be
+// [0, 1, 4611686018427387915, 8]; a mean over the empty axis with keepdim
+// then counted 2^65 elements, and the builder accepted it (the planner threw).
+TEST(FuzzRegressions, ReductionOfAnEmptyAxisThatOverflows) {
+  Pipeline p({0, 3, (int64_t(1) << 62), 8}, DType::f64);
+  try {
+    p.mean({0}, true);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.category(), ErrorCategory::overflow);
+    EXPECT_NE(std::string(e.what()).find("op #1 (mean)"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(p.mean({1}, true));  // still empty: fine
+}
+
 // softmax_empty_axis_80M_empty_rows: a softmax over an empty axis launched a
 // team per row of the other axes (80 million) to write nothing.
 TEST(FuzzRegressions, SoftmaxOverAnEmptyAxisDoesNoWork) {

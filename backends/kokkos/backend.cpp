@@ -68,6 +68,18 @@ KOKKOS_INLINE_FUNCTION double lane_sum(const Team& team, const T* p, int64_t n, 
   return s;
 }
 
+// A scratch view of n elements; a failed allocation is Error(backend), as in
+// Tensor::empty (Kokkos throws std::bad_alloc or std::runtime_error).
+template <class V>
+V scratch_view(const char* label, int64_t n) {
+  try {
+    return V(std::string(label), static_cast<std::size_t>(n));
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    fail(ErrorCategory::backend, label, "cannot allocate ", n, " elements of scratch memory (", why.substr(0, why.find('\n')), ")");
+  }
+}
+
 // The tail on each row of Z (R rows of K, in place), then the output.
 template <class A>
 void run_tail_rows(const Tail<A>& tail, A* z, A* out) {
@@ -85,7 +97,7 @@ void run_fold(const FoldStep<A>& step, const TensorView& x, const TensorView& ou
   for (int d = 0; d < 4; ++d) g.xs[d] = x.strides[d];
   const int taps = g.taps(), blocks = g.blocks();
   const int64_t planes = g.N * g.C;
-  Kokkos::View<double*, DeviceMemSpace> sums("kfuse::fold::tap_sums", planes * taps);
+  const auto sums = scratch_view<Kokkos::View<double*, DeviceMemSpace>>("kfuse::fold::tap_sums", planes * taps);
   const T* xp = static_cast<const T*>(x.data);
 
   // 1. One pass per (n, c) plane: the sum of every segment block, then each
@@ -117,7 +129,7 @@ void run_fold(const FoldStep<A>& step, const TensorView& x, const TensorView& ou
   //    the team sweeps Cout (contiguous in the weights, coalesced on a GPU).
   const FoldContraction<A> con = step.contraction;
   const int64_t kg = con.cin_g * taps, groups = g.C / con.cin_g;
-  Kokkos::View<A*, DeviceMemSpace> z("kfuse::fold::z", g.N * con.Cout);
+  const auto z = scratch_view<Kokkos::View<A*, DeviceMemSpace>>("kfuse::fold::z", g.N * con.Cout);
   Kokkos::parallel_for("kfuse::fold::contract", team_policy(g.N, 0, 1), KOKKOS_LAMBDA(const Team& team) {
     const int64_t n = team.league_rank();
     A* zn = z.data() + n * con.Cout;
@@ -153,7 +165,7 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
   } else if (e.main == MainKind::reduce) {
     const Tail<A> tail = e.tail;
     const ReduceKind kind = e.reduce;
-    Kokkos::View<A*, DeviceMemSpace> z("kfuse::epilogue::z", tail.R * tail.K);
+    const auto z = scratch_view<Kokkos::View<A*, DeviceMemSpace>>("kfuse::epilogue::z", tail.R * tail.K);
     Kokkos::parallel_for("kfuse::epilogue::reduce", team_policy(tail.R * tail.K, 0, 1), KOKKOS_LAMBDA(const Team& team) {
       const int64_t o = team.league_rank();
       const A* base = yp + outer.offset(o);

@@ -25,6 +25,10 @@ Shape conv_transpose2d_shape(const Shape& x, const Shape& w, const std::optional
   const int64_t cin = x[1];
   if (w[0] != cin) fail(ErrorCategory::shape_mismatch, op, "weight's first axis (", w[0], ") must equal the input channels (", cin, ")");
   if (cin % p.groups != 0) fail(ErrorCategory::invalid_argument, op, "groups (", p.groups, ") must divide in_channels (", cin, ")");
+  // 0 % groups == 0 for any groups: without this, an empty weight [0, c, k, k]
+  // would claim c * groups output channels (up to 2^63) for free.
+  if (cin == 0 && p.groups > 1)
+    fail(ErrorCategory::invalid_argument, op, "groups (", p.groups, ") must not exceed in_channels (", cin, ")");
   if (w[2] < 1 || w[3] < 1) fail(ErrorCategory::shape_mismatch, op, "kernel size must be >= 1, got weight ", to_string(w));
   if (w[1] < 1) fail(ErrorCategory::shape_mismatch, op, "weight's second axis (Cout/groups) must be >= 1, got ", w[1]);
   if (w[1] > INT64_MAX / p.groups) fail(ErrorCategory::overflow, op, "out_channels overflows: ", w[1], " * groups ", p.groups);

@@ -104,6 +104,9 @@ Pipeline& Pipeline::reduce(ReduceKind kind, std::vector<int> axes, bool keepdim)
   for (int d = 0; d < rank; ++d)
     if (mask >> d & 1u) norm.push_back(d);
   Shape out = reduced_shape(output_shape(), mask, keepdim);
+  // Reducing an empty axis can make an empty shape count past 2^63-1 elements
+  // ([0, 2^62, 8] summed over axis 0): say so here, not when it is planned.
+  at(w, [&] { return checked_numel(out, to_string(kind), "output"); });
   push(ReduceOp{kind, std::move(norm), keepdim}, std::move(out));
   return *this;
 }

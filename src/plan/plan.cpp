@@ -39,8 +39,21 @@ BackendChoice backend_from(const std::string& n) {
   fail(ErrorCategory::invalid_argument, "plan", "unknown backend '", n, "' (valid: auto, kokkos, cuda)");
 }
 
-Plan::Plan(const Pipeline& pipeline, PlanOptions options)
-    : impl_(std::make_shared<const detail::PlanImpl>(detail::make_plan(pipeline, options))) {}
+namespace {
+// The planner allocates in proportion to the pipeline's channels (the fold's
+// weights): a failed allocation is Error(backend), as in Tensor::empty.
+std::shared_ptr<const detail::PlanImpl> plan_impl(const Pipeline& pipeline, const PlanOptions& options) {
+  try {
+    return std::make_shared<const detail::PlanImpl>(detail::make_plan(pipeline, options));
+  } catch (const std::bad_alloc& e) {
+    fail(ErrorCategory::backend, "plan", "cannot allocate the plan's host memory (", e.what(), ")");
+  } catch (const std::length_error& e) {
+    fail(ErrorCategory::backend, "plan", "cannot allocate the plan's host memory (", e.what(), ")");
+  }
+}
+}  // namespace
+
+Plan::Plan(const Pipeline& pipeline, PlanOptions options) : impl_(plan_impl(pipeline, options)) {}
 
 Strategy Plan::strategy() const { return impl_->strategy; }
 const Shape& Plan::input_shape() const { return impl_->input_shape; }

@@ -248,6 +248,10 @@ Attempt try_fold(const Pipeline& p, Stages st, Store<A>& store, std::vector<std:
   const auto& conv = std::get<ConvTranspose2dOp>(st[0].op);
   const Shape& y = st[0].out_shape;
   const int64_t C = y[1];
+  if (p.input_shape()[1] == 0) {  // the contraction would divide by cin_g = 0
+    at.why = "the conv has no input channels (its output is its bias): nothing to fold";
+    return at;
+  }
   if (conv.weight.shape()[2] > kFoldMaxTaps || conv.weight.shape()[3] > kFoldMaxTaps) {
     at.why = detail::cat("kernel ", conv.weight.shape()[2], "x", conv.weight.shape()[3], " exceeds the fold's ",
                          kFoldMaxTaps, " taps per axis");
