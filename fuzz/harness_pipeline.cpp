@@ -579,15 +579,7 @@ std::string check_built(const Built& b, const uint8_t* data, std::size_t size) {
 
 std::string check_pipeline(const uint8_t* data, std::size_t size) {
   ++stats().inputs;
-  try {
-    return check_impl(data, size);
-  } catch (const Error& e) {
-    return std::string("kfuse::Error from a step that must succeed: ") + e.what();
-  } catch (const std::exception& e) {
-    return std::string("an exception that is not kfuse::Error: ") + typeid(e).name() + ": " + e.what();
-  } catch (...) {
-    return "an exception that is not a std::exception";
-  }
+  return guarded([&] { return check_impl(data, size); });
 }
 
 }  // namespace kfuse_fuzz

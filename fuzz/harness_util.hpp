@@ -5,11 +5,28 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <typeinfo>
 #include <vector>
 
+#include "kfuse/error.hpp"
 #include "kfuse/tensor.hpp"
 
 namespace kfuse_fuzz {
+
+// Runs a harness's check: every expected kfuse::Error is handled inside it,
+// so any exception that reaches here is a finding, described in the result.
+template <class Check>
+std::string guarded(Check&& check) {
+  try {
+    return check();
+  } catch (const kfuse::Error& e) {
+    return std::string("kfuse::Error from a step that must succeed: ") + e.what();
+  } catch (const std::exception& e) {
+    return std::string("an exception that is not kfuse::Error: ") + typeid(e).name() + ": " + e.what();
+  } catch (...) {
+    return "an exception that is not a std::exception";
+  }
+}
 
 // Reads decisions from the fuzzer's bytes; past the end every read is 0, so
 // any prefix of an input is itself a valid (smaller) input.
