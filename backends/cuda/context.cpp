@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "backends/cuda/check.hpp"
+#include "tuning/device_limits.hpp"
 
 namespace kfuse::detail::cuda {
 
@@ -29,17 +30,7 @@ const DeviceInfo& device_info() {
     info->major = p.major;
     info->minor = p.minor;
     info->name = p.name;
-    tuning::DeviceLimits& l = info->limits;
-    l.sm_count = p.multiProcessorCount;
-    l.max_threads_per_sm = p.maxThreadsPerMultiProcessor;
-    l.max_blocks_per_sm = p.maxBlocksPerMultiProcessor;
-    l.regs_per_sm = p.regsPerMultiprocessor;
-    l.shared_per_sm = static_cast<int64_t>(p.sharedMemPerMultiprocessor);
-    l.shared_per_block = static_cast<int64_t>(p.sharedMemPerBlock);
-    l.shared_per_block_optin = static_cast<int64_t>(p.sharedMemPerBlockOptin);
-    l.reserved_shared_per_block = static_cast<int64_t>(p.reservedSharedMemPerBlock);
-    l.l2_bytes = p.l2CacheSize;
-    l.warp_size = p.warpSize;
+    info->limits = tuning::limits_of(p);
     slot = std::move(info);
   }
   last = slot.get();
@@ -108,7 +99,6 @@ namespace {
 Overrides read_overrides() {
   Overrides o;
   if (const char* v = std::getenv("KFUSE_CUDA_FOLD_CHUNKS")) o.fold_chunks = std::max(0, std::atoi(v));
-  if (const char* v = std::getenv("KFUSE_CUDA_FOLD_WARPS")) o.fold_warps = std::atoi(v) == 4 || std::atoi(v) == 8 ? std::atoi(v) : 0;
   if (const char* v = std::getenv("KFUSE_CUDA_PDL")) o.pdl = std::strcmp(v, "0") != 0;
   if (const char* v = std::getenv("KFUSE_CUDA_CONV")) o.conv_gather = std::strcmp(v, "gather") == 0;
   return o;

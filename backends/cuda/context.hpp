@@ -1,6 +1,6 @@
 // Per-device facts (read once and cached), the stream the backend runs on,
 // a per-thread cached workspace (no allocation on the hot path) and the
-// tuning overrides the perf suite sweeps.
+// overrides the perf suite sweeps.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -47,14 +47,13 @@ struct Workspace {
 };
 Workspace& workspace();
 
-// Overrides for experiments (environment variables, read once):
+// Overrides for experiments (environment variables, read once; the warps of
+// every kernel come from the tuner: KFUSE_TUNING_FORCE="cuda::fold_plane_sums=8x2"):
 //   KFUSE_CUDA_FOLD_CHUNKS   row chunks per plane in the fold (0: the rule in src/tuning)
-//   KFUSE_CUDA_FOLD_WARPS    4 or 8 warps for the fold's plane sums (0: the rule)
 //   KFUSE_CUDA_PDL           0 disables programmatic dependent launch (sm_90+)
 //   KFUSE_CUDA_CONV          "gather" forces the plain CUDA conv kernel, "cudnn" (default) prefers cuDNN
 struct Overrides {
   int fold_chunks = 0;
-  int fold_warps = 0;
   bool pdl = true;
   bool conv_gather = false;
 };

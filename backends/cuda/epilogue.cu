@@ -22,7 +22,7 @@ namespace kfuse::detail::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 256;  // the most threads per block; the tuner picks 128 or 256 (the tail: 256)
 
 // ---- map ------------------------------------------------------------------------
 
@@ -320,9 +320,31 @@ bool single_stride(const Indexer& ix, int64_t& stride) {
   return axes <= 1;
 }
 
-template <class Kernel>
-int64_t resident_threads(Kernel k) {
-  return int64_t(occupancy(k, kThreads, 0)) * kThreads * device_info().limits.sm_count;
+// Whether two views may share bytes (the spans their strides reach).
+bool overlaps(const TensorView& a, const TensorView& b) {
+  const auto span = [](const TensorView& v) {
+    int64_t lo = 0, hi = 0;
+    for (int d = 0; d < v.rank(); ++d) {
+      if (v.shape[d] == 0) return std::pair<uintptr_t, uintptr_t>(0, 0);
+      const int64_t reach = (v.shape[d] - 1) * v.strides[d];
+      (reach < 0 ? lo : hi) += reach;
+    }
+    const uintptr_t base = reinterpret_cast<uintptr_t>(v.data);
+    const int64_t es = int64_t(size_of(v.dtype));
+    return std::pair<uintptr_t, uintptr_t>(base + lo * es, base + (hi + 1) * es);
+  };
+  const auto [a0, a1] = span(a);
+  const auto [b0, b1] = span(b);
+  return a0 < a1 && b0 < b1 && a0 < b1 && b0 < a1;
+}
+
+// Launches `kernel` through run(threads) with the tuner's 4 or 8 warps. A
+// candidate is timed on these very arguments, which only works when the kernel
+// does not write what it reads (`measurable`: the output does not overlap Y).
+template <class Kernel, class Run>
+void tuned_launch(Kernel kernel, const char* name, std::string shape, bool measurable, const Run& run) {
+  const auto measure = [&](const tuning::LaunchConfig& c) { return time_launches([&] { run(c.threads()); }); };
+  run(tuned(kernel, name, std::move(shape), measurable, measure).threads());
 }
 
 template <class A>
@@ -333,16 +355,24 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
   A* op = static_cast<A*>(out.data);
   const int64_t n = y.numel();
   const int sms = device_info().limits.sm_count;
+  const bool measurable = !overlaps(y, out);
+  const std::string dtype = to_string(y.dtype);
   Workspace& ws = workspace();
-  StepTimer timer;
   try {
+    StepTimer timer;  // (in autotune mode a key's first run times its measurements too)
     if (e.main == MainKind::map) {
       if (n > 0) {
         MapArgs<A> a{yp, op, n, outer, e.body, 2};
         if (y.is_contiguous()) a.mode = aligned16(yp) && aligned16(op) ? 0 : 1;
-        const int64_t per_block = int64_t(kThreads) * (a.mode == 0 ? Vec16<A>::kVec * 4 : 4);
-        const int64_t blocks = std::min<int64_t>((n + per_block - 1) / per_block, resident_threads(epi_map<A>) / kThreads * 4);
-        launch("kfuse::cuda::epilogue_map", epi_map<A>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+        const char* layout = a.mode == 0 ? "vec16" : a.mode == 1 ? "contiguous" : "strided";
+        tuned_launch(epi_map<A>, "cuda::epilogue_map", tuning::shape_class({{"n", n}}) + "," + dtype + "," + layout,
+                     measurable, [&](int threads) {
+                       const int64_t per_block = int64_t(threads) * (a.mode == 0 ? Vec16<A>::kVec * 4 : 4);
+                       const int64_t resident = int64_t(occupancy(epi_map<A>, threads, 0)) * sms;
+                       const int64_t blocks = std::min<int64_t>((n + per_block - 1) / per_block, resident * 4);
+                       launch("kfuse::cuda::epilogue_map", epi_map<A>, dim3(grid_of(blocks)), dim3(threads), 0, false,
+                              a);
+                     });
       }
     } else if (e.main == MainKind::reduce) {
       const Tail<A>& tail = e.tail;
@@ -356,8 +386,6 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
       a.kind = e.reduce;
       a.count = e.count;
       a.outputs = outputs;
-      a.parts = 1;
-      a.part_len = e.count;
       if (outputs > 0) {
         const bool contig = contiguous(inner);
         int64_t stride = 1;
@@ -366,42 +394,69 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
         // Columns (a thread per output) when outputs alone fill the device.
         const bool cols = !contig && outputs >= int64_t(sms) * 1024;
         const bool warp = !cols && e.count < 2048;
-        if (!cols && !warp) {
-          const int64_t resident = int64_t(occupancy(epi_reduce_rows<A, true, false>, kThreads, 0)) * sms;
-          const int64_t want = (2 * resident + outputs - 1) / outputs;
-          const int64_t most = (e.count + 8191) / 8192;  // parts of at least 8K elements
-          a.parts = std::max<int64_t>(1, std::min(want, most));
-          const int64_t vec = Vec16<A>::kVec;
-          a.part_len = ((e.count + a.parts - 1) / a.parts + vec - 1) / vec * vec;
-          a.parts = (e.count + a.part_len - 1) / a.part_len;
-        }
         const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
         const std::size_t z_bytes = direct ? 0 : align(std::size_t(outputs) * sizeof(A));
-        const std::size_t p_bytes = a.parts > 1 ? align(std::size_t(outputs * a.parts) * sizeof(ReduceAcc<A>)) : 0;
-        char* base = static_cast<char*>(ws.scratch(std::max<std::size_t>(z_bytes + p_bytes, 1)));
-        a.dst = direct ? op : reinterpret_cast<A*>(base);
-        a.partials = reinterpret_cast<ReduceAcc<A>*>(base + z_bytes);
-        a.counters = a.parts > 1 ? ws.counters(std::size_t(outputs)) : nullptr;
+        // Blocks per output (a block per output: they follow the resident
+        // blocks at `threads`), then the scratch they need.
+        const auto prepare = [&](int threads) {
+          a.parts = 1;
+          a.part_len = e.count;
+          if (!cols && !warp) {
+            const int64_t resident = int64_t(occupancy(epi_reduce_rows<A, true, false>, threads, 0)) * sms;
+            const int64_t want = (2 * resident + outputs - 1) / outputs;
+            const int64_t most = (e.count + 8191) / 8192;  // parts of at least 8K elements
+            a.parts = std::max<int64_t>(1, std::min(want, most));
+            const int64_t vec = Vec16<A>::kVec;
+            a.part_len = ((e.count + a.parts - 1) / a.parts + vec - 1) / vec * vec;
+            a.parts = (e.count + a.part_len - 1) / a.part_len;
+          }
+          const std::size_t p_bytes = a.parts > 1 ? align(std::size_t(outputs * a.parts) * sizeof(ReduceAcc<A>)) : 0;
+          char* base = static_cast<char*>(ws.scratch(std::max<std::size_t>(z_bytes + p_bytes, 1)));
+          a.dst = direct ? op : reinterpret_cast<A*>(base);
+          a.partials = reinterpret_cast<ReduceAcc<A>*>(base + z_bytes);
+          a.counters = a.parts > 1 ? ws.counters(std::size_t(outputs)) : nullptr;
+        };
+        // (Not e.count in the braces below: nvcc 13 parenthesises it into a statement expression.)
+        const int64_t count = e.count;
+        const std::string shape = tuning::shape_class({{"outputs", outputs}, {"count", count}}) + "," + dtype + "," +
+                                  (contig ? "contiguous" : one_axis ? "strided" : "generic");
+        // `blocks(threads)` after prepare(threads).
+        const auto go = [&](auto kernel, const char* name, const char* launch_name, const auto& blocks) {
+          tuned_launch(kernel, name, shape, measurable, [&](int threads) {
+            prepare(threads);
+            launch(launch_name, kernel, dim3(grid_of(blocks(threads))), dim3(threads), 0, false, a);
+          });
+        };
         if (cols) {
-          const int64_t blocks = (outputs + kThreads - 1) / kThreads;
+          const auto blocks = [&](int threads) { return (outputs + threads - 1) / threads; };
           if (one_axis)
-            launch("kfuse::cuda::epilogue_reduce_cols", epi_reduce_cols<A, false>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+            go(epi_reduce_cols<A, false>, "cuda::epilogue_reduce_cols", "kfuse::cuda::epilogue_reduce_cols", blocks);
           else
-            launch("kfuse::cuda::epilogue_reduce_cols", epi_reduce_cols<A, true>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+            go(epi_reduce_cols<A, true>, "cuda::epilogue_reduce_cols", "kfuse::cuda::epilogue_reduce_cols", blocks);
         } else if (warp) {
-          const int64_t blocks = (outputs + kThreads / 32 - 1) / (kThreads / 32);
+          const auto blocks = [&](int threads) { return (outputs + threads / 32 - 1) / (threads / 32); };
           if (contig)
-            launch("kfuse::cuda::epilogue_reduce_rows", epi_reduce_rows<A, true, true>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+            go(epi_reduce_rows<A, true, true>, "cuda::epilogue_reduce_rows_warp", "kfuse::cuda::epilogue_reduce_rows",
+               blocks);
           else
-            launch("kfuse::cuda::epilogue_reduce_rows", epi_reduce_rows<A, false, true>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+            go(epi_reduce_rows<A, false, true>, "cuda::epilogue_reduce_rows_warp", "kfuse::cuda::epilogue_reduce_rows",
+               blocks);
         } else {
-          const int64_t blocks = outputs * a.parts;
-          if (blocks > 0x7fffffff) fail(ErrorCategory::unsupported, "epilogue (cuda)", outputs, " outputs x ", a.parts, " parts");
+          const auto blocks = [&](int) {
+            const int64_t b = outputs * a.parts;
+            if (b > 0x7fffffff)
+              fail(ErrorCategory::unsupported, "epilogue (cuda)", outputs, " outputs x ", a.parts, " parts");
+            return b;
+          };
           if (contig)
-            launch("kfuse::cuda::epilogue_reduce_rows", epi_reduce_rows<A, true, false>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+            go(epi_reduce_rows<A, true, false>, "cuda::epilogue_reduce_rows", "kfuse::cuda::epilogue_reduce_rows",
+               blocks);
           else
-            launch("kfuse::cuda::epilogue_reduce_rows", epi_reduce_rows<A, false, false>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+            go(epi_reduce_rows<A, false, false>, "cuda::epilogue_reduce_rows", "kfuse::cuda::epilogue_reduce_rows",
+               blocks);
         }
+        // The tail rewrites its rows in place (a re-run would not be the same
+        // run), so it is not measured: kThreads per block.
         if (!direct && tail.R > 0) {
           TailArgs<A> t{a.dst, op, tail};
           if (tail.K <= 4)
@@ -424,16 +479,28 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
         single_stride(out_inner, os);
         a.ys = ys;
         a.os = os;
+        const std::string shape = tuning::shape_class({{"rows", rows}, {"count", count}}) + "," + dtype + "," +
+                                  (ys == 1 ? "contiguous" : "strided");
         const bool cols = ys != 1 && count > 1 && rows >= int64_t(sms) * 1024;
         if (cols) {
-          launch("kfuse::cuda::epilogue_softmax_cols", epi_softmax_cols<A>, dim3(grid_of((rows + kThreads - 1) / kThreads)),
-                 dim3(kThreads), 0, false, a);
+          tuned_launch(epi_softmax_cols<A>, "cuda::epilogue_softmax_cols", shape, measurable, [&](int threads) {
+            launch("kfuse::cuda::epilogue_softmax_cols", epi_softmax_cols<A>,
+                   dim3(grid_of((rows + threads - 1) / threads)), dim3(threads), 0, false, a);
+          });
         } else if (count <= 1024) {
-          const int64_t blocks = std::min<int64_t>((rows + kThreads / 32 - 1) / (kThreads / 32), int64_t(sms) * 64);
-          launch("kfuse::cuda::epilogue_softmax_rows", epi_softmax_rows<A, true>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+          tuned_launch(epi_softmax_rows<A, true>, "cuda::epilogue_softmax_rows_warp", shape, measurable,
+                       [&](int threads) {
+                         const int64_t blocks =
+                             std::min<int64_t>((rows + threads / 32 - 1) / (threads / 32), int64_t(sms) * 64);
+                         launch("kfuse::cuda::epilogue_softmax_rows", epi_softmax_rows<A, true>, dim3(grid_of(blocks)),
+                                dim3(threads), 0, false, a);
+                       });
         } else {
-          const int64_t blocks = std::min<int64_t>(rows, int64_t(sms) * 16);
-          launch("kfuse::cuda::epilogue_softmax_rows", epi_softmax_rows<A, false>, dim3(grid_of(blocks)), dim3(kThreads), 0, false, a);
+          tuned_launch(epi_softmax_rows<A, false>, "cuda::epilogue_softmax_rows", shape, measurable, [&](int threads) {
+            const int64_t blocks = std::min<int64_t>(rows, int64_t(sms) * 16);
+            launch("kfuse::cuda::epilogue_softmax_rows", epi_softmax_rows<A, false>, dim3(grid_of(blocks)),
+                   dim3(threads), 0, false, a);
+          });
         }
       }
     }

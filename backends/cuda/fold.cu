@@ -351,26 +351,12 @@ void fold(const FoldStep<A>& step, const TensorView& x, const TensorView& out) {
   if (tail.K >= (int64_t(1) << 31))
     fail(ErrorCategory::unsupported, "fold (cuda)", "tail rows of ", tail.K, " values exceed the row counters");
 
-  // Launch shape of the plane sums (section 7 rules on the kernel's resources).
   // 32-bit indices in the hot loop when a whole plane (the largest chunk) has
   // fewer than 2^31 elements, with room for one step of the loop.
   const bool small = g.H * g.W < (int64_t(1) << 31) - (int64_t(1) << 16);
   auto k1 = small ? fold_plane_sums<T, S, int> : fold_plane_sums<T, S, int64_t>;
-  const KernelInfo& info = kernel_info(k1, 1, tuning::Bound::memory);
-  const int warps = ov.fold_warps ? ov.fold_warps : std::min(info.cfg.warps, kFoldMaxThreads / 32);
-  const int threads = warps * 32;
-  const int64_t resident = int64_t(occupancy(k1, threads, 0)) * dev.limits.sm_count;
-  int64_t chunks = ov.fold_chunks ? ov.fold_chunks
-                                  : tuning::fold_chunks(planes, g.H, g.H * g.W * int64_t(sizeof(T)), resident);
-  const int64_t rows_per_chunk = std::max<int64_t>(1, (g.H + chunks - 1) / std::max<int64_t>(chunks, 1));
-  chunks = std::max<int64_t>(1, (g.H + rows_per_chunk - 1) / rows_per_chunk);
-  g.chunks = chunks;
-  g.rows_per_chunk = rows_per_chunk;
 
   FoldLaunch L{};
-  L.units = planes * chunks;
-  L.chunks = chunks;
-  L.rows_per_chunk = rows_per_chunk;
   const int mr = largest_segment(g.row_cut, g.row_segments), mc = largest_segment(g.col_cut, g.col_segments);
   if (mr >= 0 && mc >= 0) {
     L.rlo = g.row_cut[mr], L.rhi = g.row_cut[mr + 1], L.clo = g.col_cut[mc], L.chi = g.col_cut[mc + 1];
@@ -382,28 +368,65 @@ void fold(const FoldStep<A>& step, const TensorView& x, const TensorView& out) {
   }
   L.contiguous = (g.W == 1 || g.xs[3] == 1) && (g.H == 1 || g.xs[2] == g.W);
 
+  // Row chunks per plane at `warps` per block: they follow the resident blocks.
+  const auto chunk = [&](int warps, FoldGeometry& gc, FoldLaunch& lc) {
+    const int64_t resident = int64_t(occupancy(k1, warps * 32, 0)) * dev.limits.sm_count;
+    int64_t chunks = ov.fold_chunks ? ov.fold_chunks
+                                    : tuning::fold_chunks(planes, g.H, g.H * g.W * int64_t(sizeof(T)), resident);
+    const int64_t rows_per_chunk = std::max<int64_t>(1, (g.H + chunks - 1) / std::max<int64_t>(chunks, 1));
+    chunks = std::max<int64_t>(1, (g.H + rows_per_chunk - 1) / rows_per_chunk);
+    gc.chunks = chunks;
+    gc.rows_per_chunk = rows_per_chunk;
+    lc.units = planes * chunks;
+    lc.chunks = chunks;
+    lc.rows_per_chunk = rows_per_chunk;
+  };
+
   // Workspace: tap sums, chunk partials, Z rows; counters per plane and per tail row.
   Workspace& ws = workspace();
   const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
   const std::size_t sums_bytes = align(std::size_t(std::max<int64_t>(planes * taps, 1)) * sizeof(S));
-  const std::size_t partial_bytes = chunks > 1 ? align(std::size_t(L.units * taps) * sizeof(S)) : 0;
   const std::size_t z_bytes = align(std::size_t(std::max<int64_t>(total, 1)) * sizeof(A));
-  char* base = static_cast<char*>(ws.scratch(sums_bytes + partial_bytes + z_bytes));
-  S* sums = reinterpret_cast<S*>(base);
-  S* partial = chunks > 1 ? reinterpret_cast<S*>(base + sums_bytes) : nullptr;
-  A* z = reinterpret_cast<A*>(base + sums_bytes + partial_bytes);
-  unsigned* counters = ws.counters(std::size_t(planes + tail.R));
+  const auto partial_bytes = [&](const FoldLaunch& lc) {
+    return lc.chunks > 1 ? align(std::size_t(lc.units * taps) * sizeof(S)) : std::size_t(0);
+  };
+  const auto plane_sums = [&](const FoldGeometry& gc, const FoldLaunch& lc, int threads) {
+    char* base = static_cast<char*>(ws.scratch(sums_bytes + partial_bytes(lc) + z_bytes));
+    S* partial = lc.chunks > 1 ? reinterpret_cast<S*>(base + sums_bytes) : nullptr;
+    launch("kfuse::cuda::fold_plane_sums", k1, dim3(grid_of(lc.units)), dim3(threads), 0, false,
+           static_cast<const T*>(x.data), gc, lc, partial, reinterpret_cast<S*>(base),
+           ws.counters(std::size_t(planes + tail.R)));
+  };
 
   const bool pdl = pdl_enabled();
-  StepTimer timer;
-  bool launched = false;
+  const bool sums_kernel = planes > 0 && g.H > 0 && g.W > 0;
   try {
-    if (L.units > 0 && (g.H == 0 || g.W == 0)) {
+    // Warps per block of the plane sums (the tuner); a candidate is timed on
+    // this very input (the kernel only writes scratch and puts its counters back).
+    int threads = tuning::baseline_launch().threads();  // (no plane sums to launch: unused)
+    if (sums_kernel) {
+      const std::string shape =
+          tuning::shape_class({{"planes", planes}, {"plane", g.H * g.W}}) + "," + to_string(x.dtype);
+      threads = tuned(k1, "cuda::fold_plane_sums", shape, true, [&](const tuning::LaunchConfig& c) {
+                  FoldGeometry gc = g;
+                  FoldLaunch lc = L;
+                  chunk(c.warps, gc, lc);
+                  return time_launches([&] { plane_sums(gc, lc, c.threads()); });
+                }).threads();
+    }
+    chunk(threads / 32, g, L);
+    char* base = static_cast<char*>(ws.scratch(sums_bytes + partial_bytes(L) + z_bytes));
+    S* sums = reinterpret_cast<S*>(base);
+    A* z = reinterpret_cast<A*>(base + sums_bytes + partial_bytes(L));
+    unsigned* counters = ws.counters(std::size_t(planes + tail.R));
+
+    StepTimer timer;
+    bool launched = false;
+    if (L.units > 0 && !sums_kernel) {
       // Empty planes: every tap sum is zero.
       KFUSE_CUDA_CHECK(cudaMemsetAsync(sums, 0, std::size_t(planes * taps) * sizeof(S), stream()), "empty planes");
     } else if (L.units > 0) {
-      launch("kfuse::cuda::fold_plane_sums", k1, dim3(grid_of(L.units)), dim3(threads), 0, false,
-             static_cast<const T*>(x.data), g, L, partial, sums, counters);
+      plane_sums(g, L, threads);
       launched = true;
     }
     if (total > 0) {

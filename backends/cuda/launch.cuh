@@ -1,44 +1,88 @@
 // Host-side launch helpers shared by the backend's .cu files: cached kernel
-// attributes and launch rules per (kernel, device), checked launches with
-// optional programmatic dependent launch, and the device timing hook.
+// attributes per (kernel, device) and the tuner's requests built from them,
+// checked launches with optional programmatic dependent launch, timing of
+// tuning candidates, and the device timing hook.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 
 #include "backends/cuda/check.hpp"
 #include "backends/cuda/context.hpp"
+#include "tuning/tuner.hpp"
 
 namespace kfuse::detail::cuda {
 
-struct KernelInfo {
-  tuning::KernelResources res;
-  tuning::LaunchConfig cfg;  // section 7's choice for this kernel on this device
-};
-
-// cudaFuncGetAttributes once per (kernel, device), then the section 7 rules.
+// cudaFuncGetAttributes once per (kernel, device).
 template <class Kernel>
-const KernelInfo& kernel_info(Kernel kernel, int distinct_inputs, tuning::Bound bound) {
+tuning::KernelResources kernel_resources(Kernel kernel) {
   static std::mutex mutex;
-  static std::map<std::pair<const void*, int>, KernelInfo> cache;  // per (kernel, device)
-  const DeviceInfo& dev = device_info();
-  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), dev.id);
+  static std::map<std::pair<const void*, int>, tuning::KernelResources> cache;  // per (kernel, device)
+  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), device_info().id);
   std::lock_guard<std::mutex> lock(mutex);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   cudaFuncAttributes fa{};
   KFUSE_CUDA_CHECK(cudaFuncGetAttributes(&fa, reinterpret_cast<const void*>(kernel)), "kernel attributes");
-  KernelInfo info;
-  info.res.num_regs = fa.numRegs;
-  info.res.local_bytes = static_cast<int64_t>(fa.localSizeBytes);
-  info.res.static_shared_bytes = static_cast<int64_t>(fa.sharedSizeBytes);
-  info.res.max_threads_per_block = fa.maxThreadsPerBlock;
-  info.cfg = tuning::choose_launch(info.res, dev.limits, distinct_inputs, bound);
-  return cache.emplace(key, info).first->second;
+  tuning::KernelResources res;
+  res.num_regs = fa.numRegs;
+  res.local_bytes = static_cast<int64_t>(fa.localSizeBytes);
+  res.static_shared_bytes = static_cast<int64_t>(fa.sharedSizeBytes);
+  res.max_threads_per_block = fa.maxThreadsPerBlock;
+  return cache.emplace(key, res).first->second;
+}
+
+// The tuner's configuration for `kernel` (named "cuda::<kernel>") on the
+// current device, for sizes of `shape_class`: a memory-bound kernel of one
+// input whose only knob is 4 or 8 warps per block (none of the backend's
+// kernels has a pipelining depth to choose). `measure(config)` runs it once and
+// returns its time (time_launches); with `measurable` false it cannot be re-run
+// on these arguments and is not measured. Every launch asks: a decided kernel
+// costs a lookup only, no Request.
+template <class Kernel, class MeasureFn>
+tuning::LaunchConfig tuned(Kernel kernel, const char* name, std::string shape_class, bool measurable,
+                           const MeasureFn& measure) {
+  const DeviceInfo& dev = device_info();
+  if (std::optional<tuning::LaunchConfig> c = tuning::remembered(dev.name, name, shape_class)) return *c;
+  tuning::Request r;
+  r.kernel = name;
+  r.shape_class = std::move(shape_class);
+  r.device = dev.name;
+  r.arch = dev.major * 10 + dev.minor;
+  r.resources = kernel_resources(kernel);
+  r.limits = dev.limits;
+  r.distinct_inputs = 1;
+  r.bound = tuning::Bound::memory;
+  r.warps = {4, 8};
+  r.depths = {2};
+  return tuning::tune(r, measurable ? tuning::Measure(measure) : tuning::Measure());
+}
+
+// The time of `launches` (kernels on stream()) in ms, by CUDA events; waits
+// for them. A tuning::Measure's body.
+template <class Launches>
+double time_launches(Launches&& launches) {
+  struct Events {
+    cudaEvent_t start = nullptr, stop = nullptr;
+    ~Events() {
+      if (start) (void)cudaEventDestroy(start);
+      if (stop) (void)cudaEventDestroy(stop);
+    }
+  } e;
+  KFUSE_CUDA_CHECK(cudaEventCreate(&e.start));
+  KFUSE_CUDA_CHECK(cudaEventCreate(&e.stop));
+  KFUSE_CUDA_CHECK(cudaEventRecord(e.start, stream()));
+  launches();
+  KFUSE_CUDA_CHECK(cudaEventRecord(e.stop, stream()));
+  KFUSE_CUDA_CHECK(cudaEventSynchronize(e.stop), "timing a tuning candidate");
+  float ms = 0.0f;
+  KFUSE_CUDA_CHECK(cudaEventElapsedTime(&ms, e.start, e.stop));
+  return ms;
 }
 
 // Resident blocks per SM for `threads` and `dynamic_smem` (the occupancy API,

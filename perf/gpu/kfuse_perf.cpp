@@ -38,6 +38,7 @@
 #include "kfuse/plan.hpp"
 #include "kfuse/runtime.hpp"
 #include "kfuse/spec.hpp"
+#include "kfuse/tuning.hpp"
 
 using namespace kfuse;
 using json = nlohmann::json;
@@ -247,6 +248,7 @@ void export_problem(const std::string& dir, const std::string& name, const Spec&
 struct SweepPoint {
   std::string name;
   detail::cuda::Overrides ov;
+  int fold_warps = 0;  // forces cuda::fold_plane_sums to this many warps (0: the tuner's choice)
 };
 
 void run_spec(Context& c, const std::string& path, const std::string& name, std::optional<DType> dtype,
@@ -272,15 +274,19 @@ void run_spec(Context& c, const std::string& path, const std::string& name, std:
     if (!c.opt.export_dir.empty() && strategy == Strategy::automatic && name.rfind("sweep", 0) != 0) export_problem(c.opt.export_dir, name, spec, hx, out.view());
   }
   record(c, name, "spec", plan, t, err);
-  // The same plan and input under other launch choices (overrides of the CUDA backend).
+  // The same plan and input under other launch choices (overrides of the CUDA
+  // backend, forced warps; a KFUSE_TUNING_FORCE of the plane sums ends with the sweep).
   const detail::cuda::Overrides saved = detail::cuda::overrides();
   for (const SweepPoint& sp : sweep) {
     detail::cuda::overrides() = sp.ov;
+    force_launch("cuda::fold_plane_sums", sp.fold_warps ? std::optional<LaunchChoice>(LaunchChoice{sp.fold_warps, 2})
+                                                        : std::nullopt);
     ck(cudaMemset(out.view().data, 0xFF, out.view().bytes()), "poison");
     const Timing ts = time_plan(plan, dx.view(), out.view(), c.opt, *c.flusher);
     record(c, name + "_" + sp.name, "sweep", plan, ts);
   }
   detail::cuda::overrides() = saved;
+  if (!sweep.empty()) force_launch("cuda::fold_plane_sums", std::nullopt);
 }
 
 // A pipeline without a front op over a large random x: the epilogue kernels alone.
@@ -400,8 +406,7 @@ int main(int argc, char** argv) {
     const detail::cuda::Overrides base = detail::cuda::overrides();
     for (int warps : {4, 8})
       for (int chunks : {0, 1, 2, 4}) {
-        SweepPoint sp{detail::cat("w", warps, "_c", chunks), base};
-        sp.ov.fold_warps = warps;
+        SweepPoint sp{detail::cat("w", warps, "_c", chunks), base, warps};
         sp.ov.fold_chunks = chunks;
         sweep.push_back(sp);
       }

@@ -4,8 +4,9 @@
 //   kfuse run specs/small/convt_gap_bias_lse.json --check
 //   kfuse run SPEC [--input x.npy] [--output out.npy] [--strategy auto|fold|fused|reference]
 //                  [--backend auto|kokkos|cuda] [--dtype float32|float64] [--check]
-//                  [--tolerance T] [--repeat N] [--warmup N]
+//                  [--tolerance T] [--repeat N] [--warmup N] [--tuning off|cached|auto]
 //   mpirun -np P kfuse run SPEC --distributed ...   (built with KFUSE_ENABLE_MPI)
+//   kfuse tune SPEC [--backend ...] [--dtype ...] [--cache PATH]
 //
 // Exit codes: 0 success, 1 the check failed, 2 an error (bad arguments, a bad
 // spec, a planning or runtime error).
@@ -26,9 +27,11 @@
 #include "kfuse/plan.hpp"
 #include "kfuse/runtime.hpp"
 #include "kfuse/spec.hpp"
+#include "kfuse/tuning.hpp"
 #include "kfuse/version.hpp"
 
 #include "core/device_runtime.hpp"
+#include "tuning/tuner.hpp"
 
 #ifdef KFUSE_HAVE_MPI
 #include <mpi.h>
@@ -69,12 +72,32 @@ struct RunArgs {
   std::string strategy = "auto";
   std::string backend = "auto";
   std::string dtype;
+  std::string tuning;  // --tuning (empty: KFUSE_TUNING's mode)
+  std::string cache;   // tune --cache (empty: the default tuning cache)
   bool check = false;
   bool distributed = false;  // --distributed (MPI builds): the batch split across MPI_COMM_WORLD
   double tolerance = -1.0;  // < 0: the dtype's default
   int repeat = 10;
   int warmup = 2;
 };
+
+// Where the tensors live: CUDA memory for the CUDA backend, and for auto when
+// it is built in and a GPU is present; else the Kokkos backend's memory.
+kfuse::Memory memory_for(kfuse::BackendChoice b) {
+  if (b == kfuse::BackendChoice::cuda) return kfuse::Memory::cuda;
+#ifdef KFUSE_HAVE_CUDA
+  if (b == kfuse::BackendChoice::automatic && kfuse::device::available()) return kfuse::Memory::cuda;
+#endif
+  return kfuse::kokkos_memory();
+}
+
+kfuse::PlanOptions plan_options(const RunArgs& a) {
+  kfuse::PlanOptions opt;
+  opt.strategy = kfuse::strategy_from(a.strategy);
+  opt.backend = kfuse::backend_from(a.backend);
+  opt.memory = memory_for(opt.backend);
+  return opt;
+}
 
 // Waits for the plan's work to finish, for honest timings.
 void synchronize() {
@@ -148,6 +171,7 @@ bool check_float64(const RunArgs& a, const kfuse::Pipeline& pipeline, const kfus
   const double macs = kfuse::conv_macs(pipeline);
   const kfuse::Spec ref_spec = kfuse::load_spec(a.spec, kfuse::DType::f64);
   kfuse::PlanOptions ref_opt;
+  ref_opt.memory = kfuse::Memory::host;  // x_host and the values are on the host
   ref_opt.strategy = macs < 2e9 ? kfuse::Strategy::reference : kfuse::Strategy::fold;
   std::optional<kfuse::Plan> ref_plan;
   try {
@@ -177,19 +201,15 @@ bool check_float64(const RunArgs& a, const kfuse::Pipeline& pipeline, const kfus
   return ok;
 }
 
-int run_command(const RunArgs& a) {
+kfuse::Spec load(const RunArgs& a) {
   std::optional<kfuse::DType> dtype;
   if (!a.dtype.empty()) dtype = kfuse::dtype_from(a.dtype);
-  const kfuse::Spec spec = kfuse::load_spec(a.spec, dtype);
+  return kfuse::load_spec(a.spec, dtype);
+}
+
+// The input, on the host: --input, else the spec's.
+kfuse::Tensor host_input(const RunArgs& a, const kfuse::Spec& spec) {
   const kfuse::Pipeline& pipeline = spec.pipeline;
-
-  kfuse::PlanOptions opt;
-  opt.strategy = kfuse::strategy_from(a.strategy);
-  opt.backend = kfuse::backend_from(a.backend);
-  opt.memory = opt.backend == kfuse::BackendChoice::cuda ? kfuse::Memory::cuda : kfuse::Memory::host;
-  const kfuse::Plan plan(pipeline, opt);
-
-  // The input, on the host first.
   kfuse::Tensor x_host;
   if (!a.input.empty()) {
     x_host = kfuse::read_npy(a.input);
@@ -204,6 +224,15 @@ int run_command(const RunArgs& a) {
   } else {
     x_host = kfuse::make_input(spec);
   }
+  return x_host;
+}
+
+int run_command(const RunArgs& a) {
+  if (!a.tuning.empty()) kfuse::set_tuning_mode(kfuse::tuning_mode_from(a.tuning));
+  const kfuse::Spec spec = load(a);
+  const kfuse::Pipeline& pipeline = spec.pipeline;
+  const kfuse::Plan plan(pipeline, plan_options(a));
+  const kfuse::Tensor x_host = host_input(a, spec);
 
   std::printf("spec: %s (%s)\n", spec.name.c_str(), a.spec.c_str());
   std::printf("input: %s %s (%s)\n", kfuse::to_string(pipeline.input_shape()).c_str(),
@@ -271,6 +300,83 @@ int run_command(const RunArgs& a) {
   return check_float64(a, pipeline, x_host, values, plan.dtype()) ? 0 : 1;
 }
 
+// `kfuse tune SPEC`: the plan of `run`, once to warm up with the cache left
+// alone, then once measuring every kernel's candidates (autotune, retune);
+// prints what each kernel measured and chose, and where it was written.
+int tune_command(const RunArgs& a) {
+  if (!a.cache.empty()) kfuse::set_tuning_cache_path(a.cache);
+  const kfuse::Spec spec = load(a);
+  const kfuse::Plan plan(spec.pipeline, plan_options(a));
+  const kfuse::Tensor x_host = host_input(a, spec);
+  const kfuse::Memory mem = plan.memory();
+  const kfuse::Tensor x = mem == kfuse::Memory::host ? x_host : kfuse::Tensor::copy_of(x_host, mem);
+  const kfuse::Tensor out = kfuse::Tensor::empty(plan.output_shape(), plan.dtype(), mem);
+  std::printf("spec: %s (%s)\n%s", spec.name.c_str(), a.spec.c_str(), plan.describe().c_str());
+  if (!plan.describe().empty() && plan.describe().back() != '\n') std::printf("\n");
+  std::fflush(stdout);
+
+  kfuse::set_tuning_mode(kfuse::TuningMode::off);
+  plan.run(x, out);
+  synchronize();
+  kfuse::set_tuning_mode(kfuse::TuningMode::autotune);
+  kfuse::set_tuning_retune(true);
+  kfuse::clear_tuning_decisions();
+  plan.run(x, out);
+  synchronize();
+
+  const std::vector<kfuse::TuningDecision> decisions = kfuse::tuning_decisions();
+  if (decisions.empty()) {
+    std::printf("no kernel of this plan takes its launch configuration from the tuner (memory %s)\n",
+                kfuse::to_string(mem));
+    return 0;
+  }
+  struct Row {
+    std::string kernel, shape, config, ms, chosen, source;
+  };
+  std::vector<Row> rows{{"kernel", "shape class", "candidate", "ms", "chosen", "source"}};
+  const auto wxd = [](const kfuse::LaunchChoice& c) { return std::to_string(c.warps) + "x" + std::to_string(c.depth); };
+  for (const kfuse::TuningDecision& d : decisions) {
+    if (d.candidates.empty()) {
+      rows.push_back({d.kernel, d.shape_class, wxd(d.chosen), "-", "*", d.source});
+      continue;
+    }
+    for (std::size_t i = 0; i < d.candidates.size(); ++i) {
+      char ms[32];
+      std::snprintf(ms, sizeof ms, "%.4f", d.candidates[i].ms);
+      rows.push_back({i == 0 ? d.kernel : "", i == 0 ? d.shape_class : "", wxd(d.candidates[i].config), ms,
+                      d.candidates[i].config == d.chosen ? "*" : "", i == 0 ? d.source : ""});
+    }
+  }
+  std::size_t w[5] = {0, 0, 0, 0, 0};
+  for (const Row& r : rows) {
+    w[0] = std::max(w[0], r.kernel.size());
+    w[1] = std::max(w[1], r.shape.size());
+    w[2] = std::max(w[2], r.config.size());
+    w[3] = std::max(w[3], r.ms.size());
+    w[4] = std::max(w[4], r.chosen.size());
+  }
+  std::printf("device: %s\n", decisions.front().device.c_str());
+  for (const Row& r : rows)
+    std::printf("%-*s  %-*s  %-*s  %*s  %-*s  %s\n", int(w[0]), r.kernel.c_str(), int(w[1]), r.shape.c_str(), int(w[2]),
+                r.config.c_str(), int(w[3]), r.ms.c_str(), int(w[4]), r.chosen.c_str(), r.source.c_str());
+
+  // What reached the cache file (a write failure was a warning on stderr).
+  const std::string path = kfuse::tuning_cache_path();
+  const kfuse::tuning::CacheTable table = kfuse::tuning::read_cache(path, nullptr);
+  int measured = 0, written = 0;
+  for (const kfuse::TuningDecision& d : decisions) {
+    if (d.source != "measured") continue;
+    ++measured;
+    written += table.count(kfuse::tuning::CacheKey{d.device, d.kernel, d.shape_class}) > 0;
+  }
+  std::printf("cache: %s (%d of %d measured configurations written)\n", path.empty() ? "(none)" : path.c_str(),
+              written, measured);
+  if (written == measured) return 0;
+  std::fprintf(stderr, "kfuse: error: the tuning cache %s was not written (the warning above says why)\n",
+               path.c_str());
+  return 2;
+}
+
 #ifdef KFUSE_HAVE_MPI
 // --distributed: rows [begin, end) of the input, alone: read at their offset
 // from --input, else from the spec (generated from the global seed and
@@ -300,16 +406,12 @@ int run_distributed(const RunArgs& a) {
   int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  std::optional<kfuse::DType> dtype;
-  if (!a.dtype.empty()) dtype = kfuse::dtype_from(a.dtype);
+  if (!a.tuning.empty()) kfuse::set_tuning_mode(kfuse::tuning_mode_from(a.tuning));  // checked by the parser
   std::optional<kfuse::Spec> spec;  // every rank loads the spec and makes the weights itself
-  kfuse::mpi::agree(comm, [&] { spec.emplace(kfuse::load_spec(a.spec, dtype)); });
+  kfuse::mpi::agree(comm, [&] { spec.emplace(load(a)); });
   const kfuse::Pipeline& pipeline = spec->pipeline;
 
-  kfuse::PlanOptions opt;
-  opt.strategy = kfuse::strategy_from(a.strategy);
-  opt.backend = kfuse::backend_from(a.backend);
-  opt.memory = opt.backend == kfuse::BackendChoice::cuda ? kfuse::Memory::cuda : kfuse::Memory::host;
+  const kfuse::PlanOptions opt = plan_options(a);
   kfuse::mpi::ShardOptions sopt;
   sopt.plan = opt;
   sopt.select_device = false;  // done before Kokkos started (distributed_main)
@@ -451,6 +553,10 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", version_text);
   app.require_subcommand(1);
 
+  const std::string backend_help =
+      "auto, kokkos or cuda. cuda: the CUDA kernels on data in CUDA memory; kokkos: the Kokkos kernels on data in "
+      "Kokkos's memory (CUDA memory when Kokkos runs on CUDA); auto: CUDA memory when the CUDA backend is built in "
+      "and a GPU is present, else Kokkos's. Input and output go through host memory";
   RunArgs a;
   CLI::App* run = app.add_subcommand("run", "Plan a JSON pipeline spec, run and time it, optionally check it");
   run->add_option("spec", a.spec, "The JSON pipeline spec")->required();
@@ -459,7 +565,7 @@ int main(int argc, char** argv) {
   run->add_option("--strategy", a.strategy, "auto, fold, fused or reference")
       ->check(CLI::IsMember({"auto", "fold", "fused", "reference"}))
       ->capture_default_str();
-  run->add_option("--backend", a.backend, "auto, kokkos or cuda (cuda: data in CUDA memory)")
+  run->add_option("--backend", a.backend, backend_help)
       ->check(CLI::IsMember({"auto", "kokkos", "cuda"}))
       ->capture_default_str();
   run->add_option("--dtype", a.dtype, "Build the pipeline in this dtype instead of the spec's")
@@ -470,11 +576,43 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0));
   run->add_option("--repeat", a.repeat, "Timed runs")->check(CLI::Range(0, 1000000))->capture_default_str();
   run->add_option("--warmup", a.warmup, "Untimed runs first")->check(CLI::Range(0, 1000000))->capture_default_str();
+  run->add_option("--tuning", a.tuning,
+                  "Launch tuning: off (rules only), cached (read the tuning cache) or auto (measure what the cache "
+                  "lacks, write it); default KFUSE_TUNING, else cached")
+      ->check(CLI::IsMember({"off", "cached", "auto"}));
 #ifdef KFUSE_HAVE_MPI
   run->add_flag("--distributed", a.distributed,
                 "Split the batch across the ranks of MPI_COMM_WORLD (mpirun -np P kfuse run ...); rank 0 gathers "
                 "the output, prints it and, with --check, also compares it with a single-process run");
 #endif
+
+  RunArgs t;
+  CLI::App* tune = app.add_subcommand(
+      "tune", "Measure the launch configurations of a spec's kernels and write the winners to the tuning cache");
+  tune->add_option("spec", t.spec, "The JSON pipeline spec")->required();
+  tune->add_option("--strategy", t.strategy, "auto, fold, fused or reference")
+      ->check(CLI::IsMember({"auto", "fold", "fused", "reference"}))
+      ->capture_default_str();
+  tune->add_option("--backend", t.backend, backend_help)
+      ->check(CLI::IsMember({"auto", "kokkos", "cuda"}))
+      ->capture_default_str();
+  tune->add_option("--dtype", t.dtype, "Build the pipeline in this dtype instead of the spec's")
+      ->check(CLI::IsMember({"float32", "float64", "float16", "bfloat16"}));
+  tune->add_option("--cache", t.cache,
+                   "The tuning cache to write (default: KFUSE_TUNING_CACHE, else $XDG_CACHE_HOME/kfuse/tuning.json, "
+                   "else $HOME/.cache/kfuse/tuning.json)");
+  std::string arch_text;
+  for (int arch : {89, 90})
+    if (const auto l = kfuse::tuning::arch_limits(arch))
+      arch_text += kfuse::detail::cat(arch_text.empty() ? "" : ", ", "sm_", arch, " (", l->sm_count, " SMs, ",
+                                      l->max_threads_per_sm, " threads and ", l->shared_per_sm >> 10,
+                                      " KB shared memory per SM)");
+  tune->footer(
+      "Every kernel with a launch choice measures at most 3 configurations (warps x pipelining depth, the baseline "
+      "4x2 first; a warm-up, then the median of 5 runs) and keeps another only when it is at least 2% faster than the "
+      "baseline. Without a cache entry a kernel starts from its architecture's configuration (tables for " +
+      arch_text + "; the device itself is always read at run time), else the rules on its registers. "
+      "KFUSE_TUNING_FORCE=\"kernel=WxD,...\" (\"*\" for every kernel) forces a configuration.");
 
   try {
     app.parse(argc, argv);
@@ -490,7 +628,8 @@ int main(int argc, char** argv) {
 #endif
   try {
     kfuse::ScopeGuard guard;
-    return run_command(a);  // every tensor and plan is gone before the guard finalizes
+    // Every tensor and plan is gone before the guard finalizes.
+    return tune->parsed() ? tune_command(t) : run_command(a);
   } catch (const kfuse::Error& e) {
     std::fprintf(stderr, "kfuse: error: %s\n", e.what());
     return 2;
