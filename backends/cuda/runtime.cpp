@@ -60,4 +60,9 @@ void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
   KFUSE_CUDA_CHECK(cudaMemcpy(dst, src, bytes, k), "copying ", bytes, " bytes ", what);
 }
 
+void fill_bytes(void* dst, int value, std::size_t bytes) {
+  if (bytes == 0) return;
+  KFUSE_CUDA_CHECK(cudaMemset(dst, value, bytes), "filling ", bytes, " bytes of device memory");
+}
+
 }  // namespace kfuse::device

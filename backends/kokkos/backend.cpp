@@ -1,9 +1,12 @@
-// The portable backend: every plan step as Kokkos kernels (TeamPolicy where a
-// team cooperates on a reduction).
+// The portable backend: every plan step as Kokkos kernels, one team per unit
+// of work (a plane chunk of the fold, a row of an epilogue), launch shapes
+// from the tuner (backends/kokkos/launch.hpp).
 #include "backends/backend.hpp"
 #include "backends/kokkos/dispatch.hpp"
 #include "backends/kokkos/kernels.hpp"
-#include "backends/kokkos/reducer.hpp"
+#include "backends/kokkos/rows.hpp"
+#include "backends/kokkos/workspace.hpp"
+#include "tuning/launch.hpp"
 
 namespace kfuse::detail {
 
@@ -11,6 +14,7 @@ namespace {
 
 using kokkos::AccReducer;
 using kokkos::Range;
+using kokkos::TeamConfig;
 
 // A Kokkos team as the cooperating group of detail::run_tail.
 template <class A>
@@ -32,52 +36,11 @@ struct TeamGroup {
   }
 };
 
-// Adds into team-shared memory; a one-thread (Serial) team needs no atomic.
+// Adds into team-shared memory; a one-thread team needs no atomic.
 template <class V>
 KOKKOS_INLINE_FUNCTION void team_add(V& dst, V v) {
-#ifdef KOKKOS_ENABLE_SERIAL
-  if constexpr (std::is_same_v<ExecSpace, Kokkos::Serial>) {
-    dst += v;
-    return;
-  }
-#endif
-  Kokkos::atomic_add(&dst, v);
-}
-
-// Sum of n elements at p[0], p[stride], ... On the host an unrolled loop with
-// independent accumulators (so one core streams at memory speed); on a
-// device the team's vector lanes share it.
-template <class T>
-KOKKOS_INLINE_FUNCTION double lane_sum(const Team& team, const T* p, int64_t n, int64_t stride) {
-  double s = 0.0;
-  if constexpr (Kokkos::SpaceAccessibility<Kokkos::HostSpace, DeviceMemSpace>::accessible) {
-    (void)team;
-    if (stride == 1) {
-      double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      int64_t i = 0;
-      for (; i + 8 <= n; i += 8)
-        for (int u = 0; u < 8; ++u) acc[u] += double(p[i + u]);
-      for (; i < n; ++i) acc[0] += double(p[i]);
-      for (int u = 0; u < 8; ++u) s += acc[u];
-      return s;
-    }
-    for (int64_t i = 0; i < n; ++i) s += double(p[i * stride]);
-  } else {
-    Kokkos::parallel_reduce(Kokkos::ThreadVectorRange(team, n), [&](int64_t i, double& v) { v += double(p[i * stride]); }, s);
-  }
-  return s;
-}
-
-// A scratch view of n elements; a failed allocation is Error(backend), as in
-// Tensor::empty (Kokkos throws std::bad_alloc or std::runtime_error).
-template <class V>
-V scratch_view(const char* label, int64_t n) {
-  try {
-    return V(std::string(label), static_cast<std::size_t>(n));
-  } catch (const std::exception& e) {
-    std::string why = e.what();
-    fail(ErrorCategory::backend, label, "cannot allocate ", n, " elements of scratch memory (", why.substr(0, why.find('\n')), ")");
-  }
+  if constexpr (kokkos::kOnDevice) Kokkos::atomic_add(&dst, v);
+  else dst += v;
 }
 
 // The tail on each row of Z (R rows of K, in place), then the output.
@@ -91,109 +54,227 @@ void run_tail_rows(const Tail<A>& tail, A* z, A* out) {
   });
 }
 
-template <class A, class T>
-void run_fold(const FoldStep<A>& step, const TensorView& x, const TensorView& out) {
-  FoldGeometry g = step.geom;
-  for (int d = 0; d < 4; ++d) g.xs[d] = x.strides[d];
-  const int taps = g.taps(), blocks = g.blocks();
-  const int64_t planes = g.N * g.C;
-  const auto sums = scratch_view<Kokkos::View<double*, DeviceMemSpace>>("kfuse::fold::tap_sums", planes * taps);
-  const T* xp = static_cast<const T*>(x.data);
+// ---- The fold -------------------------------------------------------------------
+//
+// 1. PlaneSums: one team per (plane, row chunk) streams its part of x once
+//    (stream_contiguous: 16-byte loads, coalesced) and sums every segment
+//    block of FoldGeometry: the largest block in per-thread registers, the
+//    border elements into team-shared block sums; each tap's rectangle sum is
+//    then a sum of block sums (geom.tap_sum), written per unit.
+// 2. With several chunks per plane, their tap sums added in chunk order.
+// 3. The contraction: Z[n, co] = bias + sum_q weight[q, co] * S[n, q]
+//    (Contract), then the tail.
 
-  // 1. One pass per (n, c) plane: the sum of every segment block, then each
-  //    tap's rectangle sum as a sum of blocks.
-  using Scratch = Kokkos::View<double*, ExecSpace::scratch_memory_space, Kokkos::MemoryUnmanaged>;
-  auto policy = team_policy(planes, 0, kKokkosOnCuda ? 32 : 1)
-                    .set_scratch_size(0, Kokkos::PerTeam(Scratch::shmem_size(blocks)));
-  Kokkos::parallel_for("kfuse::fold::plane_sums", policy, KOKKOS_LAMBDA(const Team& team) {
-    const int64_t p = team.league_rank();
-    const T* plane = xp + (p / g.C) * g.xs[0] + (p % g.C) * g.xs[1];
-    Scratch B(team.team_scratch(0), blocks);
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, blocks), [&](int b) { B(b) = 0.0; });
-    team.team_barrier();
-    // Row by row, each row's column segments in order: one sweep of the plane.
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, g.H), [&](int64_t r) {
-      const int i = g.row_segment(r);
-      const T* row = plane + r * g.xs[2];
-      for (int j = 0; j < g.col_segments; ++j) {
-        const int64_t c0 = g.col_cut[j];
-        const double s = lane_sum(team, row + c0 * g.xs[3], g.col_cut[j + 1] - c0, g.xs[3]);
-        Kokkos::single(Kokkos::PerThread(team), [&]() { team_add(B(i * g.col_segments + j), s); });
-      }
-    });
-    team.team_barrier();
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, taps), [&](int t) { sums(p * taps + t) = g.tap_sum(B.data(), t); });
-  });
+constexpr int kAcc = 4;  // independent accumulators per thread: loads in flight on a GPU
 
-  // 2. Z[n, :] = bias + contraction of n's tap sums: for each weight row q,
-  //    the team sweeps Cout (contiguous in the weights, coalesced on a GPU).
-  const FoldContraction<A> con = step.contraction;
-  const int64_t kg = con.cin_g * taps, groups = g.C / con.cin_g;
-  const auto z = scratch_view<Kokkos::View<A*, DeviceMemSpace>>("kfuse::fold::z", g.N * con.Cout);
-  Kokkos::parallel_for("kfuse::fold::contract", team_policy(g.N, 0, 1), KOKKOS_LAMBDA(const Team& team) {
-    const int64_t n = team.league_rank();
-    A* zn = z.data() + n * con.Cout;
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, con.Cout), [&](int64_t co) { zn[co] = con.bias[co]; });
-    for (int64_t grp = 0; grp < groups; ++grp) {
-      const double* s = sums.data() + (n * g.C + grp * con.cin_g) * taps;
-      for (int64_t q = 0; q < kg; ++q) {
-        const A sq = A(s[q]);
-        const A* wq = con.weight + q * con.Cout;
-        Kokkos::parallel_for(Kokkos::TeamThreadRange(team, grp * con.cout_g, (grp + 1) * con.cout_g),
-                             [&](int64_t co) { zn[co] += wq[co] * sq; });
+template <int D, class T, class S>
+struct PlaneSums {
+  using Scratch = Kokkos::View<S*, ExecSpace::scratch_memory_space, Kokkos::MemoryUnmanaged>;
+  using V = kokkos::Vec16<T>;
+  FoldGeometry g;
+  FoldGeometry::Block m;
+  bool contiguous;
+  const T* x;
+  S* dst;  // [units, taps]
+
+  KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
+    constexpr int64_t kV = V::kVec;
+    const int64_t u = team.league_rank(), plane = u / g.chunks;
+    const int64_t r0 = (u - plane * g.chunks) * g.rows_per_chunk;
+    const int64_t r1 = r0 + g.rows_per_chunk < g.H ? r0 + g.rows_per_chunk : g.H;
+    const int64_t W = g.W;
+    const int nb = g.blocks(), cs = g.col_segments;
+    const T* p = x + (plane / g.C) * g.xs[0] + (plane % g.C) * g.xs[1];
+    Scratch B(team.team_scratch(0), nb);
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, nb), [&](int b) { B(b) = S(0); });
+    team.team_barrier();
+
+    // Whole vectors of the largest block go to per-thread registers; every
+    // other element to its block in B. (Only the vector path touches `acc`,
+    // so that the compiler keeps it in registers.)
+    S acc[kAcc] = {};
+    const auto add = [&](int64_t r, int64_t c, S v) { team_add(B(g.row_segment(r) * cs + g.col_segment(c)), v); };
+    if (contiguous) {
+      // The row and column of the thread's vector follow it incrementally (no division per vector).
+      const int64_t step = int64_t(team.team_size()) * kV, dr = step / W, dc = step % W;
+      int64_t row = -1, col = 0;
+      kokkos::stream_contiguous<D>(
+          team, p + r0 * W, (r1 - r0) * W,
+          [&](const V& d, int64_t e) {
+            if (row < 0) {
+              row = r0 + e / W;
+              col = e % W;
+            } else {
+              row += dr;
+              col += dc;
+              if (col >= W) col -= W, ++row;
+            }
+            if (row >= m.rlo && row < m.rhi && col >= m.clo && col + kV <= m.chi) {
+              for (int k = 0; k < kV; ++k) acc[k % kAcc] += S(d.v[k]);
+            } else {
+              for (int k = 0; k < kV; ++k) {
+                int64_t r = row, c = col + k;
+                while (c >= W) c -= W, ++r;
+                add(r, c, S(d.v[k]));
+              }
+            }
+          },
+          [&](T v, int64_t e) { add(r0 + e / W, e % W, S(v)); });
+    } else {
+      for (int64_t e = team.team_rank(); e < (r1 - r0) * W; e += team.team_size()) {
+        const int64_t r = r0 + e / W, c = e % W;
+        add(r, c, S(p[r * g.xs[2] + c * g.xs[3]]));
       }
     }
-  });
-  run_tail_rows(step.tail, z.data(), static_cast<A*>(out.data));
+    S total = S(0);
+    for (int k = 0; k < kAcc; ++k) total += acc[k];
+    team.team_reduce(Kokkos::Sum<S>(total));
+    Kokkos::single(Kokkos::PerTeam(team), [&]() {
+      if (m.index >= 0) B(m.index) += total;
+    });
+    team.team_barrier();
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, g.taps()), [&](int t) { dst[u * g.taps() + t] = g.tap_sum(B.data(), t); });
+  }
+};
+
+template <class T, class S>
+void run_plane_sums(const FoldGeometry& g, const T* x, S* dst) {
+  const bool contiguous = (g.W == 1 || g.xs[3] == 1) && (g.H == 1 || g.xs[2] == g.W);
+  const int64_t units = g.N * g.C * g.chunks;
+  const auto policy = [&](const TeamConfig& c) {
+    using Scratch = typename PlaneSums<2, T, S>::Scratch;
+    return team_policy(units, c.team_size, 1).set_scratch_size(0, Kokkos::PerTeam(Scratch::shmem_size(g.blocks())));
+  };
+  const auto run = [&](const TeamConfig& c) {
+    kokkos::with_depth(c.depth, [&](auto d) {
+      Kokkos::parallel_for("kfuse::fold::plane_sums", policy(c),
+                           PlaneSums<decltype(d)::value, T, S>{g, g.largest_block(), contiguous, x, dst});
+    });
+  };
+  run(kokkos::team_config(
+      [&] {
+        return kokkos::team_request(
+            "kokkos::fold_plane_sums",
+            tuning::shape_class({{"units", units}, {"unit_bytes", (g.H * g.W / g.chunks) * int64_t(sizeof(T))}}),
+            policy(TeamConfig{1, 2}), PlaneSums<2, T, S>{g, g.largest_block(), contiguous, x, dst});
+      },
+      run));
+}
+
+// Z[n, co] for a tile of `tile` consecutive co (weights read along Cout:
+// coalesced) per team; the team's threads split the contraction's q range in
+// `slices` and add their partial sums in slice order (deterministic).
+template <class A, class S>
+struct Contract {
+  using Scratch = Kokkos::View<A*, ExecSpace::scratch_memory_space, Kokkos::MemoryUnmanaged>;
+  FoldContraction<A> con;
+  const S* sums;
+  A* z;
+  int64_t C, taps, tiles;
+  int tile;
+
+  KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
+    const int64_t n = team.league_rank() / tiles, co = (team.league_rank() % tiles) * tile + team.team_rank() % tile;
+    const int slice = team.team_rank() / tile, slices = team.team_size() / tile;
+    const int64_t kg = con.cin_g * taps;
+    Scratch part(team.team_scratch(0), team.team_size());
+    A acc = A(0);
+    if (co < con.Cout) {
+      const S* s = sums + (n * C + co / con.cout_g * con.cin_g) * taps;
+      for (int64_t q = slice; q < kg; q += slices) acc += con.weight[q * con.Cout + co] * A(s[q]);
+    }
+    part(team.team_rank()) = acc;
+    team.team_barrier();
+    if (slice == 0 && co < con.Cout) {
+      A sum = con.bias[co];
+      for (int k = 0; k < slices; ++k) sum += part(team.team_rank() + k * tile);
+      z[n * con.Cout + co] = sum;
+    }
+  }
+};
+
+template <class A, class S>
+void run_contraction(const FoldContraction<A>& con, int64_t N, int64_t C, int taps, const S* sums, A* z) {
+  // On a GPU 32 co per team (a warp's coalesced row of weights) and 8 slices
+  // of q; on the host one thread per (n, co).
+  const int threads = kokkos::kOnDevice ? 256 : 1, tile = kokkos::kOnDevice ? 32 : 1;
+  const int64_t tiles = (con.Cout + tile - 1) / tile;
+  using Scratch = typename Contract<A, S>::Scratch;
+  Kokkos::parallel_for("kfuse::fold::contract",
+                       team_policy(N * tiles, threads, 1).set_scratch_size(0, Kokkos::PerTeam(Scratch::shmem_size(threads))),
+                       Contract<A, S>{con, sums, z, C, taps, tiles, tile});
+}
+
+template <class A, class T>
+void run_fold(const FoldStep<A>& step, const TensorView& x, const TensorView& out) {
+  using S = kokkos::red_acc_t<A>;  // plane sums: double on the host (one long sequential sum per plane)
+  FoldGeometry g = step.geom;
+  for (int d = 0; d < 4; ++d) g.xs[d] = x.strides[d];
+  const int taps = g.taps();
+  const int64_t planes = g.N * g.C;
+  // Row chunks: on a GPU enough units to fill the resident teams in even
+  // waves (src/tuning fold_chunks); on the host one team per plane.
+  g.chunks = 1;
+  if (kokkos::kOnDevice && planes > 0) {
+    const tuning::DeviceLimits& lim = kokkos::device_facts().limits;
+    const int64_t resident = int64_t(lim.sm_count) * std::max(1, lim.max_threads_per_sm / 256);
+    g.chunks = tuning::fold_chunks(planes, g.H, g.H * g.W * int64_t(sizeof(T)), resident);
+  }
+  g.rows_per_chunk = std::max<int64_t>(1, (g.H + g.chunks - 1) / g.chunks);
+  g.chunks = std::max<int64_t>(1, (g.H + g.rows_per_chunk - 1) / g.rows_per_chunk);
+
+  S* sums = kokkos::scratch<S>(kokkos::Slot::tap_sums, planes * taps);
+  if (planes == 0) {
+    // No planes: Z is the bias alone.
+  } else if (g.H == 0 || g.W == 0) {
+    Kokkos::parallel_for("kfuse::fold::empty_planes", Range(0, planes * taps), KOKKOS_LAMBDA(int64_t i) { sums[i] = S(0); });
+  } else if (g.chunks == 1) {
+    run_plane_sums(g, static_cast<const T*>(x.data), sums);
+  } else {
+    S* partial = kokkos::scratch<S>(kokkos::Slot::partial_sums, planes * g.chunks * taps);
+    run_plane_sums(g, static_cast<const T*>(x.data), partial);
+    const int64_t chunks = g.chunks;
+    Kokkos::parallel_for("kfuse::fold::chunk_sums", Range(0, planes * taps), KOKKOS_LAMBDA(int64_t i) {
+      const int64_t plane = i / taps, t = i % taps;
+      S s = S(0);
+      for (int64_t c = 0; c < chunks; ++c) s += partial[(plane * chunks + c) * taps + t];
+      sums[i] = s;
+    });
+  }
+
+  A* z = kokkos::scratch<A>(kokkos::Slot::z, g.N * step.contraction.Cout);
+  run_contraction(step.contraction, g.N, g.C, taps, sums, z);
+  run_tail_rows(step.tail, z, static_cast<A*>(out.data));
   Kokkos::fence();
 }
 
+// ---- The fused epilogue -------------------------------------------------------------
+
 template <class A>
 void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& out) {
-  Indexer outer, inner;
-  split_axes(y.shape, y.strides, e.mask, outer, inner);
-  const A* yp = static_cast<const A*>(y.data);
-  A* op = static_cast<A*>(out.data);
-  const Chain<A> body = e.body;
-  const int64_t count = e.count;
   using R = kokkos::red_acc_t<A>;  // the main reduction's accumulator (double on the host)
+  kokkos::Row<A> row{static_cast<const A*>(y.data), {}, {}, false, e.count};
+  split_axes(y.shape, y.strides, e.mask, row.outer, row.inner);
+  row.dense = kokkos::is_dense(row.inner);
+  const kokkos::Body<A> body{e.body.ops, e.body.n};
+  A* op = static_cast<A*>(out.data);
 
   if (e.main == MainKind::map) {
-    Kokkos::parallel_for("kfuse::epilogue::map", Range(0, y.numel()), KOKKOS_LAMBDA(int64_t i) {
-      op[i] = apply_chain(body.ops, body.n, yp[outer.offset(i)], i, 0);
-    });
+    const A* yp = row.x;
+    const Indexer outer = row.outer;
+    Kokkos::parallel_for("kfuse::epilogue::map", Range(0, y.numel()),
+                         KOKKOS_LAMBDA(int64_t i) { op[i] = body(yp[outer.offset(i)], i, 0); });
   } else if (e.main == MainKind::reduce) {
-    const Tail<A> tail = e.tail;
-    const ReduceKind kind = e.reduce;
-    const auto z = scratch_view<Kokkos::View<A*, DeviceMemSpace>>("kfuse::epilogue::z", tail.R * tail.K);
-    Kokkos::parallel_for("kfuse::epilogue::reduce", team_policy(tail.R * tail.K, 0, 1), KOKKOS_LAMBDA(const Team& team) {
-      const int64_t o = team.league_rank();
-      const A* base = yp + outer.offset(o);
-      ReduceAcc<R> acc;
-      Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, count), [&](int64_t k, ReduceAcc<R>& a) {
-        reduce_push(kind, a, R(apply_chain(body.ops, body.n, base[inner.offset(k)], o, k)));
-      }, AccReducer<R>(kind, acc));
-      Kokkos::single(Kokkos::PerTeam(team), [&]() { z(o) = A(reduce_finish(kind, acc, count)); });
-    });
-    run_tail_rows(tail, z.data(), op);
+    const Tail<A>& tail = e.tail;
+    A* z = kokkos::scratch<A>(kokkos::Slot::z, tail.R * tail.K);
+    kokkos::run_reduce_rows<A, R>("kfuse::epilogue::reduce", row, body, e.reduce, tail.R * tail.K, z, 0);
+    run_tail_rows(tail, z, op);
   } else {
     Indexer out_outer, out_inner;
     split_axes(y.shape, contiguous_strides(y.shape), e.mask, out_outer, out_inner);
-    const Chain<A> after = e.after;
-    const int64_t rows = y.numel() / (count > 0 ? count : 1);
-    Kokkos::parallel_for("kfuse::epilogue::softmax", team_policy(rows, 0, 1), KOKKOS_LAMBDA(const Team& team) {
-      const int64_t o = team.league_rank();
-      const A* base = yp + outer.offset(o);
-      A* dst = op + out_outer.offset(o);
-      ReduceAcc<R> acc;  // (max, sum of exp(x - max)) of the row
-      Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, count), [&](int64_t j, ReduceAcc<R>& a) {
-        reduce_push(ReduceKind::logsumexp, a, R(apply_chain(body.ops, body.n, base[inner.offset(j)], o, j)));
-      }, AccReducer<R>(ReduceKind::logsumexp, acc));
-      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, count), [&](int64_t j) {
-        const A v = apply_chain(body.ops, body.n, base[inner.offset(j)], o, j);
-        dst[out_inner.offset(j)] = apply_chain(after.ops, after.n, A(softmax_value(acc, R(v))), o, j);
-      });
-    });
+    const kokkos::Body<A> after{e.after.ops, e.after.n};
+    const kokkos::SoftmaxRows<2, A, R> k{row, body, after, op, out_outer, out_inner};
+    kokkos::run_softmax_rows("kfuse::epilogue::softmax", k, y.numel() / (e.count > 0 ? e.count : 1), 0);
   }
   Kokkos::fence();
 }

@@ -3,7 +3,7 @@
 
 #include "backends/kokkos/dispatch.hpp"
 #include "backends/kokkos/kernels.hpp"
-#include "backends/kokkos/reducer.hpp"
+#include "backends/kokkos/rows.hpp"
 #include "kfuse/detail/math.hpp"
 
 namespace kfuse {
@@ -87,51 +87,31 @@ void binary_scalar_kernel(const TensorView& a, double scalar, BinaryKind kind, c
                        KOKKOS_LAMBDA(int64_t i) { yp[i] = detail::apply(kind, ap[ia.offset(i)], s); });
 }
 
+// Threads per team the caller asked for (TeamLaunch: team_size * vector_length; 0: the tuner's choice).
+int requested_threads(TeamLaunch launch) {
+  return launch.team_size > 0 ? launch.team_size * std::max(1, launch.vector_length) : 0;
+}
+
 template <class T>
 void reduce_kernel(const TensorView& x, ReduceKind kind, uint32_t mask, TeamLaunch launch, const TensorView& y) {
-  using A = kokkos::red_acc_t<T>;  // double on the host: long rows stay accurate
-  Indexer kept, red;
-  split_axes(x.shape, x.strides, mask, kept, red);
-  int64_t count = 1;
-  for (int d = 0; d < red.rank; ++d) count *= red.size[d];
-  const T* xp = static_cast<const T*>(x.data);
-  T* yp = static_cast<T*>(y.data);
-  Kokkos::parallel_for("kfuse::reduce", team_policy(y.numel(), launch.team_size, launch.vector_length),
-                       KOKKOS_LAMBDA(const Team& team) {
-    const int64_t o = team.league_rank();
-    const T* base = xp + kept.offset(o);
-    detail::ReduceAcc<A> acc;
-    Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, count), [&](int64_t k, detail::ReduceAcc<A>& a) {
-      detail::reduce_push(kind, a, A(base[red.offset(k)]));
-    }, kokkos::AccReducer<A>(kind, acc));
-    Kokkos::single(Kokkos::PerTeam(team), [&]() { yp[o] = T(detail::reduce_finish(kind, acc, count)); });
-  });
+  using R = kokkos::red_acc_t<T>;  // double on the host: long rows stay accurate
+  kokkos::Row<T> row{static_cast<const T*>(x.data), {}, {}, false, 1};
+  split_axes(x.shape, x.strides, mask, row.outer, row.inner);
+  for (int d = 0; d < row.inner.rank; ++d) row.count *= row.inner.size[d];
+  row.dense = kokkos::is_dense(row.inner);
+  kokkos::run_reduce_rows<T, R>("kfuse::reduce", row, {}, kind, y.numel(), static_cast<T*>(y.data), requested_threads(launch));
 }
 
 template <class T>
 void softmax_kernel(const TensorView& x, uint32_t mask, TeamLaunch launch, const TensorView& y) {
-  using A = kokkos::red_acc_t<T>;  // double on the host: long rows stay accurate
+  using R = kokkos::red_acc_t<T>;  // double on the host: long rows stay accurate
   if (y.numel() == 0) return;  // an empty axis: no rows to normalise, however many rows of nothing
-  Indexer kept, along, out_kept, out_along;
-  split_axes(x.shape, x.strides, mask, kept, along);
-  split_axes(y.shape, y.strides, mask, out_kept, out_along);
-  const int64_t len = along.rank ? along.size[0] : 1, xs = along.stride[0], ys = out_along.stride[0];
-  int64_t rows = 1;
-  for (int d = 0; d < kept.rank; ++d) rows *= kept.size[d];
-  const T* xp = static_cast<const T*>(x.data);
-  T* yp = static_cast<T*>(y.data);
-  Kokkos::parallel_for("kfuse::softmax", team_policy(rows, launch.team_size, launch.vector_length),
-                       KOKKOS_LAMBDA(const Team& team) {
-    const int64_t r = team.league_rank();
-    const T* row = xp + kept.offset(r);
-    T* dst = yp + out_kept.offset(r);
-    detail::ReduceAcc<A> acc;  // (max, sum of exp(x - max))
-    Kokkos::parallel_reduce(Kokkos::TeamThreadRange(team, len), [&](int64_t j, detail::ReduceAcc<A>& a) {
-      detail::reduce_push(ReduceKind::logsumexp, a, A(row[j * xs]));
-    }, kokkos::AccReducer<A>(ReduceKind::logsumexp, acc));
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, len),
-                         [&](int64_t j) { dst[j * ys] = T(detail::softmax_value(acc, A(row[j * xs]))); });
-  });
+  kokkos::SoftmaxRows<2, T, R> k{{static_cast<const T*>(x.data), {}, {}, false, 1}, {}, {}, static_cast<T*>(y.data), {}, {}};
+  split_axes(x.shape, x.strides, mask, k.row.outer, k.row.inner);
+  split_axes(y.shape, y.strides, mask, k.out_outer, k.out_inner);
+  k.row.count = k.row.inner.rank ? k.row.inner.size[0] : 1;
+  k.row.dense = kokkos::is_dense(k.row.inner);
+  kokkos::run_softmax_rows("kfuse::softmax", k, y.numel() / k.row.count, requested_threads(launch));
 }
 
 }  // namespace

@@ -11,7 +11,8 @@
 
 namespace kfuse {
 
-// Launch shape for team kernels; 0 lets the backend choose. A tuner sets these.
+// Launch shape for the team kernels (reductions, softmax): a team of
+// team_size * vector_length threads. 0: the tuner's choice (include/kfuse/tuning.hpp).
 struct TeamLaunch {
   int team_size = 0;
   int vector_length = 0;

@@ -26,7 +26,7 @@ BackendChoice backend_from(const std::string& name);  // "auto", "kokkos", "cuda
 
 struct PlanOptions {
   Strategy strategy = Strategy::automatic;  // a forced strategy that cannot apply is an error
-  Memory memory = Memory::host;             // where inputs and outputs live
+  Memory memory = kokkos_memory();          // where inputs and outputs live
   BackendChoice backend = BackendChoice::automatic;
   bool allow_tf32 = false;                  // CUDA convolutions only
 };

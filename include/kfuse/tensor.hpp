@@ -16,6 +16,11 @@ enum class Memory { host, cuda };  // cuda: CUDA device memory (cudaMalloc or Ko
 
 const char* to_string(DType d) noexcept;
 const char* to_string(Memory m) noexcept;
+
+// The memory of Kokkos's default execution space, where the portable backend
+// runs: cuda for a Kokkos built with CUDA, host otherwise. The default memory
+// of tensors and plans.
+Memory kokkos_memory() noexcept;
 std::size_t size_of(DType d) noexcept;
 
 template <class T> constexpr DType dtype_of();
@@ -64,7 +69,7 @@ void check_view(const TensorView& v, const std::string& op, const std::string& a
 class Tensor {
  public:
   Tensor() = default;
-  static Tensor empty(Shape shape, DType dtype, Memory memory = Memory::host);
+  static Tensor empty(Shape shape, DType dtype, Memory memory = kokkos_memory());
   // A contiguous copy of `src` in `memory` (host<->cuda when CUDA is built in).
   static Tensor copy_of(const TensorView& src, Memory memory);
 
@@ -85,5 +90,11 @@ class Tensor {
 // Element-wise copy between any two views of equal shape and dtype (strided,
 // host or CUDA); the destination keeps its own strides.
 void copy(const TensorView& src, const TensorView& dst);
+
+// Debugging: while on, Tensor::empty fills new storage with all-ones bytes (a
+// quiet NaN in every dtype), so an element that a kernel never writes reads
+// back as NaN. Off by default; the environment variable
+// KFUSE_POISON_NEW_TENSORS=1 turns it on at startup.
+void set_poison_new_tensors(bool on);
 
 }  // namespace kfuse

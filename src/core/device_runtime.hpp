@@ -14,6 +14,7 @@ void* allocate(std::size_t bytes);
 void release(void* p) noexcept;
 enum class CopyKind { host_to_device, device_to_host, device_to_device };
 void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind);
+void fill_bytes(void* dst, int value, std::size_t bytes);  // cudaMemset
 // Makes device `local_rank % device count` current on the calling thread
 // (cudaSetDevice): one GPU per MPI rank of a node (kfuse::mpi). Throws when
 // no device is available.

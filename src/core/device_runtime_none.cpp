@@ -16,6 +16,7 @@ std::string device_name() { return std::string(); }
 void* allocate(std::size_t) { no_cuda("device::allocate"); }
 void release(void*) noexcept {}
 void copy(void*, const void*, std::size_t, CopyKind) { no_cuda("device::copy"); }
+void fill_bytes(void*, int, std::size_t) { no_cuda("device::fill_bytes"); }
 void select_device(int) { no_cuda("device::select_device"); }
 
 }  // namespace kfuse::device

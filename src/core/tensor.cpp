@@ -1,5 +1,7 @@
 #include "kfuse/tensor.hpp"
 
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -19,6 +21,8 @@ const char* to_string(DType d) noexcept {
 }
 
 const char* to_string(Memory m) noexcept { return m == Memory::host ? "host" : "cuda"; }
+
+Memory kokkos_memory() noexcept { return kKokkosOnCuda ? Memory::cuda : Memory::host; }
 
 std::size_t size_of(DType d) noexcept {
   switch (d) {
@@ -72,6 +76,18 @@ void check_view(const TensorView& v, const std::string& op, const std::string& a
   }
 }
 
+namespace {
+std::atomic<bool>& poison_new_tensors() {
+  static std::atomic<bool> on{[] {
+    const char* e = std::getenv("KFUSE_POISON_NEW_TENSORS");
+    return e != nullptr && std::strcmp(e, "1") == 0;
+  }()};
+  return on;
+}
+}  // namespace
+
+void set_poison_new_tensors(bool on) { poison_new_tensors() = on; }
+
 Tensor Tensor::empty(Shape shape, DType dtype, Memory memory) {
   const int64_t n = checked_numel(shape, "Tensor::empty", "shape");
   if (static_cast<uint64_t>(n) > SIZE_MAX / size_of(dtype))
@@ -95,8 +111,20 @@ Tensor Tensor::empty(Shape shape, DType dtype, Memory memory) {
            to_string(shape), " ", to_string(dtype), " (", why, ")");
     }
   } else {
-    void* p = device::allocate(bytes > 0 ? bytes : 1);
+    // device::allocate names the CUDA call and error; say what it was for, as for the host.
+    void* p = nullptr;
+    try {
+      p = device::allocate(bytes > 0 ? bytes : 1);
+    } catch (const Error& e) {
+      if (e.category() != ErrorCategory::backend) throw;  // no CUDA in this build
+      fail(ErrorCategory::backend, "Tensor::empty", "cannot allocate ", bytes, " bytes of cuda memory for shape ",
+           to_string(shape), " ", to_string(dtype), " (", e.what(), ")");
+    }
     t.storage_ = std::shared_ptr<void>(p, [](void* q) { device::release(q); });
+  }
+  if (poison_new_tensors().load(std::memory_order_relaxed) && bytes > 0) {
+    if (memory == Memory::host) std::memset(t.storage_.get(), 0xFF, bytes);
+    else device::fill_bytes(t.storage_.get(), 0xFF, bytes);
   }
   t.view_ = TensorView(t.storage_.get(), dtype, std::move(shape), memory);
   return t;
@@ -127,6 +155,34 @@ void copy_host(const TensorView& src, const TensorView& dst) {
   for (int64_t i = 0; i < n; ++i) std::memcpy(d + id.offset(i) * es, s + is.offset(i) * es, static_cast<std::size_t>(es));
 }
 
+// A host copy of the memory a CUDA view spans, from its lowest to its highest
+// element (the elements between its own included, so that writing it back
+// keeps them), and the same view over the copy.
+class HostSpan {
+ public:
+  explicit HostSpan(const TensorView& v) {
+    int64_t lo = 0, hi = 0;  // offsets of the lowest and highest element (check_view: no overflow)
+    for (int d = 0; d < v.rank(); ++d) (v.strides[d] < 0 ? lo : hi) += (v.shape[d] - 1) * v.strides[d];
+    const int64_t es = static_cast<int64_t>(size_of(v.dtype));
+    device_ = static_cast<unsigned char*>(v.data) + lo * es;
+    try {
+      host_.resize(static_cast<std::size_t>((hi - lo + 1) * es));
+    } catch (const std::exception& e) {
+      fail(ErrorCategory::backend, "copy", "cannot stage the ", (hi - lo + 1) * es, " bytes a strided CUDA view (shape ",
+           to_string(v.shape), ", strides ", to_string(v.strides), ") spans (", e.what(), ")");
+    }
+    device::copy(host_.data(), device_, host_.size(), device::CopyKind::device_to_host);
+    view = TensorView(host_.data() - lo * es, v.dtype, v.shape, v.strides, Memory::host);
+  }
+  void write_back() { device::copy(device_, host_.data(), host_.size(), device::CopyKind::host_to_device); }
+
+  TensorView view;
+
+ private:
+  std::vector<unsigned char> host_;
+  unsigned char* device_ = nullptr;
+};
+
 }  // namespace
 
 void copy(const TensorView& src, const TensorView& dst) {
@@ -139,12 +195,13 @@ void copy(const TensorView& src, const TensorView& dst) {
   if (src.memory == Memory::host && dst.memory == Memory::host) return copy_host(src, dst);
   if (src.is_contiguous() && dst.is_contiguous())
     return device::copy(dst.data, src.data, src.bytes(), copy_kind(src.memory, dst.memory));
-  // Strided across memories: stage through a contiguous host buffer. CUDA-side
-  // views must be contiguous (device-side strided copies are not provided).
-  for (const TensorView* v : {&src, &dst})
-    if (v->memory != Memory::host && !v->is_contiguous())
-      fail(ErrorCategory::unsupported, "copy", "a strided CUDA view (strides ", to_string(v->strides),
-           ") cannot be copied across memories");
+  // A strided CUDA view goes through a host copy of the memory it spans.
+  if (src.memory != Memory::host && !src.is_contiguous()) return copy(HostSpan(src).view, dst);
+  if (dst.memory != Memory::host && !dst.is_contiguous()) {
+    HostSpan span(dst);
+    copy(src, span.view);
+    return span.write_back();
+  }
   Tensor staged = Tensor::empty(src.shape, src.dtype, Memory::host);
   copy(src, staged.view());
   copy(staged.view(), dst);

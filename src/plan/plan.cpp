@@ -65,25 +65,28 @@ int64_t Plan::floor_bytes() const { return impl_->floor_bytes; }
 
 namespace {
 
-// The reference strategy: the pipeline's ops one by one, as eager ops (on the
-// host when the Kokkos backend cannot reach the plan's memory).
+// The reference strategy: the pipeline's ops one by one, as eager ops.
 Tensor run_reference(const std::vector<detail::Step>& steps, const TensorView& x) {
-  Tensor cur = Tensor::copy_of(x, x.memory);
+  if (steps.empty()) return Tensor::copy_of(x, x.memory);
+  // The first op reads x in place, whatever its strides; each result feeds the next.
+  Tensor cur;
+  TensorView in = x;
   for (const detail::Step& s : steps) {
     const Op& op = std::get<detail::OpStep>(s).op;
     if (auto* c = std::get_if<ConvTranspose2dOp>(&op)) {
-      cur = conv_transpose2d(cur, Tensor::copy_of(c->weight, x.memory),
+      cur = conv_transpose2d(in, Tensor::copy_of(c->weight, x.memory),
                              c->bias ? std::optional<TensorView>(Tensor::copy_of(*c->bias, x.memory).view()) : std::nullopt,
                              c->params);
     } else if (auto* u = std::get_if<UnaryOp>(&op)) {
-      cur = unary(cur, u->op);
+      cur = unary(in, u->op);
     } else if (auto* b = std::get_if<BinaryOp>(&op)) {
-      cur = b->operand ? binary(cur, Tensor::copy_of(*b->operand, x.memory), b->kind) : binary(cur, b->scalar, b->kind);
+      cur = b->operand ? binary(in, Tensor::copy_of(*b->operand, x.memory), b->kind) : binary(in, b->scalar, b->kind);
     } else if (auto* r = std::get_if<ReduceOp>(&op)) {
-      cur = reduce(cur, r->kind, r->axes, r->keepdim);
+      cur = reduce(in, r->kind, r->axes, r->keepdim);
     } else {
-      cur = softmax(cur, std::get<SoftmaxOp>(op).axis);
+      cur = softmax(in, std::get<SoftmaxOp>(op).axis);
     }
+    in = cur.view();
   }
   return cur;
 }
@@ -114,9 +117,10 @@ void Plan::run(const TensorView& x, const TensorView& out) const {
 
   if (p.strategy == Strategy::reference) {
     const detail::TraceRange range("kfuse::reference");
+    // The eager ops run where Kokkos runs: data in other memory is staged there and back.
     const bool staged = !kokkos::accepts(p.options.memory);
-    const Tensor host_x = staged ? Tensor::copy_of(x, Memory::host) : Tensor();
-    const Tensor r = run_reference(p.steps, staged ? host_x.view() : x);
+    const Tensor staged_x = staged ? Tensor::copy_of(x, kokkos_memory()) : Tensor();
+    const Tensor r = run_reference(p.steps, staged ? staged_x.view() : x);
     copy(TensorView(r.view().data, r.dtype(), out.shape, r.memory()), out);
     return;
   }

@@ -491,6 +491,35 @@ PlanImpl make_typed(const Pipeline& p, const PlanOptions& opt) {
                  : s == Strategy::fused ? try_fused(p, st, store, opt)
                                         : reference_steps(p);
     if (at.ok) {
+      // Each step runs on the first backend that accepts it. With the backend
+      // left to kfuse, a strategy whose step no backend runs (the data where no
+      // backend's kernels reach) gives way to the next; the reference stages.
+      std::vector<const Backend*> picks;
+      for (const Step& step : at.steps) {
+        const Backend* pick = nullptr;
+        if (!std::holds_alternative<OpStep>(step)) {
+          for (const Backend* b : backends()) {
+            const bool allowed = opt.backend == BackendChoice::automatic || std::string(b->name()) == to_string(opt.backend);
+            if (allowed && b->accepts(step, opt.memory, p.dtype())) {
+              pick = b;
+              break;
+            }
+          }
+          if (!pick && opt.backend != BackendChoice::automatic)
+            fail(ErrorCategory::unsupported, "plan", "no ", to_string(opt.backend), " backend runs '", step_text(step),
+                 "' on ", to_string(opt.memory), " memory with dtype ", to_string(p.dtype()));
+          if (!pick) {
+            at.ok = false;
+            at.why = cat("no backend runs '", step_text(step), "' on ", to_string(opt.memory), " memory with dtype ",
+                         to_string(p.dtype()));
+            break;
+          }
+        }
+        picks.push_back(pick);
+      }
+      if (at.ok) impl.backends = std::move(picks);
+    }
+    if (at.ok) {
       chosen = std::move(at);
       impl.strategy = s;
     } else {
@@ -506,25 +535,6 @@ PlanImpl make_typed(const Pipeline& p, const PlanOptions& opt) {
     if (!chosen.ok) fail(ErrorCategory::unsupported, "plan", "strategy ", rejected.back());
   }
   impl.steps = std::move(chosen.steps);
-
-  // Each step runs on the first backend that accepts it.
-  for (const Step& s : impl.steps) {
-    const Backend* pick = nullptr;
-    if (!std::holds_alternative<OpStep>(s)) {
-      for (const Backend* b : backends()) {
-        const bool allowed = opt.backend == BackendChoice::automatic || std::string(b->name()) == to_string(opt.backend);
-        if (allowed && b->accepts(s, opt.memory, p.dtype())) {
-          pick = b;
-          break;
-        }
-      }
-      if (!pick)
-        fail(ErrorCategory::unsupported, "plan", "no ", opt.backend == BackendChoice::automatic ? "" : to_string(opt.backend),
-             opt.backend == BackendChoice::automatic ? "" : " ", "backend runs '", step_text(s), "' on ",
-             to_string(opt.memory), " memory with dtype ", to_string(p.dtype()));
-    }
-    impl.backends.push_back(pick);
-  }
 
   std::ostringstream d;
   d << "plan: " << to_string(p.input_shape()) << " " << to_string(p.dtype()) << " -> " << to_string(p.output_shape())

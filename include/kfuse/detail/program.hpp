@@ -112,6 +112,25 @@ struct FoldGeometry {
     return s;
   }
 
+  // The largest segment block (in practice the central one, where every
+  // tap's range covers the row and the column): kernels sum its elements in
+  // registers and only the few border elements into shared block sums.
+  struct Block {
+    int64_t rlo, rhi, clo, chi;  // rows [rlo, rhi), columns [clo, chi)
+    int index;                   // in B; -1 when the planes are empty
+  };
+  KFUSE_HDI Block largest_block() const {
+    const auto largest = [](const int64_t* cut, int segments) {
+      int best = -1;
+      for (int s = 0; s < segments; ++s)
+        if (best < 0 || cut[s + 1] - cut[s] > cut[best + 1] - cut[best]) best = s;
+      return best;
+    };
+    const int r = largest(row_cut, row_segments), c = largest(col_cut, col_segments);
+    if (r < 0 || c < 0) return Block{0, 0, 0, 0, -1};
+    return Block{row_cut[r], row_cut[r + 1], col_cut[c], col_cut[c + 1], r * col_segments + c};
+  }
+
   // S[t] for every tap t = kh*kW + kw from the block sums B[i*col_segments + j].
   template <class A>
   KFUSE_HDI A tap_sum(const A* B, int t) const {

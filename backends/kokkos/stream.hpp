@@ -1,0 +1,57 @@
+// Streaming a contiguous run of elements through a team: the access pattern of
+// every memory-bound Kokkos kernel of kfuse (the fold's plane sums, row
+// reductions). Team thread t of ts takes the 16-byte vectors t, t + ts,
+// t + 2 ts, ... so a warp's loads are consecutive (coalesced), with D loads in
+// flight per thread (the pipelining depth the tuner picks); the elements before
+// the first 16-byte boundary and after the last whole vector go one by one.
+// On the host (one thread per team) it is a sequential sweep in 16-byte steps.
+#pragma once
+
+#include <cstdint>
+
+#include "kfuse/kokkos.hpp"
+
+namespace kfuse::kokkos {
+
+template <class T>
+struct alignas(16) Vec16 {
+  static constexpr int kVec = int(16 / sizeof(T));
+  T v[kVec];
+};
+
+// Calls vec(const Vec16<T>&, e) for each whole vector of this thread (e: the
+// offset of its first element; from one call to the next of a thread, e grows
+// by exactly team_size * kVec), and one(T, e) for each head and tail element.
+template <int D, class T, class FV, class FO>
+KOKKOS_INLINE_FUNCTION void stream_contiguous(const Team& team, const T* p, int64_t n, const FV& vec, const FO& one) {
+  using V = Vec16<T>;
+  constexpr int64_t kV = V::kVec;
+  const int64_t t = team.team_rank(), ts = team.team_size();
+  const int64_t mis = int64_t(reinterpret_cast<uintptr_t>(p) % 16) / int64_t(sizeof(T));
+  const int64_t head = mis ? (kV - mis < n ? kV - mis : n) : 0;
+  const int64_t nvec = (n - head) / kV, tail0 = head + nvec * kV;
+  const V* pv = reinterpret_cast<const V*>(p + head);
+  int64_t v = t;
+  for (; v + (D - 1) * ts < nvec; v += D * ts) {
+    V d[D];
+    for (int k = 0; k < D; ++k) d[k] = pv[v + k * ts];
+    for (int k = 0; k < D; ++k) vec(d[k], head + (v + k * ts) * kV);
+  }
+  for (; v < nvec; v += ts) vec(pv[v], head + v * kV);
+  for (int64_t i = t; i < head + (n - tail0); i += ts) {
+    const int64_t e = i < head ? i : tail0 + (i - head);
+    one(p[e], e);
+  }
+}
+
+// Whether an indexer walks its elements contiguously (row-major, unit innermost stride).
+KOKKOS_INLINE_FUNCTION bool is_dense(const Indexer& ix) {
+  int64_t expect = 1;
+  for (int d = ix.rank - 1; d >= 0; --d) {
+    if (ix.size[d] != 1 && ix.stride[d] != expect) return false;
+    expect *= ix.size[d];
+  }
+  return true;
+}
+
+}  // namespace kfuse::kokkos
