@@ -47,7 +47,7 @@ void init() {
       std::filesystem::remove_all(detail::scratch_dir(), ec);
     });
     auto write = [&](const char* name, kfuse::Shape shape, double scale) {
-      kfuse::Tensor t = kfuse::Tensor::empty(shape, kfuse::DType::f32);
+      kfuse::Tensor t = kfuse::Tensor::empty(shape, kfuse::DType::f32, kfuse::Memory::host);
       for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = static_cast<float>(scale * double(i % 7 - 3));
       kfuse::write_npy((dir / name).string(), t.view());
     };

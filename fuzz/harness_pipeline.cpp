@@ -3,10 +3,11 @@
 // Oracle, for every input:
 //  - building the pipeline either succeeds or throws kfuse::Error;
 //  - a valid float32/float64 pipeline always gets a plan under
-//    Strategy::automatic and Strategy::reference on host memory; a forced fold/fused either plans or
+//    Strategy::automatic and Strategy::reference in the Kokkos backend's
+//    memory (kfuse::kokkos_memory()); a forced fold/fused either plans or
 //    throws kfuse::Error, and automatic picks the first of fold, fused,
 //    reference that plans;
-//  - a small plan runs (f32/f64 on host: without error), writes every output
+//  - a small plan runs (f32/f64 in that memory: without error), writes every output
 //    element (two runs into differently poisoned outputs agree bit for bit),
 //    the reference strategy equals the eager ops bit for bit, and fold and
 //    fused agree with the reference: the same NaN/+inf/-inf pattern and
@@ -84,8 +85,9 @@ class Values {
   double delta_;
 };
 
+// A host tensor: kfuse::Pipeline takes weights and operands on the host.
 Tensor make_tensor(const Shape& shape, DType dtype, Values& vals, int lo, int hi, int denom) {
-  Tensor t = Tensor::empty(shape, dtype);
+  Tensor t = Tensor::empty(shape, dtype, Memory::host);
   for (int64_t i = 0; i < t.numel(); ++i) {
     const double v = vals.next(lo, hi, denom);
     if (dtype == DType::f64) t.data<double>()[i] = v;
@@ -168,7 +170,8 @@ Built build(const uint8_t* data, std::size_t size, const Mode& mode) {
 
   // Plan options and the input's layout.
   const int mem = b.below(32);
-  if (mem == 0) out.options.memory = Memory::cuda;
+  // mem 0: the memory the Kokkos backend cannot reach (plans must fail cleanly or use the CUDA backend).
+  if (mem == 0) out.options.memory = kokkos_memory() == Memory::host ? Memory::cuda : Memory::host;
   if (mem == 1) out.options.backend = BackendChoice::cuda;
   if (mem == 2) out.options.backend = BackendChoice::kokkos;
   out.options.allow_tf32 = b.u8() & 1;
@@ -306,11 +309,13 @@ bool small_enough(const Pipeline& p) {
 }
 
 // The input: logical row-major values in a physical layout (the view's
-// strides), slots outside the view holding NaN.
+// strides), slots outside the view holding NaN; `view` is in the Kokkos
+// backend's memory.
 struct Input {
   std::vector<double> f64;
   std::vector<float> f32;
   std::vector<uint16_t> half;
+  Mirror mirror;
   TensorView view;
 };
 
@@ -362,7 +367,6 @@ Input make_input(const Shape& shape, DType dtype, const std::vector<double>& v, 
     buf = in.half.data();
   }
   char* base_ptr = static_cast<char*>(buf) + base * static_cast<int64_t>(size_of(dtype));
-  in.view = TensorView(base_ptr, dtype, shape, st, Memory::host);
   if (dtype == DType::f64 || dtype == DType::f32) {
     const Indexer ix = make_indexer(shape, st);
     for (std::size_t i = 0; i < v.size(); ++i) {
@@ -371,6 +375,8 @@ Input make_input(const Shape& shape, DType dtype, const std::vector<double>& v, 
       else reinterpret_cast<float*>(base_ptr)[off] = static_cast<float>(v[i]);
     }
   }
+  in.mirror = Mirror(buf, static_cast<int64_t>(len), dtype);
+  in.view = in.mirror.at(TensorView(base_ptr, dtype, shape, st, Memory::host));
   return in;
 }
 
@@ -386,19 +392,23 @@ struct Range {
   }
 };
 
-// The pipeline's ops one by one, as the public eager ops.
-Tensor eager(const Pipeline& p, const TensorView& x, Range& range) {
+// The values of the pipeline's ops one by one, as the public eager ops (their
+// weights and operands copied to x's memory).
+std::vector<double> eager(const Pipeline& p, const TensorView& x, Range& range) {
   range.observe(x);
+  const auto near_x = [&](const Tensor& t) { return t.memory() == x.memory ? t : Tensor::copy_of(t, x.memory); };
   Tensor cur;
   const TensorView* in = &x;
   for (const PipelineStage& st : p.stages()) {
     Tensor next;
     if (auto* c = std::get_if<ConvTranspose2dOp>(&st.op)) {
-      next = conv_transpose2d(*in, c->weight, c->bias ? std::optional<TensorView>(c->bias->view()) : std::nullopt, c->params);
+      const std::optional<Tensor> bias = c->bias ? std::optional<Tensor>(near_x(*c->bias)) : std::nullopt;
+      next = conv_transpose2d(*in, near_x(c->weight), bias ? std::optional<TensorView>(bias->view()) : std::nullopt,
+                              c->params);
     } else if (auto* u = std::get_if<UnaryOp>(&st.op)) {
       next = unary(*in, u->op);
     } else if (auto* bo = std::get_if<BinaryOp>(&st.op)) {
-      next = bo->operand ? binary(*in, *bo->operand, bo->kind) : binary(*in, bo->scalar, bo->kind);
+      next = bo->operand ? binary(*in, near_x(*bo->operand), bo->kind) : binary(*in, bo->scalar, bo->kind);
     } else if (auto* r = std::get_if<ReduceOp>(&st.op)) {
       next = reduce(*in, r->kind, r->axes, r->keepdim);
     } else {
@@ -408,22 +418,22 @@ Tensor eager(const Pipeline& p, const TensorView& x, Range& range) {
     in = &cur.view();
     range.observe(cur);
   }
-  if (p.stages().empty()) cur = Tensor::copy_of(x, Memory::host);
-  return cur;
+  return values_of(*in);
 }
 
-void poison(const Tensor& t, double v) {
+// An output for `plan` in its memory, every element `v`.
+Tensor poisoned(const Plan& plan, double v) {
+  Tensor t = Tensor::empty(plan.output_shape(), plan.dtype(), Memory::host);
   for (int64_t i = 0; i < t.numel(); ++i) {
     if (t.dtype() == DType::f64) t.data<double>()[i] = v;
     else t.data<float>()[i] = static_cast<float>(v);
   }
+  return plan.memory() == Memory::host ? t : Tensor::copy_of(t, plan.memory());
 }
 
 // Runs `plan` twice into outputs poisoned differently: every element must be written.
 std::string run_checked(const Plan& plan, const TensorView& x, std::vector<double>& result, const char* what) {
-  Tensor a = Tensor::empty(plan.output_shape(), plan.dtype()), b = Tensor::empty(plan.output_shape(), plan.dtype());
-  poison(a, kNaN);
-  poison(b, 12345.0);
+  const Tensor a = poisoned(plan, kNaN), b = poisoned(plan, 12345.0);
   plan.run(x, a.view());
   plan.run(x, b.view());
   result = values_of(a.view());
@@ -492,9 +502,9 @@ std::string check_built(const Built& b, const uint8_t* data, std::size_t size) {
     return "";
   }
   const Pipeline& p = *b.pipeline;
-  // Host memory, float32/float64: the Kokkos backend runs every step, so a
-  // valid pipeline must plan (float16/bfloat16 on the host may fail cleanly).
-  const bool host_kokkos = b.options.memory == Memory::host && b.options.backend != BackendChoice::cuda &&
+  // The Kokkos backend's memory, float32/float64: the Kokkos backend runs every
+  // step, so a valid pipeline must plan (float16/bfloat16 may fail cleanly).
+  const bool kokkos_runs = b.options.memory == kokkos_memory() && b.options.backend != BackendChoice::cuda &&
                            (p.dtype() == DType::f32 || p.dtype() == DType::f64);
 
   std::map<Strategy, std::optional<Plan>> plans;
@@ -504,8 +514,8 @@ std::string check_built(const Built& b, const uint8_t* data, std::size_t size) {
     try {
       plans[s].emplace(p, o);
     } catch (const Error& e) {
-      // (backend: the host cannot hold what the plan needs, e.g. 2^40 channels)
-      if (host_kokkos && (s == Strategy::automatic || s == Strategy::reference) && e.category() != ErrorCategory::backend)
+      // (backend: the memory cannot hold what the plan needs, e.g. 2^40 channels)
+      if (kokkos_runs && (s == Strategy::automatic || s == Strategy::reference) && e.category() != ErrorCategory::backend)
         return std::string("a valid pipeline has no ") + to_string(s) + " plan: " + e.what();
     }
   }
@@ -524,7 +534,7 @@ std::string check_built(const Built& b, const uint8_t* data, std::size_t size) {
 
   const std::vector<double> xv = input_values(p.input_shape(), b.seed, 0.0, b.inject, b.layout);
   const Input x = make_input(p.input_shape(), p.dtype(), xv, b.layout);
-  if (!host_kokkos) {  // must fail cleanly (or run)
+  if (!kokkos_runs) {  // must fail cleanly (or run)
     try {
       automatic.run(x.view);
     } catch (const Error&) {
@@ -537,7 +547,7 @@ std::string check_built(const Built& b, const uint8_t* data, std::size_t size) {
   std::vector<double> ref;
   Range range;
   if (std::string e = run_checked(*plans[Strategy::reference], x.view, ref, "reference"); !e.empty()) return e;
-  const std::vector<double> eag = values_of(eager(p, x.view, range).view());
+  const std::vector<double> eag = eager(p, x.view, range);
   for (std::size_t i = 0; i < ref.size(); ++i)
     if (!same(ref[i], eag[i])) return "the reference strategy differs from the eager ops at element " + std::to_string(i);
   ++stats().runs;
@@ -551,7 +561,7 @@ std::string check_built(const Built& b, const uint8_t* data, std::size_t size) {
     const std::vector<double> v64 = input_values(p.input_shape(), b.seed, delta, b.inject, b.layout);
     const Input x64 = make_input(p.input_shape(), DType::f64, v64, b.layout);
     Range rg;
-    (delta == 0.0 ? r64 : p64) = values_of(eager(*b64.pipeline, x64.view, delta == 0.0 ? range64 : rg).view());
+    (delta == 0.0 ? r64 : p64) = eager(*b64.pipeline, x64.view, delta == 0.0 ? range64 : rg);
   }
   const double hi = p.dtype() == DType::f64 ? 1e300 : 1e30, lo = p.dtype() == DType::f64 ? 1e-300 : 1e-30;
   const bool compare_values = !b.special && range.max_finite <= hi && range64.max_finite <= hi &&

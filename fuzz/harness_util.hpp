@@ -61,18 +61,88 @@ class Bytes {
   std::size_t i_ = 0;
 };
 
-inline double load(const kfuse::TensorView& v, int64_t off) {
-  return v.dtype == kfuse::DType::f64 ? static_cast<const double*>(v.data)[off]
-                                      : static_cast<const float*>(v.data)[off];
+// ---- Memory. The Kokkos kernels run on kfuse::kokkos_memory() (CUDA memory
+// when Kokkos runs on CUDA), while inputs are built and results are read on
+// the host. Shared with the test suite (tests/reference.hpp).
+
+// A host buffer and its copy in kfuse::kokkos_memory() (none when that is the
+// host). at() maps a view over the buffer to the same shape, strides and
+// offset in the copy, so strided, stride-0 and permuted layouts reach the
+// kernels unchanged. The copy is taken once: the buffer must not change after.
+class Mirror {
+ public:
+  Mirror() = default;
+  Mirror(const void* buffer, int64_t count, kfuse::DType dtype)
+      : buffer_(static_cast<const char*>(buffer)), dtype_(dtype) {
+    if (kfuse::kokkos_memory() == kfuse::Memory::host) return;
+    copy_ = kfuse::Tensor::empty({count}, dtype);
+    kfuse::copy(kfuse::TensorView(const_cast<void*>(buffer), dtype, {count}), copy_.view());
+  }
+  template <class T>
+  explicit Mirror(const std::vector<T>& buffer)
+      : Mirror(buffer.data(), static_cast<int64_t>(buffer.size()), kfuse::dtype_of<T>()) {}
+
+  kfuse::TensorView at(kfuse::TensorView v) const {
+    if (!copy_.defined()) return v;
+    v.data = static_cast<char*>(copy_.view().data) + (static_cast<const char*>(v.data) - buffer_);
+    v.memory = copy_.memory();
+    return v;
+  }
+  // The view of the buffer with `shape` and `strides`, `offset` elements in, mapped to the copy.
+  kfuse::TensorView view(kfuse::Shape shape, kfuse::Shape strides, int64_t offset = 0) const {
+    char* first = const_cast<char*>(buffer_) + offset * static_cast<int64_t>(kfuse::size_of(dtype_));
+    return at(kfuse::TensorView(first, dtype_, std::move(shape), std::move(strides), kfuse::Memory::host));
+  }
+
+ private:
+  const char* buffer_ = nullptr;
+  kfuse::DType dtype_ = kfuse::DType::f32;
+  kfuse::Tensor copy_;
+};
+
+// A view readable on the host: `v` itself when it is in host memory (or
+// empty), else a view of the same shape and strides over a host copy of the
+// elements it spans (`storage`).
+struct HostCopy {
+  kfuse::Tensor storage;
+  kfuse::TensorView view;
+};
+
+inline HostCopy on_host(const kfuse::TensorView& v) {
+  if (v.memory == kfuse::Memory::host || v.numel() == 0) return {kfuse::Tensor(), v};
+  int64_t lo = 0, hi = 0;  // the lowest and highest element offsets, from v.data
+  for (int d = 0; d < v.rank(); ++d) {
+    const int64_t reach = (v.shape[d] - 1) * v.strides[d];
+    (reach < 0 ? lo : hi) += reach;
+  }
+  const int64_t es = static_cast<int64_t>(kfuse::size_of(v.dtype));
+  HostCopy h;
+  h.storage = kfuse::Tensor::copy_of(
+      kfuse::TensorView(static_cast<char*>(v.data) + lo * es, v.dtype, {hi - lo + 1}, v.memory), kfuse::Memory::host);
+  h.view = v;
+  h.view.data = static_cast<char*>(h.storage.view().data) - lo * es;
+  h.view.memory = kfuse::Memory::host;
+  return h;
 }
 
-// Every element of a host f32/f64 view, row-major, as double.
-inline std::vector<double> values_of(const kfuse::TensorView& v) {
+// Every element of an f32/f64 view in either memory, row-major, as double.
+inline std::vector<double> values_of(const kfuse::TensorView& view) {
+  const HostCopy h = on_host(view);
+  const kfuse::TensorView& v = h.view;
   const int64_t n = v.numel();
   std::vector<double> out(static_cast<std::size_t>(n));
-  if (n == 0) return out;
-  const kfuse::Indexer ix = kfuse::make_indexer(v.shape, v.strides);
-  for (int64_t i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = load(v, ix.offset(i));
+  std::vector<int64_t> idx(static_cast<std::size_t>(v.rank()), 0);
+  int64_t off = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    out[static_cast<std::size_t>(i)] = v.dtype == kfuse::DType::f64 ? static_cast<const double*>(v.data)[off]
+                                                                    : static_cast<const float*>(v.data)[off];
+    for (int d = v.rank() - 1; d >= 0; --d) {  // the next row-major index, and its offset
+      off += v.strides[d];
+      if (++idx[d] < v.shape[d]) break;
+      off -= v.shape[d] * v.strides[d];
+      idx[d] = 0;
+    }
+  }
   return out;
 }
 

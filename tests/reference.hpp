@@ -1,7 +1,9 @@
 // An independent, naive fp64 reference of every kfuse op, written from
 // PyTorch's semantics (DESIGN.md section 2), and the helpers the tests share:
-// seeded random inputs, strided host tensors whose unused slots hold NaN,
-// heap poisoning, and a comparison that fails on any NaN mismatch.
+// seeded random inputs, strided tensors whose unused slots hold NaN (built on
+// the host, mirrored to where the Kokkos kernels run), and a comparison that
+// fails on any NaN mismatch. Every kfuse output starts as NaN: main.cpp turns
+// on kfuse::set_poison_new_tensors, so an element a kernel skips fails too.
 //
 // Nothing here calls kfuse's detail/math.hpp, its Indexer or its kernels: the
 // reference only borrows kfuse's plain parameter types (Shape, Unary,
@@ -32,10 +34,12 @@
 #include <optional>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "harness_util.hpp"
 #include "kfuse/op_types.hpp"
 #include "kfuse/ops.hpp"
 #include "kfuse/shape.hpp"
@@ -44,6 +48,12 @@
 namespace kfuse_test {
 
 using kfuse::Shape;
+// Inputs go to kfuse::kokkos_memory() through a Mirror; results come back
+// through on_host/values_of (fuzz/harness_util.hpp, shared with the harnesses).
+using kfuse_fuzz::HostCopy;
+using kfuse_fuzz::Mirror;
+using kfuse_fuzz::on_host;
+using kfuse_fuzz::values_of;
 
 inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 inline constexpr double kInf = std::numeric_limits<double>::infinity();
@@ -143,8 +153,10 @@ inline Ref tightened(Ref r) {
 }
 
 // ---------------------------------------------------------------------------
-// Host tensors in several layouts. Slots of the buffer that the view does not
-// cover hold NaN, so a kernel that ignores strides reads NaN and fails.
+// Test tensors in several layouts: a host buffer, which the reference reads,
+// mirrored to kfuse::kokkos_memory(), which view() shows with the same strides
+// and offset. Slots of the buffer that the view does not cover hold NaN, so a
+// kernel that ignores strides reads NaN and fails.
 
 enum class Layout {
   contiguous,            // row-major
@@ -178,7 +190,7 @@ class HostTensor {
   HostTensor() = default;
   HostTensor(const HostTensor&) = delete;
   HostTensor& operator=(const HostTensor&) = delete;
-  HostTensor(HostTensor&&) = default;  // the vector's heap buffer moves with it: `view` stays valid
+  HostTensor(HostTensor&&) = default;  // the vector's heap buffer and the mirror move with it: `view` stays valid
   HostTensor& operator=(HostTensor&&) = default;
 
   // `values` are the logical row-major values. With broadcast_leading, only
@@ -219,19 +231,25 @@ class HostTensor {
       buffer_[static_cast<std::size_t>(off)] = static_cast<T>(values[i]);
       values[i] = static_cast<double>(static_cast<T>(values[i]));
     }
-    view_ = kfuse::TensorView(buffer_.data() + offset, kfuse::dtype_of<T>(), shape, Shape(st.begin(), st.end()),
-                              kfuse::Memory::host);
+    host_view_ = kfuse::TensorView(buffer_.data() + offset, kfuse::dtype_of<T>(), shape, Shape(st.begin(), st.end()),
+                                   kfuse::Memory::host);
+    mirror_ = Mirror(buffer_);
+    view_ = mirror_.at(host_view_);
     ref_ = make_ref(shape, std::move(values));
   }
 
+  // The view in kfuse::kokkos_memory(), for ops and plans.
   const kfuse::TensorView& view() const { return view_; }
   operator const kfuse::TensorView&() const { return view_; }
+  // A contiguous host copy: kfuse::Pipeline takes weights and operands on the host.
+  kfuse::Tensor host_tensor() const { return kfuse::Tensor::copy_of(host_view_, kfuse::Memory::host); }
   const Ref& ref() const { return ref_; }
   Layout layout() const { return layout_; }
 
  private:
   std::vector<T> buffer_;
-  kfuse::TensorView view_;
+  Mirror mirror_;
+  kfuse::TensorView host_view_, view_;
   Ref ref_;
   Layout layout_ = Layout::contiguous;
 };
@@ -242,46 +260,24 @@ HostTensor<T> random_tensor(const Shape& shape, Rng& rng, Layout layout = Layout
   return HostTensor<T>(shape, random_values(numel_of(shape), lo, hi, rng), layout);
 }
 
-// Every element of a view as fp64, in row-major order (any strides, host memory).
+// A host tensor of `values` (row-major): weights and operands for kfuse::Pipeline.
+inline kfuse::Tensor host_tensor(const Shape& shape, const std::vector<double>& values,
+                                 kfuse::DType dtype = kfuse::DType::f32) {
+  kfuse::Tensor t = kfuse::Tensor::empty(shape, dtype, kfuse::Memory::host);
+  if (static_cast<int64_t>(values.size()) != t.numel())
+    throw std::logic_error("host_tensor: value count does not match shape");
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (dtype == kfuse::DType::f64) t.data<double>()[i] = values[static_cast<std::size_t>(i)];
+    else t.data<float>()[i] = static_cast<float>(values[static_cast<std::size_t>(i)]);
+  }
+  return t;
+}
+
+// Every element of a view of dtype T as fp64, in row-major order (any strides, either memory).
 template <class T>
 std::vector<double> read_values(const kfuse::TensorView& v) {
-  const int64_t n = numel_of(v.shape);
-  std::vector<double> out(static_cast<std::size_t>(n));
-  const T* p = static_cast<const T*>(v.data);
-  for (int64_t i = 0; i < n; ++i) {
-    const std::vector<int64_t> idx = unravel(i, v.shape);
-    int64_t off = 0;
-    for (std::size_t d = 0; d < idx.size(); ++d) off += idx[d] * v.strides[d];
-    out[static_cast<std::size_t>(i)] = static_cast<double>(p[off]);
-  }
-  return out;
-}
-
-// Fills every element of a host view with NaN.
-template <class T>
-void fill_nan(const kfuse::TensorView& v) {
-  T* p = static_cast<T*>(v.data);
-  const int64_t n = numel_of(v.shape);
-  for (int64_t i = 0; i < n; ++i) {
-    const std::vector<int64_t> idx = unravel(i, v.shape);
-    int64_t off = 0;
-    for (std::size_t d = 0; d < idx.size(); ++d) off += idx[d] * v.strides[d];
-    p[off] = std::numeric_limits<T>::quiet_NaN();
-  }
-}
-
-// kfuse ops return fresh tensors from Tensor::empty (uninitialized memory), so
-// outputs cannot be poisoned from outside. Instead, allocate a tensor of the
-// output's size, fill it with NaN and free it right before the op: the
-// allocator hands the same block to the op's Tensor::empty (glibc reuses a
-// freed chunk of the same size), so any element the kernel does not write
-// reads back as NaN and the comparison fails. Returns the poisoned address
-// (for tests that check the reuse actually happened).
-template <class T>
-const void* poison_heap(const Shape& shape) {
-  kfuse::Tensor t = kfuse::Tensor::empty(shape, kfuse::dtype_of<T>());
-  fill_nan<T>(t.view());
-  return t.view().data;
+  if (v.dtype != kfuse::dtype_of<T>()) throw std::logic_error("read_values: the view's dtype is not T");
+  return values_of(v);
 }
 
 // ---------------------------------------------------------------------------
@@ -300,6 +296,20 @@ double representable(double r) {
   if (std::isfinite(r) && std::fabs(r) > static_cast<double>(std::numeric_limits<T>::max()))
     return r > 0 ? kInf : -kInf;
   return r;
+}
+
+// Norm-wise relative error ||out - ref||_2 / ||ref||_2, skipping NaN and
+// matching infinities of ref; NaN when out and ref disagree on NaN-ness.
+inline double rel_error(const std::vector<double>& out, const std::vector<double>& ref) {
+  if (out.size() != ref.size()) return kNaN;
+  double num = 0.0, den = 0.0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    if (std::isnan(out[i]) != std::isnan(ref[i])) return kNaN;
+    if (std::isnan(ref[i]) || (std::isinf(ref[i]) && out[i] == ref[i])) continue;
+    num += (out[i] - ref[i]) * (out[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
 struct Errors {
@@ -366,13 +376,14 @@ template <class T>
   return ::testing::AssertionSuccess();
 }
 
-// Checks a kfuse output tensor: defined, host, dtype T, the reference's
-// shape, row-major, and every element (compare_values).
+// Checks a kfuse output tensor: defined, in the Kokkos backend's memory,
+// dtype T, the reference's shape, row-major, and every element (compare_values).
 template <class T>
 ::testing::AssertionResult matches(const kfuse::Tensor& out, const Ref& ref, const std::string& what,
                                    double factor = 4.0, double rel_tol = 64 * eps_of<T>()) {
   if (!out.defined()) return ::testing::AssertionFailure() << what << ": output tensor is not defined";
-  if (out.memory() != kfuse::Memory::host) return ::testing::AssertionFailure() << what << ": output is not in host memory";
+  if (out.memory() != kfuse::kokkos_memory())
+    return ::testing::AssertionFailure() << what << ": output is in " << kfuse::to_string(out.memory()) << " memory";
   if (out.dtype() != kfuse::dtype_of<T>())
     return ::testing::AssertionFailure() << what << ": output dtype " << kfuse::to_string(out.dtype());
   if (out.shape() != ref.shape)

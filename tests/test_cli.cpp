@@ -157,7 +157,7 @@ TEST_F(Cli, BadSpecsAndFilesExitWithTwo) {
   std::ofstream(path("junk.json")) << "{not json";
   expect_usage_error(kfuse_cli("run " + quote(path("junk.json"))), "invalid JSON");
   // An input of the wrong shape, an input that is not a .npy file.
-  kfuse::Tensor t = kfuse::Tensor::empty({3}, kfuse::DType::f32);
+  kfuse::Tensor t = kfuse::Tensor::empty({3}, kfuse::DType::f32, kfuse::Memory::host);
   kfuse::write_npy(path("wrong.npy"), t);
   expect_usage_error(kfuse_cli("run " + spec("small/convt_mul_gap.json") + " --input " + quote(path("wrong.npy"))),
                      "wrong.npy");

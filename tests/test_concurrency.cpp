@@ -28,13 +28,12 @@ using kfuse::Tensor;
 constexpr int kThreads = 4;
 constexpr int kRounds = 12;
 
-Tensor host_tensor(const Shape& s, Rng& rng, double lo, double hi) {
-  Tensor t = Tensor::empty(s, DType::f32);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = static_cast<float>(rng.uniform(lo, hi));
-  return t;
+// Random weights and operands (host tensors, as kfuse::Pipeline takes them).
+Tensor host_random(const Shape& s, Rng& rng, double lo, double hi) {
+  return host_tensor(s, random_values(numel_of(s), lo, hi, rng));
 }
 
-std::vector<float> contents(const Tensor& t) { return std::vector<float>(t.data<float>(), t.data<float>() + t.numel()); }
+std::vector<double> contents(const Tensor& t) { return read_values<float>(t.view()); }
 
 // Plans of every strategy, with different team scratch needs (the fold's
 // plane blocks, the epilogue's rows), so that concurrent runs would resize
@@ -42,8 +41,8 @@ std::vector<float> contents(const Tensor& t) { return std::vector<float>(t.data<
 std::vector<Plan> plans() {
   Rng rng(11);
   const Shape xs{3, 6, 13, 11};
-  const Tensor w = host_tensor({6, 5, 3, 3}, rng, -0.5, 0.5), b = host_tensor({5}, rng, -0.5, 0.5);
-  const Tensor e = host_tensor({5, 1, 1}, rng, -1, 1);
+  const Tensor w = host_random({6, 5, 3, 3}, rng, -0.5, 0.5), b = host_random({5}, rng, -0.5, 0.5);
+  const Tensor e = host_random({5, 1, 1}, rng, -1, 1);
   std::vector<Plan> out;
   Pipeline fold(xs);
   fold.conv_transpose2d(w, b, kfuse::ConvTranspose2dParams{}.with_stride(2).with_padding(1)).mean({2, 3}, true).add(e)
@@ -62,10 +61,11 @@ std::vector<Plan> plans() {
 TEST(Concurrency, OnePlanFromSeveralThreadsMatchesSerialRuns) {
   const std::vector<Plan> ps = plans();
   Rng rng(5);
-  std::vector<Tensor> xs;
-  for (int t = 0; t < kThreads; ++t) xs.push_back(host_tensor(ps[0].input_shape(), rng, -1, 1));
+  std::vector<HostTensor<float>> xs;
+  for (int t = 0; t < kThreads; ++t)
+    xs.push_back(random_tensor<float>(ps[0].input_shape(), rng, Layout::contiguous, -1, 1));
   // Serial: what every (plan, input) must give.
-  std::vector<std::vector<std::vector<float>>> want(ps.size());
+  std::vector<std::vector<std::vector<double>>> want(ps.size());
   for (std::size_t k = 0; k < ps.size(); ++k)
     for (int t = 0; t < kThreads; ++t) want[k].push_back(contents(ps[k].run(xs[t])));
 
@@ -94,11 +94,11 @@ TEST(Concurrency, OnePlanFromSeveralThreadsMatchesSerialRuns) {
 TEST(Concurrency, DifferentPlansAndEagerOpsAtOnce) {
   const std::vector<Plan> ps = plans();
   Rng rng(6);
-  const Tensor x = host_tensor(ps[0].input_shape(), rng, -1, 1);
-  std::vector<std::vector<float>> want;
+  const HostTensor<float> x = random_tensor<float>(ps[0].input_shape(), rng, Layout::contiguous, -1, 1);
+  std::vector<std::vector<double>> want;
   for (const Plan& p : ps) want.push_back(contents(p.run(x)));
-  const std::vector<float> want_lse = contents(kfuse::reduce(x, ReduceKind::logsumexp, {1, 3}, true));
-  const std::vector<float> want_sm = contents(kfuse::softmax(x, 2));
+  const std::vector<double> want_lse = contents(kfuse::reduce(x, ReduceKind::logsumexp, {1, 3}, true));
+  const std::vector<double> want_sm = contents(kfuse::softmax(x, 2));
 
   std::atomic<int> wrong{0}, errors{0};
   std::vector<std::thread> pool;

@@ -23,6 +23,7 @@
 // fold (cheap: it sees them when it folds them).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <functional>
@@ -79,10 +80,10 @@ std::string cls(double v) { return std::isnan(v) ? "NaN" : v == kInf ? "+inf" : 
   return ::testing::AssertionSuccess();
 }
 
+// Runs into a new output (NaN until written: main.cpp poisons new tensors).
 template <class T>
 std::vector<double> run_plan(const Plan& plan, const TensorView& x) {
   Tensor out = Tensor::empty(plan.output_shape(), plan.dtype());
-  fill_nan<T>(out.view());
   plan.run(x, out.view());
   return read_values<T>(out.view());
 }
@@ -141,16 +142,17 @@ Problem<T> make_problem(int64_t groups, const std::vector<Edit>& edits, bool mix
 
 template <class T>
 Pipeline make_pipeline(Chain c, const Problem<T>& pr) {
-  const auto own = [](const HostTensor<T>& t) { return Tensor::copy_of(t.view(), Memory::host); };
   Pipeline p(pr.x.view().shape, kfuse::dtype_of<T>());
-  p.conv_transpose2d(own(pr.w), own(pr.b), pr.p);
+  p.conv_transpose2d(pr.w.host_tensor(), pr.b.host_tensor(), pr.p);
   switch (c) {
-    case Chain::gap_bias_lse: p.mean({2, 3}, true).add(own(pr.e)).logsumexp({1}, true).sum({2, 3}).mul(10.0); break;
+    case Chain::gap_bias_lse:
+      p.mean({2, 3}, true).add(pr.e.host_tensor()).logsumexp({1}, true).sum({2, 3}).mul(10.0);
+      break;
     case Chain::mul_gap: p.mul(0.5).mean({2, 3}, true); break;
     case Chain::relu_gap_softmax: p.relu().mean({2, 3}).softmax(1); break;
     case Chain::sum_chw: p.sum({1, 2, 3}); break;
     case Chain::zero_mul_gap: p.mul(0.0).mean({2, 3}); break;
-    case Chain::div_gap: p.div(own(pr.d)).mean({2, 3}); break;
+    case Chain::div_gap: p.div(pr.d.host_tensor()).mean({2, 3}); break;
   }
   return p;
 }
@@ -338,7 +340,7 @@ TYPED_TEST(EdgeCases, FoldTailAtExtremeMagnitudes) {
   const Ref m = reduce_ref(y, ReduceKind::mean, {2, 3}, false);
   for (int which = 0; which < 2; ++which) {
     Pipeline p({5, 1, 1, 1}, kfuse::dtype_of<T>());
-    p.conv_transpose2d(Tensor::copy_of(w.view(), Memory::host)).mean({2, 3});
+    p.conv_transpose2d(w.host_tensor()).mean({2, 3});
     if (which == 0) p.logsumexp({1});
     else p.softmax(1);
     const Ref want = which == 0 ? reduce_ref(m, ReduceKind::logsumexp, {1}, false) : softmax_ref(m, 1);
@@ -353,11 +355,16 @@ TYPED_TEST(EdgeCases, FoldTailAtExtremeMagnitudes) {
 
 // ---- Zero-size axes ------------------------------------------------------------
 
-// A page that faults on any access: the data pointer of views that must not be touched.
+// A page that faults on any access: the data pointer of views that must not
+// be touched. The views claim the Kokkos backend's memory; a GPU kernel
+// faults on this host page too.
 struct NoAccessPage {
   void* p = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ~NoAccessPage() {
     if (p != MAP_FAILED) ::munmap(p, 4096);
+  }
+  TensorView view(DType dtype, Shape shape) const {
+    return TensorView(p, dtype, std::move(shape), kfuse::kokkos_memory());
   }
 };
 
@@ -365,7 +372,7 @@ TYPED_TEST(EdgeCases, EmptyAxesGivePyTorchsResults) {
   using T = TypeParam;
   const NoAccessPage page;
   ASSERT_NE(page.p, MAP_FAILED);
-  const TensorView x(page.p, kfuse::dtype_of<T>(), {2, 0, 3});
+  const TensorView x = page.view(kfuse::dtype_of<T>(), {2, 0, 3});
   // Reductions over the empty axis: sum 0, mean NaN, logsumexp -inf; max/min raise (as torch.amax).
   const auto over_empty = [&](ReduceKind k) { return read_values<T>(kfuse::reduce(x, k, {1}, false).view()); };
   EXPECT_EQ(over_empty(ReduceKind::sum), std::vector<double>(6, 0.0));
@@ -385,12 +392,12 @@ TYPED_TEST(EdgeCases, EmptyAxesGivePyTorchsResults) {
   EXPECT_EQ(kfuse::softmax(x, 1).shape(), Shape({2, 0, 3}));
   EXPECT_EQ(kfuse::softmax(x, 2).shape(), Shape({2, 0, 3}));
   EXPECT_EQ(kfuse::unary(x, kfuse::Unary{kfuse::UnaryKind::gelu}).shape(), Shape({2, 0, 3}));
-  EXPECT_EQ(kfuse::binary(x, TensorView(page.p, kfuse::dtype_of<T>(), {1, 3}), BinaryKind::add).shape(), Shape({2, 0, 3}));
+  EXPECT_EQ(kfuse::binary(x, page.view(kfuse::dtype_of<T>(), {1, 3}), BinaryKind::add).shape(), Shape({2, 0, 3}));
   EXPECT_EQ(kfuse::binary(x, 2.0, BinaryKind::div).shape(), Shape({2, 0, 3}));
   // conv_transpose2d of an empty batch: an empty output.
   Rng rng(1);
   const HostTensor<T> w = random_tensor<T>({4, 3, 3, 3}, rng);
-  EXPECT_EQ(kfuse::conv_transpose2d(TensorView(page.p, kfuse::dtype_of<T>(), {0, 4, 5, 6}), w, std::nullopt,
+  EXPECT_EQ(kfuse::conv_transpose2d(page.view(kfuse::dtype_of<T>(), {0, 4, 5, 6}), w, std::nullopt,
                                     ConvTranspose2dParams{}.with_stride(2))
                 .shape(),
             Shape({0, 3, 11, 13}));
@@ -406,11 +413,11 @@ TYPED_TEST(EdgeCases, EmptyBatchPlansTouchNoMemory) {
   const NoAccessPage page;
   ASSERT_NE(page.p, MAP_FAILED);
   const Problem<T> pr = make_problem<T>(1, {}, false);
-  const auto own = [](const HostTensor<T>& t) { return Tensor::copy_of(t.view(), Memory::host); };
   for (Chain c : {Chain::gap_bias_lse, Chain::mul_gap, Chain::relu_gap_softmax, Chain::sum_chw}) {
     Pipeline p({0, 4, 5, 6}, kfuse::dtype_of<T>());
-    p.conv_transpose2d(own(pr.w), own(pr.b), pr.p);
-    if (c == Chain::gap_bias_lse) p.mean({2, 3}, true).add(own(pr.e)).logsumexp({1}, true).sum({2, 3}).mul(10.0);
+    p.conv_transpose2d(pr.w.host_tensor(), pr.b.host_tensor(), pr.p);
+    if (c == Chain::gap_bias_lse)
+      p.mean({2, 3}, true).add(pr.e.host_tensor()).logsumexp({1}, true).sum({2, 3}).mul(10.0);
     if (c == Chain::mul_gap) p.mul(0.5).mean({2, 3}, true);
     if (c == Chain::relu_gap_softmax) p.relu().mean({2, 3}).softmax(1);
     if (c == Chain::sum_chw) p.sum({1, 2, 3});
@@ -422,8 +429,8 @@ TYPED_TEST(EdgeCases, EmptyBatchPlansTouchNoMemory) {
         continue;  // relu: no fold
       }
       EXPECT_EQ(kfuse::checked_numel(plan->output_shape(), "test", "out"), 0);
-      const TensorView x(page.p, kfuse::dtype_of<T>(), {0, 4, 5, 6});
-      const TensorView out(page.p, kfuse::dtype_of<T>(), plan->output_shape());
+      const TensorView x = page.view(kfuse::dtype_of<T>(), {0, 4, 5, 6});
+      const TensorView out = page.view(kfuse::dtype_of<T>(), plan->output_shape());
       EXPECT_NO_THROW(plan->run(x, out)) << chain_name(c) << " " << kfuse::to_string(s);
       EXPECT_EQ(plan->run(x).numel(), 0);
     }
@@ -431,10 +438,10 @@ TYPED_TEST(EdgeCases, EmptyBatchPlansTouchNoMemory) {
   // Reductions over the empty batch axis itself: sum of nothing is 0, mean NaN.
   for (ReduceKind k : {ReduceKind::sum, ReduceKind::mean, ReduceKind::logsumexp}) {
     Pipeline p({0, 4, 5, 6}, kfuse::dtype_of<T>());
-    p.conv_transpose2d(own(pr.w), own(pr.b), pr.p).reduce(k, {0, 2, 3});
+    p.conv_transpose2d(pr.w.host_tensor(), pr.b.host_tensor(), pr.p).reduce(k, {0, 2, 3});
     const double want = k == ReduceKind::sum ? 0.0 : k == ReduceKind::mean ? kNaN : -kInf;
     for (Strategy s : {Strategy::automatic, Strategy::fused, Strategy::reference}) {
-      const std::vector<double> out = run_plan<T>(Plan(p, {s}), TensorView(page.p, kfuse::dtype_of<T>(), {0, 4, 5, 6}));
+      const std::vector<double> out = run_plan<T>(Plan(p, {s}), page.view(kfuse::dtype_of<T>(), {0, 4, 5, 6}));
       ASSERT_EQ(out.size(), 3u);
       for (double v : out) EXPECT_EQ(cls(v), cls(want)) << kfuse::to_string(k) << " " << kfuse::to_string(s);
       if (std::isfinite(want)) {
@@ -457,20 +464,40 @@ struct Sparse {
 };
 
 // x [3, 2, 3, 4] whose batch stride is 2^31 + 7 elements: offsets reach past
-// 2^32 elements (17 GB of address space). Every op and plan on it must give
-// exactly what it gives on a compact copy (same kernels, same order).
+// 2^32 elements (17 GB). Every op and plan on it must give exactly what it
+// gives on a compact copy with a batch stride of 25, which no kernel reads as
+// one dense block either (same kernels, same order: a GPU reads dense rows
+// in another order). On the host the buffer is a sparse mapping; in CUDA
+// memory it is allocated in full.
 TEST(EdgeCasesBigIndex, OffsetsPastTwoToTheThirtyTwo) {
   const int64_t big = (int64_t(1) << 31) + 7;
   const Shape s{3, 2, 3, 4};
-  Sparse map(static_cast<std::size_t>(2 * big + 48) * sizeof(float));
-  if (map.p == MAP_FAILED) GTEST_SKIP() << "cannot map 17 GB of address space";
-  float* base = static_cast<float*>(map.p);
+  const Memory mem = kfuse::kokkos_memory();
+  std::optional<Sparse> map;
+  Tensor device;
+  float* base = nullptr;
+  if (mem == Memory::host) {
+    map.emplace(static_cast<std::size_t>(2 * big + 48) * sizeof(float));
+    if (map->p == MAP_FAILED) GTEST_SKIP() << "cannot map 17 GB of address space";
+    base = static_cast<float*>(map->p);
+  } else {
+    try {
+      device = Tensor::empty({2 * big + 48}, DType::f32);
+    } catch (const kfuse::Error& e) {
+      GTEST_SKIP() << "cannot allocate 17 GB of device memory: " << e.what();
+    }
+    base = device.data<float>();
+  }
   Rng rng(31);
   const std::vector<double> v = random_values(72, -1.0, 1.0, rng);
+  const std::vector<float> rows(v.begin(), v.end());
   for (int64_t n = 0; n < 3; ++n)
-    for (int64_t j = 0; j < 24; ++j) base[n * big + j] = static_cast<float>(v[n * 24 + j]);
-  const TensorView far(base, DType::f32, s, {big, 12, 4, 1}, Memory::host);
-  const HostTensor<float> near(s, v, Layout::contiguous);
+    kfuse::copy(TensorView::of(rows.data() + n * 24, {24}), TensorView(base + n * big, DType::f32, {24}, mem));
+  const TensorView far(base, DType::f32, s, {big, 12, 4, 1}, mem);
+  std::vector<float> compact(75);
+  for (int64_t n = 0; n < 3; ++n) std::copy(rows.begin() + n * 24, rows.begin() + (n + 1) * 24, compact.begin() + n * 25);
+  const Mirror mirror(compact);
+  const TensorView near = mirror.view(s, {25, 12, 4, 1});
   const auto same = [](const Tensor& a, const Tensor& b) { return read_values<float>(a.view()) == read_values<float>(b.view()); };
 
   EXPECT_TRUE(same(kfuse::unary(far, kfuse::Unary{kfuse::UnaryKind::silu}), kfuse::unary(near, kfuse::Unary{kfuse::UnaryKind::silu})));
@@ -484,7 +511,7 @@ TEST(EdgeCasesBigIndex, OffsetsPastTwoToTheThirtyTwo) {
                    kfuse::conv_transpose2d(near, w, std::nullopt, ConvTranspose2dParams{}.with_stride(2))));
   for (int which = 0; which < 2; ++which) {
     Pipeline p(s);
-    p.conv_transpose2d(Tensor::copy_of(w.view(), Memory::host), std::nullopt, ConvTranspose2dParams{}.with_stride(2));
+    p.conv_transpose2d(w.host_tensor(), std::nullopt, ConvTranspose2dParams{}.with_stride(2));
     if (which == 0) p.mean({2, 3}).logsumexp({1});  // the fold
     else p.gelu().mean({2, 3}).softmax(1);          // the fused epilogue
     for (Strategy st : {Strategy::automatic, Strategy::reference}) {
@@ -492,10 +519,27 @@ TEST(EdgeCasesBigIndex, OffsetsPastTwoToTheThirtyTwo) {
       EXPECT_TRUE(same(plan.run(far), plan.run(near))) << plan.describe();
     }
   }
-  // A copy into a far destination and back.
-  const TensorView far_out(base + 24, DType::f32, s, {big, 12, 4, 1}, Memory::host);
-  kfuse::copy(near, far_out);
-  EXPECT_TRUE(same(Tensor::copy_of(far_out, Memory::host), Tensor::copy_of(near.view(), Memory::host)));
+  // A copy into a far destination and back (on the host only: in CUDA memory
+  // kfuse::copy stages the 17 GB the far view spans through the host).
+  if (mem == Memory::host) {
+    const TensorView far_out(base + 24, DType::f32, s, {big, 12, 4, 1}, Memory::host);
+    kfuse::copy(near, far_out);
+    EXPECT_TRUE(same(Tensor::copy_of(far_out, Memory::host), Tensor::copy_of(near, Memory::host)));
+  }
+}
+
+// kfuse::copy between strided and contiguous views in the memory the Kokkos
+// backend runs on (a strided CUDA view is staged through the host), every layout.
+TEST(EdgeCasesCopy, StridedViewsInEitherMemory) {
+  Rng rng(29);
+  for (Layout layout : strided_layouts()) {
+    const HostTensor<float> src = random_tensor<float>({3, 4, 5, 2}, rng, layout);
+    const Tensor dense = Tensor::copy_of(src.view(), kfuse::kokkos_memory());
+    EXPECT_EQ(read_values<float>(dense.view()), src.ref().v) << layout_name(layout);
+    const HostTensor<float> dst = random_tensor<float>({3, 4, 5, 2}, rng, layout);
+    kfuse::copy(dense.view(), dst.view());
+    EXPECT_EQ(read_values<float>(dst.view()), src.ref().v) << layout_name(layout);
+  }
 }
 
 // More than 2^31 elements in a view over 2^16 floats: rows of ones repeated
@@ -506,14 +550,12 @@ TEST(EdgeCasesBigIndex, OffsetsPastTwoToTheThirtyTwo) {
 // tested past 2^32 above.)
 TEST(EdgeCasesBigIndex, FoldSumsMoreThanTwoToTheThirtyOneElementsExactly) {
   const int64_t rows = (int64_t(1) << 15) + 1, cols = int64_t(1) << 16;
-  std::vector<float> ones(static_cast<std::size_t>(cols), 1.0f);
-  const TensorView x(ones.data(), DType::f32, {1, 1, rows, cols}, {0, 0, 0, 1}, Memory::host);
+  const std::vector<float> ones(static_cast<std::size_t>(cols), 1.0f);
+  const Mirror mirror(ones);
+  const TensorView x = mirror.view({1, 1, rows, cols}, {0, 0, 0, 1});
   ASSERT_GT(x.numel(), int64_t(1) << 31);
-  Tensor w = Tensor::empty({1, 2, 1, 1}, DType::f32);
-  w.data<float>()[0] = 1.0f;
-  w.data<float>()[1] = 0.5f;
   Pipeline p({1, 1, rows, cols});
-  p.conv_transpose2d(w).sum({2, 3});
+  p.conv_transpose2d(host_tensor({1, 2, 1, 1}, {1.0, 0.5})).sum({2, 3});
   const Plan plan(p);
   ASSERT_EQ(plan.strategy(), Strategy::fold);
   const double n = double(rows) * double(cols);
@@ -525,8 +567,9 @@ TEST(EdgeCasesBigIndex, FoldSumsMoreThanTwoToTheThirtyOneElementsExactly) {
 // sum 2^25 + 3 (rounded once, to float), mean 1, logsumexp of zeros log(2^25 + 3).
 TEST(EdgeCasesBigIndex, LongFloat32RowsAreSummedAccurately) {
   const int64_t n = (int64_t(1) << 25) + 3;
-  float one = 1.0f, zero = 0.0f;
-  const TensorView ones(&one, DType::f32, {1, n}, {0, 0}, Memory::host), zeros(&zero, DType::f32, {1, n}, {0, 0}, Memory::host);
+  const std::vector<float> one_zero{1.0f, 0.0f};
+  const Mirror mirror(one_zero);
+  const TensorView ones = mirror.view({1, n}, {0, 0}, 0), zeros = mirror.view({1, n}, {0, 0}, 1);
   const double sum = static_cast<float>(n);
   EXPECT_EQ(read_values<float>(kfuse::reduce(ones, ReduceKind::sum, {1}, false).view())[0], sum);
   EXPECT_NEAR(read_values<float>(kfuse::reduce(zeros, ReduceKind::logsumexp, {1}, false).view())[0], std::log(double(n)), 1e-5);

@@ -49,17 +49,28 @@ using kfuse::TensorView;
   return ::testing::AssertionFailure() << "did not throw";
 }
 
-// Host fp32 buffers big enough for every shape used below; the contents do
-// not matter, the calls must fail before reading them.
+// Buffers in the Kokkos backend's memory, big enough for every shape used
+// below; the contents do not matter, the calls must fail before reading them.
 struct Buffers {
-  std::vector<float> f32 = std::vector<float>(4096, 1.0f);
-  std::vector<double> f64 = std::vector<double>(4096, 1.0);
-  std::vector<uint16_t> f16 = std::vector<uint16_t>(4096, 0);
+  Tensor f32 = Tensor::empty({4096}, DType::f32);
+  Tensor f64 = Tensor::empty({4096}, DType::f64);
+  Tensor f16 = Tensor::empty({4096}, DType::f16);
 
-  TensorView f(Shape s) { return TensorView(f32.data(), DType::f32, std::move(s)); }
-  TensorView d(Shape s) { return TensorView(f64.data(), DType::f64, std::move(s)); }
-  TensorView h(Shape s) { return TensorView(f16.data(), DType::f16, std::move(s)); }
-  TensorView cuda(Shape s) { return TensorView(f32.data(), DType::f32, std::move(s), Memory::cuda); }
+  TensorView f(Shape s) const { return over(f32, DType::f32, std::move(s)); }
+  TensorView d(Shape s) const { return over(f64, DType::f64, std::move(s)); }
+  TensorView h(Shape s) const { return over(f16, DType::f16, std::move(s)); }
+  TensorView bf(Shape s) const { return over(f16, DType::bf16, std::move(s)); }
+  // Claims the memory the Kokkos backend cannot access (never read).
+  TensorView foreign(Shape s) const {
+    TensorView v = f(std::move(s));
+    v.memory = kfuse::kokkos_memory() == Memory::host ? Memory::cuda : Memory::host;
+    return v;
+  }
+
+ private:
+  static TensorView over(const Tensor& t, DType d, Shape s) {
+    return TensorView(t.view().data, d, std::move(s), t.memory());
+  }
 };
 
 ConvTranspose2dParams conv_params(int64_t s, int64_t p, int64_t op, int64_t d, int64_t g = 1) {
@@ -225,21 +236,21 @@ TEST(Errors, ElementCountOverflow) {
                      {"myop", "x", "negative"}));
 
   // A view whose shape overflows, given to every op: the op and the argument are named.
-  float dummy = 0.0f;
-  const TensorView huge(&dummy, DType::f32, Shape{big, big, 4});
+  Buffers b;
+  const TensorView huge = b.f({big, big, 4});
   EXPECT_TRUE(throws([&] { kfuse::unary(huge, kfuse::Unary{kfuse::UnaryKind::relu}); }, ErrorCategory::overflow,
                      {"relu", "input", "2^63-1"}));
   EXPECT_TRUE(throws([&] { kfuse::reduce(huge, kfuse::ReduceKind::sum, {0}, false); }, ErrorCategory::overflow,
                      {"sum", "input"}));
   EXPECT_TRUE(throws([&] { kfuse::softmax(huge, 0); }, ErrorCategory::overflow, {"softmax", "input"}));
   EXPECT_TRUE(throws([&] { kfuse::binary(huge, 1.0, kfuse::BinaryKind::add); }, ErrorCategory::overflow, {"add", "lhs"}));
-  EXPECT_TRUE(throws([&] { kfuse::binary(TensorView(&dummy, DType::f32, Shape{1}), huge, kfuse::BinaryKind::max); },
-                     ErrorCategory::overflow, {"max", "rhs"}));
-  const TensorView huge4(&dummy, DType::f32, Shape{big, big, 2, 2});
-  EXPECT_TRUE(throws([&] { kfuse::conv_transpose2d(huge4, TensorView(&dummy, DType::f32, Shape{big, 1, 1, 1}), std::nullopt, {}); },
+  EXPECT_TRUE(throws([&] { kfuse::binary(b.f({1}), huge, kfuse::BinaryKind::max); }, ErrorCategory::overflow,
+                     {"max", "rhs"}));
+  EXPECT_TRUE(throws([&] { kfuse::conv_transpose2d(b.f({big, big, 2, 2}), b.f({big, 1, 1, 1}), std::nullopt, {}); },
                      ErrorCategory::overflow, {kConv, "input"}));
   // Shape fine, but the strides reach past 2^63-1 elements.
-  const TensorView far(&dummy, DType::f32, Shape{4, 2}, Shape{int64_t(1) << 62, 1}, Memory::host);
+  TensorView far = b.f({4, 2});
+  far.strides = {int64_t(1) << 62, 1};
   EXPECT_TRUE(throws([&] { kfuse::unary(far, kfuse::Unary{kfuse::UnaryKind::neg}); }, ErrorCategory::overflow,
                      {"neg", "input", "strides", "2^63-1"}));
   // The conv's output element count overflows although its inputs do not.
@@ -271,68 +282,74 @@ TEST(Errors, UnsupportedDtypeOnKokkos) {
   EXPECT_TRUE(throws([&] { kfuse::softmax(b.h({2, 3}), 1); }, ErrorCategory::unsupported, with("softmax", f16)));
   EXPECT_TRUE(throws([&] { kfuse::conv_transpose2d(b.h({1, 2, 3, 3}), b.h({2, 1, 2, 2}), std::nullopt, {}); },
                      ErrorCategory::unsupported, with(kConv, f16)));
-  std::vector<uint16_t> bf(16, 0);
-  EXPECT_TRUE(throws([&] { kfuse::unary(TensorView(bf.data(), DType::bf16, Shape{4}), kfuse::Unary{}); },
-                     ErrorCategory::unsupported, {"relu", "bfloat16"}));
+  EXPECT_TRUE(throws([&] { kfuse::unary(b.bf({4}), kfuse::Unary{}); }, ErrorCategory::unsupported,
+                     {"relu", "bfloat16"}));
 }
 
-TEST(Errors, CudaMemoryOnKokkosSerial) {
-  if (kfuse::kKokkosOnCuda) GTEST_SKIP() << "Kokkos runs on CUDA in this build";
+// CUDA memory when Kokkos runs on the host, host memory when it runs on CUDA.
+TEST(Errors, MemoryTheKokkosBackendCannotAccess) {
   Buffers b;
-  const std::vector<std::string> parts = {"cuda memory", "Kokkos backend"};
+  const std::string memory = std::string(kfuse::to_string(b.foreign({1}).memory)) + " memory";
+  const std::vector<std::string> parts = {memory, "Kokkos backend"};
   auto with = [](std::vector<std::string> head, const std::vector<std::string>& tail) {
     head.insert(head.end(), tail.begin(), tail.end());
     return head;
   };
-  EXPECT_TRUE(throws([&] { kfuse::unary(b.cuda({2, 3}), kfuse::Unary{kfuse::UnaryKind::exp}); }, ErrorCategory::unsupported,
-                     with({"exp", "input"}, parts)));
-  EXPECT_TRUE(throws([&] { kfuse::binary(b.f({2, 3}), b.cuda({3}), kfuse::BinaryKind::add); }, ErrorCategory::unsupported,
-                     with({"add", "rhs"}, parts)));
-  EXPECT_TRUE(throws([&] { kfuse::binary(b.cuda({2, 3}), 1.0, kfuse::BinaryKind::add); }, ErrorCategory::unsupported,
+  EXPECT_TRUE(throws([&] { kfuse::unary(b.foreign({2, 3}), kfuse::Unary{kfuse::UnaryKind::exp}); },
+                     ErrorCategory::unsupported, with({"exp", "input"}, parts)));
+  EXPECT_TRUE(throws([&] { kfuse::binary(b.f({2, 3}), b.foreign({3}), kfuse::BinaryKind::add); },
+                     ErrorCategory::unsupported, with({"add", "rhs"}, parts)));
+  EXPECT_TRUE(throws([&] { kfuse::binary(b.foreign({2, 3}), 1.0, kfuse::BinaryKind::add); }, ErrorCategory::unsupported,
                      with({"add", "lhs"}, parts)));
-  EXPECT_TRUE(throws([&] { kfuse::reduce(b.cuda({2, 3}), kfuse::ReduceKind::sum, {1}, false); }, ErrorCategory::unsupported,
-                     with({"sum", "input"}, parts)));
-  EXPECT_TRUE(throws([&] { kfuse::softmax(b.cuda({2, 3}), 0); }, ErrorCategory::unsupported, with({"softmax", "input"}, parts)));
-  EXPECT_TRUE(throws([&] { kfuse::conv_transpose2d(b.f({1, 2, 3, 3}), b.cuda({2, 1, 2, 2}), std::nullopt, {}); },
+  EXPECT_TRUE(throws([&] { kfuse::reduce(b.foreign({2, 3}), kfuse::ReduceKind::sum, {1}, false); },
+                     ErrorCategory::unsupported, with({"sum", "input"}, parts)));
+  EXPECT_TRUE(throws([&] { kfuse::softmax(b.foreign({2, 3}), 0); }, ErrorCategory::unsupported,
+                     with({"softmax", "input"}, parts)));
+  EXPECT_TRUE(throws([&] { kfuse::conv_transpose2d(b.f({1, 2, 3, 3}), b.foreign({2, 1, 2, 2}), std::nullopt, {}); },
                      ErrorCategory::unsupported, with({kConv, "weight"}, parts)));
-  EXPECT_TRUE(throws([&] { kfuse::conv_transpose2d(b.f({1, 2, 3, 3}), b.f({2, 1, 2, 2}), b.cuda({1}), {}); },
+  EXPECT_TRUE(throws([&] { kfuse::conv_transpose2d(b.f({1, 2, 3, 3}), b.f({2, 1, 2, 2}), b.foreign({1}), {}); },
                      ErrorCategory::unsupported, with({kConv, "bias"}, parts)));
 }
 
 TEST(Errors, CudaTensorWithoutCudaOrWithoutGpu) {
   float x[3] = {1, 2, 3};
 #ifdef KFUSE_HAVE_CUDA
-  // Built with CUDA: on a machine with a GPU the round trip works; without
-  // one, the allocation is a clean backend error naming what failed.
-  try {
-    Tensor d = Tensor::copy_of(TensorView::of(x, {3}), Memory::cuda);
-    Tensor back = Tensor::copy_of(d.view(), Memory::host);
-    EXPECT_EQ(back.data<float>()[2], 3.0f);
-  } catch (const kfuse::Error& e) {
-    EXPECT_EQ(e.category(), ErrorCategory::backend) << e.what();
-    EXPECT_NE(std::string(e.what()).find("allocating 12 bytes of device memory"), std::string::npos) << e.what();
-  }
+  constexpr bool cuda_runtime = true;
 #else
-  // This build has no CUDA backend: device memory cannot be allocated.
-  EXPECT_TRUE(throws([&] { Tensor::empty({2, 3}, DType::f32, Memory::cuda); }, ErrorCategory::unsupported,
-                     {"without CUDA"}));
-  EXPECT_TRUE(throws([&] { Tensor::copy_of(TensorView::of(x, {3}), Memory::cuda); }, ErrorCategory::unsupported,
-                     {"without CUDA"}));
+  constexpr bool cuda_runtime = kfuse::kKokkosOnCuda;  // kfuse then allocates through the CUDA runtime too
 #endif
+  if (cuda_runtime) {
+    // Built with CUDA: on a machine with a GPU the round trip works; without
+    // one, the allocation is a clean backend error naming what failed.
+    try {
+      Tensor d = Tensor::copy_of(TensorView::of(x, {3}), Memory::cuda);
+      Tensor back = Tensor::copy_of(d.view(), Memory::host);
+      EXPECT_EQ(back.data<float>()[2], 3.0f);
+    } catch (const kfuse::Error& e) {
+      EXPECT_EQ(e.category(), ErrorCategory::backend) << e.what();
+      EXPECT_NE(std::string(e.what()).find("allocating 12 bytes of device memory"), std::string::npos) << e.what();
+    }
+  } else {
+    // Without CUDA device memory cannot be allocated.
+    EXPECT_TRUE(throws([&] { Tensor::empty({2, 3}, DType::f32, Memory::cuda); }, ErrorCategory::unsupported,
+                       {"without CUDA"}));
+    EXPECT_TRUE(throws([&] { Tensor::copy_of(TensorView::of(x, {3}), Memory::cuda); }, ErrorCategory::unsupported,
+                       {"without CUDA"}));
+  }
 }
 
 TEST(Errors, MalformedViews) {
-  float x[4] = {1, 2, 3, 4};
-  TensorView bad_strides(x, DType::f32, Shape{2, 2});
+  Buffers b;
+  TensorView bad_strides = b.f({2, 2});
   bad_strides.strides = {1};
   EXPECT_TRUE(throws([&] { kfuse::unary(bad_strides, kfuse::Unary{}); }, ErrorCategory::invalid_argument,
                      {"relu", "input", "1 strides", "rank 2"}));
-  const TensorView null_data(nullptr, DType::f32, Shape{2});
+  const TensorView null_data(nullptr, DType::f32, Shape{2}, kfuse::kokkos_memory());
   EXPECT_TRUE(throws([&] { kfuse::softmax(null_data, 0); }, ErrorCategory::invalid_argument, {"softmax", "input", "null"}));
-  const TensorView negative(x, DType::f32, Shape{2, -1});
+  const TensorView negative = b.f({2, -1});
   EXPECT_TRUE(throws([&] { kfuse::reduce(negative, kfuse::ReduceKind::sum, {0}, false); }, ErrorCategory::invalid_argument,
                      {"sum", "input", "negative", "[2, -1]"}));
-  const TensorView rank9(x, DType::f32, Shape(9, 1));
+  const TensorView rank9 = b.f(Shape(9, 1));
   EXPECT_TRUE(throws([&] { kfuse::unary(rank9, kfuse::Unary{}); }, ErrorCategory::unsupported, {"relu", "rank 9", "8"}));
 }
 

@@ -69,7 +69,7 @@ class Npy : public ::testing::Test {
 
 template <class T>
 Tensor filled(const Shape& shape) {
-  Tensor t = Tensor::empty(shape, kfuse::dtype_of<T>());
+  Tensor t = Tensor::empty(shape, kfuse::dtype_of<T>(), kfuse::Memory::host);
   T* p = t.data<T>();
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<T>(0.25 * static_cast<double>(i) - 3.0 + 1e-3 * (i % 7));
   return t;
@@ -109,7 +109,7 @@ TEST_F(Npy, RoundTripFloat32AndFloat64AllRanks) {
 
 TEST_F(Npy, RoundTripEmptyArrays) {
   for (const Shape& s : std::vector<Shape>{{0}, {3, 0}, {2, 0, 4}}) {
-    const Tensor a = Tensor::empty(s, DType::f32);
+    const Tensor a = Tensor::empty(s, DType::f32, kfuse::Memory::host);
     kfuse::write_npy(path("e.npy"), a);
     const Tensor r = kfuse::read_npy(path("e.npy"));
     EXPECT_EQ(r.shape(), s);
@@ -254,7 +254,7 @@ TEST_F(Npy, ParseHeaderFromMemory) {
 }
 
 TEST_F(Npy, WriteErrors) {
-  const Tensor h = Tensor::empty({2}, DType::f16);
+  const Tensor h = Tensor::empty({2}, DType::f16, kfuse::Memory::host);
   try {
     kfuse::write_npy(path("h.npy"), h);
     FAIL();

@@ -232,7 +232,7 @@ TEST(Generate, Float32IsTheRoundedFloat64) {
 }
 
 TEST(Cast, HalfAndBfloat16RoundToNearestEven) {
-  const Tensor src = Tensor::empty({8}, DType::f32);
+  const Tensor src = Tensor::empty({8}, DType::f32, kfuse::Memory::host);
   const float vals[8] = {1.0f, -2.5f, 65504.0f, 1e6f, 5.96046448e-08f, 1.0009765625f, 0.0f, 3.0f};
   for (int i = 0; i < 8; ++i) src.data<float>()[i] = vals[i];
   const Tensor h = kfuse::cast(kfuse::cast(src, DType::f16), DType::f32);
