@@ -329,14 +329,6 @@ __global__ void __launch_bounds__(256, 1) fold_contract_tail(const ContractArgs<
 
 // ---- Host side ----------------------------------------------------------------------
 
-int largest_segment(const int64_t* cut, int segments) {
-  int best = -1;
-  int64_t size = -1;
-  for (int s = 0; s < segments; ++s)
-    if (cut[s + 1] - cut[s] > size) size = cut[s + 1] - cut[s], best = s;
-  return best;
-}
-
 template <class T, class A, class O>
 void fold(const FoldStep<A>& step, const TensorView& x, const TensorView& out) {
   using S = A;  // plane sums: fp32 for f32/f16/bf16 inputs, fp64 for f64
@@ -357,14 +349,13 @@ void fold(const FoldStep<A>& step, const TensorView& x, const TensorView& out) {
   auto k1 = small ? fold_plane_sums<T, S, int> : fold_plane_sums<T, S, int64_t>;
 
   FoldLaunch L{};
-  const int mr = largest_segment(g.row_cut, g.row_segments), mc = largest_segment(g.col_cut, g.col_segments);
-  if (mr >= 0 && mc >= 0) {
-    L.rlo = g.row_cut[mr], L.rhi = g.row_cut[mr + 1], L.clo = g.col_cut[mc], L.chi = g.col_cut[mc + 1];
-    L.main_block = mr * g.col_segments + mc;
+  const FoldGeometry::Block m = g.largest_block();
+  L.main_block = m.index;
+  if (m.index >= 0) {
+    const int mc = m.index % g.col_segments;
+    L.rlo = m.rlo, L.rhi = m.rhi, L.clo = m.clo, L.chi = m.chi;
     L.cl2 = mc > 0 ? g.col_cut[mc - 1] : L.clo;
     L.cr2 = mc + 1 < g.col_segments ? g.col_cut[mc + 2] : L.chi;
-  } else {
-    L.main_block = -1;
   }
   L.contiguous = (g.W == 1 || g.xs[3] == 1) && (g.H == 1 || g.xs[2] == g.W);
 

@@ -1,5 +1,8 @@
 // kfuse_perf: times kfuse's plans on the GPU against a device-to-device copy
-// measured in the same process (DESIGN.md section 9).
+// measured in the same process (DESIGN.md section 9). Built with the CUDA
+// backend (its kernels run the plans) or against a Kokkos with CUDA (the Kokkos
+// kernels run them: device time is then the wall time of Plan::run, which
+// ends with a fence).
 //
 // For each problem: random inputs (never zeros), a warm-up, then >= 50 timed
 // runs, each after flushing L2 (a memset of twice the L2 size), medians and
@@ -14,8 +17,14 @@
 // Writes <out>/<gpu>-<date>.json and .md; with --export DIR, the seed
 // problems' inputs, weights and kfuse outputs as .npy for torch_compare.py.
 //
+// With --tuning, the spec problems and the spatial mean again three times:
+// untuned (every kernel forced to the baseline, 4 warps and depth 2), the
+// rules (KFUSE_TUNING=off: section 7 and the architecture table) and tuned
+// (autotune into a fresh cache); the JSON and the Markdown list each kernel's
+// measured candidates.
+//
 //   kfuse_perf --specs specs --out perf/results [--reps 50] [--export DIR]
-//              [--only NAME] [--no-weak] [--sweep] [--ncu-mode]
+//              [--only NAME] [--no-weak] [--sweep] [--tuning] [--ncu-mode]
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -33,7 +42,12 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>  // getpid
+
+#ifdef KFUSE_HAVE_CUDA
 #include "backends/cuda/context.hpp"
+#endif
+#include "kfuse/kokkos.hpp"
 #include "kfuse/npy.hpp"
 #include "kfuse/plan.hpp"
 #include "kfuse/runtime.hpp"
@@ -61,6 +75,7 @@ struct Options {
   int warmup = 5;
   bool weak = true;
   bool sweep = false;
+  bool tuning = false;
   bool ncu = false;  // one run per case, no flush, no copy benchmark (under ncu)
 };
 
@@ -135,7 +150,7 @@ void fill_random(const TensorView& t, uint64_t seed, double lo = 0.0, double hi 
   const std::size_t bytes = t.bytes();
   const std::size_t es = size_of(t.dtype);
   const std::size_t block_elems = std::min<std::size_t>(bytes / es, (64u << 20) / es);
-  Tensor d = Tensor::empty({int64_t(block_elems)}, DType::f64);
+  Tensor d = Tensor::empty({int64_t(block_elems)}, DType::f64, Memory::host);
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> u(lo, hi);
   for (std::size_t i = 0; i < block_elems; ++i) d.data<double>()[i] = u(rng);
@@ -168,7 +183,9 @@ struct Timing {
 
 // Times plan.run(x, out): warm-up, then reps runs after an L2 flush each.
 Timing time_plan(const Plan& plan, const TensorView& x, const TensorView& out, const Options& o, Flusher& fl) {
+#ifdef KFUSE_HAVE_CUDA
   detail::cuda::set_device_timing(true);
+#endif
   for (int i = 0; i < (o.ncu ? 1 : o.warmup); ++i) plan.run(x, out);
   std::vector<double> dev, wall;
   const int reps = o.ncu ? 1 : o.reps;
@@ -178,9 +195,15 @@ Timing time_plan(const Plan& plan, const TensorView& x, const TensorView& out, c
     plan.run(x, out);
     const auto t1 = std::chrono::steady_clock::now();
     wall.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+#ifdef KFUSE_HAVE_CUDA
     dev.push_back(detail::cuda::last_device_ms());
+#else
+    dev.push_back(wall.back());
+#endif
   }
+#ifdef KFUSE_HAVE_CUDA
   detail::cuda::set_device_timing(false);
+#endif
   return Timing{stats(dev), stats(wall)};
 }
 
@@ -192,7 +215,7 @@ struct Context {
   std::unique_ptr<Flusher> flusher;
 };
 
-json record(Context& c, const std::string& name, const std::string& group, const Plan& plan, const Timing& t,
+json& record(Context& c, const std::string& name, const std::string& group, const Plan& plan, const Timing& t,
             double rel_err = std::nan("")) {
   const double floor_ms = c.copy_gbps > 0 ? double(plan.floor_bytes()) / (c.copy_gbps * 1e9) * 1e3 : 0;
   json j;
@@ -219,7 +242,7 @@ json record(Context& c, const std::string& name, const std::string& group, const
               std::isnan(rel_err) ? "" : detail::cat("  rel err ", rel_err).c_str());
   std::fflush(stdout);
   c.cases.push_back(j);
-  return j;
+  return c.cases.back();
 }
 
 
@@ -243,12 +266,26 @@ void export_problem(const std::string& dir, const std::string& name, const Spec&
   write_npy(p + "kfuse_out.npy", f32(out.view()).view());
 }
 
+// This process's tuning decisions: per kernel and shape class, the choice, why,
+// and the measured candidates.
+json decisions_json() {
+  json out = json::array();
+  for (const TuningDecision& d : tuning_decisions()) {
+    json j{{"kernel", d.kernel}, {"shape_class", d.shape_class}, {"source", d.source}, {"why", d.why},
+           {"chosen", detail::cat(d.chosen.warps, "x", d.chosen.depth)}};
+    j["candidates"] = json::array();
+    for (const TuningDecision::Candidate& k : d.candidates)
+      j["candidates"].push_back({{"config", detail::cat(k.config.warps, "x", k.config.depth)}, {"ms", k.ms}});
+    out.push_back(j);
+  }
+  return out;
+}
+
 // A spec problem in `dtype` (the spec's own when nullopt): time, check against
 // the float64 host plan, export.
 struct SweepPoint {
   std::string name;
-  detail::cuda::Overrides ov;
-  int fold_warps = 0;  // forces cuda::fold_plane_sums to this many warps (0: the tuner's choice)
+  std::function<void()> apply;  // sets the launch choice (undone after the sweep)
 };
 
 void run_spec(Context& c, const std::string& path, const std::string& name, std::optional<DType> dtype,
@@ -264,29 +301,45 @@ void run_spec(Context& c, const std::string& path, const std::string& name, std:
   ck(cudaMemset(out.view().data, 0xFF, out.view().bytes()), "poison");
   const Timing t = time_plan(plan, dx.view(), out.view(), c.opt, *c.flusher);
   double err = std::nan("");
+  std::vector<double> ref_values;
   if (!c.opt.ncu) {
     // float64 host reference on the same values (the fold on the host: one pass over x).
     const Spec ref = load_spec(path, DType::f64);
-    const Plan hp(ref.pipeline, PlanOptions{});
+    PlanOptions host;
+    host.memory = Memory::host;
+    const Plan hp(ref.pipeline, host);
     const Tensor hx64 = cast(hx.view(), DType::f64);
     const Tensor r = hp.run(hx64.view());
-    err = rel_error(host_values(out.view()), std::vector<double>(r.data<double>(), r.data<double>() + r.numel()));
+    ref_values.assign(r.data<double>(), r.data<double>() + r.numel());
+    err = rel_error(host_values(out.view()), ref_values);
     if (!c.opt.export_dir.empty() && strategy == Strategy::automatic && name.rfind("sweep", 0) != 0) export_problem(c.opt.export_dir, name, spec, hx, out.view());
   }
   record(c, name, "spec", plan, t, err);
-  // The same plan and input under other launch choices (overrides of the CUDA
-  // backend, forced warps; a KFUSE_TUNING_FORCE of the plane sums ends with the sweep).
-  const detail::cuda::Overrides saved = detail::cuda::overrides();
+  // The same plan and input under other launch choices.
   for (const SweepPoint& sp : sweep) {
-    detail::cuda::overrides() = sp.ov;
-    force_launch("cuda::fold_plane_sums", sp.fold_warps ? std::optional<LaunchChoice>(LaunchChoice{sp.fold_warps, 2})
-                                                        : std::nullopt);
+    sp.apply();
     ck(cudaMemset(out.view().data, 0xFF, out.view().bytes()), "poison");
     const Timing ts = time_plan(plan, dx.view(), out.view(), c.opt, *c.flusher);
     record(c, name + "_" + sp.name, "sweep", plan, ts);
   }
-  detail::cuda::overrides() = saved;
-  if (!sweep.empty()) force_launch("cuda::fold_plane_sums", std::nullopt);
+  if (!c.opt.tuning || c.opt.ncu) return;
+  // Untuned, rules, tuned (the header); the tuner's decisions of the tuned run kept per kernel.
+  const std::string cache = c.opt.out + "/.tuning-cache-" + std::to_string(::getpid()) + ".json";
+  const std::pair<const char*, std::function<void()>> variants[] = {
+      {"untuned", [] { set_tuning_mode(TuningMode::off), force_launch("*", LaunchChoice{4, 2}); }},
+      {"rules", [] { force_launch("*", std::nullopt), set_tuning_mode(TuningMode::off); }},
+      {"tuned", [&] { set_tuning_cache_path(cache), set_tuning_mode(TuningMode::autotune); }},
+  };
+  for (const auto& [variant, apply] : variants) {
+    clear_tuning_decisions();
+    apply();
+    ck(cudaMemset(out.view().data, 0xFF, out.view().bytes()), "poison");
+    const Timing tv = time_plan(plan, dx.view(), out.view(), c.opt, *c.flusher);
+    json& j = record(c, name + "_" + variant, "tuning", plan, tv, rel_error(host_values(out.view()), ref_values));
+    j["tuning"] = decisions_json();
+  }
+  std::remove(cache.c_str());
+  set_tuning_mode(TuningMode::cached);
 }
 
 // A pipeline without a front op over a large random x: the epilogue kernels alone.
@@ -309,8 +362,8 @@ void run_weak(Context& c, int64_t hw, DType dtype) {
   const Shape xs{16, 64, hw, hw};
   std::mt19937_64 rng(5);
   std::uniform_real_distribution<double> u(-1.0 / 24, 1.0 / 24);
-  Tensor w = Tensor::empty({64, 128, 3, 3}, DType::f32), b = Tensor::empty({128}, DType::f32),
-         b2 = Tensor::empty({128, 1, 1}, DType::f32);
+  Tensor w = Tensor::empty({64, 128, 3, 3}, DType::f32, Memory::host), b = Tensor::empty({128}, DType::f32, Memory::host),
+         b2 = Tensor::empty({128, 1, 1}, DType::f32, Memory::host);
   for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = float(u(rng));
   for (int64_t i = 0; i < 128; ++i) b.data<float>()[i] = float(u(rng)), b2.data<float>()[i] = float(u(rng) * 24);
   Pipeline p(xs, dtype);
@@ -342,6 +395,7 @@ void write_markdown(const json& j, const std::string& path) {
   std::ofstream md(path);
   md << "# kfuse perf: " << j["device"]["name"].get<std::string>() << ", " << j["date"].get<std::string>() << ", commit "
      << j["commit"].get<std::string>() << "\n\n";
+  md << "Build: " << j["build"].get<std::string>() << "; timing: " << j["timing"].get<std::string>() << ".\n\n";
   md << "Device-to-device copy: " << j["copy_GBps"].get<double>() << " GB/s (read + write). Device time: events around "
         "the backend's launches (launch gaps included); wall: Plan::run on the host. Medians of "
      << j["reps"].get<int>() << " runs, L2 flushed before each.\n\n";
@@ -357,6 +411,24 @@ void write_markdown(const json& j, const std::string& path) {
                   100 * c["fraction_of_copy_bw"].get<double>(),
                   c.contains("rel_err_vs_fp64_host") ? detail::cat(c["rel_err_vs_fp64_host"].get<double>()).c_str() : "");
     md << line;
+  }
+  // The tuned runs' decisions: each kernel's measured candidates (baseline first).
+  bool header = false;
+  for (const json& c : j["cases"]) {
+    if (!c.contains("tuning") || c["name"].get<std::string>().find("_tuned") == std::string::npos) continue;
+    for (const json& d : c["tuning"]) {
+      if (!header) {
+        md << "\nTuned runs, per kernel: the candidates measured by the tuner (median of 5 runs of the kernel alone, "
+              "baseline 4x2 first; a winner must beat it by 2%).\n\n| problem | kernel | shape class | candidates (ms) | "
+              "chosen | source |\n|---|---|---|---|---|---|\n";
+        header = true;
+      }
+      std::string cands;
+      for (const json& k : d["candidates"]) cands += detail::cat(cands.empty() ? "" : ", ", k["config"].get<std::string>(), ": ", k["ms"].get<double>());
+      md << "| " << c["name"].get<std::string>() << " | " << d["kernel"].get<std::string>() << " | "
+         << d["shape_class"].get<std::string>() << " | " << cands << " | " << d["chosen"].get<std::string>() << " | "
+         << d["source"].get<std::string>() << " |\n";
+    }
   }
 }
 
@@ -380,10 +452,11 @@ int main(int argc, char** argv) {
     else if (a == "--reps") o.reps = std::max(50, std::atoi(next().c_str()));
     else if (a == "--no-weak") o.weak = false;
     else if (a == "--sweep") o.sweep = true;
+    else if (a == "--tuning") o.tuning = true;
     else if (a == "--ncu-mode") o.ncu = true, o.weak = false;
     else {
       std::fprintf(stderr, "usage: kfuse_perf [--specs DIR] [--out DIR] [--export DIR] [--only NAME] [--reps N>=50] "
-                           "[--no-weak] [--sweep] [--ncu-mode]\n");
+                           "[--no-weak] [--sweep] [--tuning] [--ncu-mode]\n");
       return 2;
     }
   }
@@ -400,26 +473,37 @@ int main(int argc, char** argv) {
 
   const auto want = [&](const std::string& n) { return o.only.empty() || n.find(o.only) != std::string::npos; };
   const std::string s1 = o.specs + "/convt_gap_bias_lse.json", s2 = o.specs + "/convt_mul_gap.json";
-  // Launch choices of the fold swept with --sweep: warps x row chunks, and PDL off.
+  // Launch choices of the CUDA backend's fold swept with --sweep: warps x row chunks, and PDL off.
   std::vector<SweepPoint> sweep;
+#ifdef KFUSE_HAVE_CUDA
   if (o.sweep) {
     const detail::cuda::Overrides base = detail::cuda::overrides();
     for (int warps : {4, 8})
-      for (int chunks : {0, 1, 2, 4}) {
-        SweepPoint sp{detail::cat("w", warps, "_c", chunks), base, warps};
-        sp.ov.fold_chunks = chunks;
-        sweep.push_back(sp);
-      }
-    SweepPoint nopdl{"nopdl", base};
-    nopdl.ov.pdl = false;
-    sweep.push_back(nopdl);
+      for (int chunks : {0, 1, 2, 4})
+        sweep.push_back({detail::cat("w", warps, "_c", chunks), [base, warps, chunks] {
+                           detail::cuda::overrides() = base;
+                           detail::cuda::overrides().fold_chunks = chunks;
+                           force_launch("cuda::fold_plane_sums", LaunchChoice{warps, 2});
+                         }});
+    sweep.push_back({"nopdl", [base] {
+                       detail::cuda::overrides() = base;
+                       detail::cuda::overrides().pdl = false;
+                       force_launch("cuda::fold_plane_sums", std::nullopt);
+                     }});
+    sweep.push_back({"default", [base] { detail::cuda::overrides() = base; }});
   }
+  constexpr bool kCudaBackend = true;
+#else
+  constexpr bool kCudaBackend = false;  // the Kokkos kernels: float32 and float64, no cuDNN
+#endif
   try {
     if (want("convt_gap_bias_lse")) run_spec(c, s1, "convt_gap_bias_lse", std::nullopt, Strategy::automatic, sweep);
     if (want("convt_mul_gap")) run_spec(c, s2, "convt_mul_gap", std::nullopt, Strategy::automatic, sweep);
-    if (want("convt_gap_bias_lse_bf16")) run_spec(c, s1, "convt_gap_bias_lse_bf16", DType::bf16);
-    if (want("convt_mul_gap_bf16")) run_spec(c, s2, "convt_mul_gap_bf16", DType::bf16);
-    if (want("convt_mul_gap_fused")) run_spec(c, s2, "convt_mul_gap_fused_cudnn", std::nullopt, Strategy::fused);
+    if (want("spatial_mean")) run_spec(c, o.specs + "/spatial_mean.json", "spatial_mean", std::nullopt);
+    if (kCudaBackend && want("convt_gap_bias_lse_bf16")) run_spec(c, s1, "convt_gap_bias_lse_bf16", DType::bf16);
+    if (kCudaBackend && want("convt_mul_gap_bf16")) run_spec(c, s2, "convt_mul_gap_bf16", DType::bf16);
+    if (kCudaBackend && want("convt_mul_gap_fused"))
+      run_spec(c, s2, "convt_mul_gap_fused_cudnn", std::nullopt, Strategy::fused);
     const Shape big{16, 128, 256, 256};
     if (want("epi_mean_hw")) run_epilogue(c, "epi_mean_hw", big, [](Pipeline& p) { p.mean({2, 3}); });
     if (want("epi_lse_c")) run_epilogue(c, "epi_lse_c", big, [](Pipeline& p) { p.logsumexp({1}, true); });
@@ -427,7 +511,7 @@ int main(int argc, char** argv) {
     if (want("epi_softmax_w")) run_epilogue(c, "epi_softmax_w", big, [](Pipeline& p) { p.softmax(3); });
     if (want("epi_softmax_c")) run_epilogue(c, "epi_softmax_c", big, [](Pipeline& p) { p.softmax(1); });
     if (want("epi_gap_tail")) run_epilogue(c, "epi_mean_bias_lse_tail", big, [](Pipeline& p) {
-      Tensor b = Tensor::empty({128, 1, 1}, DType::f32);
+      Tensor b = Tensor::empty({128, 1, 1}, DType::f32, Memory::host);
       for (int64_t i = 0; i < 128; ++i) b.data<float>()[i] = float(0.01 * i);
       p.mean({2, 3}, true).add(b).logsumexp({1}, true).mul(10.0);
     });
@@ -446,6 +530,8 @@ int main(int argc, char** argv) {
   j["date"] = today();
   const char* commit = std::getenv("KFUSE_GIT_COMMIT");
   j["commit"] = commit && *commit ? std::string(commit) : std::string(KFUSE_GIT_COMMIT);
+  j["build"] = kCudaBackend ? "hand-written CUDA backend" : std::string("Kokkos ") + ExecSpace::name() + " (no hand-written CUDA backend)";
+  j["timing"] = kCudaBackend ? "device: CUDA events around the backend's launches" : "device = wall time of Plan::run (launches and the final fence)";
   j["copy_GBps"] = c.copy_gbps;
   j["reps"] = o.ncu ? 1 : o.reps;
   j["cases"] = c.cases;
