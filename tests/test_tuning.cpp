@@ -198,9 +198,10 @@ TEST_F(Tuning, ArchitectureTables) {
   EXPECT_EQ(hopper->max_threads_per_sm, 2048);
   EXPECT_FALSE(arch_limits(75));
 
-  EXPECT_EQ(arch_default(90, "cuda::fold_plane_sums")->warps, 4);
-  for (int arch : {89, 90})
-    for (const char* k : {"kokkos::fold_plane_sums", "kokkos::reduce_rows"}) EXPECT_EQ(arch_default(arch, k)->warps, 8);
+  for (int arch : {89, 90}) {
+    for (const char* k : {"cuda::fold_plane_sums", "kokkos::fold_plane_sums"}) EXPECT_EQ(arch_default(arch, k)->warps, 4);
+    EXPECT_EQ(arch_default(arch, "kokkos::reduce_rows")->warps, 8);
+  }
   EXPECT_TRUE(contains(arch_default(89, "kokkos::reduce_rows")->why, "sm_89"));
   EXPECT_FALSE(arch_default(90, "test::kernel"));
   EXPECT_FALSE(arch_default(80, "cuda::fold_plane_sums"));

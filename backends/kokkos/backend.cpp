@@ -262,8 +262,9 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
   if (e.main == MainKind::map) {
     const A* yp = row.x;
     const Indexer outer = row.outer;
+    const bool dense = kokkos::is_dense(outer);  // no index arithmetic per element
     Kokkos::parallel_for("kfuse::epilogue::map", Range(0, y.numel()),
-                         KOKKOS_LAMBDA(int64_t i) { op[i] = body(yp[outer.offset(i)], i, 0); });
+                         KOKKOS_LAMBDA(int64_t i) { op[i] = body(yp[dense ? i : outer.offset(i)], i, 0); });
   } else if (e.main == MainKind::reduce) {
     const Tail<A>& tail = e.tail;
     A* z = kokkos::scratch<A>(kokkos::Slot::z, tail.R * tail.K);

@@ -91,6 +91,25 @@ void join_chunks(ReduceKind kind, const detail::ReduceAcc<R>* partial, int64_t r
   });
 }
 
+// Whether rows are better walked by one thread each: on a GPU, when the
+// reduced elements are strided but the kept axes hold the contiguous one
+// (e.g. over the channels of NCHW), so neighbouring threads read neighbours.
+template <class T>
+bool by_columns(const Row<T>& row) {
+  return kOnDevice && !row.dense && row.outer.rank > 0 && row.outer.stride[row.outer.rank - 1] == 1;
+}
+
+// out[o] = the reduction of row o after `body`, one thread per row.
+template <class T, class R>
+void reduce_columns(const char* label, const Row<T>& row, const Body<T>& body, ReduceKind kind, int64_t rows, T* out) {
+  Kokkos::parallel_for(label, Range(0, rows), KOKKOS_LAMBDA(int64_t o) {
+    const T* base = row.base(o);
+    detail::ReduceAcc<R> acc = detail::reduce_init<R>(kind);
+    for (int64_t k = 0; k < row.count; ++k) detail::reduce_push(kind, acc, R(body(base[row.inner.offset(k)], o, k)));
+    out[o] = T(detail::reduce_finish(kind, acc, row.count));
+  });
+}
+
 // out[o] = the reduction of row o after `body`, o < rows. On a GPU long rows
 // are split in chunks so that the teams fill the SMs in even waves (the rule
 // of the fold's plane chunks, src/tuning), and the chunks' results joined in
@@ -99,6 +118,7 @@ template <class T, class R>
 void run_reduce_rows(const char* label, const Row<T>& row, const Body<T>& body, ReduceKind kind, int64_t rows, T* out,
                      int threads) {
   if (rows == 0) return;
+  if (threads <= 0 && by_columns(row)) return reduce_columns<T, R>(label, row, body, kind, rows, out);
   const auto functor = [&](auto depth, auto chain, int64_t chunks, int64_t chunk_len, detail::ReduceAcc<R>* partial) {
     return ReduceRows<decltype(depth)::value, decltype(chain)::value, T, R>{row, body, kind, chunks, chunk_len, out, partial};
   };
@@ -152,10 +172,27 @@ struct SoftmaxRows {
   }
 };
 
+// Softmax rows walked by one thread each (by_columns).
+template <class T, class R>
+void softmax_columns(const char* label, const SoftmaxRows<2, T, R>& s, int64_t rows) {
+  Kokkos::parallel_for(label, Range(0, rows), KOKKOS_LAMBDA(int64_t o) {
+    const T* base = s.row.base(o);
+    T* dst = s.out + s.out_outer.offset(o);
+    detail::ReduceAcc<R> acc = detail::reduce_init<R>(ReduceKind::logsumexp);
+    for (int64_t k = 0; k < s.row.count; ++k)
+      detail::reduce_push(ReduceKind::logsumexp, acc, R(s.body(base[s.row.inner.offset(k)], o, k)));
+    for (int64_t k = 0; k < s.row.count; ++k) {
+      const T v = s.body(base[s.row.inner.offset(k)], o, k);
+      dst[s.out_inner.offset(k)] = s.after(T(detail::softmax_value(acc, R(v))), o, k);
+    }
+  });
+}
+
 // Softmax over `rows` rows (one team each), team size as in run_reduce_rows.
 template <class T, class R>
 void run_softmax_rows(const char* label, const SoftmaxRows<2, T, R>& k, int64_t rows, int threads) {
   if (rows == 0) return;
+  if (threads <= 0 && by_columns(k.row)) return softmax_columns(label, k, rows);
   const auto run = [&](const TeamConfig& c) {
     with_depth(c.depth, [&](auto d) {
       Kokkos::parallel_for(label, team_policy(rows, c.team_size, 1),
