@@ -78,20 +78,34 @@ struct PlaneSums {
   S* dst;  // [units, taps]
 
   KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
-    constexpr int64_t kV = V::kVec;
     const int64_t u = team.league_rank(), plane = u / g.chunks;
     const int64_t r0 = (u - plane * g.chunks) * g.rows_per_chunk;
     const int64_t r1 = r0 + g.rows_per_chunk < g.H ? r0 + g.rows_per_chunk : g.H;
-    const int64_t W = g.W;
-    const int nb = g.blocks(), cs = g.col_segments;
+    const int nb = g.blocks();
     const T* p = x + (plane / g.C) * g.xs[0] + (plane % g.C) * g.xs[1];
     Scratch B(team.team_scratch(0), nb);
     Kokkos::parallel_for(Kokkos::TeamThreadRange(team, nb), [&](int b) { B(b) = S(0); });
     team.team_barrier();
 
-    // Whole vectors of the largest block go to per-thread registers; every
-    // other element to its block in B. (Only the vector path touches `acc`,
-    // so that the compiler keeps it in registers.)
+    S total = S(0);
+    if constexpr (kokkos::kOnDevice) total = sweep_vectors(team, p, r0, r1, B);
+    else sweep_rows(p, r0, r1, B);
+    team.team_reduce(Kokkos::Sum<S>(total));
+    Kokkos::single(Kokkos::PerTeam(team), [&]() {
+      if (m.index >= 0) B(m.index) += total;
+    });
+    team.team_barrier();
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, g.taps()), [&](int t) { dst[u * g.taps() + t] = g.tap_sum(B.data(), t); });
+  }
+
+  // On a GPU: the chunk streamed by the whole team in 16-byte vectors. Whole
+  // vectors of the largest block go to per-thread registers (the returned
+  // partial sum), every other element to its block in B. (Only the vector path
+  // touches `acc`, so that the compiler keeps it in registers.)
+  KOKKOS_INLINE_FUNCTION S sweep_vectors(const Team& team, const T* p, int64_t r0, int64_t r1, const Scratch& B) const {
+    constexpr int64_t kV = V::kVec;
+    const int64_t W = g.W;
+    const int cs = g.col_segments;
     S acc[kAcc] = {};
     const auto add = [&](int64_t r, int64_t c, S v) { team_add(B(g.row_segment(r) * cs + g.col_segment(c)), v); };
     if (contiguous) {
@@ -128,12 +142,29 @@ struct PlaneSums {
     }
     S total = S(0);
     for (int k = 0; k < kAcc; ++k) total += acc[k];
-    team.team_reduce(Kokkos::Sum<S>(total));
-    Kokkos::single(Kokkos::PerTeam(team), [&]() {
-      if (m.index >= 0) B(m.index) += total;
-    });
-    team.team_barrier();
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, g.taps()), [&](int t) { dst[u * g.taps() + t] = g.tap_sum(B.data(), t); });
+    return total;
+  }
+
+  // On the host (a team is one thread): row by row, each column segment summed
+  // with independent accumulators straight into its block, so that a core
+  // streams at memory speed (the per-vector bookkeeping of sweep_vectors
+  // costs a CPU about 3x).
+  void sweep_rows(const T* p, int64_t r0, int64_t r1, const Scratch& B) const {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* row = p + r * g.xs[2];
+      const int i = g.row_segment(r);
+      for (int j = 0; j < g.col_segments; ++j) {
+        const T* q = row + g.col_cut[j] * g.xs[3];
+        const int64_t n = g.col_cut[j + 1] - g.col_cut[j];
+        S a[8] = {};
+        int64_t k = 0;
+        if (g.xs[3] == 1)
+          for (; k + 8 <= n; k += 8)
+            for (int l = 0; l < 8; ++l) a[l] += S(q[k + l]);
+        for (; k < n; ++k) a[0] += S(q[k * g.xs[3]]);
+        B(i * g.col_segments + j) += ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+      }
+    }
   }
 };
 
