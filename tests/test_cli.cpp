@@ -136,6 +136,21 @@ TEST_F(Cli, CheckFailureExitsWithOne) {
   EXPECT_TRUE(contains(r.output, "FAIL")) << r.output;
 }
 
+// kfuse tune: with Kokkos on a GPU (or the CUDA backend) a table of measured
+// candidates and a cache written at --cache; on the host, where a team is one
+// thread, it says that nothing is tuned and writes nothing.
+TEST_F(Cli, TuneMeasuresOrSaysWhyNot) {
+  const Result r = kfuse_cli("tune " + spec("small/convt_gap_bias_lse.json") + " --cache " + quote(path("tuning.json")));
+  ASSERT_EQ(r.code, 0) << r.output;
+  if (contains(r.output, "no kernel of this plan takes its launch configuration from the tuner")) {
+    EXPECT_FALSE(fs::exists(path("tuning.json"))) << r.output;
+  } else {
+    EXPECT_TRUE(contains(r.output, "candidate")) << r.output;
+    EXPECT_TRUE(contains(r.output, "4x2")) << r.output;  // the baseline is always measured
+    EXPECT_TRUE(fs::exists(path("tuning.json"))) << r.output;
+  }
+}
+
 void expect_usage_error(const Result& r, const std::string& fragment) {
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "kfuse: error: ")) << r.output;
@@ -151,6 +166,8 @@ TEST_F(Cli, BadArgumentsExitWithTwo) {
   expect_usage_error(kfuse_cli("run " + spec("small/convt_mul_gap.json") + " --repeat many"), "many");
   expect_usage_error(kfuse_cli("run " + spec("small/convt_mul_gap.json") + " --repeat -3"), "-3");
   expect_usage_error(kfuse_cli("run " + spec("small/convt_mul_gap.json") + " --no-such-flag"), "--no-such-flag");
+  expect_usage_error(kfuse_cli("run " + spec("small/convt_mul_gap.json") + " --tuning sometimes"), "sometimes");
+  expect_usage_error(kfuse_cli("tune"), "spec");
 }
 
 TEST_F(Cli, BadSpecsAndFilesExitWithTwo) {
