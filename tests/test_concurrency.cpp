@@ -1,11 +1,13 @@
 // One Plan (and the eager ops) run from several host threads at once, each
-// thread with its own input and output, must give bit for bit what serial
-// runs give. Kokkos's default execution-space instance (Serial in Kokkos 3.4:
+// thread with its own input and output, must give what serial runs give: bit
+// for bit on the host; on a GPU to float32's last bits (the fold's border sums
+// use shared-memory atomics, whose order varies from run to run). Kokkos's default execution-space instance (Serial in Kokkos 3.4:
 // one team scratch and reduction buffer, resized on demand) is not safe for
 // concurrent dispatch; kfuse serialises its Kokkos kernels (include/kfuse/plan.hpp).
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,6 +36,15 @@ Tensor host_random(const Shape& s, Rng& rng, double lo, double hi) {
 }
 
 std::vector<double> contents(const Tensor& t) { return read_values<float>(t.view()); }
+
+// Whether a concurrent run's output differs from the serial run's (see the top).
+bool differs(const std::vector<double>& got, const std::vector<double>& want) {
+  if (kfuse::kokkos_memory() == Memory::host || got.size() != want.size()) return got != want;
+  for (std::size_t i = 0; i < got.size(); ++i)
+    if (!(std::fabs(got[i] - want[i]) <= 1e-6 * std::fabs(want[i])) && !(std::isnan(got[i]) && std::isnan(want[i])))
+      return true;
+  return false;
+}
 
 // Plans of every strategy, with different team scratch needs (the fold's
 // plane blocks, the epilogue's rows), so that concurrent runs would resize
@@ -78,7 +89,7 @@ TEST(Concurrency, OnePlanFromSeveralThreadsMatchesSerialRuns) {
         for (int r = 0; r < kRounds; ++r) {
           try {
             ps[k].run(xs[t], out);
-            if (contents(out) != want[k][t]) ++wrong;
+            if (differs(contents(out), want[k][t])) ++wrong;
           } catch (...) {
             ++errors;
           }
@@ -107,9 +118,9 @@ TEST(Concurrency, DifferentPlansAndEagerOpsAtOnce) {
       for (int r = 0; r < kRounds; ++r) {
         try {
           const std::size_t k = static_cast<std::size_t>(t + r) % (ps.size() + 2);
-          if (k < ps.size()) wrong += contents(ps[k].run(x)) != want[k];
-          else if (k == ps.size()) wrong += contents(kfuse::reduce(x, ReduceKind::logsumexp, {1, 3}, true)) != want_lse;
-          else wrong += contents(kfuse::softmax(x, 2)) != want_sm;
+          if (k < ps.size()) wrong += differs(contents(ps[k].run(x)), want[k]);
+          else if (k == ps.size()) wrong += differs(contents(kfuse::reduce(x, ReduceKind::logsumexp, {1, 3}, true)), want_lse);
+          else wrong += differs(contents(kfuse::softmax(x, 2)), want_sm);
         } catch (...) {
           ++errors;
         }
