@@ -122,7 +122,9 @@ void run_reduce_rows(const char* label, const Row<T>& row, const Body<T>& body, 
   const auto functor = [&](auto depth, auto chain, int64_t chunks, int64_t chunk_len, detail::ReduceAcc<R>* partial) {
     return ReduceRows<decltype(depth)::value, decltype(chain)::value, T, R>{row, body, kind, chunks, chunk_len, out, partial};
   };
-  const std::string shape = tuning::shape_class({{"rows", (long long)rows}, {"count", (long long)row.count}, {"ops", (long long)body.n}});
+  // (Explicit long long: nvcc 13 mangles the deduced pairs of a braced list of template members.)
+  const long long n_rows = rows, count = row.count, ops = body.n;
+  const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}, {"ops", ops}});
   const auto request = [&] {
     return team_request("kokkos::reduce_rows", shape, team_policy(rows, 1, 1),
                         functor(std::integral_constant<int, 2>{}, std::false_type{}, 1, row.count, nullptr));
@@ -200,7 +202,8 @@ void run_softmax_rows(const char* label, const SoftmaxRows<2, T, R>& k, int64_t 
     });
   };
   if (threads > 0) return run(TeamConfig{threads, 2});
-  const std::string shape = tuning::shape_class({{"rows", (long long)rows}, {"count", (long long)k.row.count}});
+  const long long n_rows = rows, count = k.row.count;  // (as in run_reduce_rows)
+  const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}});
   run(team_config([&] { return team_request("kokkos::softmax_rows", shape, team_policy(rows, 1, 1), k); }, run));
 }
 
