@@ -138,9 +138,12 @@ void run_reduce_rows(const char* label, const Row<T>& row, const Body<T>& body, 
                                facts->limits.sm_count;
       chunks = tuning::fold_chunks(rows, row.count / Vec16<T>::kVec, row.count * int64_t(sizeof(T)), resident);
     }
-    const int64_t chunk_len = (row.count + chunks - 1) / chunks + Vec16<T>::kVec - 1;  // whole vectors per chunk
-    const int64_t len = chunk_len - chunk_len % Vec16<T>::kVec;
-    chunks = len > 0 ? (row.count + len - 1) / len : 1;
+    int64_t len = row.count;  // elements per chunk: whole 16-byte vectors when a row is split
+    if (chunks > 1) {
+      len = (row.count + chunks - 1) / chunks;
+      len += (Vec16<T>::kVec - len % Vec16<T>::kVec) % Vec16<T>::kVec;
+      chunks = (row.count + len - 1) / len;
+    }
     detail::ReduceAcc<R>* partial = chunks > 1 ? scratch<detail::ReduceAcc<R>>(Slot::row_partials, rows * chunks) : nullptr;
     with_depth(c.depth, [&](auto d) {
       const auto policy = team_policy(rows * chunks, c.team_size, 1);
