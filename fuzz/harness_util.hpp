@@ -100,35 +100,12 @@ class Mirror {
   kfuse::Tensor copy_;
 };
 
-// A view readable on the host: `v` itself when it is in host memory (or
-// empty), else a view of the same shape and strides over a host copy of the
-// elements it spans (`storage`).
-struct HostCopy {
-  kfuse::Tensor storage;
-  kfuse::TensorView view;
-};
-
-inline HostCopy on_host(const kfuse::TensorView& v) {
-  if (v.memory == kfuse::Memory::host || v.numel() == 0) return {kfuse::Tensor(), v};
-  int64_t lo = 0, hi = 0;  // the lowest and highest element offsets, from v.data
-  for (int d = 0; d < v.rank(); ++d) {
-    const int64_t reach = (v.shape[d] - 1) * v.strides[d];
-    (reach < 0 ? lo : hi) += reach;
-  }
-  const int64_t es = static_cast<int64_t>(kfuse::size_of(v.dtype));
-  HostCopy h;
-  h.storage = kfuse::Tensor::copy_of(
-      kfuse::TensorView(static_cast<char*>(v.data) + lo * es, v.dtype, {hi - lo + 1}, v.memory), kfuse::Memory::host);
-  h.view = v;
-  h.view.data = static_cast<char*>(h.storage.view().data) - lo * es;
-  h.view.memory = kfuse::Memory::host;
-  return h;
-}
-
 // Every element of an f32/f64 view in either memory, row-major, as double.
 inline std::vector<double> values_of(const kfuse::TensorView& view) {
-  const HostCopy h = on_host(view);
-  const kfuse::TensorView& v = h.view;
+  // CUDA memory: a row-major host copy first (kfuse::copy).
+  const kfuse::Tensor staged =
+      view.memory == kfuse::Memory::host ? kfuse::Tensor() : kfuse::Tensor::copy_of(view, kfuse::Memory::host);
+  const kfuse::TensorView& v = staged.defined() ? staged.view() : view;
   const int64_t n = v.numel();
   std::vector<double> out(static_cast<std::size_t>(n));
   std::vector<int64_t> idx(static_cast<std::size_t>(v.rank()), 0);

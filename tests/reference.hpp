@@ -49,10 +49,8 @@ namespace kfuse_test {
 
 using kfuse::Shape;
 // Inputs go to kfuse::kokkos_memory() through a Mirror; results come back
-// through on_host/values_of (fuzz/harness_util.hpp, shared with the harnesses).
-using kfuse_fuzz::HostCopy;
+// through values_of (fuzz/harness_util.hpp, shared with the harnesses).
 using kfuse_fuzz::Mirror;
-using kfuse_fuzz::on_host;
 using kfuse_fuzz::values_of;
 
 inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();

@@ -660,8 +660,8 @@ TEST(Poison, NewTensorsHoldNaN) {
         std::cout << "[   NOTE   ] no CUDA memory here, poisoning checked on the host only: " << e.what() << "\n";
         break;
       }
-      const HostCopy h = on_host(t.view());
-      const auto* bytes = static_cast<const unsigned char*>(h.view.data);
+      const Tensor h = Tensor::copy_of(t.view(), kfuse::Memory::host);
+      const auto* bytes = static_cast<const unsigned char*>(h.view().data);
       EXPECT_TRUE(std::all_of(bytes, bytes + t.view().bytes(), [](unsigned char b) { return b == 0xFF; }))
           << kfuse::to_string(d) << " in " << kfuse::to_string(m) << " memory";
       if (d == kfuse::DType::f32 || d == kfuse::DType::f64) {

@@ -38,8 +38,8 @@ TensorView rows(const Tensor& t, int64_t begin, int64_t end) {
 
 // Contiguous views in either memory.
 bool same_bits(const TensorView& a, const TensorView& b) {
-  const kfuse_test::HostCopy ha = kfuse_test::on_host(a), hb = kfuse_test::on_host(b);
-  return a.shape == b.shape && a.dtype == b.dtype && std::memcmp(ha.view.data, hb.view.data, a.bytes()) == 0;
+  const Tensor ha = Tensor::copy_of(a, Memory::host), hb = Tensor::copy_of(b, Memory::host);
+  return a.shape == b.shape && a.dtype == b.dtype && std::memcmp(ha.view().data, hb.view().data, a.bytes()) == 0;
 }
 
 // conv_transpose2d, then a chain whose strategy is picked by `tail`.

@@ -104,6 +104,52 @@ void synchronize() {
   if (Kokkos::is_initialized()) Kokkos::fence();
 }
 
+// `t` in `mem`: itself when it is there already, else a copy.
+kfuse::Tensor in_memory(const kfuse::Tensor& t, kfuse::Memory mem) {
+  return t.memory() == mem ? t : kfuse::Tensor::copy_of(t, mem);
+}
+
+// Warm-up, then timed repeats; at least one run (none asked: once for the
+// output). run() runs once and returns its seconds. With `progress`, a line on
+// stderr once the runs get long.
+template <class Run>
+std::vector<double> timed_runs(const RunArgs& a, bool progress, const Run& run) {
+  const int total = a.warmup + a.repeat;
+  std::vector<double> times;
+  const auto t_start = Clock::now();
+  double last_report = 0.0;
+  for (int i = 0; i < std::max(total, 1); ++i) {
+    const double dt = run();
+    if (i >= a.warmup && i < total) times.push_back(dt);
+    const double elapsed = seconds_since(t_start);
+    if (progress && elapsed > 1.0 && elapsed - last_report >= 1.0 && i + 1 < total) {
+      const bool warm = i < a.warmup;
+      std::fprintf(stderr, "%s %d/%d, %.1f s\n", warm ? "warmup" : "repeat", warm ? i + 1 : i + 1 - a.warmup,
+                   warm ? a.warmup : a.repeat, elapsed);
+      last_report = elapsed;
+    }
+  }
+  return times;
+}
+
+// The median and the minimum of `times` (`what` says what a time covers) and
+// the bandwidth the median gives on the plan's floor bytes.
+void report_times(const std::vector<double>& times, int64_t floor_bytes, const RunArgs& a, const std::string& what) {
+  if (times.empty()) {
+    std::printf("time: not measured (--repeat 0)\n");
+    std::printf("floor: %lld bytes\n", static_cast<long long>(floor_bytes));
+    return;
+  }
+  std::vector<double> sorted = times;
+  std::sort(sorted.begin(), sorted.end());
+  const std::size_t m = sorted.size();
+  const double median = m % 2 ? sorted[m / 2] : 0.5 * (sorted[m / 2 - 1] + sorted[m / 2]);
+  std::printf("time: median %.4f ms, min %.4f ms (%d repeats after %d warmup%s)\n", median * 1e3, sorted[0] * 1e3,
+              a.repeat, a.warmup, what.c_str());
+  std::printf("floor: %lld bytes; achieved %.2f GB/s (floor bytes / median time)\n", static_cast<long long>(floor_bytes),
+              median > 0 ? static_cast<double>(floor_bytes) / median / 1e9 : 0.0);
+}
+
 std::string describe_input(const kfuse::InputSource& in) {
   if (in.npy) return "from " + *in.npy;
   const kfuse::InitSpec& i = in.init;
@@ -227,6 +273,19 @@ kfuse::Tensor host_input(const RunArgs& a, const kfuse::Spec& spec) {
   return x_host;
 }
 
+// Prints the output (host memory) and writes it to --output; returns its values.
+std::vector<double> emit_output(const kfuse::Tensor& out_host, const kfuse::Shape& shape, const RunArgs& a) {
+  const std::vector<double> values = to_doubles(out_host);
+  print_values(values, shape, out_host.dtype());
+  std::fflush(stdout);
+  if (!a.output.empty()) {
+    const bool writable = out_host.dtype() == kfuse::DType::f32 || out_host.dtype() == kfuse::DType::f64;
+    kfuse::write_npy(a.output, writable ? out_host : kfuse::cast(out_host, kfuse::DType::f32));
+    std::printf("wrote %s\n", a.output.c_str());
+  }
+  return values;
+}
+
 int run_command(const RunArgs& a) {
   if (!a.tuning.empty()) kfuse::set_tuning_mode(kfuse::tuning_mode_from(a.tuning));
   const kfuse::Spec spec = load(a);
@@ -243,59 +302,17 @@ int run_command(const RunArgs& a) {
   std::fflush(stdout);
 
   const kfuse::Memory mem = plan.memory();
-  const kfuse::Tensor x = mem == kfuse::Memory::host ? x_host : kfuse::Tensor::copy_of(x_host, mem);
+  const kfuse::Tensor x = in_memory(x_host, mem);
   const kfuse::Tensor out = kfuse::Tensor::empty(plan.output_shape(), plan.dtype(), mem);
-
-  // Warm-up, then timed repeats; a progress line on stderr once runs get long.
-  const int total = a.warmup + a.repeat;
-  std::vector<double> times;
-  const auto t_start = Clock::now();
-  double last_report = 0.0;
-  for (int i = 0; i < total; ++i) {
-    const auto t0 = Clock::now();
-    plan.run(x, out);
-    synchronize();
-    const double dt = seconds_since(t0);
-    if (i >= a.warmup) times.push_back(dt);
-    const double elapsed = seconds_since(t_start);
-    if (elapsed > 1.0 && elapsed - last_report >= 1.0 && i + 1 < total) {
-      if (i < a.warmup)
-        std::fprintf(stderr, "warmup %d/%d, %.1f s\n", i + 1, a.warmup, elapsed);
-      else
-        std::fprintf(stderr, "repeat %d/%d, %.1f s\n", i + 1 - a.warmup, a.repeat, elapsed);
-      last_report = elapsed;
-    }
-  }
-  if (!times.empty()) {
-    std::vector<double> sorted = times;
-    std::sort(sorted.begin(), sorted.end());
-    const std::size_t m = sorted.size();
-    const double median = m % 2 ? sorted[m / 2] : 0.5 * (sorted[m / 2 - 1] + sorted[m / 2]);
-    std::printf("time: median %.4f ms, min %.4f ms (%d repeats after %d warmup)\n", median * 1e3, sorted[0] * 1e3,
-                a.repeat, a.warmup);
-    std::printf("floor: %lld bytes; achieved %.2f GB/s (floor bytes / median time)\n",
-                static_cast<long long>(plan.floor_bytes()),
-                median > 0 ? static_cast<double>(plan.floor_bytes()) / median / 1e9 : 0.0);
-  } else {
-    std::printf("time: not measured (--repeat 0)\n");
-    std::printf("floor: %lld bytes\n", static_cast<long long>(plan.floor_bytes()));
-  }
-  if (total == 0) {  // nothing ran: run once for the output
-    plan.run(x, out);
-    synchronize();
-  }
-
-  const kfuse::Tensor out_host = mem == kfuse::Memory::host ? out : kfuse::Tensor::copy_of(out, kfuse::Memory::host);
-  const std::vector<double> values = to_doubles(out_host);
-  print_values(values, plan.output_shape(), plan.dtype());
-  std::fflush(stdout);
-
-  if (!a.output.empty()) {
-    const bool writable = out_host.dtype() == kfuse::DType::f32 || out_host.dtype() == kfuse::DType::f64;
-    kfuse::write_npy(a.output, writable ? out_host : kfuse::cast(out_host, kfuse::DType::f32));
-    std::printf("wrote %s\n", a.output.c_str());
-  }
-
+  report_times(timed_runs(a, true,
+                          [&] {
+                            const auto t0 = Clock::now();
+                            plan.run(x, out);
+                            synchronize();
+                            return seconds_since(t0);
+                          }),
+               plan.floor_bytes(), a, "");
+  const std::vector<double> values = emit_output(in_memory(out, kfuse::Memory::host), plan.output_shape(), a);
   if (!a.check) return 0;
   return check_float64(a, pipeline, x_host, values, plan.dtype()) ? 0 : 1;
 }
@@ -309,7 +326,7 @@ int tune_command(const RunArgs& a) {
   const kfuse::Plan plan(spec.pipeline, plan_options(a));
   const kfuse::Tensor x_host = host_input(a, spec);
   const kfuse::Memory mem = plan.memory();
-  const kfuse::Tensor x = mem == kfuse::Memory::host ? x_host : kfuse::Tensor::copy_of(x_host, mem);
+  const kfuse::Tensor x = in_memory(x_host, mem);
   const kfuse::Tensor out = kfuse::Tensor::empty(plan.output_shape(), plan.dtype(), mem);
   std::printf("spec: %s (%s)\n%s", spec.name.c_str(), a.spec.c_str(), plan.describe().c_str());
   if (!plan.describe().empty() && plan.describe().back() != '\n') std::printf("\n");
@@ -422,7 +439,7 @@ int run_distributed(const RunArgs& a) {
   kfuse::Tensor x, out;
   kfuse::mpi::agree(comm, [&] {
     const kfuse::Tensor rows = input_rows(a, *spec, slice.begin, slice.end(), rank == 0);
-    x = mem == kfuse::Memory::host ? rows : kfuse::Tensor::copy_of(rows, mem);
+    x = in_memory(rows, mem);
     if (rank == 0) out = kfuse::Tensor::empty(plan.global_output_shape(), plan.dtype(), mem);
   });
 
@@ -436,61 +453,29 @@ int run_distributed(const RunArgs& a) {
     std::fflush(stdout);
   }
 
-  // Warm-up, then timed repeats: each the slowest rank's time, the gather included.
-  const int total = a.warmup + a.repeat;
-  std::vector<double> times;
-  const auto t_start = Clock::now();
-  double last_report = 0.0;
-  for (int i = 0; i < std::max(total, 1); ++i) {  // nothing asked: run once for the output
+  // Each time is the slowest rank's, the gather included.
+  const std::vector<double> times = timed_runs(a, rank == 0, [&] {
     MPI_Barrier(comm);
     const auto t0 = Clock::now();
     plan.run(x, out.defined() ? out.view() : kfuse::TensorView());
     synchronize();
     double dt = seconds_since(t0), slowest = dt;
     MPI_Allreduce(&dt, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
-    if (i >= a.warmup && i < total) times.push_back(slowest);
-    const double elapsed = seconds_since(t_start);
-    if (rank == 0 && elapsed > 1.0 && elapsed - last_report >= 1.0 && i + 1 < total) {
-      std::fprintf(stderr, "%s %d/%d, %.1f s\n", i < a.warmup ? "warmup" : "repeat", i < a.warmup ? i + 1 : i + 1 - a.warmup,
-                   i < a.warmup ? a.warmup : a.repeat, elapsed);
-      last_report = elapsed;
-    }
-  }
+    return slowest;
+  });
   if (rank != 0) return 0;
-
-  if (!times.empty()) {
-    std::vector<double> sorted = times;
-    std::sort(sorted.begin(), sorted.end());
-    const std::size_t m = sorted.size();
-    const double median = m % 2 ? sorted[m / 2] : 0.5 * (sorted[m / 2 - 1] + sorted[m / 2]);
-    std::printf("time: median %.4f ms, min %.4f ms (%d repeats after %d warmup; the slowest of %d rank%s, gather included)\n",
-                median * 1e3, sorted[0] * 1e3, a.repeat, a.warmup, size, size == 1 ? "" : "s");
-    std::printf("floor: %lld bytes; achieved %.2f GB/s (floor bytes / median time)\n",
-                static_cast<long long>(plan.floor_bytes()),
-                median > 0 ? static_cast<double>(plan.floor_bytes()) / median / 1e9 : 0.0);
-  } else {
-    std::printf("time: not measured (--repeat 0)\n");
-    std::printf("floor: %lld bytes\n", static_cast<long long>(plan.floor_bytes()));
-  }
-
-  const kfuse::Tensor out_host = mem == kfuse::Memory::host ? out : kfuse::Tensor::copy_of(out, kfuse::Memory::host);
-  const std::vector<double> values = to_doubles(out_host);
-  print_values(values, plan.global_output_shape(), plan.dtype());
-  std::fflush(stdout);
-  if (!a.output.empty()) {
-    const bool writable = out_host.dtype() == kfuse::DType::f32 || out_host.dtype() == kfuse::DType::f64;
-    kfuse::write_npy(a.output, writable ? out_host : kfuse::cast(out_host, kfuse::DType::f32));
-    std::printf("wrote %s\n", a.output.c_str());
-  }
+  report_times(times, plan.floor_bytes(), a,
+               kfuse::detail::cat("; the slowest of ", size, " rank", size == 1 ? "" : "s", ", gather included"));
+  const kfuse::Tensor out_host = in_memory(out, kfuse::Memory::host);
+  const std::vector<double> values = emit_output(out_host, plan.global_output_shape(), a);
   if (!a.check) return 0;
 
   // The single-process run: the same plan options on the whole batch, here.
   const kfuse::Tensor x_host = input_rows(a, *spec, 0, pipeline.input_shape()[0], false);
   const kfuse::Plan single(pipeline, opt);
-  const kfuse::Tensor x_one = mem == kfuse::Memory::host ? x_host : kfuse::Tensor::copy_of(x_host, mem);
-  const kfuse::Tensor one = single.run(x_one);
+  const kfuse::Tensor one = single.run(in_memory(x_host, mem));
   synchronize();
-  const kfuse::Tensor one_host = mem == kfuse::Memory::host ? one : kfuse::Tensor::copy_of(one, kfuse::Memory::host);
+  const kfuse::Tensor one_host = in_memory(one, kfuse::Memory::host);
   const std::size_t es = kfuse::size_of(plan.dtype());
   int64_t differ = 0;
   for (int64_t i = 0; i < one_host.numel(); ++i)
