@@ -24,13 +24,17 @@ inline std::recursive_mutex& dispatch_mutex() {
 }
 using DispatchLock = std::lock_guard<std::recursive_mutex>;
 
+// Whether the default execution space is a device (a team is a block of
+// threads). On the host kfuse runs teams of one thread.
+inline constexpr bool kOnDevice = !Kokkos::SpaceAccessibility<Kokkos::HostSpace, DeviceMemSpace>::accessible;
+
 // The accumulator of the Kokkos kernels' reductions (sum, mean, logsumexp,
 // softmax's sum of exponentials) over float T: double on the host, where a
 // team's reduction is one sequential sum whose float error grows like K*u (a
 // row of 2^24 + 1 ones sums to 2^24; a 512x512 mean is off by ~1e-2), the
 // shared acc_t on a device, where tree reductions grow like log K.
 template <class T>
-using red_acc_t = std::conditional_t<kKokkosOnCuda, detail::acc_t<T>, double>;
+using red_acc_t = std::conditional_t<kOnDevice, detail::acc_t<T>, double>;
 
 // The Kokkos backend runs on the memory of Kokkos's default execution space.
 inline bool accepts(Memory m) { return (m == Memory::cuda) == kKokkosOnCuda; }

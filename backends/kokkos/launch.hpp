@@ -8,15 +8,12 @@
 #include <string>
 #include <utility>
 
-#include "kfuse/kokkos.hpp"
+#include "backends/kokkos/dispatch.hpp"
 #include "tuning/device_limits.hpp"
 #include "tuning/tuner.hpp"
 
 namespace kfuse::kokkos {
 
-// Whether the default execution space is a device (a team is a block of
-// threads). On the host kfuse runs teams of one thread.
-inline constexpr bool kOnDevice = !Kokkos::SpaceAccessibility<Kokkos::HostSpace, DeviceMemSpace>::accessible;
 
 struct TeamConfig {
   int team_size = 1;
