@@ -182,14 +182,10 @@ void run_plane_sums(const FoldGeometry& g, const T* x, S* dst) {
                            PlaneSums<decltype(d)::value, T, S>{g, g.largest_block(), contiguous, x, dst});
     });
   };
-  run(kokkos::team_config(
-      [&] {
-        return kokkos::team_request(
-            "kokkos::fold_plane_sums",
-            tuning::shape_class({{"units", units}, {"unit_bytes", (g.H * g.W / g.chunks) * int64_t(sizeof(T))}}),
-            policy(TeamConfig{1, 2}), PlaneSums<2, T, S>{g, g.largest_block(), contiguous, x, dst});
-      },
-      run));
+  const std::string shape =
+      tuning::shape_class({{"units", units}, {"unit_bytes", (g.H * g.W / g.chunks) * int64_t(sizeof(T))}});
+  run(kokkos::team_config("kokkos::fold_plane_sums", shape, policy(TeamConfig{1, 2}),
+                          PlaneSums<2, T, S>{g, g.largest_block(), contiguous, x, dst}, run));
 }
 
 // Z[n, co] for a tile of `tile` consecutive co (weights read along Cout:

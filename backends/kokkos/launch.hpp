@@ -5,6 +5,7 @@
 // thread: nothing to tune.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -42,52 +43,59 @@ inline const DeviceFacts& device_facts() {
   return facts;
 }
 
-// The tuner's request for a team kernel: the device, and the kernel's block
-// size limit from Kokkos (team_size_max); with Kokkos 4.6+ on CUDA also its
-// registers and local memory (cudaFuncGetAttributes on Kokkos's kernel).
+// A team kernel's resources: its block size limit from Kokkos (team_size_max)
+// and, with Kokkos 4.6+ on CUDA, its registers and local memory
+// (cudaFuncGetAttributes on Kokkos's kernel). Read once per functor type: they
+// do not change (team_size_max would only with far more team scratch than
+// kfuse's kernels ask for).
 template <class Body>
-tuning::Request team_request(const char* kernel, std::string shape_class, const TeamPolicy& policy, const Body& body) {
+const tuning::KernelResources& team_resources(const TeamPolicy& policy, const Body& body) {
+  static const tuning::KernelResources resources = [&] {
+    tuning::KernelResources k;
+    k.max_threads_per_block = policy.team_size_max(body, Kokkos::ParallelForTag()) * policy.impl_vector_length();
+#if defined(KOKKOS_ENABLE_CUDA) && KOKKOS_VERSION >= 40600
+    using Closure = Kokkos::Impl::ParallelFor<Body, TeamPolicy>;
+    const cudaFuncAttributes a =
+        Kokkos::Impl::CudaParallelLaunch<Closure, typename TeamPolicy::traits::launch_bounds>::get_cuda_func_attributes(
+            ExecSpace().impl_internal_space_instance());
+    k.num_regs = a.numRegs;
+    k.local_bytes = static_cast<int64_t>(a.localSizeBytes);
+    k.static_shared_bytes = static_cast<int64_t>(a.sharedSizeBytes);
+#endif
+    return k;
+  }();
+  return resources;
+}
+
+// The configuration to run a team kernel with: on the host one thread and
+// depth 2; on a device the tuner's choice for (kernel, shape class), measured
+// (autotune mode) by running `run(TeamConfig)` and fencing. A decided kernel
+// costs a lookup: the resources are read only for a new decision.
+template <class Body, class Run>
+TeamConfig team_config(const char* kernel, const std::string& shape_class, const TeamPolicy& policy, const Body& body,
+                       const Run& run) {
+  if (!kOnDevice) return TeamConfig{1, 2};
+  const DeviceFacts& dev = device_facts();
+  const auto to_team = [&](const tuning::LaunchConfig& c) {
+    return TeamConfig{c.warps * (dev.limits.warp_size > 0 ? dev.limits.warp_size : 32), c.depth};
+  };
+  if (std::optional<tuning::LaunchConfig> c = tuning::remembered(dev.name, kernel, shape_class)) return to_team(*c);
   tuning::Request r;
   r.kernel = kernel;
-  r.shape_class = std::move(shape_class);
-  const DeviceFacts& dev = device_facts();
+  r.shape_class = shape_class;
   r.device = dev.name;
   r.arch = dev.arch;
   r.limits = dev.limits;
   r.warps = {4, 8, 16};  // DESIGN.md section 9: Kokkos streams want 256+ threads per team
   r.depths = {2, 3};
-  r.resources.max_threads_per_block = policy.team_size_max(body, Kokkos::ParallelForTag()) * policy.impl_vector_length();
-#if defined(KOKKOS_ENABLE_CUDA) && KOKKOS_VERSION >= 40600
-  using Closure = Kokkos::Impl::ParallelFor<Body, TeamPolicy>;
-  const cudaFuncAttributes a =
-      Kokkos::Impl::CudaParallelLaunch<Closure, typename TeamPolicy::traits::launch_bounds>::get_cuda_func_attributes(
-          ExecSpace().impl_internal_space_instance());
-  r.resources.num_regs = a.numRegs;
-  r.resources.local_bytes = static_cast<int64_t>(a.localSizeBytes);
-  r.resources.static_shared_bytes = static_cast<int64_t>(a.sharedSizeBytes);
-#endif
-  return r;
-}
-
-// The configuration to run a team kernel with: on the host one thread and
-// depth 2; on a device the tuner's choice for make_request(), measured
-// (autotune mode) by running `run(TeamConfig)` and fencing.
-template <class MakeRequest, class Run>
-TeamConfig team_config(const MakeRequest& make_request, const Run& run) {
-  if (!kOnDevice) return TeamConfig{1, 2};
-  const tuning::Request r = make_request();
-  const auto to_team = [&](const tuning::LaunchConfig& c) {
-    const int warp = r.limits.warp_size > 0 ? r.limits.warp_size : 32;
-    return TeamConfig{c.warps * warp, c.depth};
-  };
-  const tuning::LaunchConfig c = tuning::tune(r, [&](const tuning::LaunchConfig& cand) {
+  r.resources = team_resources(policy, body);
+  return to_team(tuning::tune(r, [&](const tuning::LaunchConfig& cand) {
     Kokkos::fence();
     Kokkos::Timer timer;
     run(to_team(cand));
     Kokkos::fence();
     return timer.seconds() * 1e3;
-  });
-  return to_team(c);
+  }));
 }
 
 // Calls f(std::integral_constant<int, D>{}) for the depth D of `depth` (2 or 3).

@@ -125,17 +125,14 @@ void run_reduce_rows(const char* label, const Row<T>& row, const Body<T>& body, 
   // (Explicit long long: nvcc 13 mangles the deduced pairs of a braced list of template members.)
   const long long n_rows = rows, count = row.count, ops = body.n;
   const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}, {"ops", ops}});
-  const auto request = [&] {
-    return team_request("kokkos::reduce_rows", shape, team_policy(rows, 1, 1),
-                        functor(std::integral_constant<int, 2>{}, std::false_type{}, 1, row.count, nullptr));
-  };
-  std::optional<tuning::Request> facts;  // the kernel's resources, for the chunk rule
+  const auto policy = team_policy(rows, 1, 1);
+  const auto plain = functor(std::integral_constant<int, 2>{}, std::false_type{}, 1, row.count, nullptr);
   const auto run = [&](const TeamConfig& c) {
     int64_t chunks = 1;
     if (kOnDevice && row.dense) {
-      if (!facts) facts = request();
-      const int64_t resident = int64_t(tuning::blocks_per_sm(facts->resources, facts->limits, c.team_size)) *
-                               facts->limits.sm_count;
+      const tuning::DeviceLimits& limits = device_facts().limits;
+      const int64_t resident =
+          int64_t(tuning::blocks_per_sm(team_resources(policy, plain), limits, c.team_size)) * limits.sm_count;
       chunks = tuning::fold_chunks(rows, row.count / Vec16<T>::kVec, row.count * int64_t(sizeof(T)), resident);
     }
     int64_t len = row.count;  // elements per chunk: whole 16-byte vectors when a row is split
@@ -153,7 +150,7 @@ void run_reduce_rows(const char* label, const Row<T>& row, const Body<T>& body, 
     if (chunks > 1) join_chunks(kind, partial, rows, chunks, row.count, out);
   };
   if (threads > 0) return run(TeamConfig{threads, 2});
-  run(team_config(request, run));
+  run(team_config("kokkos::reduce_rows", shape, policy, plain, run));
 }
 
 // out's row o = after(softmax(body(row o))): the (max, sum of exponentials)
@@ -207,7 +204,7 @@ void run_softmax_rows(const char* label, const SoftmaxRows<2, T, R>& k, int64_t 
   if (threads > 0) return run(TeamConfig{threads, 2});
   const long long n_rows = rows, count = k.row.count;  // (as in run_reduce_rows)
   const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}});
-  run(team_config([&] { return team_request("kokkos::softmax_rows", shape, team_policy(rows, 1, 1), k); }, run));
+  run(team_config("kokkos::softmax_rows", shape, team_policy(rows, 1, 1), k, run));
 }
 
 }  // namespace kfuse::kokkos
