@@ -174,7 +174,7 @@ Built build(const uint8_t* data, std::size_t size, const Mode& mode) {
   if (mem == 0) out.options.memory = kokkos_memory() == Memory::host ? Memory::cuda : Memory::host;
   if (mem == 1) out.options.backend = BackendChoice::cuda;
   if (mem == 2) out.options.backend = BackendChoice::kokkos;
-  out.options.allow_tf32 = b.u8() & 1;
+  out.options.precision = b.u8() & 1 ? kfuse::Precision::tf32 : kfuse::Precision::strict;
   out.layout = b.below(5);
   out.inject = b.chance(16);
   if (out.inject) out.special = true;

@@ -7,7 +7,7 @@
 #include <memory>
 #include <mutex>
 
-#include "backends/cuda/check.hpp"
+#include "core/cuda_check.hpp"
 #include "tuning/device_limits.hpp"
 
 namespace kfuse::detail::cuda {
@@ -104,16 +104,9 @@ Overrides read_overrides() {
   return o;
 }
 Overrides g_overrides = read_overrides();
-std::atomic<bool> g_timing{false};
-thread_local float t_last_ms = 0.0f;
 }  // namespace
 
 Overrides& overrides() { return g_overrides; }
 void reload_overrides() { g_overrides = read_overrides(); }
-
-void set_device_timing(bool on) { g_timing = on; }
-bool device_timing() { return g_timing.load(std::memory_order_relaxed); }
-float last_device_ms() { return t_last_ms; }
-void record_device_ms(float ms) { t_last_ms = ms; }
 
 }  // namespace kfuse::detail::cuda

@@ -60,12 +60,5 @@ struct Overrides {
 Overrides& overrides();
 void reload_overrides();  // re-reads the environment (tests and the perf suite)
 
-// Device-side timing of the backend's own launches, for the perf suite: when
-// enabled, fused() records events around its kernels (first launch to last
-// kernel's end) and last_device_ms() returns that time for the calling thread.
-void set_device_timing(bool on);
-bool device_timing();
-float last_device_ms();
-void record_device_ms(float ms);
 
 }  // namespace kfuse::detail::cuda

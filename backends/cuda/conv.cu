@@ -119,11 +119,20 @@ struct CudnnConv {
   cudnnFilterDescriptor_t wd = nullptr;
   cudnnConvolutionDescriptor_t cd = nullptr;
   cudnnConvolutionBwdDataAlgo_t algo{};
+  cudnnMathType_t math{};
   std::size_t ws_bytes = 0;
-};
 
-using ConvKey = std::tuple<int, int, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>,
-                           bool, bool>;
+  CudnnConv() = default;
+  CudnnConv(const CudnnConv&) = delete;
+  CudnnConv& operator=(const CudnnConv&) = delete;
+  ~CudnnConv() {  // nothing to report to: destroying a descriptor only frees host memory
+    if (xd) (void)cudnnDestroyTensorDescriptor(xd);
+    if (yd) (void)cudnnDestroyTensorDescriptor(yd);
+    if (bd) (void)cudnnDestroyTensorDescriptor(bd);
+    if (wd) (void)cudnnDestroyFilterDescriptor(wd);
+    if (cd) (void)cudnnDestroyConvolutionDescriptor(cd);
+  }
+};
 
 // Builds the descriptors and picks the algorithm (cuDNN's heuristics, the
 // first that succeeds and respects the math mode). Any refusal leaves
@@ -169,7 +178,7 @@ void setup(CudnnConv& c, const ConvStep& s, const TensorView& x, const TensorVie
           "convolution descriptor") ||
       !ok(cudnnSetConvolutionGroupCount(c.cd, int(p.groups)), "group count"))
     return;
-  const bool tf32 = s.allow_tf32 && !f64;
+  const bool tf32 = s.precision == Precision::tf32 && !f64;
   if (!ok(cudnnSetConvolutionMathType(c.cd, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), "math type")) return;
   int n = 0, ch = 0, h = 0, wd = 0;
   if (!ok(cudnnGetConvolution2dForwardOutputDim(c.cd, c.yd, c.wd, &n, &ch, &h, &wd), "forward output dim")) return;
@@ -193,6 +202,7 @@ void setup(CudnnConv& c, const ConvStep& s, const TensorView& x, const TensorVie
         CUDNN_STATUS_SUCCESS)
       continue;
     c.algo = perf[i].algo;
+    c.math = math;
     c.ws_bytes = bytes;
     c.usable = true;
     return;
@@ -200,68 +210,97 @@ void setup(CudnnConv& c, const ConvStep& s, const TensorView& x, const TensorVie
   c.why_not = "no backward-data algorithm for this configuration";
 }
 
-// Runs the convolution through cuDNN; false when cuDNN cannot (the reason in `why`).
-bool run_cudnn(const ConvStep& s, const TensorView& x, const TensorView& y, std::string& why) {
-  static std::mutex mutex;
-  static std::map<ConvKey, CudnnConv> cache;
-  const auto& p = s.params;
-  const ConvKey key{device_info().id, int(x.dtype), x.shape, x.strides, s.weight.shape(),
-                    {p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.output_padding[0], p.output_padding[1],
-                     p.dilation[0], p.dilation[1], p.groups},
-                    s.allow_tf32, s.bias.has_value()};
-  const CudnnConv* c = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    auto it = cache.find(key);
-    if (it == cache.end()) {
-      it = cache.emplace(key, CudnnConv{}).first;
-      try {
-        setup(it->second, s, x, y);
-      } catch (const Error& e) {  // no handle (e.g. cuDNN's libraries missing)
-        it->second.usable = false;
-        it->second.why_not = e.what();
-      }
-    }
-    c = &it->second;
-  }
-  if (!c->usable) {
-    why = c->why_not;
-    return false;
-  }
-  void* ws = c->ws_bytes ? workspace().scratch(c->ws_bytes) : nullptr;
+// Runs the prepared convolution; false when cuDNN refuses at run time (the reason in `why`).
+bool run_cudnn(const CudnnConv& c, const ConvStep& s, const TensorView& x, const TensorView& y, std::string& why) {
+  void* ws = c.ws_bytes ? workspace().scratch(c.ws_bytes) : nullptr;
   const cudnnHandle_t h = handle();
   const bool f64 = x.dtype == DType::f64;
   const double one_d = 1.0, zero_d = 0.0;
   const float one_f = 1.0f, zero_f = 0.0f;
   const void* one = f64 ? static_cast<const void*>(&one_d) : static_cast<const void*>(&one_f);
   const void* zero = f64 ? static_cast<const void*>(&zero_d) : static_cast<const void*>(&zero_f);
-  const cudnnStatus_t st = cudnnConvolutionBackwardData(h, one, c->wd, s.weight.view().data, c->xd, x.data, c->cd,
-                                                        c->algo, ws, c->ws_bytes, zero, c->yd, y.data);
+  const cudnnStatus_t st = cudnnConvolutionBackwardData(h, one, c.wd, s.weight.view().data, c.xd, x.data, c.cd, c.algo,
+                                                        ws, c.ws_bytes, zero, c.yd, y.data);
   if (st == CUDNN_STATUS_NOT_SUPPORTED || st == CUDNN_STATUS_BAD_PARAM) {
     why = std::string("cudnnConvolutionBackwardData: ") + cudnnGetErrorString(st);
     return false;
   }
-  cudnn_check(st, "cudnnConvolutionBackwardData", cat("algorithm ", int(c->algo), ", workspace ", c->ws_bytes, " bytes"));
-  if (s.bias) {
-    KFUSE_CUDNN_CHECK(cudnnAddTensor(h, one, c->bd, s.bias->view().data, one, c->yd, y.data), "conv bias");
-  }
-  t_conv_path = "cudnn";
+  cudnn_check(st, "cudnnConvolutionBackwardData", cat("algorithm ", int(c.algo), ", workspace ", c.ws_bytes, " bytes"));
+  if (s.bias) KFUSE_CUDNN_CHECK(cudnnAddTensor(h, one, c.bd, s.bias->view().data, one, c.yd, y.data), "conv bias");
   return true;
 }
 
 #endif  // KFUSE_HAVE_CUDNN
 
-}  // namespace
-
-void run_conv(const ConvStep& s, const TensorView& x, const TensorView& y) {
-  if (!overrides().conv_gather) {
+// Prepared once per plan: cuDNN's descriptors, algorithm and workspace size
+// for the contiguous input (other input strides are set up on their first
+// run), or the gather kernel when cuDNN is absent, refuses, or is overridden.
+class PreparedConv final : public PreparedStep {
+ public:
+  explicit PreparedConv(const ConvStep& step) : step_(step) {
 #ifdef KFUSE_HAVE_CUDNN
-    std::string why;
-    if (run_cudnn(s, x, y, why)) return;
+    if (!overrides().conv_gather) cudnn_for(contiguous_strides(step.in_shape));
 #endif
   }
-  if (x.dtype == DType::f64) gather<double>(s, x, y);
-  else gather<float>(s, x, y);
+
+  void run(const TensorView& x, const TensorView& y) const override {
+#ifdef KFUSE_HAVE_CUDNN
+    if (!overrides().conv_gather) {
+      const CudnnConv& c = cudnn_for(x.strides);
+      std::string why;
+      if (c.usable && run_cudnn(c, step_, x, y, why)) {
+        t_conv_path = "cudnn";
+        return;
+      }
+    }
+#endif
+    if (x.dtype == DType::f64) gather<double>(step_, x, y);
+    else gather<float>(step_, x, y);
+  }
+
+  std::string describe() const override {
+#ifdef KFUSE_HAVE_CUDNN
+    if (!overrides().conv_gather) {
+      const CudnnConv& c = cudnn_for(contiguous_strides(step_.in_shape));
+      if (c.usable)
+        return cat("cuDNN backward-data algorithm ", int(c.algo), ", ",
+                   c.math == CUDNN_FMA_MATH ? "fp32 FMA" : "tensor-op (TF32)", " math, workspace ", c.ws_bytes, " bytes");
+      return "gather kernel (cuDNN: " + c.why_not + ")";
+    }
+#endif
+    return "gather kernel";
+  }
+
+ private:
+#ifdef KFUSE_HAVE_CUDNN
+  const CudnnConv& cudnn_for(const Shape& x_strides) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::unique_ptr<CudnnConv>& c = by_strides_[x_strides];
+    if (!c) {
+      c = std::make_unique<CudnnConv>();
+      const DType dt = step_.weight.dtype();
+      try {
+        setup(*c, step_, TensorView(nullptr, dt, step_.in_shape, x_strides, Memory::cuda),
+              TensorView(nullptr, dt, step_.out_shape, Memory::cuda));
+      } catch (const Error& e) {  // no handle (e.g. cuDNN's libraries missing)
+        c->usable = false;
+        c->why_not = e.what();
+      }
+    }
+    return *c;
+  }
+  mutable std::mutex mutex_;
+  mutable std::map<Shape, std::unique_ptr<CudnnConv>> by_strides_;
+#endif
+  ConvStep step_;
+};
+
+}  // namespace
+
+Preparation prepare_conv(const ConvStep& step, DType dtype) {
+  if (dtype != DType::f32 && dtype != DType::f64)
+    return Preparation::refuse(cat("conv_transpose2d materialising Y runs in float32 or float64, not ", to_string(dtype)));
+  return Preparation::of<PreparedConv>(step);
 }
 
 const char* last_conv_path() { return t_conv_path; }

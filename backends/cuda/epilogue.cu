@@ -264,7 +264,7 @@ __device__ __forceinline__ A soft_in(const SoftmaxArgs<A>& a, const A* base, int
 template <class A>
 __device__ __forceinline__ void soft_out(const SoftmaxArgs<A>& a, A* dst, const ReduceAcc<A>& acc, A v, int64_t o,
                                          int64_t j) {
-  dst[j * a.os] = apply_chain(a.after.ops, a.after.n, A(std::exp(v - acc.a) / acc.b), o, j);
+  dst[j * a.os] = apply_chain(a.after.ops, a.after.n, softmax_value(acc, v), o, j);
 }
 
 // A warp (WARP) or a block per row: the axis is contiguous in Y.
@@ -359,7 +359,6 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
   const std::string dtype = to_string(y.dtype);
   Workspace& ws = workspace();
   try {
-    StepTimer timer;  // (in autotune mode a key's first run times its measurements too)
     if (e.main == MainKind::map) {
       if (n > 0) {
         MapArgs<A> a{yp, op, n, outer, e.body, 2};
@@ -504,16 +503,43 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
         }
       }
     }
-    timer.finish();
   } catch (...) {
     ws.mark_dirty();
     throw;
   }
 }
 
+// The kernel of each stage and its launch shape follow from Y's strides,
+// which only the run knows (Y is x itself when there is no conv): a few
+// integer operations per run, then the launches.
+template <class A>
+class PreparedEpilogue final : public PreparedStep {
+ public:
+  explicit PreparedEpilogue(const EpilogueStep<A>& step) : step_(step) {}
+  void run(const TensorView& y, const TensorView& out) const override { epilogue(step_, y, out); }
+  std::string describe() const override {
+    switch (step_.main) {
+      case MainKind::map: return "epilogue_map";
+      case MainKind::reduce:
+        return cat("epilogue_reduce_rows or _cols by Y's layout", step_.tail.n ? ", then epilogue_tail" : "");
+      default: return "epilogue_softmax_rows or _cols by Y's layout";
+    }
+  }
+
+ private:
+  EpilogueStep<A> step_;
+};
+
 }  // namespace
 
-void run_epilogue(const EpilogueStep<float>& step, const TensorView& y, const TensorView& out) { epilogue(step, y, out); }
-void run_epilogue(const EpilogueStep<double>& step, const TensorView& y, const TensorView& out) { epilogue(step, y, out); }
+Preparation prepare_epilogue(const EpilogueStep<float>& step, DType dtype) {
+  if (dtype != DType::f32) return Preparation::refuse(cat("the epilogue kernels read float32 or float64 Y, not ", to_string(dtype)));
+  return Preparation::of<PreparedEpilogue<float>>(step);
+}
+
+Preparation prepare_epilogue(const EpilogueStep<double>& step, DType dtype) {
+  if (dtype != DType::f64) return Preparation::refuse(cat("a float64 epilogue does not read ", to_string(dtype)));
+  return Preparation::of<PreparedEpilogue<double>>(step);
+}
 
 }  // namespace kfuse::detail::cuda

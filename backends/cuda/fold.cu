@@ -29,6 +29,7 @@ namespace {
 constexpr int kMaxBlocks = kFoldMaxSegments * kFoldMaxSegments;
 constexpr int kFoldMaxThreads = 256;
 constexpr int kTileMaxRows = 160;  // rows one contraction tile can touch: tile (<= 128) + 1
+constexpr int kContractThreads = 256;
 
 struct FoldLaunch {
   int64_t units;           // planes * chunks
@@ -228,7 +229,7 @@ struct ContractArgs {
 };
 
 template <class A, class O>
-__global__ void __launch_bounds__(256, 1) fold_contract_tail(const ContractArgs<A, O> a) {
+__global__ void __launch_bounds__(kContractThreads, 1) fold_contract_tail(const ContractArgs<A, O> a) {
   extern __shared__ __align__(16) unsigned char smem[];
   A* red = reinterpret_cast<A*>(smem);                       // [blockDim]
   A* zrow = red + blockDim.x;                                // [K] when row_in_smem
@@ -329,143 +330,164 @@ __global__ void __launch_bounds__(256, 1) fold_contract_tail(const ContractArgs<
 
 // ---- Host side ----------------------------------------------------------------------
 
+// Prepared once per plan: the typed kernels, the register block, the scratch
+// layout, and the row chunks for each warp count the tuner may choose.
 template <class T, class A, class O>
-void fold(const FoldStep<A>& step, const TensorView& x, const TensorView& out) {
+class PreparedFold final : public PreparedStep {
+ public:
   using S = A;  // plane sums: fp32 for f32/f16/bf16 inputs, fp64 for f64
-  FoldGeometry g = step.geom;
-  for (int d = 0; d < 4; ++d) g.xs[d] = x.strides[d];
-  const DeviceInfo& dev = device_info();
-  const Overrides& ov = overrides();
-  const int taps = g.taps();
-  const int64_t planes = g.N * g.C;
-  const Tail<A>& tail = step.tail;
-  const int64_t total = tail.R * tail.K;
-  if (tail.K >= (int64_t(1) << 31))
-    fail(ErrorCategory::unsupported, "fold (cuda)", "tail rows of ", tail.K, " values exceed the row counters");
 
-  // 32-bit indices in the hot loop when a whole plane (the largest chunk) has
-  // fewer than 2^31 elements, with room for one step of the loop.
-  const bool small = g.H * g.W < (int64_t(1) << 31) - (int64_t(1) << 16);
-  auto k1 = small ? fold_plane_sums<T, S, int> : fold_plane_sums<T, S, int64_t>;
-
-  FoldLaunch L{};
-  const FoldGeometry::Block m = g.largest_block();
-  L.main_block = m.index;
-  if (m.index >= 0) {
-    const int mc = m.index % g.col_segments;
-    L.rlo = m.rlo, L.rhi = m.rhi, L.clo = m.clo, L.chi = m.chi;
-    L.cl2 = mc > 0 ? g.col_cut[mc - 1] : L.clo;
-    L.cr2 = mc + 1 < g.col_segments ? g.col_cut[mc + 2] : L.chi;
+  explicit PreparedFold(const FoldStep<A>& step) : step_(step), g_(step.geom) {
+    const DeviceInfo& dev = device_info();
+    planes_ = g_.N * g_.C;
+    taps_ = g_.taps();
+    total_ = step.tail.R * step.tail.K;
+    if (step.tail.K >= (int64_t(1) << 31))
+      fail(ErrorCategory::unsupported, "fold (cuda)", "tail rows of ", step.tail.K, " values exceed the row counters");
+    // 32-bit indices in the hot loop when a whole plane (the largest chunk) has
+    // fewer than 2^31 elements, with room for one step of the loop.
+    sums_kernel_ = g_.H * g_.W < (int64_t(1) << 31) - (int64_t(1) << 16) ? fold_plane_sums<T, S, int>
+                                                                          : fold_plane_sums<T, S, int64_t>;
+    const FoldGeometry::Block m = g_.largest_block();
+    L_.main_block = m.index;
+    if (m.index >= 0) {
+      const int mc = m.index % g_.col_segments;
+      L_.rlo = m.rlo, L_.rhi = m.rhi, L_.clo = m.clo, L_.chi = m.chi;
+      L_.cl2 = mc > 0 ? g_.col_cut[mc - 1] : L_.clo;
+      L_.cr2 = mc + 1 < g_.col_segments ? g_.col_cut[mc + 2] : L_.chi;
+    }
+    // Row chunks per plane at each warp count: they follow the resident blocks.
+    for (int w = 0; w < 2; ++w) {
+      const int warps = 4 << w;
+      const int64_t resident = int64_t(occupancy(sums_kernel_, warps * 32, 0)) * dev.limits.sm_count;
+      const Overrides& ov = overrides();
+      int64_t chunks = ov.fold_chunks ? ov.fold_chunks
+                                      : tuning::fold_chunks(planes_, g_.H, g_.H * g_.W * int64_t(sizeof(T)), resident);
+      const int64_t rows_per_chunk = std::max<int64_t>(1, (g_.H + chunks - 1) / std::max<int64_t>(chunks, 1));
+      chunks = std::max<int64_t>(1, (g_.H + rows_per_chunk - 1) / rows_per_chunk);
+      chunked_[w] = {chunks, rows_per_chunk};
+    }
+    const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
+    sums_bytes_ = align(std::size_t(std::max<int64_t>(planes_ * taps_, 1)) * sizeof(S));
+    z_bytes_ = align(std::size_t(std::max<int64_t>(total_, 1)) * sizeof(A));
+    for (int w = 0; w < 2; ++w)
+      partial_bytes_[w] = chunked_[w].chunks > 1 ? align(std::size_t(planes_ * chunked_[w].chunks * taps_) * sizeof(S)) : 0;
+    // The contraction's tile and shared memory.
+    ca_.con = step.contraction;
+    ca_.tail = step.tail;
+    ca_.C = g_.C;
+    ca_.taps = taps_;
+    ca_.tile = tuning::contraction_tile(total_, dev.limits.sm_count);
+    ca_.total = total_;
+    ca_.direct = step.tail.n == 0 && step.tail.K_out == step.tail.K;
+    ca_.row_in_smem = step.tail.K * int64_t(sizeof(A)) <= 32 * 1024;
+    contract_smem_ = (kContractThreads + (ca_.row_in_smem ? std::size_t(step.tail.K) : 0)) * sizeof(A);
+    const std::size_t wbytes = std::size_t(ca_.con.cin_g * taps_ * ca_.tile) * sizeof(A);
+    ca_.prefetch = contract_smem_ + wbytes <= 46 * 1024;  // within the default 48 KB of dynamic shared memory
+    if (ca_.prefetch) contract_smem_ += wbytes;
   }
-  L.contiguous = (g.W == 1 || g.xs[3] == 1) && (g.H == 1 || g.xs[2] == g.W);
 
-  // Row chunks per plane at `warps` per block: they follow the resident blocks.
-  const auto chunk = [&](int warps, FoldGeometry& gc, FoldLaunch& lc) {
-    const int64_t resident = int64_t(occupancy(k1, warps * 32, 0)) * dev.limits.sm_count;
-    int64_t chunks = ov.fold_chunks ? ov.fold_chunks
-                                    : tuning::fold_chunks(planes, g.H, g.H * g.W * int64_t(sizeof(T)), resident);
-    const int64_t rows_per_chunk = std::max<int64_t>(1, (g.H + chunks - 1) / std::max<int64_t>(chunks, 1));
-    chunks = std::max<int64_t>(1, (g.H + rows_per_chunk - 1) / rows_per_chunk);
-    gc.chunks = chunks;
-    gc.rows_per_chunk = rows_per_chunk;
-    lc.units = planes * chunks;
-    lc.chunks = chunks;
-    lc.rows_per_chunk = rows_per_chunk;
-  };
+  void run(const TensorView& x, const TensorView& out) const override {
+    FoldGeometry g = g_;
+    for (int d = 0; d < 4; ++d) g.xs[d] = x.strides[d];
+    FoldLaunch L = L_;
+    L.contiguous = (g.W == 1 || g.xs[3] == 1) && (g.H == 1 || g.xs[2] == g.W);
+    const auto with_chunks = [&](int warps, FoldGeometry& gc, FoldLaunch& lc) {
+      const Chunks& c = chunked_[warps > 4];
+      gc.chunks = lc.chunks = c.chunks;
+      gc.rows_per_chunk = lc.rows_per_chunk = c.rows_per_chunk;
+      lc.units = planes_ * c.chunks;
+    };
+    Workspace& ws = workspace();
+    const auto scratch = [&](int warps) {
+      return static_cast<char*>(ws.scratch(sums_bytes_ + partial_bytes_[warps > 4] + z_bytes_));
+    };
+    const auto plane_sums = [&](const FoldGeometry& gc, const FoldLaunch& lc, int threads) {
+      char* base = scratch(threads / 32);
+      S* partial = lc.chunks > 1 ? reinterpret_cast<S*>(base + sums_bytes_) : nullptr;
+      launch("kfuse::cuda::fold_plane_sums", sums_kernel_, dim3(grid_of(lc.units)), dim3(threads), 0, false,
+             static_cast<const T*>(x.data), gc, lc, partial, reinterpret_cast<S*>(base),
+             ws.counters(std::size_t(planes_ + step_.tail.R)));
+    };
+    const bool sums_kernel = planes_ > 0 && g.H > 0 && g.W > 0;
+    try {
+      // Warps per block of the plane sums (the tuner); a candidate is timed on
+      // this very input (the kernel only writes scratch and puts its counters back).
+      int threads = tuning::baseline_launch().threads();  // (no plane sums to launch: unused)
+      if (sums_kernel) {
+        const std::string shape =
+            tuning::shape_class({{"planes", planes_}, {"plane", g.H * g.W}}) + "," + to_string(x.dtype);
+        threads = tuned(sums_kernel_, "cuda::fold_plane_sums", shape, true, [&](const tuning::LaunchConfig& c) {
+                    FoldGeometry gc = g;
+                    FoldLaunch lc = L;
+                    with_chunks(c.warps, gc, lc);
+                    return time_launches([&] { plane_sums(gc, lc, c.threads()); });
+                  }).threads();
+      }
+      with_chunks(threads / 32, g, L);
+      char* base = scratch(threads / 32);
+      S* sums = reinterpret_cast<S*>(base);
+      A* z = reinterpret_cast<A*>(base + sums_bytes_ + partial_bytes_[threads / 32 > 4]);
+      unsigned* counters = ws.counters(std::size_t(planes_ + step_.tail.R));
 
-  // Workspace: tap sums, chunk partials, Z rows; counters per plane and per tail row.
-  Workspace& ws = workspace();
-  const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
-  const std::size_t sums_bytes = align(std::size_t(std::max<int64_t>(planes * taps, 1)) * sizeof(S));
-  const std::size_t z_bytes = align(std::size_t(std::max<int64_t>(total, 1)) * sizeof(A));
-  const auto partial_bytes = [&](const FoldLaunch& lc) {
-    return lc.chunks > 1 ? align(std::size_t(lc.units * taps) * sizeof(S)) : std::size_t(0);
-  };
-  const auto plane_sums = [&](const FoldGeometry& gc, const FoldLaunch& lc, int threads) {
-    char* base = static_cast<char*>(ws.scratch(sums_bytes + partial_bytes(lc) + z_bytes));
-    S* partial = lc.chunks > 1 ? reinterpret_cast<S*>(base + sums_bytes) : nullptr;
-    launch("kfuse::cuda::fold_plane_sums", k1, dim3(grid_of(lc.units)), dim3(threads), 0, false,
-           static_cast<const T*>(x.data), gc, lc, partial, reinterpret_cast<S*>(base),
-           ws.counters(std::size_t(planes + tail.R)));
-  };
-
-  const bool pdl = pdl_enabled();
-  const bool sums_kernel = planes > 0 && g.H > 0 && g.W > 0;
-  try {
-    // Warps per block of the plane sums (the tuner); a candidate is timed on
-    // this very input (the kernel only writes scratch and puts its counters back).
-    int threads = tuning::baseline_launch().threads();  // (no plane sums to launch: unused)
-    if (sums_kernel) {
-      const std::string shape =
-          tuning::shape_class({{"planes", planes}, {"plane", g.H * g.W}}) + "," + to_string(x.dtype);
-      threads = tuned(k1, "cuda::fold_plane_sums", shape, true, [&](const tuning::LaunchConfig& c) {
-                  FoldGeometry gc = g;
-                  FoldLaunch lc = L;
-                  chunk(c.warps, gc, lc);
-                  return time_launches([&] { plane_sums(gc, lc, c.threads()); });
-                }).threads();
-    }
-    chunk(threads / 32, g, L);
-    char* base = static_cast<char*>(ws.scratch(sums_bytes + partial_bytes(L) + z_bytes));
-    S* sums = reinterpret_cast<S*>(base);
-    A* z = reinterpret_cast<A*>(base + sums_bytes + partial_bytes(L));
-    unsigned* counters = ws.counters(std::size_t(planes + tail.R));
-
-    StepTimer timer;
-    bool launched = false;
-    if (L.units > 0 && !sums_kernel) {
-      // Empty planes: every tap sum is zero.
-      KFUSE_CUDA_CHECK(cudaMemsetAsync(sums, 0, std::size_t(planes * taps) * sizeof(S), stream()), "empty planes");
-    } else if (L.units > 0) {
-      plane_sums(g, L, threads);
-      launched = true;
-    }
-    if (total > 0) {
-      ContractArgs<A, O> ca{};
-      ca.con = step.contraction;
-      ca.tail = tail;
-      ca.sums = sums;
-      ca.C = g.C;
-      ca.taps = taps;
-      ca.tile = tuning::contraction_tile(total, dev.limits.sm_count);
-      ca.total = total;
-      ca.z = z;
-      ca.row_counters = counters + planes;
-      ca.out = static_cast<O*>(out.data);
-      ca.direct = tail.n == 0 && tail.K_out == tail.K;
-      ca.row_in_smem = tail.K * int64_t(sizeof(A)) <= 32 * 1024;
-      const int t2 = 256;
-      std::size_t smem = (t2 + (ca.row_in_smem ? std::size_t(tail.K) : 0)) * sizeof(A);
-      const std::size_t wbytes = std::size_t(ca.con.cin_g * taps * ca.tile) * sizeof(A);
-      ca.prefetch = smem + wbytes <= 46 * 1024;  // within the default 48 KB of dynamic shared memory
-      if (ca.prefetch) smem += wbytes;
-      launch("kfuse::cuda::fold_contract_tail", fold_contract_tail<A, O>, dim3(grid_of((total + ca.tile - 1) / ca.tile)),
-             dim3(t2), smem, pdl && launched, ca);
-    }
-    timer.finish();
-  } catch (...) {
-    ws.mark_dirty();  // a kernel may have stopped with counters raised
-    throw;
-  }
-}
-
-template <class A>
-void dispatch_fold(const FoldStep<A>& step, const TensorView& x, const TensorView& out) {
-  if constexpr (std::is_same_v<A, double>) {
-    fold<double, double, double>(step, x, out);
-  } else {
-    switch (x.dtype) {
-      case DType::f32: return fold<float, float, float>(step, x, out);
-      case DType::f16: return fold<__half, float, __half>(step, x, out);
-      case DType::bf16: return fold<__nv_bfloat16, float, __nv_bfloat16>(step, x, out);
-      default: fail(ErrorCategory::unsupported, "fold (cuda)", "input dtype ", to_string(x.dtype));
+      bool launched = false;
+      if (L.units > 0 && !sums_kernel) {
+        // Empty planes: every tap sum is zero.
+        KFUSE_CUDA_CHECK(cudaMemsetAsync(sums, 0, std::size_t(planes_ * taps_) * sizeof(S), stream()), "empty planes");
+      } else if (L.units > 0) {
+        plane_sums(g, L, threads);
+        launched = true;
+      }
+      if (total_ > 0) {
+        ContractArgs<A, O> ca = ca_;
+        ca.sums = sums;
+        ca.z = z;
+        ca.row_counters = counters + planes_;
+        ca.out = static_cast<O*>(out.data);
+        launch("kfuse::cuda::fold_contract_tail", fold_contract_tail<A, O>,
+               dim3(grid_of((total_ + ca.tile - 1) / ca.tile)), dim3(kContractThreads), contract_smem_,
+               pdl_enabled() && launched, ca);
+      }
+    } catch (...) {
+      ws.mark_dirty();  // a kernel may have stopped with counters raised
+      throw;
     }
   }
-}
+
+  std::string describe() const override {
+    return cat("plane sums (", chunked_[0].chunks, " row chunks per plane at 4 warps, ", chunked_[1].chunks,
+               " at 8), contraction tiles of ", ca_.tile, " with the tail");
+  }
+
+ private:
+  struct Chunks {
+    int64_t chunks, rows_per_chunk;
+  };
+  FoldStep<A> step_;
+  FoldGeometry g_;
+  FoldLaunch L_{};
+  void (*sums_kernel_)(const T*, const FoldGeometry, const FoldLaunch, S*, S*, unsigned*) = nullptr;
+  int64_t planes_ = 0, total_ = 0;
+  int taps_ = 0;
+  Chunks chunked_[2]{};  // at 4 and 8 warps
+  std::size_t sums_bytes_ = 0, z_bytes_ = 0, partial_bytes_[2]{}, contract_smem_ = 0;
+  ContractArgs<A, O> ca_{};
+};
 
 }  // namespace
 
-void run_fold(const FoldStep<float>& step, const TensorView& x, const TensorView& out) { dispatch_fold(step, x, out); }
-void run_fold(const FoldStep<double>& step, const TensorView& x, const TensorView& out) { dispatch_fold(step, x, out); }
+Preparation prepare_fold(const FoldStep<float>& step, DType dtype) {
+  switch (dtype) {
+    case DType::f32: return Preparation::of<PreparedFold<float, float, float>>(step);
+    case DType::f16: return Preparation::of<PreparedFold<__half, float, __half>>(step);
+    case DType::bf16: return Preparation::of<PreparedFold<__nv_bfloat16, float, __nv_bfloat16>>(step);
+    default: return Preparation::refuse(cat("a float32 fold does not read ", to_string(dtype)));
+  }
+}
+
+Preparation prepare_fold(const FoldStep<double>& step, DType dtype) {
+  if (dtype != DType::f64) return Preparation::refuse(cat("a float64 fold does not read ", to_string(dtype)));
+  return Preparation::of<PreparedFold<double, double, double>>(step);
+}
 
 }  // namespace kfuse::detail::cuda

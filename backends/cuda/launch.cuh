@@ -12,7 +12,7 @@
 #include <string>
 #include <utility>
 
-#include "backends/cuda/check.hpp"
+#include "core/cuda_check.hpp"
 #include "backends/cuda/context.hpp"
 #include "tuning/tuner.hpp"
 
@@ -129,44 +129,6 @@ void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, 
 
 // Whether this device runs programmatic dependent launch.
 inline bool pdl_enabled() { return overrides().pdl && device_info().major >= 9; }
-
-// Events around a step's launches when the perf suite asks for device timing.
-class StepTimer {
- public:
-  StepTimer() : on_(device_timing()) {
-    if (!on_) return;
-    Events& e = events();
-    KFUSE_CUDA_CHECK(cudaEventRecord(e.start, stream()));
-  }
-  // After the last launch: synchronizes the stream (Plan::run returns with the result complete).
-  void finish() {
-    if (on_) KFUSE_CUDA_CHECK(cudaEventRecord(events().stop, stream()));
-    KFUSE_CUDA_CHECK(cudaStreamSynchronize(stream()), "waiting for the step's kernels");
-    if (on_) {
-      float ms = 0.0f;
-      KFUSE_CUDA_CHECK(cudaEventElapsedTime(&ms, events().start, events().stop));
-      record_device_ms(ms);
-    }
-  }
-
- private:
-  struct Events {
-    cudaEvent_t start = nullptr, stop = nullptr;
-    int device = -1;
-  };
-  static Events& events() {
-    thread_local Events e;
-    const int dev = device_info().id;
-    if (e.device != dev) {
-      // (Events of another device are leaked deliberately: destroying them needs that device current.)
-      KFUSE_CUDA_CHECK(cudaEventCreate(&e.start));
-      KFUSE_CUDA_CHECK(cudaEventCreate(&e.stop));
-      e.device = dev;
-    }
-    return e;
-  }
-  bool on_;
-};
 
 inline unsigned grid_of(int64_t blocks) {
   if (blocks < 1) blocks = 1;

@@ -232,15 +232,11 @@ void run_contraction(const FoldContraction<A>& con, int64_t N, int64_t C, int ta
                        Contract<A, S>{con, sums, z, C, taps, tiles, tile});
 }
 
-template <class A, class T>
-void run_fold(const FoldStep<A>& step, const TensorView& x, const TensorView& out) {
-  using S = kokkos::red_acc_t<A>;  // plane sums: double on the host (one long sequential sum per plane)
-  FoldGeometry g = step.geom;
-  for (int d = 0; d < 4; ++d) g.xs[d] = x.strides[d];
-  const int taps = g.taps();
+// Row chunks: on a GPU enough units to fill the resident teams in even waves
+// (src/tuning fold_chunks); on the host one team per plane.
+template <class T>
+FoldGeometry chunked(FoldGeometry g) {
   const int64_t planes = g.N * g.C;
-  // Row chunks: on a GPU enough units to fill the resident teams in even
-  // waves (src/tuning fold_chunks); on the host one team per plane.
   g.chunks = 1;
   if (kokkos::kOnDevice && planes > 0) {
     const tuning::DeviceLimits& lim = kokkos::device_facts().limits;
@@ -249,7 +245,16 @@ void run_fold(const FoldStep<A>& step, const TensorView& x, const TensorView& ou
   }
   g.rows_per_chunk = std::max<int64_t>(1, (g.H + g.chunks - 1) / g.chunks);
   g.chunks = std::max<int64_t>(1, (g.H + g.rows_per_chunk - 1) / g.rows_per_chunk);
+  return g;
+}
 
+// `geom` is chunked<T>(step.geom), prepared once.
+template <class A, class T>
+void run_fold(const FoldStep<A>& step, FoldGeometry g, const TensorView& x, const TensorView& out) {
+  using S = kokkos::red_acc_t<A>;  // plane sums: double on the host (one long sequential sum per plane)
+  for (int d = 0; d < 4; ++d) g.xs[d] = x.strides[d];
+  const int taps = g.taps();
+  const int64_t planes = g.N * g.C;
   S* sums = kokkos::scratch<S>(kokkos::Slot::tap_sums, planes * taps);
   if (planes == 0) {
     // No planes: Z is the bias alone.
@@ -307,25 +312,63 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
   Kokkos::fence();
 }
 
-struct KokkosBackend final : Backend {
+// ---- Prepared steps ----------------------------------------------------------------
+
+struct PreparedConv final : PreparedStep {
+  ConvStep step;
+  explicit PreparedConv(const ConvStep& s) : step(s) {}
+  void run(const TensorView& x, const TensorView& y) const override {
+    const kokkos::DispatchLock lock(kokkos::dispatch_mutex());
+    kokkos::conv_transpose2d_into(x, step.weight, step.bias ? std::optional<TensorView>(step.bias->view()) : std::nullopt,
+                                  step.params, y);
+  }
+  std::string describe() const override { return "direct gather, a thread per output element"; }
+};
+
+template <class A>
+struct PreparedFold final : PreparedStep {
+  FoldStep<A> step;
+  FoldGeometry geom;  // row chunks decided
+  explicit PreparedFold(const FoldStep<A>& s) : step(s), geom(chunked<A>(s.geom)) {}
+  void run(const TensorView& x, const TensorView& out) const override {
+    const kokkos::DispatchLock lock(kokkos::dispatch_mutex());
+    run_fold<A, A>(step, geom, x, out);
+  }
+  std::string describe() const override {
+    return cat(geom.chunks, geom.chunks == 1 ? " team" : " teams", " per plane, then the contraction and tail");
+  }
+};
+
+template <class A>
+struct PreparedEpilogue final : PreparedStep {
+  EpilogueStep<A> step;
+  explicit PreparedEpilogue(const EpilogueStep<A>& s) : step(s) {}
+  void run(const TensorView& y, const TensorView& out) const override {
+    const kokkos::DispatchLock lock(kokkos::dispatch_mutex());
+    run_epilogue(step, y, out);
+  }
+  std::string describe() const override { return kokkos::kOnDevice ? "team kernels" : "host kernels"; }
+};
+
+class KokkosBackend final : public Backend {
+ public:
   const char* name() const override { return "kokkos"; }
 
-  bool accepts(const Step& step, Memory memory, DType dtype) const override {
-    return kokkos::accepts(memory) && (dtype == DType::f32 || dtype == DType::f64) && !std::holds_alternative<OpStep>(step);
-  }
-
-  void conv_transpose2d(const ConvStep& s, const TensorView& x, const TensorView& y) const override {
-    const kokkos::DispatchLock lock(kokkos::dispatch_mutex());
-    kokkos::conv_transpose2d_into(x, s.weight, s.bias ? std::optional<TensorView>(s.bias->view()) : std::nullopt, s.params, y);
-  }
-
-  void fused(const FusedStep& step, const TensorView& in, const TensorView& out) const override {
-    const kokkos::DispatchLock lock(kokkos::dispatch_mutex());
-    std::visit([&](const auto& s) {
+  Preparation prepare(const Step& step, const StepContext& ctx) const override {
+    if (std::holds_alternative<ReferenceStep>(step)) return Preparation::refuse("the reference runs eager ops");
+    if (!kokkos::accepts(ctx.memory))
+      return Preparation::refuse(cat("the data are in ", to_string(ctx.memory), " memory, Kokkos runs on ",
+                                     to_string(kokkos_memory()), " memory"));
+    if (ctx.dtype != DType::f32 && ctx.dtype != DType::f64)
+      return Preparation::refuse(cat("dtype ", to_string(ctx.dtype), " (the Kokkos kernels take float32 and float64)"));
+    return std::visit([](const auto& s) {
       using S = std::decay_t<decltype(s)>;
-      if constexpr (std::is_same_v<S, FoldStep<float>>) run_fold<float, float>(s, in, out);
-      else if constexpr (std::is_same_v<S, FoldStep<double>>) run_fold<double, double>(s, in, out);
-      else run_epilogue(s, in, out);
+      if constexpr (std::is_same_v<S, ConvStep>) return Preparation::of<PreparedConv>(s);
+      else if constexpr (std::is_same_v<S, FoldStep<float>>) return Preparation::of<PreparedFold<float>>(s);
+      else if constexpr (std::is_same_v<S, FoldStep<double>>) return Preparation::of<PreparedFold<double>>(s);
+      else if constexpr (std::is_same_v<S, EpilogueStep<float>>) return Preparation::of<PreparedEpilogue<float>>(s);
+      else if constexpr (std::is_same_v<S, EpilogueStep<double>>) return Preparation::of<PreparedEpilogue<double>>(s);
+      else return Preparation::refuse("the reference runs eager ops");
     }, step);
   }
 };

@@ -103,6 +103,9 @@ class Pipeline {
   DType dtype() const { return dtype_; }
   const Shape& output_shape() const { return stages_.empty() ? input_shape_ : stages_.back().out_shape; }
   const std::vector<PipelineStage>& stages() const { return stages_; }
+  // Fewest bytes the pipeline must move: the input, each weight and operand
+  // read once, the output written once.
+  int64_t floor_bytes() const;
 
   // The same ops on a batch of `n` along axis 0 (the stages replayed on the
   // new input shape): how kfuse::mpi gives each rank its local pipeline. Throws

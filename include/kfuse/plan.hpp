@@ -18,17 +18,25 @@ namespace kfuse {
 
 enum class Strategy { automatic, fold, fused, reference };
 enum class BackendChoice { automatic, kokkos, cuda };
+// The convolution's arithmetic, as PyTorch means it: strict fp32 (fp32
+// multiply-adds; torch.backends.cudnn.allow_tf32 = False), or TF32 tensor cores
+// with fp32 accumulation (PyTorch's default for cuDNN convolutions; about 1e-3
+// relative error). float64 pipelines are always strict; float16/bfloat16
+// pipelines multiply in their dtype and accumulate in fp32.
+enum class Precision { strict, tf32 };
 
 const char* to_string(Strategy s) noexcept;
 const char* to_string(BackendChoice b) noexcept;
+const char* to_string(Precision p) noexcept;
 Strategy strategy_from(const std::string& name);      // "auto", "fold", "fused", "reference"
 BackendChoice backend_from(const std::string& name);  // "auto", "kokkos", "cuda"
+Precision precision_from(const std::string& name);    // "strict", "tf32"
 
 struct PlanOptions {
   Strategy strategy = Strategy::automatic;  // a forced strategy that cannot apply is an error
   Memory memory = kokkos_memory();          // where inputs and outputs live
   BackendChoice backend = BackendChoice::automatic;
-  bool allow_tf32 = false;                  // CUDA convolutions only
+  Precision precision = Precision::strict;
 };
 
 namespace detail {

@@ -1,6 +1,8 @@
 // Built when kfuse has no CUDA backend: device memory is not available.
 #include "core/device_runtime.hpp"
 
+#include <cmath>
+
 #include "kfuse/error.hpp"
 
 namespace kfuse::device {
@@ -18,5 +20,9 @@ void release(void*) noexcept {}
 void copy(void*, const void*, std::size_t, CopyKind) { no_cuda("device::copy"); }
 void fill_bytes(void*, int, std::size_t) { no_cuda("device::fill_bytes"); }
 void select_device(int) { no_cuda("device::select_device"); }
+void set_run_timing(bool) {}
+double last_run_ms() { return std::nan(""); }
+RunTimer::RunTimer(bool) : on_device_(false), timed_(false) {}
+void RunTimer::finish() {}
 
 }  // namespace kfuse::device

@@ -117,7 +117,6 @@ MPI_Comm node_comm(MPI_Comm comm) {
   return node;
 }
 
-int64_t tensor_bytes(const Tensor& t) { return t.numel() * static_cast<int64_t>(size_of(t.dtype())); }
 
 Shape without_batch(Shape s) {
   s[0] = 1;
@@ -257,18 +256,7 @@ ShardedPlan::ShardedPlan(const Pipeline& global, MPI_Comm comm, ShardOptions opt
     check_mpi(MPI_Type_commit(&impl->row_type), "MPI_Type_commit");
   }
 
-  // The floor of the whole problem: the global input and output, each weight
-  // and operand once.
-  const int64_t es = static_cast<int64_t>(size_of(impl->dtype));
-  int64_t bytes = checked_numel(impl->global_in, "ShardedPlan", "input") * es +
-                  checked_numel(impl->global_out, "ShardedPlan", "output") * es;
-  for (const PipelineStage& s : global.stages()) {
-    if (const auto* cv = std::get_if<ConvTranspose2dOp>(&s.op))
-      bytes += tensor_bytes(cv->weight) + (cv->bias ? tensor_bytes(*cv->bias) : 0);
-    else if (const auto* b = std::get_if<BinaryOp>(&s.op); b && b->operand)
-      bytes += tensor_bytes(*b->operand);
-  }
-  impl->floor_bytes = bytes;
+  impl->floor_bytes = global.floor_bytes();  // the whole problem
   impl_ = std::move(impl);
 }
 

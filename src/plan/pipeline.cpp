@@ -155,4 +155,17 @@ Pipeline Pipeline::with_batch(int64_t n) const {
   return p;
 }
 
+int64_t Pipeline::floor_bytes() const {
+  const auto bytes = [](const Tensor& t) { return t.numel() * int64_t(size_of(t.dtype())); };
+  int64_t total = checked_numel(input_shape_, "pipeline", "input") * int64_t(size_of(dtype_)) +
+                  checked_numel(output_shape(), "pipeline", "output") * int64_t(size_of(dtype_));
+  for (const PipelineStage& s : stages_) {
+    if (const auto* c = std::get_if<ConvTranspose2dOp>(&s.op))
+      total += bytes(c->weight) + (c->bias ? bytes(*c->bias) : 0);
+    else if (const auto* b = std::get_if<BinaryOp>(&s.op); b && b->operand)
+      total += bytes(*b->operand);
+  }
+  return total;
+}
+
 }  // namespace kfuse

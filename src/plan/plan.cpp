@@ -1,9 +1,7 @@
 #include "kfuse/plan.hpp"
 
-#include "backends/backend.hpp"
-#include "backends/kokkos/dispatch.hpp"
+#include "core/device_runtime.hpp"
 #include "core/trace.hpp"
-#include "kfuse/ops.hpp"
 #include "plan/planner.hpp"
 
 namespace kfuse {
@@ -14,6 +12,14 @@ const char* to_string(Strategy s) noexcept {
     case Strategy::fold: return "fold";
     case Strategy::fused: return "fused";
     case Strategy::reference: return "reference";
+  }
+  return "unknown";
+}
+
+const char* to_string(Precision p) noexcept {
+  switch (p) {
+    case Precision::strict: return "strict";
+    case Precision::tf32: return "tf32";
   }
   return "unknown";
 }
@@ -38,6 +44,34 @@ BackendChoice backend_from(const std::string& n) {
     if (n == to_string(b)) return b;
   fail(ErrorCategory::invalid_argument, "plan", "unknown backend '", n, "' (valid: auto, kokkos, cuda)");
 }
+
+Precision precision_from(const std::string& n) {
+  for (Precision p : {Precision::strict, Precision::tf32})
+    if (n == to_string(p)) return p;
+  fail(ErrorCategory::invalid_argument, "plan", "unknown precision '", n, "' (valid: strict, tf32)");
+}
+
+namespace detail {
+
+Tensor BufferPool::take(const Shape& shape, DType dtype, Memory memory) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = free_.begin(); it != free_.end(); ++it)
+      if (it->shape() == shape && it->dtype() == dtype && it->memory() == memory) {
+        Tensor t = std::move(*it);
+        free_.erase(it);
+        return t;
+      }
+  }
+  return Tensor::empty(shape, dtype, memory);
+}
+
+void BufferPool::give_back(Tensor t) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  free_.push_back(std::move(t));
+}
+
+}  // namespace detail
 
 namespace {
 // The planner allocates in proportion to the pipeline's channels (the fold's
@@ -65,36 +99,27 @@ int64_t Plan::floor_bytes() const { return impl_->floor_bytes; }
 
 namespace {
 
-// The reference strategy: the pipeline's ops one by one, as eager ops.
-Tensor run_reference(const std::vector<detail::Step>& steps, const TensorView& x) {
-  if (steps.empty()) return Tensor::copy_of(x, x.memory);
-  // The first op reads x in place, whatever its strides; each result feeds the next.
-  Tensor cur;
-  TensorView in = x;
-  for (const detail::Step& s : steps) {
-    const Op& op = std::get<detail::OpStep>(s).op;
-    if (auto* c = std::get_if<ConvTranspose2dOp>(&op)) {
-      cur = conv_transpose2d(in, Tensor::copy_of(c->weight, x.memory),
-                             c->bias ? std::optional<TensorView>(Tensor::copy_of(*c->bias, x.memory).view()) : std::nullopt,
-                             c->params);
-    } else if (auto* u = std::get_if<UnaryOp>(&op)) {
-      cur = unary(in, u->op);
-    } else if (auto* b = std::get_if<BinaryOp>(&op)) {
-      cur = b->operand ? binary(in, Tensor::copy_of(*b->operand, x.memory), b->kind) : binary(in, b->scalar, b->kind);
-    } else if (auto* r = std::get_if<ReduceOp>(&op)) {
-      cur = reduce(in, r->kind, r->axes, r->keepdim);
-    } else {
-      cur = softmax(in, std::get<SoftmaxOp>(op).axis);
-    }
-    in = cur.view();
-  }
-  return cur;
+// The slot `v` as the step reads it: itself, a reshape of its contiguous
+// elements, or broadcast to `shape` (NumPy rules: stride 0 on the new axes).
+TensorView as_shape(const TensorView& v, const Shape& shape) {
+  if (v.shape == shape) return v;
+  if (v.is_contiguous() && v.numel() == checked_numel(shape, "Plan::run", "step input"))
+    return TensorView(v.data, v.dtype, shape, v.memory);
+  Shape strides(shape.size(), 0);
+  for (int d = int(shape.size()) - 1, e = v.rank() - 1; d >= 0 && e >= 0; --d, --e)
+    strides[d] = v.shape[e] == shape[d] ? v.strides[e] : 0;
+  return TensorView(v.data, v.dtype, shape, strides, v.memory);
 }
 
-// The profiler range of a fused step: the fold or the fused epilogue.
-const char* trace_name(const detail::FusedStep& s) {
-  const bool fold = std::holds_alternative<detail::FoldStep<float>>(s) || std::holds_alternative<detail::FoldStep<double>>(s);
-  return fold ? "kfuse::fold" : "kfuse::epilogue";
+const char* trace_name(const detail::Step& s) {
+  return std::visit([](const auto& f) {
+    using S = std::decay_t<decltype(f)>;
+    if constexpr (std::is_same_v<S, detail::ConvStep>) return "kfuse::conv_transpose2d";
+    else if constexpr (std::is_same_v<S, detail::ReferenceStep>) return "kfuse::reference";
+    else if constexpr (std::is_same_v<S, detail::FoldStep<float>> || std::is_same_v<S, detail::FoldStep<double>>)
+      return "kfuse::fold";
+    else return "kfuse::epilogue";
+  }, s);
 }
 
 }  // namespace
@@ -115,29 +140,19 @@ void Plan::run(const TensorView& x, const TensorView& out) const {
       fail(ErrorCategory::invalid_argument, "Plan::run", v == &x ? "input" : "output", " is in ", to_string(v->memory),
            " memory, the plan was built for ", to_string(p.options.memory), " memory");
 
-  if (p.strategy == Strategy::reference) {
-    const detail::TraceRange range("kfuse::reference");
-    // The eager ops run where Kokkos runs: data in other memory is staged there and back.
-    const bool staged = !kokkos::accepts(p.options.memory);
-    const Tensor staged_x = staged ? Tensor::copy_of(x, kokkos_memory()) : Tensor();
-    const Tensor r = run_reference(p.steps, staged ? staged_x.view() : x);
-    copy(TensorView(r.view().data, r.dtype(), out.shape, r.memory()), out);
-    return;
-  }
-  TensorView in = x;
-  std::optional<detail::BufferPool::Lease> y;
+  std::vector<std::unique_ptr<detail::BufferPool::Lease>> buffers;
+  for (const Shape& shape : p.buffers)
+    buffers.push_back(std::make_unique<detail::BufferPool::Lease>(p.pool, shape, p.dtype, p.options.memory));
+  const TensorView output(out.data, out.dtype, p.output_shape, out.memory);
+  const auto slot = [&](int k) -> const TensorView& {
+    return k == 0 ? x : k == detail::kOutput ? output : buffers[std::size_t(k - 1)]->view();
+  };
+  device::RunTimer timer(p.options.memory == Memory::cuda);
   for (std::size_t k = 0; k < p.steps.size(); ++k) {
-    if (auto* c = std::get_if<detail::ConvStep>(&p.steps[k])) {
-      const detail::TraceRange range("kfuse::conv_transpose2d");
-      y.emplace(p.y_buffers, c->out_shape, p.dtype, p.options.memory);
-      p.backends[k]->conv_transpose2d(*c, in, y->view());
-      in = y->view();
-    } else {
-      const detail::FusedStep& f = std::get<detail::FusedStep>(p.steps[k]);
-      const detail::TraceRange range(trace_name(f));
-      p.backends[k]->fused(f, in, out);
-    }
+    const detail::TraceRange range(trace_name(p.steps[k]));
+    p.prepared[k]->run(as_shape(slot(p.io[k].in), p.io[k].in_shape), slot(p.io[k].out));
   }
+  timer.finish();
 }
 
 Tensor Plan::run(const TensorView& x) const {

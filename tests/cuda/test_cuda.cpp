@@ -138,7 +138,7 @@ Result run_both(const Maker& make, DType dtype, Strategy s, const Shape& xs, con
   o.strategy = s;
   o.memory = Memory::cuda;
   o.backend = BackendChoice::cuda;
-  o.allow_tf32 = tf32;
+  o.precision = tf32 ? Precision::tf32 : Precision::strict;
   Plan plan(make(dtype), o);
   r.describe = plan.describe();
   const Tensor hx = host(xs, x, dtype);

@@ -1,4 +1,4 @@
-// Error checking for every CUDA runtime (and cuDNN) call of the CUDA backend:
+// Error checking for every CUDA runtime call of kfuse (the device runtime and the CUDA backend):
 // a failure throws kfuse::Error(ErrorCategory::backend) naming the call, the
 // CUDA error string and the context (sizes, kernel name).
 #pragma once

@@ -1,11 +1,16 @@
-// kfuse::device:: on the CUDA runtime: the allocations and copies that core
-// code (Tensor, copy) needs. Every call is checked; failures throw
+// kfuse::device:: on the CUDA runtime (built with the CUDA backend, or a Kokkos
+// on CUDA): the allocations and copies that core code (Tensor, copy) needs,
+// and the end of a plan run. Every call is checked; failures throw
 // Error(backend) naming the call, the CUDA error and the size.
 #include "core/device_runtime.hpp"
 
 #include <cuda_runtime_api.h>
 
-#include "backends/cuda/check.hpp"
+#include <atomic>
+#include <cmath>
+#include <map>
+
+#include "core/cuda_check.hpp"
 
 namespace kfuse::device {
 
@@ -63,6 +68,46 @@ void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
 void fill_bytes(void* dst, int value, std::size_t bytes) {
   if (bytes == 0) return;
   KFUSE_CUDA_CHECK(cudaMemset(dst, value, bytes), "filling ", bytes, " bytes of device memory");
+}
+
+namespace {
+std::atomic<bool> g_run_timing{false};
+thread_local double t_last_run_ms = std::nan("");
+
+// The calling thread's pair of events on the current device.
+struct Events {
+  cudaEvent_t start = nullptr, stop = nullptr;
+};
+Events& events() {
+  // (Events are kept for the thread's life: destroying them needs their device current.)
+  thread_local std::map<int, Events> per_device;
+  int dev = 0;
+  KFUSE_CUDA_CHECK(cudaGetDevice(&dev), "querying the current device");
+  Events& e = per_device[dev];
+  if (!e.start) {
+    KFUSE_CUDA_CHECK(cudaEventCreate(&e.start));
+    KFUSE_CUDA_CHECK(cudaEventCreate(&e.stop));
+  }
+  return e;
+}
+}  // namespace
+
+void set_run_timing(bool on) { g_run_timing = on; }
+double last_run_ms() { return t_last_run_ms; }
+
+RunTimer::RunTimer(bool on_device) : on_device_(on_device), timed_(on_device && g_run_timing.load()) {
+  if (timed_) KFUSE_CUDA_CHECK(cudaEventRecord(events().start, cudaStreamPerThread));
+}
+
+void RunTimer::finish() {
+  if (!on_device_) return;
+  if (timed_) KFUSE_CUDA_CHECK(cudaEventRecord(events().stop, cudaStreamPerThread));
+  KFUSE_CUDA_CHECK(cudaStreamSynchronize(cudaStreamPerThread), "waiting for the plan's kernels");
+  if (timed_) {
+    float ms = 0.0f;
+    KFUSE_CUDA_CHECK(cudaEventElapsedTime(&ms, events().start, events().stop));
+    t_last_run_ms = ms;
+  }
 }
 
 }  // namespace kfuse::device

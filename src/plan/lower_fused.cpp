@@ -1,0 +1,142 @@
+// The fused strategy: the conv output Y materialised once, then the rest of
+// the pipeline as a short sequence of epilogue stages, each reading its input
+// once and writing only its result: point ops, at most one reduction or
+// softmax over any axes, and the row program that fits after it. A chain that
+// does not fit one stage (a second reduction over other axes, a softmax
+// before a reduction, an operand that broadcasts the running value to a
+// larger shape) continues in the next stage, from the small intermediate.
+// And the reference strategy: every op its own eager op.
+#include <algorithm>
+
+#include "plan/lower.hpp"
+
+namespace kfuse::detail {
+
+namespace {
+
+template <class A>
+Chain<A> build_chain(const Stages& st, std::size_t begin, std::size_t end, Store<A>& store, uint32_t inner_mask) {
+  std::vector<PointOp<A>> ops;
+  for (std::size_t k = begin; k < end; ++k) ops.push_back(point_op<A>(st[k], store, inner_mask));
+  return {store.upload(ops), static_cast<int>(ops.size())};
+}
+
+int64_t numel_of(const Shape& s) { return checked_numel(s, "plan", "intermediate"); }
+
+// One stage from st[i]: its step, its input shape, and the index after its last op.
+template <class A>
+struct Stage {
+  EpilogueStep<A> step;
+  std::size_t end;
+};
+
+template <class A>
+Stage<A> next_stage(const Stages& st, std::size_t i, Store<A>& store) {
+  const std::size_t n = st.size();
+  // An operand that expands the running value opens a stage that reads its
+  // input broadcast to the larger shape.
+  const Shape y = expands(st[i]) ? st[i].out_shape : st[i].in_shape;
+  std::size_t j = expands(st[i]) ? i + 1 : i;
+  while (j < n && is_point(st[j].op) && !expands(st[j])) ++j;
+  EpilogueStep<A> e{};
+  e.y_shape = y;
+  const auto map_until = [&](std::size_t end) {
+    e.main = MainKind::map;  // a flat walk: the point ops may see reshapes of Y
+    e.body = build_chain(st, i, end, store, 0);
+    return Stage<A>{e, end};
+  };
+  if (j == n || is_point(st[j].op)) return map_until(j);
+  // The main reduction's or softmax's axes, and the split of the point ops'
+  // operands around it, are Y's: a reshape on the way ends the stage before it.
+  for (std::size_t k = i + 1; k <= j; ++k)
+    if (st[k].in_shape != y) return map_until(k);
+
+  std::vector<int> axes;
+  if (auto* r = std::get_if<ReduceOp>(&st[j].op)) axes = r->axes;
+  else axes = {std::get<SoftmaxOp>(st[j].op).axis};
+  uint32_t mask = 0;
+  e.count = 1;
+  for (int a : axes) mask |= 1u << a, e.count *= y[a];
+  e.mask = mask;
+  e.body = build_chain(st, i, j, store, mask);
+  if (auto* r = std::get_if<ReduceOp>(&st[j].op)) {
+    e.main = MainKind::reduce;
+    e.reduce = r->kind;
+    // The longest run of ops after the reduction that fits its row program.
+    for (std::size_t end = n; end > j; --end) {
+      const Stages rest(st.begin() + j + 1, st.begin() + end);
+      const Shape& out = rest.empty() ? st[j].out_shape : rest.back().out_shape;
+      std::string why;
+      if (build_tail(rest, st[j].out_shape, numel_of(out), store, e.tail, why)) return Stage<A>{e, end};
+    }
+    fail(ErrorCategory::unsupported, "plan", "no row program fits after ", op_text(st[j].op));  // unreachable: an empty one always fits
+  }
+  e.main = MainKind::softmax;
+  std::size_t end = j + 1;
+  while (end < n && is_point(st[end].op) && !expands(st[end]) && st[end].in_shape == y) ++end;
+  e.after = build_chain(st, j + 1, end, store, mask);
+  return Stage<A>{e, end};
+}
+
+}  // namespace
+
+template <class A>
+Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const PlanOptions& opt) {
+  Lowering at;
+  std::size_t i = 0;
+  int slot = 0;  // where the running value is
+  const auto next_slot = [&](std::size_t end, const Shape& shape) {
+    if (end == st.size()) return kOutput;
+    at.buffers.push_back(shape);
+    return static_cast<int>(at.buffers.size());
+  };
+  if (!st.empty()) {
+    if (auto* conv = std::get_if<ConvTranspose2dOp>(&st[0].op)) {
+      ConvStep c{conv->params, store.tensor(conv->weight), std::nullopt, st[0].in_shape, st[0].out_shape, opt.precision};
+      if (conv->bias) c.bias = store.tensor(*conv->bias);
+      at.steps.push_back(c);
+      const int out = next_slot(1, st[0].out_shape);
+      at.io.push_back(StepIO{0, out, st[0].in_shape});
+      slot = out;
+      i = 1;
+    }
+  }
+  if (st.empty()) {  // no ops: the output is a copy of the input
+    EpilogueStep<A> e{};
+    e.main = MainKind::map;
+    e.y_shape = p.input_shape();
+    at.steps.push_back(e);
+    at.io.push_back(StepIO{0, kOutput, p.input_shape()});
+  }
+  int stages = 0;
+  while (i < st.size()) {
+    Stage<A> s = next_stage(st, i, store);
+    const int out = next_slot(s.end, st[s.end - 1].out_shape);
+    at.io.push_back(StepIO{slot, out, s.step.y_shape});
+    at.steps.push_back(s.step);
+    slot = out;
+    i = s.end;
+    ++stages;
+  }
+  at.ok = true;
+  const bool conv = !st.empty() && std::holds_alternative<ConvTranspose2dOp>(st[0].op);
+  at.why = cat(conv ? "the conv output Y is written once; " : "",
+               stages <= 1 ? "one epilogue stage reads it once and writes only the output"
+                           : cat(stages, " epilogue stages, each reading its input once (the ops do not fit one row program)"));
+  return at;
+}
+template Lowering lower_fused(const Pipeline&, const Stages&, Store<float>&, const PlanOptions&);
+template Lowering lower_fused(const Pipeline&, const Stages&, Store<double>&, const PlanOptions&);
+
+Lowering lower_reference(const Pipeline& p) {
+  Lowering at;
+  at.ok = true;
+  at.why = "every op its own kernel";
+  ReferenceStep r;
+  for (const PipelineStage& s : p.stages()) r.ops.push_back(s.op);
+  at.steps.push_back(std::move(r));
+  at.io.push_back(StepIO{0, kOutput, p.input_shape()});
+  return at;
+}
+
+}  // namespace kfuse::detail

@@ -1,0 +1,81 @@
+// The steps a plan is lowered to: what each kernel computes, as plain data
+// built once on the host by the planner. The planner and the backends see
+// these types and nothing else of each other (backends/backend.hpp).
+#pragma once
+
+#include <optional>
+#include <variant>
+#include <vector>
+
+#include "kfuse/detail/program.hpp"
+#include "kfuse/pipeline.hpp"
+#include "kfuse/plan.hpp"
+
+namespace kfuse::detail {
+
+// A run of point ops, stored as PointOp<A>[n] in the plan's memory.
+template <class A>
+struct Chain {
+  const PointOp<A>* ops = nullptr;
+  int n = 0;
+};
+
+// The per-row program after the first reduction: Z is R rows by K columns;
+// the output holds R rows by K_out (K, or 1 when the tail reduces).
+template <class A>
+struct Tail {
+  const TailOp<A>* ops = nullptr;
+  int n = 0;
+  int64_t R = 0, K = 0, K_out = 0;
+};
+
+// conv_transpose2d materialising Y, contiguous NCHW.
+struct ConvStep {
+  ConvTranspose2dParams params;
+  Tensor weight;  // plan memory, the pipeline's dtype
+  std::optional<Tensor> bias;
+  Shape in_shape, out_shape;
+  Precision precision = Precision::strict;
+};
+
+// The fold (DESIGN.md section 4): one pass over x for the segment-block sums
+// of every plane, then the contraction fused with the tail. The geometry's
+// strides and row chunks are the backend's to fill in when it prepares.
+template <class A>
+struct FoldStep {
+  FoldGeometry geom;
+  FoldContraction<A> contraction;
+  Tail<A> tail;
+};
+
+// One stage of the fused epilogue over its input Y (the conv output, the
+// input, or the previous stage's result): body point ops, then the main
+// stage, then the tail; one read of Y, one write of the stage's output.
+enum class MainKind { map, reduce, softmax };
+template <class A>
+struct EpilogueStep {
+  MainKind main;
+  Chain<A> body;
+  ReduceKind reduce = ReduceKind::sum;  // main == reduce
+  uint32_t mask = 0;                    // the main stage's axes of Y
+  int64_t count = 1;                    // elements per main reduction / softmax row
+  Tail<A> tail;                         // main == reduce
+  Chain<A> after;                       // point ops after a main softmax
+  Shape y_shape;
+};
+
+// The reference strategy: the pipeline's ops one by one, as eager ops.
+struct ReferenceStep {
+  std::vector<Op> ops;
+};
+
+using Step = std::variant<ConvStep, FoldStep<float>, FoldStep<double>, EpilogueStep<float>, EpilogueStep<double>,
+                          ReferenceStep>;
+
+// What a backend is told besides the step: where the data live and their dtype.
+struct StepContext {
+  Memory memory;
+  DType dtype;
+};
+
+}  // namespace kfuse::detail
