@@ -1,7 +1,7 @@
 // conv_transpose2d on CUDA: cuDNN's backward-data convolution (a transposed
 // convolution is the data gradient of the forward convolution from y to x),
-// fp32 math unless the plan allows TF32; else a plain gather kernel with the
-// same math as kokkos::conv_transpose2d_into.
+// fp32 math unless the plan asks for TF32; else a plain gather kernel
+// (detail::ConvTransposeGather, the Kokkos kernel's arithmetic).
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -12,6 +12,7 @@
 #include "backends/cuda/device.cuh"
 #include "backends/cuda/kernels.hpp"
 #include "backends/cuda/launch.cuh"
+#include "kfuse/detail/conv.hpp"
 
 #ifdef KFUSE_HAVE_CUDNN
 #include <cudnn.h>
@@ -26,62 +27,23 @@ thread_local const char* t_conv_path = "none";
 // ---- The gather kernel ------------------------------------------------------------
 
 template <class T>
-struct GatherArgs {
-  const T* x;
-  const T* w;
-  const T* b;  // nullable
-  T* y;        // contiguous [N, Cout, Ho, Wo]
-  int64_t total, H, W, kH, kW, Cout, Ho, Wo, cin_g, cout_g;
-  int64_t xs0, xs1, xs2, xs3, ws0, ws1, ws2, ws3, bs;
-  int64_t sh, sw, ph, pw, dh, dw;
-};
-
-template <class T>
-__global__ void __launch_bounds__(256, 1) conv_transpose_gather(const GatherArgs<T> a) {
-  using A = acc_t<T>;
+__global__ void __launch_bounds__(256, 1)
+    conv_transpose_gather(const ConvTransposeGather g, const T* x, const T* w, const T* b, T* y, int64_t total) {
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < a.total; i += nthreads) {
-    const int64_t ow = i % a.Wo, oh = (i / a.Wo) % a.Ho, co = (i / (a.Wo * a.Ho)) % a.Cout, n = i / (a.Wo * a.Ho * a.Cout);
-    const int64_t g = co / a.cout_g, col = co % a.cout_g;
-    A acc = a.b ? A(a.b[co * a.bs]) : A(0);
-    for (int64_t kh = 0; kh < a.kH; ++kh) {
-      const int64_t th = oh + a.ph - kh * a.dh;  // = ih * stride
-      if (th < 0 || th % a.sh != 0 || th / a.sh >= a.H) continue;
-      const int64_t ih = th / a.sh;
-      for (int64_t kw = 0; kw < a.kW; ++kw) {
-        const int64_t tw = ow + a.pw - kw * a.dw;
-        if (tw < 0 || tw % a.sw != 0 || tw / a.sw >= a.W) continue;
-        const int64_t iw = tw / a.sw;
-        const T* xp = a.x + n * a.xs0 + (g * a.cin_g) * a.xs1 + ih * a.xs2 + iw * a.xs3;
-        const T* wp = a.w + (g * a.cin_g) * a.ws0 + col * a.ws1 + kh * a.ws2 + kw * a.ws3;
-        for (int64_t c = 0; c < a.cin_g; ++c) acc += A(xp[c * a.xs1]) * A(wp[c * a.ws0]);
-      }
-    }
-    a.y[i] = T(acc);
-  }
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += nthreads)
+    y[i] = T(g.at<acc_t<T>>(x, w, b, i));
 }
 
 template <class T>
 void gather(const ConvStep& s, const TensorView& x, const TensorView& y) {
-  const TensorView& w = s.weight.view();
-  GatherArgs<T> a{};
-  a.x = static_cast<const T*>(x.data);
-  a.w = static_cast<const T*>(w.data);
-  a.b = s.bias ? static_cast<const T*>(s.bias->view().data) : nullptr;
-  a.bs = s.bias ? s.bias->view().strides[0] : 0;
-  a.y = static_cast<T*>(y.data);
-  a.total = y.numel();
-  a.H = x.shape[2], a.W = x.shape[3], a.kH = w.shape[2], a.kW = w.shape[3];
-  a.Cout = y.shape[1], a.Ho = y.shape[2], a.Wo = y.shape[3];
-  a.cin_g = x.shape[1] / s.params.groups, a.cout_g = w.shape[1];
-  a.xs0 = x.strides[0], a.xs1 = x.strides[1], a.xs2 = x.strides[2], a.xs3 = x.strides[3];
-  a.ws0 = w.strides[0], a.ws1 = w.strides[1], a.ws2 = w.strides[2], a.ws3 = w.strides[3];
-  a.sh = s.params.stride[0], a.sw = s.params.stride[1], a.ph = s.params.padding[0], a.pw = s.params.padding[1];
-  a.dh = s.params.dilation[0], a.dw = s.params.dilation[1];
-  if (a.total == 0) return;
+  const int64_t total = y.numel();
+  if (total == 0) return;
+  const ConvTransposeGather g(x, s.weight, s.bias ? &s.bias->view() : nullptr, s.params, y.shape);
   const int64_t resident = int64_t(occupancy(conv_transpose_gather<T>, 256, 0)) * device_info().limits.sm_count;
-  const int64_t blocks = std::min<int64_t>((a.total + 255) / 256, resident * 8);
-  launch("kfuse::cuda::conv_transpose_gather", conv_transpose_gather<T>, dim3(grid_of(blocks)), dim3(256), 0, false, a);
+  const int64_t blocks = std::min<int64_t>((total + 255) / 256, resident * 8);
+  launch("kfuse::cuda::conv_transpose_gather", conv_transpose_gather<T>, dim3(grid_of(blocks)), dim3(256), 0, false, g,
+         static_cast<const T*>(x.data), static_cast<const T*>(s.weight.view().data),
+         s.bias ? static_cast<const T*>(s.bias->view().data) : nullptr, static_cast<T*>(y.data), total);
   t_conv_path = "gather";
 }
 

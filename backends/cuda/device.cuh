@@ -15,10 +15,6 @@ namespace kfuse::detail::cuda {
 
 // ---- Element types -------------------------------------------------------------
 
-template <class T> __device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
-template <> __device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
 // Converts an element to the accumulation type S (float or double; the
 // half types through float).
 template <class S, class T> __device__ __forceinline__ S to_acc(T v) { return static_cast<S>(v); }
@@ -44,43 +40,11 @@ template <class T> __device__ __forceinline__ Vec16<T> load_stream(const T* p) {
   v.raw = __ldcs(reinterpret_cast<const uint4*>(p));
   return v;
 }
-template <class T> __device__ __forceinline__ Vec16<T> load16(const T* p) {
-  Vec16<T> v;
-  v.raw = __ldg(reinterpret_cast<const uint4*>(p));
-  return v;
-}
 template <class T> __device__ __forceinline__ void store16(T* p, const Vec16<T>& v) {
   *reinterpret_cast<uint4*>(p) = v.raw;
 }
 
 __host__ __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-// ---- Point-op chains over several values -----------------------------------------
-// The same as detail::apply_chain on each of v[0..N), value k at the
-// coordinate (i + k*di, j + k*dj), but each op's fields are read once for all
-// N values (apply_chain reads them per value, which bounds streaming kernels
-// by load instructions).
-template <class A, int N>
-__device__ __forceinline__ void apply_chain_n(const PointOp<A>* ops, int n, A (&v)[N], int64_t i, int64_t di,
-                                              int64_t j, int64_t dj) {
-  for (int t = 0; t < n; ++t) {
-    const PointOp<A>& op = ops[t];
-    const PointKind kind = op.kind;
-    if (kind == PointKind::unary) {
-      const Unary u = op.unary;
-#pragma unroll
-      for (int k = 0; k < N; ++k) v[k] = apply(u, v[k]);
-    } else if (kind == PointKind::scalar) {
-      const BinaryKind b = op.binary;
-      const A s = op.scalar;
-#pragma unroll
-      for (int k = 0; k < N; ++k) v[k] = apply(b, v[k], s);
-    } else {
-#pragma unroll
-      for (int k = 0; k < N; ++k) v[k] = op(v[k], i + k * di, j + k * dj);
-    }
-  }
-}
 
 // ---- Programmatic dependent launch (sm_90+; no-ops elsewhere) -------------------
 

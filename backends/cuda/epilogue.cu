@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kThreads, 1) epi_map(const MapArgs<A> a) {
         A e[VEC];
 #pragma unroll
         for (int k = 0; k < VEC; ++k) e[k] = d[u].get(k);
-        apply_chain_n(a.body.ops, a.body.n, e, i0, 1, 0, 0);
+        apply_chain(a.body.ops, a.body.n, e, i0, 1, 0, 0);
 #pragma unroll
         for (int k = 0; k < VEC; ++k) d[u].set(k, e[k]);
         store16(a.out + i0, d[u]);
@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(kThreads, 1) epi_map(const MapArgs<A> a) {
       A e[VEC];
 #pragma unroll
       for (int k = 0; k < VEC; ++k) e[k] = d.get(k);
-      apply_chain_n(a.body.ops, a.body.n, e, v * VEC, 1, 0, 0);
+      apply_chain(a.body.ops, a.body.n, e, v * VEC, 1, 0, 0);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) d.set(k, e[k]);
       store16(a.out + v * VEC, d);
@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(kThreads, 1) epi_reduce_rows(const ReduceArgs<
       A e[VEC];
 #pragma unroll
       for (int k = 0; k < VEC; ++k) e[k] = d.get(k);
-      apply_chain_n(a.body.ops, a.body.n, e, o, 0, kfirst, 1);
+      apply_chain(a.body.ops, a.body.n, e, o, 0, kfirst, 1);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) reduce_push(a.kind, acc[k], e[k]);
     };
@@ -301,16 +301,6 @@ __global__ void __launch_bounds__(kThreads, 1) epi_softmax_cols(const SoftmaxArg
 
 // ---- Host side ----------------------------------------------------------------------
 
-// Whether an Indexer walks memory contiguously (row-major, stride 1 innermost).
-bool contiguous(const Indexer& ix) {
-  int64_t expect = 1;
-  for (int d = ix.rank - 1; d >= 0; --d) {
-    if (ix.size[d] != 1 && ix.stride[d] != expect) return false;
-    expect *= ix.size[d];
-  }
-  return true;
-}
-
 // The single stride of an Indexer with at most one axis of extent > 1 (false otherwise).
 bool single_stride(const Indexer& ix, int64_t& stride) {
   stride = 1;
@@ -386,7 +376,7 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
       a.count = e.count;
       a.outputs = outputs;
       if (outputs > 0) {
-        const bool contig = contiguous(inner);
+        const bool contig = inner.is_dense();
         int64_t stride = 1;
         const bool one_axis = single_stride(inner, stride);
         a.stride = stride;

@@ -287,14 +287,14 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
   using R = kokkos::red_acc_t<A>;  // the main reduction's accumulator (double on the host)
   kokkos::Row<A> row{static_cast<const A*>(y.data), {}, {}, false, e.count};
   split_axes(y.shape, y.strides, e.mask, row.outer, row.inner);
-  row.dense = kokkos::is_dense(row.inner);
+  row.dense = row.inner.is_dense();
   const kokkos::Body<A> body{e.body.ops, e.body.n};
   A* op = static_cast<A*>(out.data);
 
   if (e.main == MainKind::map) {
     const A* yp = row.x;
     const Indexer outer = row.outer;
-    const bool dense = kokkos::is_dense(outer);  // no index arithmetic per element
+    const bool dense = outer.is_dense();  // no index arithmetic per element
     Kokkos::parallel_for("kfuse::epilogue::map", Range(0, y.numel()),
                          KOKKOS_LAMBDA(int64_t i) { op[i] = body(yp[dense ? i : outer.offset(i)], i, 0); });
   } else if (e.main == MainKind::reduce) {

@@ -4,6 +4,7 @@
 #include "backends/kokkos/dispatch.hpp"
 #include "backends/kokkos/kernels.hpp"
 #include "backends/kokkos/rows.hpp"
+#include "kfuse/detail/conv.hpp"
 #include "kfuse/detail/math.hpp"
 
 namespace kfuse {
@@ -24,36 +25,10 @@ void conv_kernel(const TensorView& x, const TensorView& w, const std::optional<T
   const T* xp = static_cast<const T*>(x.data);
   const T* wp = static_cast<const T*>(w.data);
   const T* bp = bias ? static_cast<const T*>(bias->data) : nullptr;
-  const int64_t bst = bias ? bias->strides[0] : 0;
   T* yp = static_cast<T*>(y.data);
-  const int64_t H = x.shape[2], W = x.shape[3], kH = w.shape[2], kW = w.shape[3];
-  const int64_t Cout = y.shape[1], Ho = y.shape[2], Wo = y.shape[3];
-  const int64_t cin_g = x.shape[1] / p.groups, cout_g = w.shape[1];
-  const int64_t xs0 = x.strides[0], xs1 = x.strides[1], xs2 = x.strides[2], xs3 = x.strides[3];
-  const int64_t ws0 = w.strides[0], ws1 = w.strides[1], ws2 = w.strides[2], ws3 = w.strides[3];
-  const int64_t sh = p.stride[0], sw = p.stride[1], ph = p.padding[0], pw = p.padding[1];
-  const int64_t dh = p.dilation[0], dw = p.dilation[1];
-  // Gather form: each output element sums the input taps that land on it.
-  Kokkos::parallel_for("kfuse::conv_transpose2d", Range(0, y.numel()), KOKKOS_LAMBDA(int64_t i) {
-    const int64_t ow = i % Wo, oh = (i / Wo) % Ho, co = (i / (Wo * Ho)) % Cout, n = i / (Wo * Ho * Cout);
-    const int64_t g = co / cout_g, col = co % cout_g;
-    A acc = bp ? A(bp[co * bst]) : A(0);
-    for (int64_t kh = 0; kh < kH; ++kh) {
-      const int64_t th = oh + ph - kh * dh;  // = ih * stride
-      if (th < 0 || th % sh != 0 || th / sh >= H) continue;
-      const int64_t ih = th / sh;
-      for (int64_t kw = 0; kw < kW; ++kw) {
-        const int64_t tw = ow + pw - kw * dw;
-        if (tw < 0 || tw % sw != 0 || tw / sw >= W) continue;
-        const int64_t iw = tw / sw;
-        for (int64_t c = 0; c < cin_g; ++c) {
-          const int64_t ci = g * cin_g + c;
-          acc += A(xp[n * xs0 + ci * xs1 + ih * xs2 + iw * xs3]) * A(wp[ci * ws0 + col * ws1 + kh * ws2 + kw * ws3]);
-        }
-      }
-    }
-    yp[i] = T(acc);
-  });
+  const detail::ConvTransposeGather gather(x, w, bias ? &*bias : nullptr, p, y.shape);
+  Kokkos::parallel_for("kfuse::conv_transpose2d", Range(0, y.numel()),
+                       KOKKOS_LAMBDA(int64_t i) { yp[i] = T(gather.at<A>(xp, wp, bp, i)); });
 }
 
 template <class T>
@@ -98,7 +73,7 @@ void reduce_kernel(const TensorView& x, ReduceKind kind, uint32_t mask, TeamLaun
   kokkos::Row<T> row{static_cast<const T*>(x.data), {}, {}, false, 1};
   split_axes(x.shape, x.strides, mask, row.outer, row.inner);
   for (int d = 0; d < row.inner.rank; ++d) row.count *= row.inner.size[d];
-  row.dense = kokkos::is_dense(row.inner);
+  row.dense = row.inner.is_dense();
   kokkos::run_reduce_rows<T, R>("kfuse::reduce", row, {}, kind, y.numel(), static_cast<T*>(y.data), requested_threads(launch));
 }
 
@@ -110,7 +85,7 @@ void softmax_kernel(const TensorView& x, uint32_t mask, TeamLaunch launch, const
   split_axes(x.shape, x.strides, mask, k.row.outer, k.row.inner);
   split_axes(y.shape, y.strides, mask, k.out_outer, k.out_inner);
   k.row.count = k.row.inner.rank ? k.row.inner.size[0] : 1;
-  k.row.dense = kokkos::is_dense(k.row.inner);
+  k.row.dense = k.row.inner.is_dense();
   kokkos::run_softmax_rows("kfuse::softmax", k, y.numel() / k.row.count, requested_threads(launch));
 }
 

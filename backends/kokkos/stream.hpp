@@ -44,16 +44,4 @@ KOKKOS_INLINE_FUNCTION void stream_contiguous(const Team& team, const T* p, int6
   }
 }
 
-// Whether an indexer walks its elements contiguously (row-major, unit innermost stride).
-KOKKOS_INLINE_FUNCTION bool is_dense(const Indexer& ix) {
-  for (int d = 0; d < ix.rank; ++d)
-    if (ix.size[d] == 0) return true;  // nothing to walk (and the other extents' product may not fit)
-  int64_t expect = 1;
-  for (int d = ix.rank - 1; d >= 0; --d) {
-    if (ix.size[d] != 1 && ix.stride[d] != expect) return false;
-    expect *= ix.size[d];
-  }
-  return true;
-}
-
 }  // namespace kfuse::kokkos

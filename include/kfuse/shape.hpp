@@ -47,6 +47,20 @@ struct Indexer {
     }
     return off;
   }
+
+  // Whether it walks its elements contiguously (row-major, unit innermost
+  // stride). With no elements nothing is out of place (and the other
+  // extents' product may not even fit in 64 bits).
+  KFUSE_HDI bool is_dense() const {
+    for (int d = 0; d < rank; ++d)
+      if (size[d] == 0) return true;
+    int64_t expect = 1;
+    for (int d = rank - 1; d >= 0; --d) {
+      if (size[d] != 1 && stride[d] != expect) return false;
+      expect *= size[d];
+    }
+    return true;
+  }
 };
 
 Indexer make_indexer(const Shape& size, const Shape& stride);

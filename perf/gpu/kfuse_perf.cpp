@@ -24,7 +24,7 @@
 // measured candidates.
 //
 //   kfuse_perf --specs specs --out perf/results [--reps 50] [--export DIR]
-//              [--only NAME] [--no-weak] [--sweep] [--tuning] [--ncu-mode]
+//              [--only NAME] [--no-weak] [--tuning] [--ncu-mode] [--general DIR]
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -44,9 +44,7 @@
 
 #include <unistd.h>  // getpid
 
-#ifdef KFUSE_HAVE_CUDA
-#include "backends/cuda/context.hpp"
-#endif
+#include "kfuse/device.hpp"
 #include "kfuse/kokkos.hpp"
 #include "kfuse/npy.hpp"
 #include "kfuse/plan.hpp"
@@ -71,10 +69,10 @@ struct Options {
   std::string out = "perf/results";
   std::string export_dir;
   std::string only;
+  std::string general;  // --general DIR: the benchmark set that general.py prepared
   int reps = 50;
   int warmup = 5;
   bool weak = true;
-  bool sweep = false;
   bool tuning = false;
   bool ncu = false;  // one run per case, no flush, no copy benchmark (under ncu)
 };
@@ -183,9 +181,7 @@ struct Timing {
 
 // Times plan.run(x, out): warm-up, then reps runs after an L2 flush each.
 Timing time_plan(const Plan& plan, const TensorView& x, const TensorView& out, const Options& o, Flusher& fl) {
-#ifdef KFUSE_HAVE_CUDA
-  detail::cuda::set_device_timing(true);
-#endif
+  device::set_run_timing(true);
   for (int i = 0; i < (o.ncu ? 1 : o.warmup); ++i) plan.run(x, out);
   std::vector<double> dev, wall;
   const int reps = o.ncu ? 1 : o.reps;
@@ -195,15 +191,9 @@ Timing time_plan(const Plan& plan, const TensorView& x, const TensorView& out, c
     plan.run(x, out);
     const auto t1 = std::chrono::steady_clock::now();
     wall.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-#ifdef KFUSE_HAVE_CUDA
-    dev.push_back(detail::cuda::last_device_ms());
-#else
-    dev.push_back(wall.back());
-#endif
+    dev.push_back(device::last_run_ms());
   }
-#ifdef KFUSE_HAVE_CUDA
-  detail::cuda::set_device_timing(false);
-#endif
+  device::set_run_timing(false);
   return Timing{stats(dev), stats(wall)};
 }
 
@@ -283,13 +273,8 @@ json decisions_json() {
 
 // A spec problem in `dtype` (the spec's own when nullopt): time, check against
 // the float64 host plan, export.
-struct SweepPoint {
-  std::string name;
-  std::function<void()> apply;  // sets the launch choice (undone after the sweep)
-};
-
 void run_spec(Context& c, const std::string& path, const std::string& name, std::optional<DType> dtype,
-              Strategy strategy = Strategy::automatic, const std::vector<SweepPoint>& sweep = {}) {
+              Strategy strategy = Strategy::automatic) {
   const Spec spec = load_spec(path, dtype);
   PlanOptions po;
   po.memory = Memory::cuda;
@@ -312,16 +297,9 @@ void run_spec(Context& c, const std::string& path, const std::string& name, std:
     const Tensor r = hp.run(hx64.view());
     ref_values.assign(r.data<double>(), r.data<double>() + r.numel());
     err = rel_error(host_values(out.view()), ref_values);
-    if (!c.opt.export_dir.empty() && strategy == Strategy::automatic && name.rfind("sweep", 0) != 0) export_problem(c.opt.export_dir, name, spec, hx, out.view());
+    if (!c.opt.export_dir.empty() && strategy == Strategy::automatic) export_problem(c.opt.export_dir, name, spec, hx, out.view());
   }
   record(c, name, "spec", plan, t, err);
-  // The same plan and input under other launch choices.
-  for (const SweepPoint& sp : sweep) {
-    sp.apply();
-    ck(cudaMemset(out.view().data, 0xFF, out.view().bytes()), "poison");
-    const Timing ts = time_plan(plan, dx.view(), out.view(), c.opt, *c.flusher);
-    record(c, name + "_" + sp.name, "sweep", plan, ts);
-  }
   if (!c.opt.tuning || c.opt.ncu) return;
   // Untuned, rules, tuned (the header); the tuner's decisions of the tuned run kept per kernel.
   const std::string cache = c.opt.out + "/.tuning-cache-" + std::to_string(::getpid()) + ".json";
@@ -376,6 +354,45 @@ void run_weak(Context& c, int64_t hw, DType dtype) {
   Tensor out = Tensor::empty(plan.output_shape(), dtype, Memory::cuda);
   const Timing t = time_plan(plan, x.view(), out.view(), c.opt, *c.flusher);
   record(c, detail::cat("fold_weak_", double(x.view().bytes()) / (1 << 20), "MiB"), "weak_scaling", plan, t);
+}
+
+// The public benchmark set (specs/general, real sizes), as perf/gpu/general.py
+// prepared it in `dir`: cases.json lists each case's resolved spec (input and
+// weights as .npy, shared with PyTorch) and the precisions to time. Each
+// output goes to <dir>/<case>-<precision>-kfuse.npy for general.py to check
+// against a float64 PyTorch reference; a pipeline no backend runs is recorded
+// with the planner's reason.
+void run_general(Context& c, const std::string& dir) {
+  json cases;
+  std::ifstream(dir + "/cases.json") >> cases;
+  for (const json& k : cases) {
+    const std::string name = k["name"].get<std::string>();
+    if (!c.opt.only.empty() && name.find(c.opt.only) == std::string::npos) continue;
+    const Spec spec = load_spec(dir + "/" + k["spec"].get<std::string>());
+    const Tensor dx = Tensor::copy_of(make_input(spec).view(), Memory::cuda);
+    for (const json& pj : k["precisions"]) {
+      const std::string prec = pj.get<std::string>();
+      const std::string label = name + "-" + prec;
+      PlanOptions po;
+      po.memory = Memory::cuda;
+      po.precision = precision_from(prec);
+      std::unique_ptr<Plan> plan;
+      try {
+        plan = std::make_unique<Plan>(spec.pipeline, po);
+      } catch (const Error& e) {
+        std::printf("%-34s refused: %s\n", label.c_str(), e.what());
+        c.cases.push_back({{"name", label}, {"group", "general"}, {"refused", e.what()}});
+        continue;
+      }
+      Tensor out = Tensor::empty(plan->output_shape(), plan->dtype(), Memory::cuda);
+      ck(cudaMemset(out.view().data, 0xFF, out.view().bytes()), "poison");
+      const Timing t = time_plan(*plan, dx.view(), out.view(), c.opt, *c.flusher);
+      json& j = record(c, label, "general", *plan, t);
+      j["precision"] = prec;
+      const Tensor h = Tensor::copy_of(out.view(), Memory::host);
+      write_npy(dir + "/" + label + "-kfuse.npy", (h.dtype() == DType::f32 ? h : cast(h.view(), DType::f32)).view());
+    }
+  }
 }
 
 std::string today() {
@@ -448,14 +465,14 @@ int main(int argc, char** argv) {
     else if (a == "--out") o.out = next();
     else if (a == "--export") o.export_dir = next();
     else if (a == "--only") o.only = next();
+    else if (a == "--general") o.general = next();
     else if (a == "--reps") o.reps = std::max(50, std::atoi(next().c_str()));
     else if (a == "--no-weak") o.weak = false;
-    else if (a == "--sweep") o.sweep = true;
     else if (a == "--tuning") o.tuning = true;
     else if (a == "--ncu-mode") o.ncu = true, o.weak = false;
     else {
       std::fprintf(stderr, "usage: kfuse_perf [--specs DIR] [--out DIR] [--export DIR] [--only NAME] [--reps N>=50] "
-                           "[--no-weak] [--sweep] [--tuning] [--ncu-mode]\n");
+                           "[--no-weak] [--tuning] [--ncu-mode] [--general DIR]\n");
       return 2;
     }
   }
@@ -472,50 +489,36 @@ int main(int argc, char** argv) {
 
   const auto want = [&](const std::string& n) { return o.only.empty() || n.find(o.only) != std::string::npos; };
   const std::string s1 = o.specs + "/convt_gap_bias_lse.json", s2 = o.specs + "/convt_mul_gap.json";
-  // Launch choices of the CUDA backend's fold swept with --sweep: warps x row chunks, and PDL off.
-  std::vector<SweepPoint> sweep;
 #ifdef KFUSE_HAVE_CUDA
-  if (o.sweep) {
-    const detail::cuda::Overrides base = detail::cuda::overrides();
-    for (int warps : {4, 8})
-      for (int chunks : {0, 1, 2, 4})
-        sweep.push_back({detail::cat("w", warps, "_c", chunks), [base, warps, chunks] {
-                           detail::cuda::overrides() = base;
-                           detail::cuda::overrides().fold_chunks = chunks;
-                           force_launch("cuda::fold_plane_sums", LaunchChoice{warps, 2});
-                         }});
-    sweep.push_back({"nopdl", [base] {
-                       detail::cuda::overrides() = base;
-                       detail::cuda::overrides().pdl = false;
-                       force_launch("cuda::fold_plane_sums", std::nullopt);
-                     }});
-    sweep.push_back({"default", [base] { detail::cuda::overrides() = base; }});
-  }
   constexpr bool kCudaBackend = true;
 #else
   constexpr bool kCudaBackend = false;  // the Kokkos kernels: float32 and float64, no cuDNN
 #endif
   try {
-    if (want("convt_gap_bias_lse")) run_spec(c, s1, "convt_gap_bias_lse", std::nullopt, Strategy::automatic, sweep);
-    if (want("convt_mul_gap")) run_spec(c, s2, "convt_mul_gap", std::nullopt, Strategy::automatic, sweep);
-    if (want("spatial_mean")) run_spec(c, o.specs + "/spatial_mean.json", "spatial_mean", std::nullopt);
-    if (kCudaBackend && want("convt_gap_bias_lse_bf16")) run_spec(c, s1, "convt_gap_bias_lse_bf16", DType::bf16);
-    if (kCudaBackend && want("convt_mul_gap_bf16")) run_spec(c, s2, "convt_mul_gap_bf16", DType::bf16);
-    if (kCudaBackend && want("convt_mul_gap_fused"))
-      run_spec(c, s2, "convt_mul_gap_fused_cudnn", std::nullopt, Strategy::fused);
-    const Shape big{16, 128, 256, 256};
-    if (want("epi_mean_hw")) run_epilogue(c, "epi_mean_hw", big, [](Pipeline& p) { p.mean({2, 3}); });
-    if (want("epi_lse_c")) run_epilogue(c, "epi_lse_c", big, [](Pipeline& p) { p.logsumexp({1}, true); });
-    if (want("epi_relu_map")) run_epilogue(c, "epi_relu_mul_map", big, [](Pipeline& p) { p.relu().mul(2.0); });
-    if (want("epi_softmax_w")) run_epilogue(c, "epi_softmax_w", big, [](Pipeline& p) { p.softmax(3); });
-    if (want("epi_softmax_c")) run_epilogue(c, "epi_softmax_c", big, [](Pipeline& p) { p.softmax(1); });
-    if (want("epi_gap_tail")) run_epilogue(c, "epi_mean_bias_lse_tail", big, [](Pipeline& p) {
-      Tensor b = Tensor::empty({128, 1, 1}, DType::f32, Memory::host);
-      for (int64_t i = 0; i < 128; ++i) b.data<float>()[i] = float(0.01 * i);
-      p.mean({2, 3}, true).add(b).logsumexp({1}, true).mul(10.0);
-    });
-    if (o.weak && want("fold_weak"))
-      for (int64_t hw : {64, 128, 256, 512, 1024}) run_weak(c, hw, DType::f32);
+    if (!o.general.empty()) {
+      run_general(c, o.general);
+    } else {
+      if (want("convt_gap_bias_lse")) run_spec(c, s1, "convt_gap_bias_lse", std::nullopt);
+      if (want("convt_mul_gap")) run_spec(c, s2, "convt_mul_gap", std::nullopt);
+      if (want("spatial_mean")) run_spec(c, o.specs + "/spatial_mean.json", "spatial_mean", std::nullopt);
+      if (kCudaBackend && want("convt_gap_bias_lse_bf16")) run_spec(c, s1, "convt_gap_bias_lse_bf16", DType::bf16);
+      if (kCudaBackend && want("convt_mul_gap_bf16")) run_spec(c, s2, "convt_mul_gap_bf16", DType::bf16);
+      if (kCudaBackend && want("convt_mul_gap_fused"))
+        run_spec(c, s2, "convt_mul_gap_fused_cudnn", std::nullopt, Strategy::fused);
+      const Shape big{16, 128, 256, 256};
+      if (want("epi_mean_hw")) run_epilogue(c, "epi_mean_hw", big, [](Pipeline& p) { p.mean({2, 3}); });
+      if (want("epi_lse_c")) run_epilogue(c, "epi_lse_c", big, [](Pipeline& p) { p.logsumexp({1}, true); });
+      if (want("epi_relu_map")) run_epilogue(c, "epi_relu_mul_map", big, [](Pipeline& p) { p.relu().mul(2.0); });
+      if (want("epi_softmax_w")) run_epilogue(c, "epi_softmax_w", big, [](Pipeline& p) { p.softmax(3); });
+      if (want("epi_softmax_c")) run_epilogue(c, "epi_softmax_c", big, [](Pipeline& p) { p.softmax(1); });
+      if (want("epi_gap_tail")) run_epilogue(c, "epi_mean_bias_lse_tail", big, [](Pipeline& p) {
+        Tensor b = Tensor::empty({128, 1, 1}, DType::f32, Memory::host);
+        for (int64_t i = 0; i < 128; ++i) b.data<float>()[i] = float(0.01 * i);
+        p.mean({2, 3}, true).add(b).logsumexp({1}, true).mul(10.0);
+      });
+      if (o.weak && want("fold_weak"))
+        for (int64_t hw : {64, 128, 256, 512, 1024}) run_weak(c, hw, DType::f32);
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kfuse_perf: %s\n", e.what());
     return 1;
@@ -530,12 +533,13 @@ int main(int argc, char** argv) {
   const char* commit = std::getenv("KFUSE_GIT_COMMIT");
   j["commit"] = commit && *commit ? std::string(commit) : std::string(KFUSE_GIT_COMMIT);
   j["build"] = kCudaBackend ? "hand-written CUDA backend" : std::string("Kokkos ") + ExecSpace::name() + " (no hand-written CUDA backend)";
-  j["timing"] = kCudaBackend ? "device: CUDA events around the backend's launches (launch gaps included)"
-                             : "device = wall time of Plan::run (launches and the final fence)";
+  j["timing"] = kCudaBackend ? "device: CUDA events around a plan's steps (kfuse::device::set_run_timing; launch gaps included)"
+                             : "device: CUDA events around a plan's steps, which each end with a Kokkos fence (about the wall time)";
   j["copy_GBps"] = c.copy_gbps;
   j["reps"] = o.ncu ? 1 : o.reps;
   j["cases"] = c.cases;
-  const std::string base = o.out + "/" + slug(c.prop.name) + "-" + j["date"].get<std::string>() + (o.ncu ? "-ncu" : "");
+  const std::string base = o.out + "/" + slug(c.prop.name) + "-" + j["date"].get<std::string>() + (o.ncu ? "-ncu" : "") +
+                           (o.general.empty() ? "" : "-general");
   std::ofstream(base + ".json") << j.dump(2) << "\n";
   write_markdown(j, base + ".md");
   std::printf("wrote %s.json and %s.md\n", base.c_str(), base.c_str());

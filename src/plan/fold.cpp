@@ -5,9 +5,6 @@
 namespace kfuse::detail {
 
 namespace {
-int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
-int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
-
 // Cuts one axis into segments so that every tap's range is a union of them.
 void cut_axis(int64_t in, int64_t out, int64_t k, int64_t s, int64_t p, int64_t d, int& segments, int64_t* cut,
               uint64_t* taps) {
@@ -29,13 +26,6 @@ void cut_axis(int64_t in, int64_t out, int64_t k, int64_t s, int64_t p, int64_t 
   }
 }
 }  // namespace
-
-TapRange tap_range(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad, int64_t dilation) {
-  // 0 <= i*stride - pad + k*dilation < out
-  const int64_t lo = std::max<int64_t>(0, ceil_div(pad - k * dilation, stride));
-  const int64_t hi = std::min<int64_t>(in, floor_div(out - 1 + pad - k * dilation, stride) + 1);
-  return {std::min(lo, in), std::max(hi, std::min(lo, in))};
-}
 
 FoldGeometry fold_geometry(const Shape& x, const ConvTranspose2dOp& conv, const Shape& y) {
   FoldGeometry g{};

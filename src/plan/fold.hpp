@@ -4,16 +4,11 @@
 #include <string>
 #include <vector>
 
+#include "kfuse/detail/conv.hpp"
 #include "kfuse/detail/program.hpp"
 #include "kfuse/pipeline.hpp"
 
 namespace kfuse::detail {
-
-// Input index range [lo, hi) of one axis whose tap k lands inside the output.
-struct TapRange {
-  int64_t lo, hi;
-};
-TapRange tap_range(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad, int64_t dilation);
 
 // Segment cuts and tap masks for x [N, C, H, W] under `conv`. Strides and
 // chunking are filled in by the backend at launch.

@@ -3,11 +3,11 @@
 // shared memory) and the device's limits (cudaGetDeviceProperties). No CUDA
 // here, so the rules are unit-tested on machines without a GPU.
 //
-// A first version: it picks 4 or 8 warps and a pipelining depth of 2 or 3
-// from registers, spills and the number of distinct inputs, sizes the fold's
-// row chunks and the contraction's tiles, and names at most three autotuning
-// candidates (the conservative baseline always among them). Measuring the
-// candidates on the device and keeping a winner is a later tuning issue.
+// They pick 4 or 8 warps and a pipelining depth of 2 or 3 from registers,
+// spills and the number of distinct inputs, size the fold's row chunks and the
+// contraction's tiles, and name at most three autotuning candidates (the
+// conservative baseline always among them); src/tuning/tuner.cpp measures the
+// candidates on the device and keeps a winner.
 #pragma once
 
 #include <cstdint>

@@ -8,3 +8,9 @@
 #define KFUSE_HD
 #endif
 #define KFUSE_HDI KFUSE_HD inline
+// Unrolls the loop that follows in device code (the host compilers unroll on their own).
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define KFUSE_UNROLL _Pragma("unroll")
+#else
+#define KFUSE_UNROLL
+#endif

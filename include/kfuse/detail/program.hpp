@@ -44,6 +44,27 @@ KFUSE_HDI A apply_chain(const PointOp<A>* ops, int n, A y, int64_t i, int64_t j)
   return y;
 }
 
+// The same on N values at once, value k at the coordinate (i + k*di, j + k*dj),
+// each op's fields read once for all N (per value, streaming kernels are
+// bound by their load instructions).
+template <class A, int N>
+KFUSE_HDI void apply_chain(const PointOp<A>* ops, int n, A (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {
+  for (int t = 0; t < n; ++t) {
+    const PointOp<A>& op = ops[t];
+    const PointKind kind = op.kind;
+    if (kind == PointKind::unary) {
+      const Unary u = op.unary;
+      KFUSE_UNROLL for (int k = 0; k < N; ++k) v[k] = apply(u, v[k]);
+    } else if (kind == PointKind::scalar) {
+      const BinaryKind b = op.binary;
+      const A s = op.scalar;
+      KFUSE_UNROLL for (int k = 0; k < N; ++k) v[k] = apply(b, v[k], s);
+    } else {
+      KFUSE_UNROLL for (int k = 0; k < N; ++k) v[k] = op(v[k], i + k * di, j + k * dj);
+    }
+  }
+}
+
 enum class TailKind : int { point, reduce, softmax };
 
 template <class A>
