@@ -350,5 +350,29 @@ TEST_F(Cli, BadValuesAreRejected) {
   expect_usage_error(kfuse_cli(run + " --input " + quote(dir_.string())), "is a directory, not a .npy file");
 }
 
+// The README's set-up: exactly two commands, the first installing what the
+// build needs on a fresh Debian machine (scripts/setup), the second building
+// and running the tests; .ci/run runs them as written there.
+TEST(Readme, SetUpIsTwoCommandsThatCiRuns) {
+  const std::string root = std::string(KFUSE_SPECS_DIR) + "/..";
+  std::ifstream readme(root + "/README.md");
+  std::vector<std::string> commands;
+  bool in_setup = false;
+  for (std::string line; std::getline(readme, line);) {
+    if (line.rfind("## ", 0) == 0) in_setup = line == "## Set up";
+    else if (in_setup && line.rfind("    ", 0) == 0 && line.size() > 4 && line[4] != ' ') commands.push_back(line.substr(4));
+  }
+  ASSERT_EQ(commands.size(), 2u);
+  EXPECT_EQ(commands[0].rfind("scripts/setup && ", 0), 0u) << commands[0];
+  EXPECT_TRUE(contains(commands[0], "./build/kfuse run ")) << commands[0];
+  EXPECT_TRUE(contains(commands[1], "ctest --test-dir build")) << commands[1];
+  const std::string setup = read_file(root + "/scripts/setup");
+  EXPECT_TRUE(contains(setup, "apt-get update")) << setup;
+  EXPECT_TRUE(contains(setup, "apt-get install")) << setup;
+  EXPECT_TRUE(fs::status(root + "/scripts/setup").permissions() != fs::perms::none &&
+              (fs::status(root + "/scripts/setup").permissions() & fs::perms::owner_exec) != fs::perms::none);
+  EXPECT_TRUE(contains(read_file(root + "/.ci/run"), "README.md")) << "CI does not run the README's commands";
+}
+
 }  // namespace
 }  // namespace kfuse_test
