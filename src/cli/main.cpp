@@ -291,7 +291,6 @@ std::vector<int64_t> spread_samples(int64_t n, int64_t k) {
 }
 
 std::string samples_text(const std::vector<int64_t>& idx, int64_t n) {
-  if (static_cast<int64_t>(idx.size()) == n) return kfuse::detail::cat("all ", n, " samples");
   std::string s = idx.size() == 1 ? "sample " : "samples ";
   for (std::size_t j = 0; j < idx.size(); ++j) {
     if (idx.size() > 8 && j == 4) {  // the first and last few of a long list
@@ -412,9 +411,10 @@ std::vector<double> emit_output(const kfuse::Tensor& out_host, const kfuse::Shap
   return values;
 }
 
-// --output, before any work: a path write_npy can create, and none of the
-// files the run reads (the spec, --input, the spec's input), which an
-// output written over them would destroy.
+// --output, before any work (the spec's weights are all that is made before
+// it): a path write_npy can create, and none of the files the run reads (the
+// spec, --input, the spec's input), which an output written over them would
+// destroy.
 void check_output(const RunArgs& a, const kfuse::Spec& spec) {
   if (a.output.empty()) return;
   kfuse::check_output_path(a.output);
@@ -453,7 +453,6 @@ double announce(const RunArgs& a, const kfuse::Spec& spec, const kfuse::Plan& pl
 
 int run_command(const RunArgs& a) {
   if (!a.tuning.empty()) kfuse::set_tuning_mode(kfuse::tuning_mode_from(a.tuning));
-  if (!a.output.empty()) kfuse::check_output_path(a.output);  // before the spec's weights are made
   const kfuse::Spec spec = load(a);
   check_output(a, spec);
   const kfuse::Pipeline& pipeline = spec.pipeline;
