@@ -100,11 +100,12 @@ std::shared_ptr<const kfuse_plan_s> live(kfuse_plan plan, const char* fn) {
   return find_locked(r, plan, fn)->second;
 }
 
-// A caller's buffer of `bytes` must hold `shape` in `dtype`.
-void check_room(const char* fn, const char* arg, std::size_t bytes, const kfuse::Shape& shape, kfuse::DType dtype) {
-  const int64_t need = kfuse::checked_numel(shape, fn, arg) * static_cast<int64_t>(kfuse::size_of(dtype));
+// The caller's buffer `arg` of `bytes` must hold the plan's `what` (`shape` in `dtype`).
+void check_room(const char* fn, const char* arg, std::size_t bytes, const char* what, const kfuse::Shape& shape,
+                kfuse::DType dtype) {
+  const int64_t need = kfuse::checked_numel(shape, fn, what) * static_cast<int64_t>(kfuse::size_of(dtype));
   if (static_cast<uint64_t>(need) > bytes)
-    kfuse::fail(kfuse::ErrorCategory::invalid_argument, fn, arg, "_bytes (", bytes, ") is smaller than the ", arg, " ",
+    kfuse::fail(kfuse::ErrorCategory::invalid_argument, fn, arg, "_bytes (", bytes, ") is smaller than the ", what, " ",
                 kfuse::to_string(shape), " ", kfuse::to_string(dtype), " (", need, " bytes)");
 }
 
@@ -247,8 +248,8 @@ kfuse_status kfuse_plan_run(kfuse_plan plan, const void* x, size_t x_bytes, void
     const kfuse::Plan& p = h->plan;
     if (!x && kfuse::checked_numel(p.input_shape(), "kfuse_plan_run", "x") > 0) invalid("kfuse_plan_run", "x is NULL");
     if (!out) invalid("kfuse_plan_run", "out is NULL");
-    check_room("kfuse_plan_run", "x", x_bytes, p.input_shape(), p.dtype());
-    check_room("kfuse_plan_run", "out", out_bytes, p.output_shape(), p.dtype());
+    check_room("kfuse_plan_run", "x", x_bytes, "input", p.input_shape(), p.dtype());
+    check_room("kfuse_plan_run", "out", out_bytes, "output", p.output_shape(), p.dtype());
     const kfuse::TensorView xv(const_cast<void*>(x), p.dtype(), p.input_shape(), p.memory());
     const kfuse::TensorView ov(out, p.dtype(), p.output_shape(), p.memory());
     p.run(xv, ov);
