@@ -155,8 +155,9 @@ kfuse::Memory memory_for(kfuse::BackendChoice b) {
 
 // --backend cuda where it cannot run: say why, and what runs instead.
 void check_backend(const RunArgs& a) {
-  if (a.backend != "cuda" || kfuse::device::available()) return;
+  if (a.backend != "cuda") return;
 #ifdef KFUSE_HAVE_CUDA
+  if (kfuse::device::available()) return;
   kfuse::fail(kfuse::ErrorCategory::unsupported, "--backend cuda",
               "no CUDA GPU is visible (none present, or a driver older than the CUDA runtime kfuse was built "
               "with: nvidia-smi shows both); --backend kokkos or auto runs on the host");
