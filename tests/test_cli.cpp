@@ -337,7 +337,7 @@ TEST_F(Cli, BackendCudaWithoutAGpuGivesAHint) {
   if (cuda_gpu()) GTEST_SKIP() << "a GPU runs --backend cuda";
   const Result r = kfuse_cli("run " + spec("small/convt_mul_gap.json") + " --backend cuda");
   expect_usage_error(r, "--backend cuda: ");
-  EXPECT_TRUE(contains(r.output, "--backend kokkos or auto runs on the host")) << r.output;
+  EXPECT_TRUE(contains(r.output, "--backend kokkos or auto runs the portable Kokkos kernels instead")) << r.output;
 }
 
 TEST_F(Cli, BadValuesAreRejected) {

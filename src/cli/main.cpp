@@ -160,11 +160,11 @@ void check_backend(const RunArgs& a) {
   if (kfuse::device::available()) return;
   kfuse::fail(kfuse::ErrorCategory::unsupported, "--backend cuda",
               "no CUDA GPU is visible (none present, or a driver older than the CUDA runtime kfuse was built "
-              "with: nvidia-smi shows both); --backend kokkos or auto runs on the host");
+              "with: nvidia-smi shows both); --backend kokkos or auto runs the portable Kokkos kernels instead");
 #else
   kfuse::fail(kfuse::ErrorCategory::unsupported, "--backend cuda",
               "this kfuse was built without the CUDA backend (configure with -DKFUSE_ENABLE_CUDA=ON where the CUDA "
-              "toolkit is installed); --backend kokkos or auto runs on the host");
+              "toolkit is installed); --backend kokkos or auto runs the portable Kokkos kernels instead");
 #endif
 }
 
