@@ -1,6 +1,9 @@
 /* The C API from plain C (C99): plan creation, shapes, runs against the
- * reference strategy, and every error path returning a status and a message. */
+ * reference strategy, and every error path returning a status and a message:
+ * short buffers, destroyed and foreign handles, deep JSON and plans no
+ * backend can run are refused, not crashes. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +38,11 @@ static const char* kNoFold =
     " \"ops\": [{\"op\": \"conv_transpose2d\", \"weight\": {\"shape\": [3, 4, 3, 3], \"init\": {\"kind\": \"conv_default\", \"seed\": 1}}},"
     "  {\"op\": \"relu\"}, {\"op\": \"softmax\", \"axis\": 1}]}";
 
+static const char* kHalf =
+    "{\"input\": {\"shape\": [1, 2, 3, 3], \"dtype\": \"bfloat16\", \"init\": {\"kind\": \"uniform\", \"seed\": 0}},"
+    " \"ops\": [{\"op\": \"conv_transpose2d\", \"weight\": {\"shape\": [2, 2, 3, 3], \"init\": {\"kind\": \"conv_default\", \"seed\": 1}}},"
+    "  {\"op\": \"relu\"}, {\"op\": \"softmax\", \"axis\": 1}]}";
+
 int main(void) {
   kfuse_plan plan = NULL, ref = NULL, other = NULL;
   int64_t dims[KFUSE_MAX_RANK];
@@ -57,8 +65,8 @@ int main(void) {
   CHECK(strlen(kfuse_last_error()) > 0);
   CHECK(kfuse_plan_create(kSpec, "bogus", 0, &plan) == KFUSE_INVALID_ARGUMENT);
   CHECK(strstr(kfuse_last_error(), "bogus") != NULL);
-  CHECK(kfuse_plan_input_shape(NULL, dims, &rank) == KFUSE_INVALID_ARGUMENT);
-  CHECK(kfuse_plan_run(NULL, NULL, NULL) == KFUSE_INVALID_ARGUMENT);
+  CHECK(kfuse_plan_input_shape(NULL, dims, KFUSE_MAX_RANK, &rank) == KFUSE_INVALID_ARGUMENT);
+  CHECK(kfuse_plan_run(NULL, NULL, 0, NULL, 0) == KFUSE_INVALID_ARGUMENT);
   CHECK(kfuse_plan_describe(NULL) == NULL);
   CHECK(kfuse_plan_destroy(NULL) == KFUSE_OK);
 
@@ -69,6 +77,26 @@ int main(void) {
   CHECK(plan == NULL);
   CHECK(kfuse_plan_create_from_file("/nonexistent/spec.json", NULL, 0, &plan) == KFUSE_IO);
   CHECK(strstr(kfuse_last_error(), "/nonexistent/spec.json") != NULL);
+
+  /* Nesting deep enough to overflow a recursive walk: a spec error. */
+  {
+    const int depth = 100000;
+    char* deep = (char*)malloc(2 * depth + 16);
+    int i, n = 0;
+    n += sprintf(deep, "{\"name\": ");
+    for (i = 0; i < depth; ++i) deep[n++] = '[';
+    for (i = 0; i < depth; ++i) deep[n++] = ']';
+    strcpy(deep + n, "}");
+    CHECK(kfuse_plan_create(deep, NULL, 0, &plan) == KFUSE_SPEC);
+    CHECK(strstr(kfuse_last_error(), "nested more than") != NULL);
+    CHECK(plan == NULL);
+    free(deep);
+  }
+
+  /* A bfloat16 plan in host memory: no backend runs it, refused when made. */
+  CHECK(kfuse_plan_create(kHalf, NULL, 0, &other) == KFUSE_UNSUPPORTED);
+  CHECK(strstr(kfuse_last_error(), "CUDA backend") != NULL);
+  CHECK(other == NULL);
 
   /* A forced strategy that cannot apply. */
   CHECK(kfuse_plan_create(kNoFold, "fold", 0, &other) != KFUSE_OK);
@@ -90,22 +118,30 @@ int main(void) {
     fprintf(stderr, "cannot continue: %s\n", kfuse_last_error());
     return 1;
   }
-  CHECK(kfuse_plan_input_shape(plan, dims, &rank) == KFUSE_OK);
+  CHECK(kfuse_plan_input_shape(plan, dims, KFUSE_MAX_RANK, &rank) == KFUSE_OK);
   CHECK(rank == 4 && dims[0] == 2 && dims[1] == 4 && dims[2] == 9 && dims[3] == 9);
-  CHECK(kfuse_plan_output_shape(plan, NULL, &rank) == KFUSE_OK && rank == 2);
-  CHECK(kfuse_plan_output_shape(plan, dims, &rank) == KFUSE_OK);
+  CHECK(kfuse_plan_output_shape(plan, NULL, 0, &rank) == KFUSE_OK && rank == 2);
+  CHECK(kfuse_plan_output_shape(plan, dims, KFUSE_MAX_RANK, &rank) == KFUSE_OK);
   CHECK(rank == 2 && dims[0] == 2 && dims[1] == 1);
-  CHECK(kfuse_plan_input_shape(plan, dims, NULL) == KFUSE_INVALID_ARGUMENT);
+  CHECK(kfuse_plan_input_shape(plan, dims, KFUSE_MAX_RANK, NULL) == KFUSE_INVALID_ARGUMENT);
+  /* dims too short for the rank: refused, nothing written past it, the rank told. */
+  dims[3] = -7;
+  rank = -1;
+  CHECK(kfuse_plan_input_shape(plan, dims, 3, &rank) == KFUSE_INVALID_ARGUMENT);
+  CHECK(rank == 4 && dims[3] == -7);
+  CHECK(strstr(kfuse_last_error(), "room for 3") != NULL);
   CHECK(kfuse_plan_dtype(plan, &dtype) == KFUSE_OK && dtype == KFUSE_FLOAT32);
   CHECK(kfuse_plan_input_numel(plan, &n_in) == KFUSE_OK && n_in == 2 * 4 * 9 * 9);
   CHECK(kfuse_plan_output_numel(plan, &n_out) == KFUSE_OK && n_out == 2);
   CHECK(kfuse_plan_floor_bytes(plan, &floor_bytes) == KFUSE_OK && floor_bytes >= n_in * 4);
   CHECK(kfuse_plan_describe(plan) != NULL && strstr(kfuse_plan_describe(plan), "strategy") != NULL);
+  CHECK(strstr(kfuse_plan_describe(plan), "multiply-adds") != NULL);
   CHECK(strstr(kfuse_plan_describe(ref), "reference") != NULL);
 
   {
     float* x = (float*)malloc((size_t)n_in * sizeof(float));
-    float out[2] = {0, 0}, out_ref[2] = {0, 0};
+    float out[2] = {0, 0}, out_ref[2] = {0, 0}, out_short[2] = {5, 5};
+    const size_t x_bytes = (size_t)n_in * sizeof(float);
     double num = 0, den = 0;
     int64_t i;
     unsigned s = 12345u;
@@ -113,8 +149,8 @@ int main(void) {
       s = s * 1103515245u + 12345u;
       x[i] = (float)((s >> 8) & 0xffff) / 65536.0f;
     }
-    CHECK(kfuse_plan_run(plan, x, out) == KFUSE_OK);
-    CHECK(kfuse_plan_run(ref, x, out_ref) == KFUSE_OK);
+    CHECK(kfuse_plan_run(plan, x, x_bytes, out, sizeof out) == KFUSE_OK);
+    CHECK(kfuse_plan_run(ref, x, x_bytes, out_ref, sizeof out_ref) == KFUSE_OK);
     for (i = 0; i < 2; ++i) {
       num += (out[i] - out_ref[i]) * (double)(out[i] - out_ref[i]);
       den += out_ref[i] * (double)out_ref[i];
@@ -123,8 +159,15 @@ int main(void) {
     printf("c_api: out = %.7g %.7g, reference = %.7g %.7g, relative error %.3g\n", out[0], out[1], out_ref[0],
            out_ref[1], sqrt(num / den));
     CHECK(den > 0 && sqrt(num / den) < 1e-5);
-    CHECK(kfuse_plan_run(plan, NULL, out) == KFUSE_INVALID_ARGUMENT);
-    CHECK(kfuse_plan_run(plan, x, NULL) == KFUSE_INVALID_ARGUMENT);
+    CHECK(kfuse_plan_run(plan, NULL, x_bytes, out, sizeof out) == KFUSE_INVALID_ARGUMENT);
+    CHECK(kfuse_plan_run(plan, x, x_bytes, NULL, sizeof out) == KFUSE_INVALID_ARGUMENT);
+    /* Short buffers: refused before anything is read or written. */
+    CHECK(kfuse_plan_run(plan, x, x_bytes, out_short, sizeof(float)) == KFUSE_INVALID_ARGUMENT);
+    CHECK(strstr(kfuse_last_error(), "out_bytes (4)") != NULL && strstr(kfuse_last_error(), "8 bytes") != NULL);
+    CHECK(out_short[0] == 5 && out_short[1] == 5);
+    CHECK(kfuse_plan_run(plan, x, x_bytes - 1, out_short, sizeof out_short) == KFUSE_INVALID_ARGUMENT);
+    CHECK(strstr(kfuse_last_error(), "x_bytes") != NULL);
+    CHECK(out_short[0] == 5 && out_short[1] == 5);
     free(x);
   }
 
@@ -133,6 +176,20 @@ int main(void) {
   CHECK(strstr(kfuse_last_error(), "still alive") != NULL);
   CHECK(kfuse_plan_destroy(plan) == KFUSE_OK);
   CHECK(kfuse_plan_destroy(ref) == KFUSE_OK);
+
+  /* Destroyed and foreign handles: errors, never dereferenced. */
+  CHECK(kfuse_plan_destroy(plan) == KFUSE_INVALID_ARGUMENT);
+  CHECK(strstr(kfuse_last_error(), "not a live plan") != NULL);
+  CHECK(kfuse_plan_run(plan, NULL, 0, NULL, 0) == KFUSE_INVALID_ARGUMENT);
+  CHECK(kfuse_plan_describe(ref) == NULL);
+  CHECK(kfuse_plan_dtype(ref, &dtype) == KFUSE_INVALID_ARGUMENT);
+  {
+    static double not_a_plan[16];
+    kfuse_plan garbage = (kfuse_plan)(void*)not_a_plan, wild = (kfuse_plan)(uintptr_t)0xdeadbeefu;
+    CHECK(kfuse_plan_output_numel(garbage, &n_out) == KFUSE_INVALID_ARGUMENT);
+    CHECK(kfuse_plan_floor_bytes(wild, &floor_bytes) == KFUSE_INVALID_ARGUMENT);
+    CHECK(kfuse_plan_destroy(wild) == KFUSE_INVALID_ARGUMENT);
+  }
   CHECK(kfuse_finalize() == KFUSE_OK);
 
   if (failures) {

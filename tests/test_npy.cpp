@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kfuse/npy.hpp"
@@ -268,6 +271,64 @@ TEST_F(Npy, WriteErrors) {
     EXPECT_EQ(e.category(), ErrorCategory::io);
     EXPECT_NE(std::string(e.what()).find("no_such_dir"), std::string::npos) << e.what();
   }
+}
+
+TEST_F(Npy, DirectoryIsReportedAsOne) {
+  expect_io_error(dir_.string(), {"is a directory"});
+  try {
+    kfuse::read_npy_info(dir_.string());
+    FAIL();
+  } catch (const kfuse::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is a directory"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(Npy, OutputPathIsCheckedWithoutWriting) {
+  kfuse::check_output_path(path("new.npy"));
+  EXPECT_FALSE(fs::exists(path("new.npy")));
+  const auto expect_refused = [](const std::string& p, const std::string& fragment) {
+    try {
+      kfuse::check_output_path(p);
+      ADD_FAILURE() << "no error for '" << p << "'";
+    } catch (const kfuse::Error& e) {
+      EXPECT_EQ(e.category(), ErrorCategory::io);
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  };
+  expect_refused("", "an empty output path");
+  expect_refused(dir_.string(), "is a directory");
+  expect_refused(path("missing/out.npy"), "the directory " + path("missing") + " does not exist");
+}
+
+// A write that fails part-way (here: past the file-size limit, as a full disk
+// would) leaves the previous file as it was, and no partial file beside it.
+TEST_F(Npy, FailedWriteKeepsThePreviousFile) {
+  const std::string out = path("out.npy");
+  kfuse::write_npy(out, filled<float>({3}));
+  const Tensor big = filled<float>({4096});
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);  // a write past the limit then fails with EFBIG
+    const struct rlimit limit = {4096, 4096};
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+    try {
+      kfuse::write_npy(out, big);
+    } catch (const kfuse::Error& e) {
+      _exit(std::string(e.what()).find("write error") != std::string::npos ? 0 : 3);
+    }
+    _exit(4);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "3: another error, 4: no error";
+  expect_equal<float>(kfuse::read_npy(out), filled<float>({3}));
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1) << "a temporary file was left";
+  // A successful write replaces it, and leaves nothing else either.
+  kfuse::write_npy(out, big);
+  expect_equal<float>(kfuse::read_npy(out), big);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);
 }
 
 }  // namespace

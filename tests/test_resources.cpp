@@ -111,7 +111,7 @@ TEST(Resources, CApiReportsAllocationFailure) {
   ASSERT_EQ(kfuse_plan_create(spec.c_str(), "fused", on_device, &plan), KFUSE_OK) << kfuse_last_error();
   const HostTensor<float> x({4}, {1, 2, 3, 4}, Layout::contiguous);
   const HostTensor<float> out({2}, {7, 7}, Layout::contiguous);
-  EXPECT_EQ(kfuse_plan_run(plan, x.view().data, out.view().data), KFUSE_BACKEND);
+  EXPECT_EQ(kfuse_plan_run(plan, x.view().data, 4 * sizeof(float), out.view().data, 2 * sizeof(float)), KFUSE_BACKEND);
   EXPECT_NE(std::string(kfuse_last_error()).find("cannot allocate"), std::string::npos) << kfuse_last_error();
   EXPECT_EQ(read_values<float>(out), (std::vector<double>{7, 7}));
   EXPECT_EQ(kfuse_plan_destroy(plan), KFUSE_OK);

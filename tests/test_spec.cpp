@@ -6,11 +6,14 @@
 
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include "kfuse/npy.hpp"
@@ -549,6 +552,79 @@ TEST(SpecErrors, DuplicateKey) {
                     "spec: /ops/1/axes: duplicate key 'axes'");
   expect_spec_error(R"({"input": {"shape": [2], "init": {"kind": "uniform", "seed": 0, "seed": 1}}, "ops": [{"op": "relu"}]})",
                     "spec: /input/init/seed: duplicate key 'seed'");
+}
+
+// `{"name": [[...]]}` with the array nested `depth` levels.
+std::string nested_name(int depth) {
+  return "{\"name\": " + std::string(static_cast<std::size_t>(depth), '[') +
+         std::string(static_cast<std::size_t>(depth), ']') + "}";
+}
+
+// f() on a thread with a 256 KB stack (a worker thread of an application),
+// its exception rethrown here.
+void on_small_stack(const std::function<void()>& f) {
+  struct Call {
+    const std::function<void()>* f;
+    std::exception_ptr error;
+  } call{&f, nullptr};
+  pthread_attr_t attr;
+  ASSERT_EQ(pthread_attr_init(&attr), 0);
+  ASSERT_EQ(pthread_attr_setstacksize(&attr, 256 * 1024), 0);
+  pthread_t t;
+  const auto body = [](void* p) -> void* {
+    auto* c = static_cast<Call*>(p);
+    try {
+      (*c->f)();
+    } catch (...) {
+      c->error = std::current_exception();
+    }
+    return nullptr;
+  };
+  ASSERT_EQ(pthread_create(&t, &attr, body, &call), 0);
+  pthread_join(t, nullptr);
+  pthread_attr_destroy(&attr);
+  if (call.error) std::rethrow_exception(call.error);
+}
+
+// Nesting is bounded where the spec is parsed, so nothing that walks the
+// value afterwards (messages quoting it, the library's own dump()) recurses
+// deeply: a 4 KB spec used to overflow a 256 KB stack, and 80000 levels the
+// main thread's.
+TEST(SpecErrors, DeepNestingIsASpecErrorOnASmallStack) {
+  for (int depth : {2000, 100000}) {
+    SCOPED_TRACE(depth);
+    on_small_stack([&] { expect_spec_error(nested_name(depth), "spec: /name/0/0/0/", "nested more than 32 levels deep"); });
+  }
+  // Just inside the limit: the message quotes a bounded excerpt of the value.
+  on_small_stack([] { expect_spec_error(nested_name(31), "spec: /name: expected a string, got [[[[...]]]]"); });
+}
+
+TEST(SpecErrors, MessagesQuoteABoundedExcerpt) {
+  std::string zeros = "[0";
+  for (int i = 0; i < 100000; ++i) zeros += ",0";
+  try {
+    kfuse::parse_spec("{\"name\": " + zeros + "]}");
+    FAIL();
+  } catch (const kfuse::Error& e) {
+    const std::string m = e.what();
+    EXPECT_EQ(m, "spec: /name: expected a string, got [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,...");
+  }
+  // A long string cut inside a UTF-8 sequence (the 2-byte "é" across the cut):
+  // replaced, where dump() would throw a JSON library exception.
+  expect_spec_error(with_ops(R"({"op": "leaky_relu", "slope": ")" + std::string(60, 'a') + R"(\u00e9\u00e9"})"),
+                    "spec: /ops/0/slope: expected a number, got \"" + std::string(56, 'a') + "...");
+  expect_spec_error(R"({"name": {"a": {"b": {"c": {"d": 1}}}}})", R"(spec: /name: expected a string, got {"a":{"b":{"c":{...}}}})");
+}
+
+TEST_F(TempDir, JsonSyntaxErrorsNameTheFile) {
+  const std::string p = write("broken.json", "{\"input\": ");
+  try {
+    kfuse::load_spec(p);
+    FAIL();
+  } catch (const kfuse::Error& e) {
+    EXPECT_EQ(e.category(), ErrorCategory::spec);
+    EXPECT_EQ(std::string(e.what()).rfind("spec: " + p + ": invalid JSON: ", 0), 0u) << e.what();
+  }
 }
 
 }  // namespace

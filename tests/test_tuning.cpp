@@ -313,6 +313,16 @@ TEST_F(Tuning, CorruptCachesAreIgnoredWithAWarningAndRepaired) {
   }
 }
 
+// A cache file nested deeply where the version goes is a corrupt cache, not a
+// stack overflow (its message used to quote the value through dump()).
+TEST_F(Tuning, DeeplyNestedCacheIsCorruptNotACrash) {
+  write_file(cache(), R"({"format": "kfuse-tuning", "version": )" + std::string(100000, '[') +
+                          std::string(100000, ']') + "}");
+  std::string warning;
+  EXPECT_TRUE(read_cache(cache().string(), &warning).empty());
+  EXPECT_EQ(warning, "version of type array, this kfuse reads version 1");
+}
+
 TEST_F(Tuning, AnotherDevicesCacheIsNotUsed) {
   CacheTable t;
   t[CacheKey{"NVIDIA GeForce RTX 4090", "test::kernel", "n=2^10"}] = CacheEntry{LaunchConfig{8, 3, ""}, 0.5, 0.6, ""};

@@ -37,17 +37,19 @@ module kfuse_c
       type(c_ptr), value :: plan
     end function
 
-    integer(c_int) function kfuse_plan_input_shape(plan, dims, rank) bind(C, name="kfuse_plan_input_shape")
+    integer(c_int) function kfuse_plan_input_shape(plan, dims, max_rank, rank) bind(C, name="kfuse_plan_input_shape")
       import :: c_int, c_int64_t, c_ptr
       type(c_ptr), value :: plan
       integer(c_int64_t), dimension(*), intent(out) :: dims
+      integer(c_int), value :: max_rank
       integer(c_int), intent(out) :: rank
     end function
 
-    integer(c_int) function kfuse_plan_output_shape(plan, dims, rank) bind(C, name="kfuse_plan_output_shape")
+    integer(c_int) function kfuse_plan_output_shape(plan, dims, max_rank, rank) bind(C, name="kfuse_plan_output_shape")
       import :: c_int, c_int64_t, c_ptr
       type(c_ptr), value :: plan
       integer(c_int64_t), dimension(*), intent(out) :: dims
+      integer(c_int), value :: max_rank
       integer(c_int), intent(out) :: rank
     end function
 
@@ -57,11 +59,13 @@ module kfuse_c
       integer(c_int), intent(out) :: dtype
     end function
 
-    integer(c_int) function kfuse_plan_run(plan, x, out) bind(C, name="kfuse_plan_run")
-      import :: c_int, c_ptr, c_float
+    integer(c_int) function kfuse_plan_run(plan, x, x_bytes, out, out_bytes) bind(C, name="kfuse_plan_run")
+      import :: c_int, c_ptr, c_float, c_size_t
       type(c_ptr), value :: plan
       real(c_float), dimension(*), intent(in) :: x
+      integer(c_size_t), value :: x_bytes
       real(c_float), dimension(*), intent(out) :: out
+      integer(c_size_t), value :: out_bytes
     end function
 
     type(c_ptr) function kfuse_plan_describe(plan) bind(C, name="kfuse_plan_describe")
@@ -120,6 +124,7 @@ program kfuse_example
   integer(c_int64_t) :: dims(KFUSE_MAX_RANK), odims(KFUSE_MAX_RANK)
   integer(c_int) :: rank, orank, dtype
   real(c_float), allocatable :: x(:, :, :, :), out(:), out_ref(:)
+  integer(c_size_t) :: x_bytes, out_bytes
   integer :: n, c, h, w
   real(8) :: num, den, rel
 
@@ -140,8 +145,8 @@ program kfuse_example
   call check(kfuse_plan_create(spec // nl, "reference" // nl, 0_c_int, ref), "kfuse_plan_create (reference)")
   print '(a)', c_string(kfuse_plan_describe(plan))
 
-  call check(kfuse_plan_input_shape(plan, dims, rank), "kfuse_plan_input_shape")
-  call check(kfuse_plan_output_shape(plan, odims, orank), "kfuse_plan_output_shape")
+  call check(kfuse_plan_input_shape(plan, dims, KFUSE_MAX_RANK, rank), "kfuse_plan_input_shape")
+  call check(kfuse_plan_output_shape(plan, odims, KFUSE_MAX_RANK, orank), "kfuse_plan_output_shape")
   call check(kfuse_plan_dtype(plan, dtype), "kfuse_plan_dtype")
   if (rank /= 4 .or. orank /= 2 .or. dtype /= KFUSE_FLOAT32) then
     print '(a)', "unexpected rank or dtype"
@@ -161,8 +166,11 @@ program kfuse_example
   end do
   allocate(out(product(odims(1:orank))), out_ref(product(odims(1:orank))))
 
-  call check(kfuse_plan_run(plan, x, out), "kfuse_plan_run")
-  call check(kfuse_plan_run(ref, x, out_ref), "kfuse_plan_run (reference)")
+  ! Buffer sizes in bytes: kfuse refuses a buffer too small for the plan.
+  x_bytes = c_sizeof(x(1, 1, 1, 1)) * size(x, kind=c_size_t)
+  out_bytes = c_sizeof(out(1)) * size(out, kind=c_size_t)
+  call check(kfuse_plan_run(plan, x, x_bytes, out, out_bytes), "kfuse_plan_run")
+  call check(kfuse_plan_run(ref, x, x_bytes, out_ref, out_bytes), "kfuse_plan_run (reference)")
 
   num = sum((real(out, 8) - real(out_ref, 8))**2)
   den = sum(real(out_ref, 8)**2)

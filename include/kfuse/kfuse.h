@@ -5,7 +5,7 @@
  *   kfuse_init();
  *   kfuse_plan plan;
  *   if (kfuse_plan_create(json, NULL, 0, &plan) != KFUSE_OK) puts(kfuse_last_error());
- *   kfuse_plan_run(plan, x, out);
+ *   kfuse_plan_run(plan, x, sizeof x, out, sizeof out);
  *   kfuse_plan_destroy(plan);
  *   kfuse_finalize();
  *
@@ -13,10 +13,16 @@
  * the message (per thread, until the next kfuse call on that thread). No C++
  * exception ever crosses this API. A plan may be run from several threads at
  * once. Destroy every plan before kfuse_finalize().
+ *
+ * Calls are checked, not trusted: every buffer kfuse writes comes with its
+ * size, and a plan handle is looked up among the live plans, so a destroyed
+ * plan (a second destroy included), a handle kfuse did not make and a short
+ * buffer are KFUSE_INVALID_ARGUMENT, not memory corruption.
  */
 #ifndef KFUSE_KFUSE_H
 #define KFUSE_KFUSE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -60,17 +66,21 @@ kfuse_status kfuse_finalize(void);
 /* Builds a plan from a JSON spec given as text (relative .npy paths in it are
  * resolved against the working directory). strategy: NULL or "auto", "fold",
  * "fused", "reference". on_device: non-zero for inputs and outputs in CUDA
- * memory. */
+ * memory. A plan that no backend can run (float16/bfloat16 in host memory)
+ * is refused here, KFUSE_UNSUPPORTED. */
 kfuse_status kfuse_plan_create(const char* json_spec, const char* strategy, int on_device, kfuse_plan* out);
 /* The same from a spec file (relative .npy paths against the file's directory). */
 kfuse_status kfuse_plan_create_from_file(const char* path, const char* strategy, int on_device, kfuse_plan* out);
-/* NULL is accepted and ignored. */
+/* NULL is accepted and ignored; a handle that is not a live plan is
+ * KFUSE_INVALID_ARGUMENT. */
 kfuse_status kfuse_plan_destroy(kfuse_plan plan);
 
-/* Shapes: *rank receives the rank; dims (room for KFUSE_MAX_RANK entries, or
- * NULL to ask for the rank only) receives the extents. */
-kfuse_status kfuse_plan_input_shape(kfuse_plan plan, int64_t* dims, int* rank);
-kfuse_status kfuse_plan_output_shape(kfuse_plan plan, int64_t* dims, int* rank);
+/* Shapes: *rank receives the rank; dims (room for max_rank entries, or NULL
+ * to ask for the rank only) receives the extents. A dims shorter than the
+ * rank is KFUSE_INVALID_ARGUMENT, with *rank set. KFUSE_MAX_RANK is always
+ * enough. */
+kfuse_status kfuse_plan_input_shape(kfuse_plan plan, int64_t* dims, int max_rank, int* rank);
+kfuse_status kfuse_plan_output_shape(kfuse_plan plan, int64_t* dims, int max_rank, int* rank);
 /* Element counts of the input and output. */
 kfuse_status kfuse_plan_input_numel(kfuse_plan plan, int64_t* numel);
 kfuse_status kfuse_plan_output_numel(kfuse_plan plan, int64_t* numel);
@@ -79,11 +89,14 @@ kfuse_status kfuse_plan_dtype(kfuse_plan plan, int* dtype);
 
 /* Runs the plan: x holds the input, out receives the output, both contiguous
  * row-major buffers of the plan's dtype, in host memory (or CUDA memory for a
- * plan created with on_device). Returns when out is written. */
-kfuse_status kfuse_plan_run(kfuse_plan plan, const void* x, void* out);
+ * plan created with on_device), of x_bytes and out_bytes bytes: at least
+ * numel times the dtype's size (4 for float32), else KFUSE_INVALID_ARGUMENT
+ * and nothing is written. Returns when out is written. */
+kfuse_status kfuse_plan_run(kfuse_plan plan, const void* x, size_t x_bytes, void* out, size_t out_bytes);
 
-/* What the planner chose and why; the string lives as long as the plan. NULL
- * (with kfuse_last_error set) for a NULL plan. */
+/* What the planner chose and why, and the cost (multiply-adds, bytes, where
+ * it runs, an estimate per run on the host); the string lives as long as the
+ * plan. NULL (with kfuse_last_error set) for a handle that is not a live plan. */
 const char* kfuse_plan_describe(kfuse_plan plan);
 /* The fewest bytes the pipeline must move (input, weights, output). */
 kfuse_status kfuse_plan_floor_bytes(kfuse_plan plan, int64_t* bytes);

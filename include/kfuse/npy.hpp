@@ -5,7 +5,8 @@
 //   kfuse::write_npy("out.npy", out);   // any host view; strided views are written in C order
 //
 // Every failure is a kfuse::Error of category io whose message names the file:
-// "npy: x.npy: truncated data: expected 4096 bytes, got 1000".
+// "npy: x.npy: truncated data: expected 4096 bytes, got 1000"; a directory
+// given as a file is reported as one.
 #pragma once
 
 #include <cstdint>
@@ -36,7 +37,15 @@ Tensor read_npy_rows(const std::string& path, int64_t begin, int64_t end);
 
 // Writes a host view (any strides) as a format 1.0 C-order .npy file.
 // float32 and float64 only. A view in CUDA memory is copied to the host first.
+// Atomic: the data go to a temporary file in the same directory, renamed to
+// `path` once complete, so a failed write (a full disk) leaves a previous
+// `path` as it was and no partial file.
 void write_npy(const std::string& path, const TensorView& t);
+
+// Whether write_npy could create `path`, checked without writing it: not
+// empty, not a directory, in an existing directory this process may write.
+// For checking an output before the work that produces it.
+void check_output_path(const std::string& path);
 
 // Parses a header from memory: `bytes` are the first `size` bytes of a file
 // (at least the whole header). `name` is used in error messages. Exposed for tests.

@@ -11,7 +11,8 @@
 //       {"op": "sum", "axes": [2, 3]},
 //       {"op": "mul", "scalar": 10.0} ] }
 //
-// Format (every object rejects keys it does not know):
+// Format (every object rejects keys it does not know; nesting deeper than 32
+// levels is an error):
 //   top level   "name" (string, optional: defaults to the file's stem), "description"
 //               (string, ignored), "input" (required), "ops" (required, non-empty array).
 //   input       {"shape": [..], "dtype": "float32"|"float64"|"float16"|"bfloat16" (default

@@ -1,13 +1,18 @@
 // The C API: a thin client of kfuse::Plan. Every entry point catches
 // everything; errors become a status code and a thread-local message.
+// Handles are ids in a registry of live plans, never dereferenced as
+// pointers: a destroyed, foreign or garbage handle is an error, not a crash.
 #include "kfuse/kfuse.h"
 
-#include <atomic>
 #include <exception>
+#include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
+#include "kfuse/cost.hpp"
 #include "kfuse/kokkos.hpp"
 #include "kfuse/plan.hpp"
 #include "kfuse/runtime.hpp"
@@ -22,7 +27,19 @@ struct kfuse_plan_s {
 namespace {
 
 thread_local std::string g_last_error;
-std::atomic<long> g_live_plans{0};
+
+// Live plans by handle. Ids are never reused, so a destroyed handle stays
+// invalid; a call holds its plan (shared_ptr) while it runs, so a concurrent
+// destroy cannot free it under the call.
+struct Registry {
+  std::mutex mutex;
+  std::unordered_map<uintptr_t, std::shared_ptr<const kfuse_plan_s>> plans;
+  uintptr_t next = 0x4b460000u;  // 8-aligned, far from NULL and small integers
+};
+Registry& registry() {
+  static Registry r;
+  return r;
+}
 
 kfuse_status status_of(kfuse::ErrorCategory c) {
   switch (c) {
@@ -67,8 +84,29 @@ kfuse_status guarded(const char* fn, F&& f) {
   kfuse::fail(kfuse::ErrorCategory::invalid_argument, fn, what);
 }
 
-void check_plan(kfuse_plan plan, const char* fn) {
+// The registry's entry of `plan`; the caller holds r.mutex.
+auto find_locked(Registry& r, kfuse_plan plan, const char* fn) {
+  const auto it = r.plans.find(reinterpret_cast<uintptr_t>(plan));
+  if (it == r.plans.end())
+    kfuse::fail(kfuse::ErrorCategory::invalid_argument, fn, "plan ", static_cast<const void*>(plan),
+                " is not a live plan (destroyed already, or not made by kfuse_plan_create)");
+  return it;
+}
+
+std::shared_ptr<const kfuse_plan_s> live(kfuse_plan plan, const char* fn) {
   if (!plan) invalid(fn, "plan is NULL");
+  Registry& r = registry();
+  const std::lock_guard<std::mutex> lock(r.mutex);
+  return find_locked(r, plan, fn)->second;
+}
+
+// The caller's buffer `arg` of `bytes` must hold the plan's `what` (`shape` in `dtype`).
+void check_room(const char* fn, const char* arg, std::size_t bytes, const char* what, const kfuse::Shape& shape,
+                kfuse::DType dtype) {
+  const int64_t need = kfuse::checked_numel(shape, fn, what) * static_cast<int64_t>(kfuse::size_of(dtype));
+  if (static_cast<uint64_t>(need) > bytes)
+    kfuse::fail(kfuse::ErrorCategory::invalid_argument, fn, arg, "_bytes (", bytes, ") is smaller than the ", what, " ",
+                kfuse::to_string(shape), " ", kfuse::to_string(dtype), " (", need, " bytes)");
 }
 
 kfuse::PlanOptions options(const char* strategy, int on_device) {
@@ -85,17 +123,26 @@ void require_initialized(const char* fn) {
 
 kfuse_plan make_plan(const kfuse::Spec& spec, const char* strategy, int on_device) {
   kfuse::Plan p(spec.pipeline, options(strategy, on_device));
-  std::string d = p.describe();
-  auto* h = new kfuse_plan_s{std::move(p), std::move(d)};
-  ++g_live_plans;
-  return h;
+  kfuse::require_runnable(p);
+  std::string d = p.describe() + kfuse::plan_cost(spec.pipeline, p).text() + "\n";
+  auto h = std::make_shared<const kfuse_plan_s>(kfuse_plan_s{std::move(p), std::move(d)});
+  Registry& r = registry();
+  const std::lock_guard<std::mutex> lock(r.mutex);
+  const uintptr_t id = r.next;
+  r.plans.emplace(id, std::move(h));
+  r.next += 8;
+  return reinterpret_cast<kfuse_plan>(id);
 }
 
-void shape_out(const kfuse::Shape& s, int64_t* dims, int* rank, const char* fn) {
+// *rank always (so that a caller can size dims); dims, unless NULL, when it has room.
+void shape_out(const kfuse::Shape& s, int64_t* dims, int max_rank, int* rank, const char* fn) {
   if (!rank) invalid(fn, "rank is NULL");
   *rank = static_cast<int>(s.size());
-  if (dims)
-    for (std::size_t i = 0; i < s.size(); ++i) dims[i] = s[i];
+  if (!dims) return;
+  if (max_rank < *rank)
+    kfuse::fail(kfuse::ErrorCategory::invalid_argument, fn, "dims has room for ", max_rank, " extents (max_rank), the ",
+                "shape ", kfuse::to_string(s), " has ", *rank);
+  for (std::size_t i = 0; i < s.size(); ++i) dims[i] = s[i];
 }
 
 }  // namespace
@@ -110,7 +157,9 @@ kfuse_status kfuse_init(void) {
 
 kfuse_status kfuse_finalize(void) {
   return guarded("kfuse_finalize", [] {
-    const long live = g_live_plans.load();
+    Registry& r = registry();
+    const std::lock_guard<std::mutex> lock(r.mutex);
+    const std::size_t live = r.plans.size();
     if (live > 0)
       kfuse::fail(kfuse::ErrorCategory::invalid_argument, "kfuse_finalize", live,
                   " plan(s) are still alive: kfuse_plan_destroy them first");
@@ -141,46 +190,50 @@ kfuse_status kfuse_plan_create_from_file(const char* path, const char* strategy,
 kfuse_status kfuse_plan_destroy(kfuse_plan plan) {
   return guarded("kfuse_plan_destroy", [&] {
     if (!plan) return;
-    delete plan;
-    --g_live_plans;
+    std::shared_ptr<const kfuse_plan_s> last;  // freed after the lock is released
+    Registry& r = registry();
+    const std::lock_guard<std::mutex> lock(r.mutex);
+    const auto it = find_locked(r, plan, "kfuse_plan_destroy");
+    last = std::move(it->second);
+    r.plans.erase(it);
   });
 }
 
-kfuse_status kfuse_plan_input_shape(kfuse_plan plan, int64_t* dims, int* rank) {
+kfuse_status kfuse_plan_input_shape(kfuse_plan plan, int64_t* dims, int max_rank, int* rank) {
   return guarded("kfuse_plan_input_shape", [&] {
-    check_plan(plan, "kfuse_plan_input_shape");
-    shape_out(plan->plan.input_shape(), dims, rank, "kfuse_plan_input_shape");
+    const auto h = live(plan, "kfuse_plan_input_shape");
+    shape_out(h->plan.input_shape(), dims, max_rank, rank, "kfuse_plan_input_shape");
   });
 }
 
-kfuse_status kfuse_plan_output_shape(kfuse_plan plan, int64_t* dims, int* rank) {
+kfuse_status kfuse_plan_output_shape(kfuse_plan plan, int64_t* dims, int max_rank, int* rank) {
   return guarded("kfuse_plan_output_shape", [&] {
-    check_plan(plan, "kfuse_plan_output_shape");
-    shape_out(plan->plan.output_shape(), dims, rank, "kfuse_plan_output_shape");
+    const auto h = live(plan, "kfuse_plan_output_shape");
+    shape_out(h->plan.output_shape(), dims, max_rank, rank, "kfuse_plan_output_shape");
   });
 }
 
 kfuse_status kfuse_plan_input_numel(kfuse_plan plan, int64_t* numel) {
   return guarded("kfuse_plan_input_numel", [&] {
-    check_plan(plan, "kfuse_plan_input_numel");
+    const auto h = live(plan, "kfuse_plan_input_numel");
     if (!numel) invalid("kfuse_plan_input_numel", "numel is NULL");
-    *numel = kfuse::checked_numel(plan->plan.input_shape(), "kfuse_plan_input_numel", "input");
+    *numel = kfuse::checked_numel(h->plan.input_shape(), "kfuse_plan_input_numel", "input");
   });
 }
 
 kfuse_status kfuse_plan_output_numel(kfuse_plan plan, int64_t* numel) {
   return guarded("kfuse_plan_output_numel", [&] {
-    check_plan(plan, "kfuse_plan_output_numel");
+    const auto h = live(plan, "kfuse_plan_output_numel");
     if (!numel) invalid("kfuse_plan_output_numel", "numel is NULL");
-    *numel = kfuse::checked_numel(plan->plan.output_shape(), "kfuse_plan_output_numel", "output");
+    *numel = kfuse::checked_numel(h->plan.output_shape(), "kfuse_plan_output_numel", "output");
   });
 }
 
 kfuse_status kfuse_plan_dtype(kfuse_plan plan, int* dtype) {
   return guarded("kfuse_plan_dtype", [&] {
-    check_plan(plan, "kfuse_plan_dtype");
+    const auto h = live(plan, "kfuse_plan_dtype");
     if (!dtype) invalid("kfuse_plan_dtype", "dtype is NULL");
-    switch (plan->plan.dtype()) {
+    switch (h->plan.dtype()) {
       case kfuse::DType::f32: *dtype = KFUSE_FLOAT32; break;
       case kfuse::DType::f64: *dtype = KFUSE_FLOAT64; break;
       case kfuse::DType::f16: *dtype = KFUSE_FLOAT16; break;
@@ -189,12 +242,14 @@ kfuse_status kfuse_plan_dtype(kfuse_plan plan, int* dtype) {
   });
 }
 
-kfuse_status kfuse_plan_run(kfuse_plan plan, const void* x, void* out) {
+kfuse_status kfuse_plan_run(kfuse_plan plan, const void* x, size_t x_bytes, void* out, size_t out_bytes) {
   return guarded("kfuse_plan_run", [&] {
-    check_plan(plan, "kfuse_plan_run");
-    const kfuse::Plan& p = plan->plan;
+    const auto h = live(plan, "kfuse_plan_run");
+    const kfuse::Plan& p = h->plan;
     if (!x && kfuse::checked_numel(p.input_shape(), "kfuse_plan_run", "x") > 0) invalid("kfuse_plan_run", "x is NULL");
     if (!out) invalid("kfuse_plan_run", "out is NULL");
+    check_room("kfuse_plan_run", "x", x_bytes, "input", p.input_shape(), p.dtype());
+    check_room("kfuse_plan_run", "out", out_bytes, "output", p.output_shape(), p.dtype());
     const kfuse::TensorView xv(const_cast<void*>(x), p.dtype(), p.input_shape(), p.memory());
     const kfuse::TensorView ov(out, p.dtype(), p.output_shape(), p.memory());
     p.run(xv, ov);
@@ -203,15 +258,16 @@ kfuse_status kfuse_plan_run(kfuse_plan plan, const void* x, void* out) {
 }
 
 const char* kfuse_plan_describe(kfuse_plan plan) {
-  const kfuse_status s = guarded("kfuse_plan_describe", [&] { check_plan(plan, "kfuse_plan_describe"); });
-  return s == KFUSE_OK ? plan->description.c_str() : nullptr;
+  const char* text = nullptr;
+  guarded("kfuse_plan_describe", [&] { text = live(plan, "kfuse_plan_describe")->description.c_str(); });
+  return text;
 }
 
 kfuse_status kfuse_plan_floor_bytes(kfuse_plan plan, int64_t* bytes) {
   return guarded("kfuse_plan_floor_bytes", [&] {
-    check_plan(plan, "kfuse_plan_floor_bytes");
+    const auto h = live(plan, "kfuse_plan_floor_bytes");
     if (!bytes) invalid("kfuse_plan_floor_bytes", "bytes is NULL");
-    *bytes = plan->plan.floor_bytes();
+    *bytes = h->plan.floor_bytes();
   });
 }
 

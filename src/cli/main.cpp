@@ -3,25 +3,36 @@
 //
 //   kfuse run specs/small/convt_gap_bias_lse.json --check
 //   kfuse run SPEC [--input x.npy] [--output out.npy] [--strategy auto|fold|fused|reference]
-//                  [--backend auto|kokkos|cuda] [--dtype float32|float64] [--check]
-//                  [--tolerance T] [--repeat N] [--warmup N] [--tuning off|cached|auto]
+//                  [--backend auto|kokkos|cuda] [--dtype float32|float64|float16|bfloat16]
+//                  [--check] [--check-samples K] [--tolerance T] [--repeat N] [--warmup N]
+//                  [--tuning off|cached|auto] [--progress S] [--dry-run]
 //   mpirun -np P kfuse run SPEC --distributed ...   (built with KFUSE_ENABLE_MPI)
 //   kfuse tune SPEC [--backend ...] [--dtype ...] [--cache PATH]
 //
 // Exit codes: 0 success, 1 the check failed, 2 an error (bad arguments, a bad
 // spec, a planning or runtime error).
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <functional>
 #include <iostream>
+#include <limits>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
+#include "kfuse/cost.hpp"
 #include "kfuse/kokkos.hpp"
 #include "kfuse/npy.hpp"
 #include "kfuse/plan.hpp"
@@ -76,10 +87,61 @@ struct RunArgs {
   std::string cache;   // tune --cache (empty: the default tuning cache)
   bool check = false;
   bool distributed = false;  // --distributed (MPI builds): the batch split across MPI_COMM_WORLD
+  bool dry_run = false;      // --dry-run: the plan and its cost only
   double tolerance = -1.0;  // < 0: the dtype's default
+  int64_t check_samples = 0;  // --check-samples (0: as many as fit in kCheckSeconds)
+  double progress = 2.0;      // --progress: seconds between progress lines (0: none)
   int repeat = 10;
   int warmup = 2;
 };
+
+// A run expected to take longer than this (all repeats) is announced with a
+// warning before it starts.
+constexpr double kWarnSeconds = 5.0;
+// --check checks as many samples as the float64 reference runs in about this long.
+constexpr double kCheckSeconds = 10.0;
+
+// While alive, says on stderr every `interval` seconds what is still running
+// (`what()`, called on the reporting thread) and for how long; silent for
+// work shorter than that. Long runs, input generation and the check would
+// otherwise print nothing for minutes.
+class Progress {
+ public:
+  Progress(double interval, std::function<std::string()> what) : what_(std::move(what)) {
+    if (interval > 0) thread_ = std::thread([this, interval] { report(interval); });
+  }
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+  ~Progress() {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void report(double interval) {
+    const auto t0 = Clock::now();
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!cv_.wait_for(lock, std::chrono::duration<double>(interval), [this] { return done_; }))
+      std::fprintf(stderr, "kfuse: %s: %.1f s elapsed\n", what_().c_str(), seconds_since(t0));
+  }
+
+  std::function<std::string()> what_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+// f(), with progress lines saying `what`.
+template <class F>
+auto with_progress(double interval, const std::string& what, F&& f) -> decltype(f()) {
+  const Progress p(interval, [&what] { return what; });
+  return f();
+}
 
 // Where the tensors live: CUDA memory for the CUDA backend, and for auto when
 // it is built in and a GPU is present; else the Kokkos backend's memory.
@@ -91,7 +153,23 @@ kfuse::Memory memory_for(kfuse::BackendChoice b) {
   return kfuse::kokkos_memory();
 }
 
+// --backend cuda where it cannot run: say why, and what runs instead.
+void check_backend(const RunArgs& a) {
+  if (a.backend != "cuda") return;
+#ifdef KFUSE_HAVE_CUDA
+  if (kfuse::device::available()) return;
+  kfuse::fail(kfuse::ErrorCategory::unsupported, "--backend cuda",
+              "no CUDA GPU is visible (none present, or a driver older than the CUDA runtime kfuse was built "
+              "with: nvidia-smi shows both); --backend kokkos or auto runs the portable Kokkos kernels instead");
+#else
+  kfuse::fail(kfuse::ErrorCategory::unsupported, "--backend cuda",
+              "this kfuse was built without the CUDA backend (configure with -DKFUSE_ENABLE_CUDA=ON where the CUDA "
+              "toolkit is installed); --backend kokkos or auto runs the portable Kokkos kernels instead");
+#endif
+}
+
 kfuse::PlanOptions plan_options(const RunArgs& a) {
+  check_backend(a);
   kfuse::PlanOptions opt;
   opt.strategy = kfuse::strategy_from(a.strategy);
   opt.backend = kfuse::backend_from(a.backend);
@@ -110,24 +188,22 @@ kfuse::Tensor in_memory(const kfuse::Tensor& t, kfuse::Memory mem) {
 }
 
 // Warm-up, then timed repeats; at least one run (none asked: once for the
-// output). run() runs once and returns its seconds. With `progress`, a line on
-// stderr once the runs get long.
+// output). run() runs once and returns its seconds. With `progress`, progress
+// lines on stderr (which run, and the estimate per run when there is one).
 template <class Run>
-std::vector<double> timed_runs(const RunArgs& a, bool progress, const Run& run) {
-  const int total = a.warmup + a.repeat;
+std::vector<double> timed_runs(const RunArgs& a, bool progress, double estimate_s, const Run& run) {
+  const int total = std::max(a.warmup + a.repeat, 1);
   std::vector<double> times;
-  const auto t_start = Clock::now();
-  double last_report = 0.0;
-  for (int i = 0; i < std::max(total, 1); ++i) {
+  std::atomic<int> current{0};
+  const Progress p(progress ? a.progress : 0.0, [&] {
+    const int i = current.load();
+    return kfuse::detail::cat("run ", i + 1, " of ", total, i < a.warmup ? " (warm-up)" : "",
+                              estimate_s >= 0 ? ", about " + kfuse::duration_text(estimate_s) + " each" : std::string());
+  });
+  for (int i = 0; i < total; ++i) {
+    current = i;
     const double dt = run();
-    if (i >= a.warmup && i < total) times.push_back(dt);
-    const double elapsed = seconds_since(t_start);
-    if (progress && elapsed > 1.0 && elapsed - last_report >= 1.0 && i + 1 < total) {
-      const bool warm = i < a.warmup;
-      std::fprintf(stderr, "%s %d/%d, %.1f s\n", warm ? "warmup" : "repeat", warm ? i + 1 : i + 1 - a.warmup,
-                   warm ? a.warmup : a.repeat, elapsed);
-      last_report = elapsed;
-    }
+    if (i >= a.warmup && i < a.warmup + a.repeat) times.push_back(dt);
   }
   return times;
 }
@@ -207,41 +283,91 @@ double default_tolerance(kfuse::DType d) {
   return 1e-4;
 }
 
-// --check: the same problem (same rounded weights and input) in float64;
-// prints the check line and says whether the output is within the tolerance.
-bool check_float64(const RunArgs& a, const kfuse::Pipeline& pipeline, const kfuse::Tensor& x_host,
-                   const std::vector<double>& values, kfuse::DType dtype) {
-  // The reference: the same problem (same rounded weights and input) in
-  // float64, by the reference strategy when the conv is small enough to run op
-  // by op, else by the fold.
-  const double macs = kfuse::conv_macs(pipeline);
+// The samples --check takes from a batch of n: k of them evenly spread, the
+// first and the last included.
+std::vector<int64_t> spread_samples(int64_t n, int64_t k) {
+  std::vector<int64_t> idx;
+  for (int64_t j = 0; j < k; ++j) idx.push_back(k == 1 ? 0 : j * (n - 1) / (k - 1));
+  return idx;
+}
+
+std::string samples_text(const std::vector<int64_t>& idx, int64_t n) {
+  std::string s = idx.size() == 1 ? "sample " : "samples ";
+  for (std::size_t j = 0; j < idx.size(); ++j) {
+    if (idx.size() > 8 && j == 4) {  // the first and last few of a long list
+      s += ", ...";
+      j = idx.size() - 3;
+    }
+    s += kfuse::detail::cat(j ? ", " : "", idx[j]);
+  }
+  return kfuse::detail::cat(s, " (", idx.size(), " of ", n, ")");
+}
+
+// Rows `idx` along axis 0 of the contiguous host tensor `t`, in float64.
+kfuse::Tensor rows_f64(const kfuse::Tensor& t, const std::vector<int64_t>& idx) {
+  kfuse::Shape shape = t.shape();
+  const int64_t row = shape[0] > 0 ? t.numel() / shape[0] : 0;
+  shape[0] = static_cast<int64_t>(idx.size());
+  kfuse::Tensor picked = kfuse::Tensor::empty(shape, t.dtype(), kfuse::Memory::host);
+  const std::size_t bytes = static_cast<std::size_t>(row) * kfuse::size_of(t.dtype());
+  for (std::size_t j = 0; j < idx.size(); ++j)
+    std::memcpy(static_cast<char*>(picked.view().data) + j * bytes,
+                static_cast<const char*>(t.view().data) + static_cast<std::size_t>(idx[j]) * bytes, bytes);
+  return kfuse::cast(picked.view(), kfuse::DType::f64);
+}
+
+// --check: the reference strategy (every op its own kernel, none of the fold's
+// or the fused epilogue's code) on the same problem in float64 (the same
+// rounded weights and input), so that it is independent of the strategy it
+// checks. Samples along axis 0 are independent: when the whole batch would
+// take the reference longer than kCheckSeconds (or --check-samples says so),
+// it checks evenly spread samples and says which. Prints the check line and
+// says whether the output is within the tolerance.
+bool check_float64(const RunArgs& a, const kfuse::Tensor& x_host, const std::vector<double>& values, kfuse::DType dtype) {
   const kfuse::Spec ref_spec = kfuse::load_spec(a.spec, kfuse::DType::f64);
+  const kfuse::Pipeline& full = ref_spec.pipeline;
   kfuse::PlanOptions ref_opt;
   ref_opt.memory = kfuse::Memory::host;  // x_host and the values are on the host
-  ref_opt.strategy = macs < 2e9 ? kfuse::Strategy::reference : kfuse::Strategy::fold;
-  std::optional<kfuse::Plan> ref_plan;
-  try {
-    ref_plan.emplace(ref_spec.pipeline, ref_opt);
-  } catch (const kfuse::Error& e) {
-    if (ref_opt.strategy != kfuse::Strategy::fold) throw;
-    std::fprintf(stderr, "kfuse: note: the fold does not apply (%s); the float64 reference runs op by op (%.3g MACs)\n",
-                 e.what(), macs);
-    ref_opt.strategy = kfuse::Strategy::reference;
-    ref_plan.emplace(ref_spec.pipeline, ref_opt);
+  ref_opt.strategy = kfuse::Strategy::reference;
+  const int64_t n = full.input_shape().empty() ? 1 : full.input_shape()[0];
+  const double whole_s = kfuse::plan_cost(full, kfuse::Plan(full, ref_opt)).estimate_s;
+  int64_t k = n;
+  if (a.check_samples > 0) k = std::min(n, a.check_samples);
+  else if (whole_s > kCheckSeconds) k = std::max<int64_t>(1, static_cast<int64_t>(n * (kCheckSeconds / whole_s)));
+  std::optional<kfuse::Pipeline> slice;
+  if (k < n) {
+    try {
+      slice.emplace(full.with_batch(k));
+    } catch (const kfuse::Error& e) {
+      std::fprintf(stderr, "kfuse: note: the check runs the whole batch: %s\n", e.what());
+      k = n;
+    }
   }
-  const kfuse::Tensor x_ref = kfuse::cast(x_host, kfuse::DType::f64);
-  const auto t_ref = Clock::now();
-  const kfuse::Tensor ref = ref_plan->run(x_ref);
-  synchronize();
-  const double ref_s = seconds_since(t_ref);
-  if (ref_s > 1.0) std::fprintf(stderr, "reference done, %.1f s\n", ref_s);
+  const std::vector<int64_t> idx = slice ? spread_samples(n, k) : std::vector<int64_t>();
+  const kfuse::Pipeline& ref_pipeline = slice ? *slice : full;
+  const kfuse::Plan ref_plan(ref_pipeline, ref_opt);
+  const kfuse::PlanCost cost = kfuse::plan_cost(ref_pipeline, ref_plan);
+  const std::string which = slice ? samples_text(idx, n) : kfuse::detail::cat("all ", n, " samples");
+  std::printf("check: reference strategy in float64 on %s (%.3g multiply-adds%s)\n", which.c_str(), cost.conv_macs,
+              cost.estimate_s >= 0 ? (", about " + kfuse::duration_text(cost.estimate_s)).c_str() : "");
+  std::fflush(stdout);
 
+  const kfuse::Tensor x_ref = slice ? rows_f64(x_host, idx) : kfuse::cast(x_host, kfuse::DType::f64);
+  const kfuse::Tensor ref = with_progress(a.progress, "checking against the float64 reference", [&] {
+    kfuse::Tensor r = ref_plan.run(x_ref);
+    synchronize();
+    return r;
+  });
   const std::vector<double> ref_values = to_doubles(ref);
-  const Comparison c = compare(values, ref_values);
+  std::vector<double> checked;
+  if (slice) {  // the run's output rows of the checked samples
+    const std::size_t row = values.size() / static_cast<std::size_t>(n);
+    for (int64_t i : idx) checked.insert(checked.end(), values.begin() + i * row, values.begin() + (i + 1) * row);
+  }
+  const Comparison c = compare(slice ? checked : values, ref_values);
   const double tol = a.tolerance >= 0 ? a.tolerance : default_tolerance(dtype);
   const bool ok = c.rel <= tol && c.nonfinite_mismatch == 0;
-  std::printf("check: reference float64 strategy %s (%.3g MACs): relative error %.3e, max abs error %.3e",
-              kfuse::to_string(ref_opt.strategy), macs, c.rel, c.max_abs);
+  std::printf("check: relative error %.3e, max abs error %.3e", c.rel, c.max_abs);
   if (c.nonfinite_mismatch) std::printf(", %lld NaN/inf mismatches", static_cast<long long>(c.nonfinite_mismatch));
   std::printf(", tolerance %.1e: %s\n", tol, ok ? "PASS" : "FAIL");
   return ok;
@@ -286,25 +412,61 @@ std::vector<double> emit_output(const kfuse::Tensor& out_host, const kfuse::Shap
   return values;
 }
 
-int run_command(const RunArgs& a) {
-  if (!a.tuning.empty()) kfuse::set_tuning_mode(kfuse::tuning_mode_from(a.tuning));
-  const kfuse::Spec spec = load(a);
-  const kfuse::Pipeline& pipeline = spec.pipeline;
-  const kfuse::Plan plan(pipeline, plan_options(a));
-  const kfuse::Tensor x_host = host_input(a, spec);
+// --output, before any work (the spec's weights are all that is made before
+// it): a path write_npy can create, and none of the files the run reads (the
+// spec, --input, the spec's input), which an output written over them would
+// destroy.
+void check_output(const RunArgs& a, const kfuse::Spec& spec) {
+  if (a.output.empty()) return;
+  kfuse::check_output_path(a.output);
+  const std::pair<const char*, std::string> inputs[] = {
+      {"the spec", a.spec}, {"--input", a.input}, {"the spec's input", spec.input.npy.value_or("")}};
+  for (const auto& [what, in] : inputs) {
+    std::error_code ec;
+    if (!in.empty() && std::filesystem::equivalent(a.output, in, ec))
+      kfuse::fail(kfuse::ErrorCategory::invalid_argument, "--output", a.output, " is ", what, " (", in,
+                  "), an input of this run: kfuse never writes over its inputs");
+  }
+}
 
+// Prints the plan and its cost; warns when the runs are expected to be long.
+// Returns the estimate per run (< 0: none).
+double announce(const RunArgs& a, const kfuse::Spec& spec, const kfuse::Plan& plan) {
+  const kfuse::Pipeline& pipeline = spec.pipeline;
   std::printf("spec: %s (%s)\n", spec.name.c_str(), a.spec.c_str());
   std::printf("input: %s %s (%s)\n", kfuse::to_string(pipeline.input_shape()).c_str(),
               kfuse::to_string(pipeline.dtype()),
               a.input.empty() ? describe_input(spec.input).c_str() : ("from " + a.input).c_str());
   std::printf("%s", plan.describe().c_str());
   if (!plan.describe().empty() && plan.describe().back() != '\n') std::printf("\n");
+  const kfuse::PlanCost cost = kfuse::plan_cost(pipeline, plan);
+  std::printf("%s\n", cost.text().c_str());
   std::fflush(stdout);
+  const int runs = std::max(a.warmup + a.repeat, 1);
+  if (cost.estimate_s * runs > kWarnSeconds)
+    std::fprintf(stderr,
+                 "kfuse: warning: expected to take about %s: %d run%s of about %s (--warmup %d, --repeat %d; "
+                 "--warmup 0 --repeat 1 runs once)\n",
+                 kfuse::duration_text(cost.estimate_s * runs).c_str(), runs, runs == 1 ? "" : "s",
+                 kfuse::duration_text(cost.estimate_s).c_str(), a.warmup, a.repeat);
+  return cost.estimate_s;
+}
+
+int run_command(const RunArgs& a) {
+  if (!a.tuning.empty()) kfuse::set_tuning_mode(kfuse::tuning_mode_from(a.tuning));
+  const kfuse::Spec spec = load(a);
+  check_output(a, spec);
+  const kfuse::Pipeline& pipeline = spec.pipeline;
+  const kfuse::Plan plan(pipeline, plan_options(a));
+  kfuse::require_runnable(plan);
+  const double estimate_s = announce(a, spec, plan);
+  if (a.dry_run) return 0;
+  const kfuse::Tensor x_host = with_progress(a.progress, "generating the input", [&] { return host_input(a, spec); });
 
   const kfuse::Memory mem = plan.memory();
   const kfuse::Tensor x = in_memory(x_host, mem);
   const kfuse::Tensor out = kfuse::Tensor::empty(plan.output_shape(), plan.dtype(), mem);
-  report_times(timed_runs(a, true,
+  report_times(timed_runs(a, true, estimate_s,
                           [&] {
                             const auto t0 = Clock::now();
                             plan.run(x, out);
@@ -314,7 +476,7 @@ int run_command(const RunArgs& a) {
                plan.floor_bytes(), a, "");
   const std::vector<double> values = emit_output(in_memory(out, kfuse::Memory::host), plan.output_shape(), a);
   if (!a.check) return 0;
-  return check_float64(a, pipeline, x_host, values, plan.dtype()) ? 0 : 1;
+  return check_float64(a, x_host, values, plan.dtype()) ? 0 : 1;
 }
 
 // `kfuse tune SPEC`: the plan of `run`, once to warm up with the cache left
@@ -324,6 +486,7 @@ int tune_command(const RunArgs& a) {
   if (!a.cache.empty()) kfuse::set_tuning_cache_path(a.cache);
   const kfuse::Spec spec = load(a);
   const kfuse::Plan plan(spec.pipeline, plan_options(a));
+  kfuse::require_runnable(plan);
   const kfuse::Tensor x_host = host_input(a, spec);
   const kfuse::Memory mem = plan.memory();
   const kfuse::Tensor x = in_memory(x_host, mem);
@@ -425,7 +588,10 @@ int run_distributed(const RunArgs& a) {
   MPI_Comm_size(comm, &size);
   if (!a.tuning.empty()) kfuse::set_tuning_mode(kfuse::tuning_mode_from(a.tuning));  // checked by the parser
   std::optional<kfuse::Spec> spec;  // every rank loads the spec and makes the weights itself
-  kfuse::mpi::agree(comm, [&] { spec.emplace(load(a)); });
+  kfuse::mpi::agree(comm, [&] {
+    spec.emplace(load(a));
+    if (rank == 0) check_output(a, *spec);  // the rank that writes it
+  });
   const kfuse::Pipeline& pipeline = spec->pipeline;
 
   const kfuse::PlanOptions opt = plan_options(a);
@@ -454,7 +620,7 @@ int run_distributed(const RunArgs& a) {
   }
 
   // Each time is the slowest rank's, the gather included.
-  const std::vector<double> times = timed_runs(a, rank == 0, [&] {
+  const std::vector<double> times = timed_runs(a, rank == 0, -1.0, [&] {
     MPI_Barrier(comm);
     const auto t0 = Clock::now();
     plan.run(x, out.defined() ? out.view() : kfuse::TensorView());
@@ -495,7 +661,7 @@ int run_distributed(const RunArgs& a) {
                 static_cast<long long>(differ), static_cast<long long>(one_host.numel()), c.rel, c.max_abs,
                 ok ? "PASS (within the tolerance; bit-identity is required in host memory only)" : "FAIL");
   }
-  const bool ref_ok = check_float64(a, pipeline, x_host, values, plan.dtype());
+  const bool ref_ok = check_float64(a, x_host, values, plan.dtype());
   return ok && ref_ok ? 0 : 1;
 }
 
@@ -542,11 +708,24 @@ int main(int argc, char** argv) {
       "auto, kokkos or cuda. cuda: the CUDA kernels on data in CUDA memory; kokkos: the Kokkos kernels on data in "
       "Kokkos's memory (CUDA memory when Kokkos runs on CUDA); auto: CUDA memory when the CUDA backend is built in "
       "and a GPU is present, else Kokkos's. Input and output go through host memory";
+  // CLI11's Range lets NaN through (every comparison with it is false).
+  const CLI::Validator fraction(
+      [](std::string& v) -> std::string {
+        char* end = nullptr;
+        const double d = std::strtod(v.c_str(), &end);
+        return end != v.c_str() && *end == '\0' && d >= 0.0 && d <= 1.0 ? "" : "must be a number in [0, 1], got " + v;
+      },
+      "in [0, 1]");
+  const CLI::Validator not_empty([](std::string& v) { return v.empty() ? std::string("an empty path") : std::string(); },
+                                 "FILE");
   RunArgs a;
   CLI::App* run = app.add_subcommand("run", "Plan a JSON pipeline spec, run and time it, optionally check it");
   run->add_option("spec", a.spec, "The JSON pipeline spec")->required();
   run->add_option("--input", a.input, "Input .npy (default: the spec's input)");
-  run->add_option("--output", a.output, "Write the output to this .npy file");
+  run->add_option("--output", a.output,
+                  "Write the output to this .npy file (checked before any work; written to a temporary file "
+                  "beside it, then renamed; never one of the run's inputs)")
+      ->check(not_empty);
   run->add_option("--strategy", a.strategy, "auto, fold, fused or reference")
       ->check(CLI::IsMember({"auto", "fold", "fused", "reference"}))
       ->capture_default_str();
@@ -555,12 +734,24 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   run->add_option("--dtype", a.dtype, "Build the pipeline in this dtype instead of the spec's")
       ->check(CLI::IsMember({"float32", "float64", "float16", "bfloat16"}));
-  run->add_flag("--check", a.check, "Compare with a float64 reference; exit 1 past the tolerance");
+  run->add_flag("--check", a.check,
+                "Compare with the reference strategy (every op its own kernel) in float64 on the same values, on "
+                "as many samples of the batch as it runs in about 10 s; exit 1 past the tolerance");
+  run->add_option("--check-samples", a.check_samples,
+                  "Check this many samples of the batch (evenly spread, the first and last included)")
+      ->check(CLI::Range(int64_t(1), std::numeric_limits<int64_t>::max()));
   run->add_option("--tolerance", a.tolerance,
-                  "Relative error allowed by --check (default 1e-5 for float32, 1e-9 for float64)")
-      ->check(CLI::Range(0.0, 1.0));
+                  "Relative error allowed by --check (default 1e-5 for float32, 1e-9 for float64, 1e-2 for "
+                  "float16 and bfloat16)")
+      ->check(fraction);
   run->add_option("--repeat", a.repeat, "Timed runs")->check(CLI::Range(0, 1000000))->capture_default_str();
   run->add_option("--warmup", a.warmup, "Untimed runs first")->check(CLI::Range(0, 1000000))->capture_default_str();
+  run->add_option("--progress", a.progress,
+                  "Seconds between progress lines on stderr during long runs, input generation and the check (0: "
+                  "none)")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
+  run->add_flag("--dry-run", a.dry_run, "Print the plan and its cost, then stop: nothing is generated, run or written");
   run->add_option("--tuning", a.tuning,
                   "Launch tuning: off (rules only), cached (read the tuning cache) or auto (measure what the cache "
                   "lacks, write it); default KFUSE_TUNING, else cached")
@@ -608,6 +799,16 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // The library reads KFUSE_TUNING only when a kernel first asks the tuner,
+  // and then only warns (an application keeps running); a command rejects it.
+  if (const char* v = std::getenv("KFUSE_TUNING"); v && *v) {
+    try {
+      kfuse::tuning_mode_from(v);
+    } catch (const kfuse::Error& e) {
+      std::fprintf(stderr, "kfuse: error: KFUSE_TUNING=%s: %s\n", v, e.what());
+      return 2;
+    }
+  }
 #ifdef KFUSE_HAVE_MPI
   if (a.distributed) return distributed_main(a, argc, argv);
 #endif

@@ -4,8 +4,13 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "kfuse/error.hpp"
 
@@ -173,6 +178,9 @@ File open_file(const std::string& path, const char* mode, const char* what) {
   errno = 0;
   File f(std::fopen(path.c_str(), mode));
   if (!f) io_fail(path, std::string("cannot open for ") + what + ": " + std::strerror(errno));
+  // fopen opens a directory for reading; its reads then fail as if the file were empty.
+  struct stat st;
+  if (::fstat(::fileno(f.get()), &st) == 0 && S_ISDIR(st.st_mode)) io_fail(path, "is a directory, not a .npy file");
   return f;
 }
 
@@ -265,6 +273,38 @@ std::string header_text(const TensorView& t) {
   return h;
 }
 
+// A new file beside `path` (same directory, so that rename() replaces `path`
+// atomically), created with O_EXCL and the umask's permissions as fopen gives;
+// removed on destruction unless `path` is cleared.
+struct TempFile {
+  std::string path;
+  std::FILE* file = nullptr;
+  explicit TempFile(const std::string& target) {
+    for (int attempt = 0;; ++attempt) {
+      path = target + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(attempt);
+      const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+      if (fd < 0 && errno == EEXIST && attempt < 100) continue;
+      if (fd < 0) {
+        const std::string why = std::strerror(errno);
+        path.clear();  // not ours to remove
+        io_fail(target, "cannot create a temporary file beside it: " + why);
+      }
+      file = ::fdopen(fd, "wb");
+      if (file) return;
+      const std::string why = std::strerror(errno);
+      ::close(fd);
+      ::unlink(path.c_str());
+      path.clear();
+      io_fail(target, "cannot open a temporary file beside it: " + why);
+    }
+  }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  ~TempFile() {
+    if (!path.empty()) ::unlink(path.c_str());
+  }
+};
+
 }  // namespace
 
 NpyInfo parse_npy_header(const unsigned char* bytes, std::size_t size, const std::string& name) {
@@ -342,7 +382,11 @@ void write_npy(const std::string& path, const TensorView& t) {
   }
   const std::string header = header_text(t);  // the dict, padded; without the 10-byte preamble
   if (header.size() > 65535) io_fail(path, "header too long for format 1.0");
-  File f = open_file(path, "wb", "writing");
+  check_output_path(path);
+  // Written to a new file beside `path`, renamed over it once complete: a
+  // failed write leaves the previous file as it was.
+  TempFile tmp(path);
+  File f(tmp.file);
   const uint16_t len = static_cast<uint16_t>(header.size());
   const unsigned char pre[10] = {kMagic[0], kMagic[1], kMagic[2], kMagic[3], kMagic[4], kMagic[5], 1, 0,
                                  static_cast<unsigned char>(len & 0xff), static_cast<unsigned char>(len >> 8)};
@@ -367,8 +411,25 @@ void write_npy(const std::string& path, const TensorView& t) {
       }
     }
   }
+  if (std::fflush(f.get()) != 0 || ::fsync(::fileno(f.get())) != 0)
+    io_fail(path, std::string("write error: ") + std::strerror(errno));
   std::FILE* raw = f.release();
   if (std::fclose(raw) != 0) io_fail(path, std::string("write error on close: ") + std::strerror(errno));
+  if (std::rename(tmp.path.c_str(), path.c_str()) != 0)
+    io_fail(path, "cannot rename " + tmp.path + " to it: " + std::strerror(errno));
+  tmp.path.clear();
+}
+
+void check_output_path(const std::string& path) {
+  if (path.empty()) io_fail("''", "an empty output path");
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) io_fail(path, "is a directory; give a file name");
+  const fs::path dir = fs::path(path).has_parent_path() ? fs::path(path).parent_path() : fs::path(".");
+  if (!fs::is_directory(dir, ec))
+    io_fail(path, "cannot write: the directory " + dir.string() + (fs::exists(dir, ec) ? " is not a directory" : " does not exist"));
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    io_fail(path, "cannot write in the directory " + dir.string() + ": " + std::strerror(errno));
 }
 
 }  // namespace kfuse

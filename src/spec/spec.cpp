@@ -306,9 +306,45 @@ std::string child(const std::string& path, std::size_t i) { return path + "/" + 
   throw Error(ErrorCategory::spec, "spec: " + (path.empty() ? std::string("/") : path) + ": " + msg);
 }
 
+// Messages quote at most this many characters of a value, and containers
+// this many levels deep: json::dump() of the whole value is unbounded work,
+// and recursion as deep as the value's nesting.
+constexpr std::size_t kShowChars = 60;
+constexpr int kShowDepth = 3;
+
+void excerpt(const json& v, std::string& out, int depth) {
+  if (out.size() > kShowChars) return;
+  if (v.is_string()) {
+    const std::string& s = v.get_ref<const std::string&>();
+    // A cut may split a UTF-8 sequence: replaced, not thrown, by dump().
+    out += json(s.substr(0, kShowChars + 1)).dump(-1, ' ', false, json::error_handler_t::replace);
+    return;
+  }
+  if (!v.is_structured()) {
+    out += v.dump();
+    return;
+  }
+  const bool array = v.is_array();
+  if (depth >= kShowDepth && !v.empty()) {
+    out += array ? "[...]" : "{...}";
+    return;
+  }
+  out += array ? '[' : '{';
+  for (auto it = v.begin(); it != v.end() && out.size() <= kShowChars; ++it) {
+    if (it != v.begin()) out += ',';  // dump()'s compact form, which short values keep
+    if (!array) {
+      excerpt(json(it.key()), out, depth + 1);
+      out += ':';
+    }
+    excerpt(*it, out, depth + 1);
+  }
+  out += array ? ']' : '}';
+}
+
 std::string show(const json& v) {
-  std::string s = v.dump();
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
+  std::string s;
+  excerpt(v, s, 0);
+  if (s.size() > kShowChars) s = s.substr(0, kShowChars - 3) + "...";
   return s;
 }
 
@@ -692,8 +728,11 @@ void parse_op(const json& j, const std::string& path, const Ctx& ctx, Pipeline& 
   spec_fail(opath, "unknown op \"" + name + "\" (valid: " + join(op_names()) + ")");
 }
 
-// json::parse, with duplicate keys rejected (the parser would keep the last).
-json parse_json(const std::string& text) {
+constexpr std::size_t kMaxNesting = 32;
+
+// json::parse, with duplicate keys and nesting past kMaxNesting rejected.
+// `source` (a file, or "" for text) names the text in syntax errors.
+json parse_json(const std::string& text, const std::string& source) {
   struct Frame {
     explicit Frame(bool a) : array(a) {}
     bool array;
@@ -711,10 +750,18 @@ json parse_json(const std::string& text) {
   auto next_in_array = [&] {
     if (!stack.empty() && stack.back().array) ++stack.back().index;
   };
+  // Specs nest a few levels; a limit keeps every walk over the value (ours
+  // and the library's) shallow, whatever the input.
+  const auto open = [&](bool array) {
+    next_in_array();
+    if (stack.size() >= kMaxNesting)
+      spec_fail(path_of(stack.size()), "nested more than " + std::to_string(kMaxNesting) + " levels deep");
+    stack.emplace_back(array);
+  };
   json::parser_callback_t cb = [&](int, json::parse_event_t ev, json& parsed) -> bool {
     switch (ev) {
-      case json::parse_event_t::object_start: next_in_array(); stack.emplace_back(false); break;
-      case json::parse_event_t::array_start: next_in_array(); stack.emplace_back(true); break;
+      case json::parse_event_t::object_start: open(false); break;
+      case json::parse_event_t::array_start: open(true); break;
       case json::parse_event_t::object_end:
       case json::parse_event_t::array_end: if (!stack.empty()) stack.pop_back(); break;
       case json::parse_event_t::value: next_in_array(); break;
@@ -733,13 +780,13 @@ json parse_json(const std::string& text) {
     std::string msg = e.what();
     const auto pos = msg.find("] ");
     if (msg.rfind("[json.exception", 0) == 0 && pos != std::string::npos) msg = msg.substr(pos + 2);
-    throw Error(ErrorCategory::spec, "spec: invalid JSON: " + msg);
+    throw Error(ErrorCategory::spec, "spec: " + (source.empty() ? "" : source + ": ") + "invalid JSON: " + msg);
   }
 }
 
 Spec parse_spec_impl(const std::string& text, const std::filesystem::path& base_dir, std::optional<DType> dtype,
                      std::string default_name, std::string source) {
-  const json root = parse_json(text);
+  const json root = parse_json(text, source);
   check_object(root, "", {"name", "description", "input", "ops"});
   std::string name = std::move(default_name);
   if (auto* v = find(root, "name")) name = as_string(*v, "/name");

@@ -94,8 +94,11 @@ bool parse_table(const std::string& text, CacheTable& table, std::string& why) {
     return false;
   }
   if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int64_t>() != kVersion) {
-    why = detail::cat("version ", j.contains("version") ? j["version"].dump() : std::string("missing"),
-                      ", this kfuse reads version ", kVersion);
+    // Quoted only when a number: dump() of a nested value recurses as deep as
+    // the file nests it (a stack overflow), and a string may be of any length.
+    const json* v = j.contains("version") ? &j["version"] : nullptr;
+    const std::string seen = !v ? "missing" : v->is_number() ? v->dump() : std::string("of type ") + v->type_name();
+    why = detail::cat("version ", seen, ", this kfuse reads version ", kVersion);
     return false;
   }
   if (!j.contains("entries") || !j["entries"].is_array()) {
