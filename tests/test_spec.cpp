@@ -282,6 +282,23 @@ TEST(Spec, ParsesAValidSpec) {
   for (int64_t i = 0; i < x.numel(); ++i) ASSERT_EQ(x.data<float>()[i], g.data<float>()[i]);
 }
 
+// "precision": the convolution's arithmetic, strict unless the spec says tf32;
+// the plan's describe() names it.
+TEST(Spec, PrecisionIsStrictUnlessTheSpecSaysTf32) {
+  EXPECT_EQ(kfuse::parse_spec(kValid).precision, kfuse::Precision::strict);
+  std::string tf32 = kValid;
+  tf32.insert(tf32.find('{') + 1, "\"precision\": \"tf32\", ");
+  const kfuse::Spec s = kfuse::parse_spec(tf32);
+  EXPECT_EQ(s.precision, kfuse::Precision::tf32);
+  kfuse::PlanOptions o;
+  o.memory = kfuse::Memory::host;
+  o.precision = s.precision;
+  EXPECT_NE(kfuse::Plan(s.pipeline, o).describe().find("precision tf32"), std::string::npos);
+  std::string bad = kValid;
+  bad.insert(bad.find('{') + 1, "\"precision\": \"fp16\", ");
+  expect_spec_error(bad, "spec: /precision: ", "expected \"strict\" or \"tf32\"");
+}
+
 TEST(Spec, Float64OverrideKeepsTheSameValues) {
   const kfuse::Spec f = kfuse::parse_spec(kValid);
   const kfuse::Spec d = kfuse::parse_spec(kValid, ".", DType::f64);
@@ -408,7 +425,7 @@ TEST(SpecErrors, InvalidJson) { expect_spec_error("{\"input\": ", "spec: invalid
 TEST(SpecErrors, RootNotAnObject) { expect_spec_error("[1, 2]", "spec: /: expected an object, got [1,2]"); }
 TEST(SpecErrors, UnknownTopLevelKeyListsValidKeys) {
   expect_spec_error(R"({"input": {}, "ops": [], "extra": 1})",
-                    "spec: /extra: unknown key 'extra' (valid keys: name, description, input, ops)");
+                    "spec: /extra: unknown key 'extra' (valid keys: name, description, precision, input, ops)");
 }
 TEST(SpecErrors, MissingInput) { expect_spec_error(R"({"ops": []})", "spec: /: missing required key 'input'"); }
 TEST(SpecErrors, MissingOps) {

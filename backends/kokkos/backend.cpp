@@ -360,7 +360,8 @@ class KokkosBackend final : public Backend {
       return Preparation::refuse(cat("the data are in ", to_string(ctx.memory), " memory, Kokkos runs on ",
                                      to_string(kokkos_memory()), " memory"));
     if (ctx.dtype != DType::f32 && ctx.dtype != DType::f64)
-      return Preparation::refuse(cat("dtype ", to_string(ctx.dtype), " (the Kokkos kernels take float32 and float64)"));
+      return Preparation::refuse(cat("dtype ", to_string(ctx.dtype), " (the Kokkos kernels take float32 and float64; ",
+                                     "float16 and bfloat16 run on the CUDA backend, data in CUDA memory)"));
     return std::visit([](const auto& s) {
       using S = std::decay_t<decltype(s)>;
       if constexpr (std::is_same_v<S, ConvStep>) return Preparation::of<PreparedConv>(s);

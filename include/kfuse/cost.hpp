@@ -3,8 +3,7 @@
 // computed on the host (the fused and reference strategies), an estimate of
 // the time per run. Computed from the pipeline and the plan's public face.
 //
-//   const kfuse::Plan plan(pipeline);
-//   kfuse::require_runnable(plan);              // before generating inputs
+//   const kfuse::Plan plan(pipeline);           // refuses what no backend runs
 //   std::cout << kfuse::plan_cost(pipeline, plan).text();
 #pragma once
 
@@ -29,11 +28,5 @@ PlanCost plan_cost(const Pipeline& pipeline, const Plan& plan);
 
 // "0.24 s", "17 s", "6.6 min".
 std::string duration_text(double seconds);
-
-// Throws Error(unsupported) when `plan` was built but no backend can run it,
-// naming the one that can: float16/bfloat16 pipelines run only as the fold on
-// the CUDA backend; the per-op reference kernels (Kokkos) take float32 and
-// float64 only.
-void require_runnable(const Plan& plan);
 
 }  // namespace kfuse

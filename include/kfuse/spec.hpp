@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "kfuse/pipeline.hpp"
+#include "kfuse/plan.hpp"
 #include "kfuse/tensor.hpp"
 
 namespace kfuse {
@@ -125,6 +126,7 @@ struct Spec {
   InputSource input;
   DType spec_dtype = DType::f32;  // the dtype the spec names (pipeline.dtype() differs under an override)
   std::string source;             // the file it came from, or "" for a string
+  Precision precision = Precision::strict;  // "precision": "strict" | "tf32" (the convolution's arithmetic)
 };
 
 // Parses a spec. `base_dir` resolves relative .npy paths. With `dtype`, the

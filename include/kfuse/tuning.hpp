@@ -73,4 +73,11 @@ struct TuningDecision {
 std::vector<TuningDecision> tuning_decisions();
 void clear_tuning_decisions();
 
+// Whether the cache file at `path` holds an entry for the decision's device,
+// kernel and shape class (what `kfuse tune` checks after measuring).
+bool in_tuning_cache(const TuningDecision& d, const std::string& path);
+// The architectures with a built-in starting configuration and their limits,
+// as one line of text: "sm_89 (128 SMs, 1536 threads and 100 KB shared memory per SM), ...".
+std::string tuning_architectures();
+
 }  // namespace kfuse

@@ -109,8 +109,9 @@ void check_room(const char* fn, const char* arg, std::size_t bytes, const char* 
                 kfuse::to_string(shape), " ", kfuse::to_string(dtype), " (", need, " bytes)");
 }
 
-kfuse::PlanOptions options(const char* strategy, int on_device) {
+kfuse::PlanOptions options(const kfuse::Spec& spec, const char* strategy, int on_device) {
   kfuse::PlanOptions opt;
+  opt.precision = spec.precision;
   if (strategy) opt.strategy = kfuse::strategy_from(strategy);
   opt.memory = on_device ? kfuse::Memory::cuda : kfuse::Memory::host;
   return opt;
@@ -122,8 +123,7 @@ void require_initialized(const char* fn) {
 }
 
 kfuse_plan make_plan(const kfuse::Spec& spec, const char* strategy, int on_device) {
-  kfuse::Plan p(spec.pipeline, options(strategy, on_device));
-  kfuse::require_runnable(p);
+  kfuse::Plan p(spec.pipeline, options(spec, strategy, on_device));
   std::string d = p.describe() + kfuse::plan_cost(spec.pipeline, p).text() + "\n";
   auto h = std::make_shared<const kfuse_plan_s>(kfuse_plan_s{std::move(p), std::move(d)});
   Registry& r = registry();

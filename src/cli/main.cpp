@@ -33,6 +33,7 @@
 #include <CLI/CLI.hpp>
 
 #include "kfuse/cost.hpp"
+#include "kfuse/device.hpp"
 #include "kfuse/kokkos.hpp"
 #include "kfuse/npy.hpp"
 #include "kfuse/plan.hpp"
@@ -41,8 +42,6 @@
 #include "kfuse/tuning.hpp"
 #include "kfuse/version.hpp"
 
-#include "core/device_runtime.hpp"
-#include "tuning/tuner.hpp"
 
 #ifdef KFUSE_HAVE_MPI
 #include <mpi.h>
@@ -83,6 +82,7 @@ struct RunArgs {
   std::string strategy = "auto";
   std::string backend = "auto";
   std::string dtype;
+  std::string precision;  // --precision (empty: the spec's)
   std::string tuning;  // --tuning (empty: KFUSE_TUNING's mode)
   std::string cache;   // tune --cache (empty: the default tuning cache)
   bool check = false;
@@ -168,9 +168,10 @@ void check_backend(const RunArgs& a) {
 #endif
 }
 
-kfuse::PlanOptions plan_options(const RunArgs& a) {
+kfuse::PlanOptions plan_options(const RunArgs& a, const kfuse::Spec& spec) {
   check_backend(a);
   kfuse::PlanOptions opt;
+  opt.precision = a.precision.empty() ? spec.precision : kfuse::precision_from(a.precision);
   opt.strategy = kfuse::strategy_from(a.strategy);
   opt.backend = kfuse::backend_from(a.backend);
   opt.memory = memory_for(opt.backend);
@@ -457,8 +458,7 @@ int run_command(const RunArgs& a) {
   const kfuse::Spec spec = load(a);
   check_output(a, spec);
   const kfuse::Pipeline& pipeline = spec.pipeline;
-  const kfuse::Plan plan(pipeline, plan_options(a));
-  kfuse::require_runnable(plan);
+  const kfuse::Plan plan(pipeline, plan_options(a, spec));
   const double estimate_s = announce(a, spec, plan);
   if (a.dry_run) return 0;
   const kfuse::Tensor x_host = with_progress(a.progress, "generating the input", [&] { return host_input(a, spec); });
@@ -485,8 +485,7 @@ int run_command(const RunArgs& a) {
 int tune_command(const RunArgs& a) {
   if (!a.cache.empty()) kfuse::set_tuning_cache_path(a.cache);
   const kfuse::Spec spec = load(a);
-  const kfuse::Plan plan(spec.pipeline, plan_options(a));
-  kfuse::require_runnable(plan);
+  const kfuse::Plan plan(spec.pipeline, plan_options(a, spec));
   const kfuse::Tensor x_host = host_input(a, spec);
   const kfuse::Memory mem = plan.memory();
   const kfuse::Tensor x = in_memory(x_host, mem);
@@ -542,12 +541,11 @@ int tune_command(const RunArgs& a) {
 
   // What reached the cache file (a write failure was a warning on stderr).
   const std::string path = kfuse::tuning_cache_path();
-  const kfuse::tuning::CacheTable table = kfuse::tuning::read_cache(path, nullptr);
   int measured = 0, written = 0;
   for (const kfuse::TuningDecision& d : decisions) {
     if (d.source != "measured") continue;
     ++measured;
-    written += table.count(kfuse::tuning::CacheKey{d.device, d.kernel, d.shape_class}) > 0;
+    written += kfuse::in_tuning_cache(d, path);
   }
   std::printf("cache: %s (%d of %d measured configurations written)\n", path.empty() ? "(none)" : path.c_str(),
               written, measured);
@@ -594,7 +592,7 @@ int run_distributed(const RunArgs& a) {
   });
   const kfuse::Pipeline& pipeline = spec->pipeline;
 
-  const kfuse::PlanOptions opt = plan_options(a);
+  const kfuse::PlanOptions opt = plan_options(a, *spec);
   kfuse::mpi::ShardOptions sopt;
   sopt.plan = opt;
   sopt.select_device = false;  // done before Kokkos started (distributed_main)
@@ -732,6 +730,10 @@ int main(int argc, char** argv) {
   run->add_option("--backend", a.backend, backend_help)
       ->check(CLI::IsMember({"auto", "kokkos", "cuda"}))
       ->capture_default_str();
+  run->add_option("--precision", a.precision,
+                   "The convolution's arithmetic: strict (fp32 multiply-adds) or tf32 (TF32 tensor cores, fp32 "
+                   "accumulation, as PyTorch's default for cuDNN convolutions); default: the spec's, else strict")
+      ->check(CLI::IsMember({"strict", "tf32"}));
   run->add_option("--dtype", a.dtype, "Build the pipeline in this dtype instead of the spec's")
       ->check(CLI::IsMember({"float32", "float64", "float16", "bfloat16"}));
   run->add_flag("--check", a.check,
@@ -772,22 +774,20 @@ int main(int argc, char** argv) {
   tune->add_option("--backend", t.backend, backend_help)
       ->check(CLI::IsMember({"auto", "kokkos", "cuda"}))
       ->capture_default_str();
+  tune->add_option("--precision", t.precision,
+                   "The convolution's arithmetic: strict (fp32 multiply-adds) or tf32 (TF32 tensor cores, fp32 "
+                   "accumulation, as PyTorch's default for cuDNN convolutions); default: the spec's, else strict")
+      ->check(CLI::IsMember({"strict", "tf32"}));
   tune->add_option("--dtype", t.dtype, "Build the pipeline in this dtype instead of the spec's")
       ->check(CLI::IsMember({"float32", "float64", "float16", "bfloat16"}));
   tune->add_option("--cache", t.cache,
                    "The tuning cache to write (default: KFUSE_TUNING_CACHE, else $XDG_CACHE_HOME/kfuse/tuning.json, "
                    "else $HOME/.cache/kfuse/tuning.json)");
-  std::string arch_text;
-  for (int arch : {89, 90})
-    if (const auto l = kfuse::tuning::arch_limits(arch))
-      arch_text += kfuse::detail::cat(arch_text.empty() ? "" : ", ", "sm_", arch, " (", l->sm_count, " SMs, ",
-                                      l->max_threads_per_sm, " threads and ", l->shared_per_sm >> 10,
-                                      " KB shared memory per SM)");
   tune->footer(
       "Every kernel with a launch choice measures at most 3 configurations (warps x pipelining depth, the baseline "
       "4x2 first; a warm-up, then the median of 5 runs) and keeps another only when it is at least 2% faster than the "
       "baseline. Without a cache entry a kernel starts from its architecture's configuration (tables for " +
-      arch_text + "; the device itself is always read at run time), else the rules on its registers. "
+      kfuse::tuning_architectures() + "; the device itself is always read at run time), else the rules on its registers. "
       "KFUSE_TUNING_FORCE=\"kernel=WxD,...\" (\"*\" for every kernel) forces a configuration.");
 
   try {

@@ -14,7 +14,7 @@
 #endif
 #endif
 
-#include "core/device_runtime.hpp"
+#include "kfuse/device.hpp"
 
 namespace kfuse::mpi {
 

@@ -66,12 +66,4 @@ std::string PlanCost::text() const {
   return s;
 }
 
-void require_runnable(const Plan& plan) {
-  const DType d = plan.dtype();
-  if ((d == DType::f16 || d == DType::bf16) && plan.strategy() == Strategy::reference)
-    fail(ErrorCategory::unsupported, "plan", to_string(d), " pipelines run only as the fold on the CUDA backend (a build "
-         "with KFUSE_ENABLE_CUDA, data in CUDA memory); this one would run the reference strategy, whose Kokkos "
-         "kernels take float32 and float64 only: build it in float32 (kfuse run --dtype float32)");
-}
-
 }  // namespace kfuse

@@ -85,7 +85,11 @@ PlanImpl make_typed(const Pipeline& p, const PlanOptions& opt) {
     impl.description = describe_plan(impl, d);
     return impl;
   }
-  fail(ErrorCategory::unsupported, "plan", "strategy ", d.rejected.back());
+  if (order.size() == 1) fail(ErrorCategory::unsupported, "plan", "strategy ", d.rejected.back());
+  std::string all;
+  for (const std::string& r : d.rejected) all += (all.empty() ? "" : "; ") + r;
+  fail(ErrorCategory::unsupported, "plan", "no strategy runs this ", to_string(p.dtype()), " pipeline on ",
+       to_string(opt.memory), " memory: ", all);
 }
 
 }  // namespace

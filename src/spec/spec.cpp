@@ -787,8 +787,14 @@ json parse_json(const std::string& text, const std::string& source) {
 Spec parse_spec_impl(const std::string& text, const std::filesystem::path& base_dir, std::optional<DType> dtype,
                      std::string default_name, std::string source) {
   const json root = parse_json(text, source);
-  check_object(root, "", {"name", "description", "input", "ops"});
+  check_object(root, "", {"name", "description", "precision", "input", "ops"});
   std::string name = std::move(default_name);
+  Precision precision = Precision::strict;
+  if (auto* v = find(root, "precision")) {
+    const std::string text = as_string(*v, "/precision");
+    if (text != "strict" && text != "tf32") spec_fail("/precision", "expected \"strict\" or \"tf32\", got " + show(*v));
+    precision = precision_from(text);
+  }
   if (auto* v = find(root, "name")) name = as_string(*v, "/name");
   if (auto* v = find(root, "description")) as_string(*v, "/description");
   InputSource input = parse_input(require(root, "", "input"), "/input", base_dir);
@@ -798,7 +804,7 @@ Spec parse_spec_impl(const std::string& text, const std::filesystem::path& base_
   Ctx ctx{base_dir, input.dtype, dtype.value_or(input.dtype)};
   Pipeline p = at_path("/input", [&] { return Pipeline(input.shape, ctx.dtype); });
   for (std::size_t i = 0; i < ops.size(); ++i) parse_op(ops[i], child("/ops", i), ctx, p);
-  return Spec{std::move(name), std::move(p), std::move(input), ctx.spec_dtype, std::move(source)};
+  return Spec{std::move(name), std::move(p), std::move(input), ctx.spec_dtype, std::move(source), precision};
 }
 
 }  // namespace

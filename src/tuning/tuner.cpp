@@ -408,4 +408,17 @@ void clear_tuning_decisions() {
   s.decisions.clear();
 }
 
+bool in_tuning_cache(const TuningDecision& d, const std::string& path) {
+  return tuning::read_cache(path, nullptr).count(tuning::CacheKey{d.device, d.kernel, d.shape_class}) > 0;
+}
+
+std::string tuning_architectures() {
+  std::string text;
+  for (int arch : {89, 90})
+    if (const auto l = tuning::arch_limits(arch))
+      text += detail::cat(text.empty() ? "" : ", ", "sm_", arch, " (", l->sm_count, " SMs, ", l->max_threads_per_sm,
+                          " threads and ", l->shared_per_sm >> 10, " KB shared memory per SM)");
+  return text;
+}
+
 }  // namespace kfuse
