@@ -23,6 +23,14 @@ Chain<A> build_chain(const Stages& st, std::size_t begin, std::size_t end, Store
 
 int64_t numel_of(const Shape& s) { return checked_numel(s, "plan", "intermediate"); }
 
+// y + bias[c] on Y [N, C, H, W], as a pipeline stage (the bias as [C, 1, 1]).
+PipelineStage bias_stage(const Tensor& bias, const Shape& y) {
+  const int64_t C = bias.numel();
+  Tensor b = Tensor::empty({C, 1, 1}, bias.dtype(), Memory::host);
+  copy(Tensor::copy_of(bias, Memory::host).view(), TensorView(b.view().data, b.dtype(), {C}, Memory::host));
+  return PipelineStage{BinaryOp{BinaryKind::add, b, 0.0}, y, y};
+}
+
 // One stage from st[i]: its step, its input shape, and the index after its last op.
 template <class A>
 struct Stage {
@@ -85,18 +93,23 @@ Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const
   Lowering at;
   std::size_t i = 0;
   int slot = 0;  // where the running value is
+  Stages ops = st;  // with the conv bias moved into the first epilogue stage
   const auto next_slot = [&](std::size_t end, const Shape& shape) {
-    if (end == st.size()) return kOutput;
+    if (end == ops.size()) return kOutput;
     at.buffers.push_back(shape);
     return static_cast<int>(at.buffers.size());
   };
-  if (!st.empty()) {
-    if (auto* conv = std::get_if<ConvTranspose2dOp>(&st[0].op)) {
-      ConvStep c{conv->params, store.tensor(conv->weight), std::nullopt, st[0].in_shape, st[0].out_shape, opt.precision};
-      if (conv->bias) c.bias = store.tensor(*conv->bias);
+  if (!ops.empty()) {
+    if (const auto* conv = std::get_if<ConvTranspose2dOp>(&ops[0].op)) {
+      ConvStep c{conv->params, store.tensor(conv->weight), std::nullopt, ops[0].in_shape, ops[0].out_shape, opt.precision};
+      const std::optional<Tensor> bias = conv->bias;
+      // The conv bias joins the first epilogue stage as a per-channel add: in
+      // registers there, where the conv would read and write Y once more.
+      if (bias && ops.size() > 1) ops.insert(ops.begin() + 1, bias_stage(*bias, ops[0].out_shape));
+      else if (bias) c.bias = store.tensor(*bias);
       at.steps.push_back(c);
-      const int out = next_slot(1, st[0].out_shape);
-      at.io.push_back(StepIO{0, out, st[0].in_shape});
+      const int out = next_slot(1, ops[0].out_shape);
+      at.io.push_back(StepIO{0, out, ops[0].in_shape});
       slot = out;
       i = 1;
     }
@@ -109,9 +122,9 @@ Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const
     at.io.push_back(StepIO{0, kOutput, p.input_shape()});
   }
   int stages = 0;
-  while (i < st.size()) {
-    Stage<A> s = next_stage(st, i, store);
-    const int out = next_slot(s.end, st[s.end - 1].out_shape);
+  while (i < ops.size()) {
+    Stage<A> s = next_stage(ops, i, store);
+    const int out = next_slot(s.end, ops[s.end - 1].out_shape);
     at.io.push_back(StepIO{slot, out, s.step.y_shape});
     at.steps.push_back(s.step);
     slot = out;
@@ -119,7 +132,7 @@ Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const
     ++stages;
   }
   at.ok = true;
-  const bool conv = !st.empty() && std::holds_alternative<ConvTranspose2dOp>(st[0].op);
+  const bool conv = !ops.empty() && std::holds_alternative<ConvTranspose2dOp>(ops[0].op);
   at.why = cat(conv ? "the conv output Y is written once; " : "",
                stages <= 1 ? "one epilogue stage reads it once and writes only the output"
                            : cat(stages, " epilogue stages, each reading its input once (the ops do not fit one row program)"));

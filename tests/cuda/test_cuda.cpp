@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <random>
 #include <string>
@@ -567,6 +568,108 @@ TEST_F(CudaTuning, InPlaceEpiloguesAreNotMeasured) {
   EXPECT_NE(d->source, "measured");
   const Tensor out = plan.run(dx.view());  // out of place: measured now
   EXPECT_EQ(decision_of("cuda::epilogue_map")->source, "measured");
+}
+
+// ---- Multi-stage epilogues: every pipeline on the device ---------------------------------
+
+// Chains that do not fit one row program (tests/test_plan.cpp's set, on the
+// GPU): several epilogue stages, every step on the CUDA backend.
+Maker staged_pipeline(int which, Rng& rng) {
+  const Shape xs{3, 4, 5, 7};
+  const std::vector<double> w = uniform(4 * 6 * 3 * 2, rng, -0.5, 0.5), b = uniform(6, rng, -0.5, 0.5),
+                            o1 = uniform(256, rng, -1, 1), o2 = uniform(256, rng, -1, 1);
+  return [=](DType dt) {
+    const DType pd = param_dtype(dt);
+    const auto r = [&](Shape s, const std::vector<double>& v) {
+      return host(s, std::vector<double>(v.begin(), v.begin() + numel(s)), pd);
+    };
+    Pipeline p(xs, dt);
+    p.conv_transpose2d(r({4, 6, 3, 2}, w), r({6}, b), ConvTranspose2dParams{}.with_stride(2).with_padding(1));
+    switch (which) {
+      case 0: p.min({1}, true).sum({2}, true).gelu().add(r({1, 1, 1, 1}, o1)); break;
+      case 1: p.sum({0}).max({1}).tanh(); break;
+      case 2: p.softmax(2).mean({1, 3}).neg(); break;
+      case 3: p.relu().logsumexp({1}).softmax(0).mul(r({9, 1}, o1)); break;
+      case 4: p.mean({2, 3}, true).add(r({2, 1, 6, 1, 1}, o1)).relu().sum({1}); break;
+      case 5: p.max({1}, true).mul(r({1, 6, 1, 1}, o2)).softmax(1).min({3}); break;
+      case 6: p.sigmoid().sum({0, 2}).softmax(1).logsumexp({0}, true).exp(); break;
+      default: p.softmax(3).softmax(1).mean({0, 1}).hardtanh(-0.2, 0.2).sum({0}); break;
+    }
+    return p;
+  };
+}
+
+// Every step line of describe() names the CUDA backend.
+void expect_all_on_cuda(const std::string& describe) {
+  std::size_t at = 0, steps = 0;
+  while ((at = describe.find("  step ", at)) != std::string::npos) {
+    const std::size_t end = describe.find('\n', at);
+    const std::string line = describe.substr(at, end - at);
+    EXPECT_NE(line.find("[cuda: "), std::string::npos) << line << "\n" << describe;
+    ++steps;
+    at = end;
+  }
+  EXPECT_GT(steps, 0u) << describe;
+}
+
+TEST_F(CudaEpilogue, MultiStageChainsRunOnTheDevice) {
+  for (int which = 0; which < 8; ++which) {
+    Rng rng(500 + which);
+    const Maker make = staged_pipeline(which, rng);
+    const Shape xs{3, 4, 5, 7};
+    const std::vector<double> x = uniform(numel(xs), rng, 0.0, 1.0);
+    for (DType dt : {DType::f32, DType::f64}) {
+      const Result r = run_both(make, dt, Strategy::automatic, xs, x);
+      expect_close(r, tolerance(dt), detail::cat("staged ", which, " ", to_string(dt)));
+      expect_all_on_cuda(r.describe);
+    }
+    expect_close(run_both(make, DType::f32, Strategy::automatic, xs, x, {}, true), 5e-3, detail::cat("staged tf32 ", which));
+  }
+}
+
+// NaN and infinities through every epilogue kind, as PyTorch: max/min
+// propagate NaN, logsumexp of a row holding +inf is +inf, a softmax row
+// holding +inf is NaN throughout (exp(inf - inf)). The CUDA softmax once
+// returned 0 for the finite elements of such a row.
+TEST_F(CudaEpilogue, NanAndInfinitiesAsPyTorch) {
+  const Shape xs{2, 3, 4, 37};
+  Rng rng(99);
+  std::vector<double> x = uniform(numel(xs), rng, -2.0, 2.0);
+  const double inf = std::numeric_limits<double>::infinity();
+  x[5] = inf;        // row (0, 0, 0) of W; column (0, :, 0, 5) of C
+  x[40] = -inf;      // row (0, 0, 1)
+  x[200] = std::nan("");
+  x[37 * 4 + 9] = inf, x[37 * 4 * 2 + 9] = inf;  // two +inf in one C column
+  for (int j = 0; j < 37; ++j) x[37 * 7 + j] = -inf;  // a row of -inf only
+  const std::vector<std::pair<const char*, std::function<void(Pipeline&)>>> ops = {
+      {"softmax over W", [](Pipeline& p) { p.softmax(3); }},
+      {"softmax over C", [](Pipeline& p) { p.softmax(1).mul(2.0); }},
+      {"logsumexp over W", [](Pipeline& p) { p.logsumexp({3}); }},
+      {"logsumexp over C", [](Pipeline& p) { p.logsumexp({1}, true); }},
+      {"max over W", [](Pipeline& p) { p.max({3}); }},
+      {"min over C", [](Pipeline& p) { p.min({1}); }},
+      {"sum over H, W", [](Pipeline& p) { p.sum({2, 3}); }},
+      {"relu, mean over C", [](Pipeline& p) { p.relu().mean({1}); }},
+      {"exp map", [](Pipeline& p) { p.exp().mul(0.5); }},
+  };
+  for (const auto& [what, op] : ops) {
+    const Maker make = [xs, op = op](DType dt) {
+      Pipeline p(xs, dt);
+      op(p);
+      return p;
+    };
+    for (DType dt : {DType::f32, DType::f64}) {
+      const Result r = run_both(make, dt, Strategy::automatic, xs, x);
+      ASSERT_EQ(r.out.size(), r.ref.size());
+      int64_t differ = 0;
+      for (std::size_t i = 0; i < r.out.size(); ++i) {
+        const bool both_nan = std::isnan(r.out[i]) && std::isnan(r.ref[i]);
+        const bool close = std::abs(r.out[i] - r.ref[i]) <= 1e-5 * (1 + std::abs(r.ref[i])) || r.out[i] == r.ref[i];
+        differ += !(both_nan || close);
+      }
+      EXPECT_EQ(differ, 0) << what << " " << to_string(dt) << "\n" << r.describe;
+    }
+  }
 }
 
 // ---- Errors and edges ------------------------------------------------------------------

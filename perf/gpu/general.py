@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""The public benchmark set (specs/general): kfuse next to PyTorch in one run.
+
+Pipelines that do not fold, at real sizes (conv outputs of 0.5-2 GB). Three
+steps, on the GPU machine:
+
+  python3 general.py prepare --specs specs/general --dir D
+      x = torch.rand, the conv's weight and bias from nn.ConvTranspose2d's
+      default init, operands torch.randn (seeded), saved as .npy; each spec
+      rewritten to read them ({"npy": ...}); D/cases.json lists the cases.
+  kfuse_perf --general D --out OUT
+      times kfuse on each case in strict fp32 and TF32 (device and wall time),
+      writes each output to D/<case>-<precision>-kfuse.npy.
+  python3 general.py compare --dir D --kfuse-json OUT/<gpu>-<date>-general.json
+      times PyTorch eager (strict fp32: cudnn.allow_tf32 = False; TF32: True)
+      and torch.compile (TF32 and strict) on the same tensors, checks kfuse's
+      outputs against the pipeline in float64 on the GPU (norm-relative
+      error), and adds the bytes floor and the TF32 compute floor (the conv's
+      multiply-adds at the dense TF32 rate) to the JSON and its Markdown.
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+dev = "cuda"
+TF32_DENSE_TFLOPS = 495.0  # H100 SXM / H200 dense TF32 (DESIGN.md section 11)
+
+
+# ---- the spec's ops in PyTorch ---------------------------------------------------
+
+UNARY = {
+    "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "silu": F.silu, "mish": F.mish,
+    "hardswish": F.hardswish, "exp": torch.exp, "log": torch.log, "neg": torch.neg, "abs": torch.abs,
+}
+BINARY = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
+          "min": torch.minimum, "max": torch.maximum, "minimum": torch.minimum, "maximum": torch.maximum}
+REDUCE = {
+    "sum": lambda y, a, k: torch.sum(y, dim=a, keepdim=k),
+    "mean": lambda y, a, k: torch.mean(y, dim=a, keepdim=k),
+    "max": lambda y, a, k: torch.amax(y, dim=a, keepdim=k),
+    "min": lambda y, a, k: torch.amin(y, dim=a, keepdim=k),
+    "logsumexp": lambda y, a, k: torch.logsumexp(y, dim=a, keepdim=k),
+}
+
+
+def pipeline_fn(ops, tensors):
+    """The spec's ops as a function of x; tensors[i] holds op i's weight/bias/operand."""
+    def fn(y):
+        for i, op in enumerate(ops):
+            name = op["op"]
+            t = tensors.get(i, {})
+            if name == "conv_transpose2d":
+                y = F.conv_transpose2d(y, t["weight"], t.get("bias"), stride=op.get("stride", 1),
+                                       padding=op.get("padding", 0), output_padding=op.get("output_padding", 0),
+                                       groups=op.get("groups", 1), dilation=op.get("dilation", 1))
+            elif name in REDUCE and "axes" in op:
+                y = REDUCE[name](y, tuple(op["axes"]), op.get("keepdim", False))
+            elif name in BINARY:
+                y = BINARY[name](y, t["operand"] if "tensor" in op else torch.tensor(op["scalar"], dtype=y.dtype, device=y.device))
+            elif name == "softmax":
+                y = torch.softmax(y, dim=op["axis"])
+            elif name in ("hardtanh", "clamp"):
+                y = torch.clamp(y, op.get("min", -1.0), op.get("max", 1.0))
+            elif name == "leaky_relu":
+                y = F.leaky_relu(y, op.get("slope", 0.01))
+            elif name == "gelu":
+                y = F.gelu(y, approximate=op.get("approximate", "none"))
+            elif name in UNARY:
+                y = UNARY[name](y)
+            else:
+                raise ValueError(f"op {name} not in general.py's table")
+        return y
+    return fn
+
+
+def conv_macs(spec):
+    """The conv's multiply-adds: every input element times every weight of its group (no inserted zeros)."""
+    n, cin, h, w = spec["input"]["shape"]
+    for op in spec["ops"]:
+        if op["op"] == "conv_transpose2d":
+            _, cout_g, kh, kw = op["weight"]["shape"]
+            return n * h * w * cin * cout_g * kh * kw
+    return 0
+
+
+# ---- prepare ------------------------------------------------------------------------
+
+def prepare(args):
+    os.makedirs(args.dir, exist_ok=True)
+    cases = []
+    for fname in sorted(os.listdir(args.specs)):
+        if not fname.endswith(".json"):
+            continue
+        spec = json.load(open(os.path.join(args.specs, fname)))
+        name = spec["name"]
+        torch.manual_seed(spec["input"]["init"].get("seed", 0))
+        x = torch.rand(spec["input"]["shape"], dtype=torch.float32)
+        np.save(os.path.join(args.dir, f"{name}_x.npy"), x.numpy())
+        spec["input"] = {"npy": f"{name}_x.npy"}
+        for i, op in enumerate(spec["ops"]):
+            if op["op"] == "conv_transpose2d":
+                cin, cout_g, kh, kw = op["weight"]["shape"]
+                g = op.get("groups", 1)
+                m = nn.ConvTranspose2d(cin, cout_g * g, (kh, kw), groups=g)  # PyTorch's default init
+                np.save(os.path.join(args.dir, f"{name}_op{i}_weight.npy"), m.weight.detach().numpy())
+                np.save(os.path.join(args.dir, f"{name}_op{i}_bias.npy"), m.bias.detach().numpy())
+                op["weight"] = {"npy": f"{name}_op{i}_weight.npy"}
+                op["bias"] = {"npy": f"{name}_op{i}_bias.npy"}
+            elif "tensor" in op:
+                np.save(os.path.join(args.dir, f"{name}_op{i}_operand.npy"),
+                        torch.randn(op["tensor"]["shape"]).numpy())
+                op["tensor"] = {"npy": f"{name}_op{i}_operand.npy"}
+        json.dump(spec, open(os.path.join(args.dir, f"{name}.json"), "w"), indent=1)
+        cases.append({"name": name, "spec": f"{name}.json", "precisions": ["strict", "tf32"]})
+    json.dump(cases, open(os.path.join(args.dir, "cases.json"), "w"), indent=1)
+    print(f"prepared {len(cases)} cases in {args.dir}")
+
+
+# ---- compare ------------------------------------------------------------------------
+
+def bench(fn, reps, warmup=3):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        fn()
+        e1.record()
+        e1.synchronize()
+        ts.append(e0.elapsed_time(e1))
+    return float(np.median(ts))
+
+
+def rel(out, ref):
+    """Norm-relative error in float64; NaN where the NaN patterns differ."""
+    out, ref = out.double().flatten(), ref.double().flatten()
+    if not torch.equal(torch.isnan(out), torch.isnan(ref)):
+        return float("nan")
+    m = ~torch.isnan(ref)
+    return float((out[m] - ref[m]).norm() / ref[m].norm().clamp_min(1e-300))
+
+
+def load(d, f):
+    return torch.from_numpy(np.load(os.path.join(d, f))).to(dev)
+
+
+def compare(args):
+    kj = json.load(open(args.kfuse_json))
+    by_name = {c["name"]: c for c in kj["cases"]}
+    copy_gbps = kj["copy_GBps"]
+    rows = []
+    for case in json.load(open(os.path.join(args.dir, "cases.json"))):
+        name = case["name"]
+        spec = json.load(open(os.path.join(args.dir, case["spec"])))
+        x = load(args.dir, spec["input"]["npy"])
+        tensors = {}
+        for i, op in enumerate(spec["ops"]):
+            for key, part in (("weight", "weight"), ("bias", "bias"), ("tensor", "operand")):
+                if key in op:
+                    tensors.setdefault(i, {})[part] = load(args.dir, op[key]["npy"])
+        fn = pipeline_fn(spec["ops"], tensors)
+        with torch.no_grad():
+            ref = pipeline_fn(spec["ops"], {i: {k: v.double() for k, v in t.items()} for i, t in tensors.items()})(x.double())
+            torch.backends.cudnn.allow_tf32 = False
+            eager_strict = bench(lambda: fn(x), args.reps)
+            strict_err = rel(fn(x), ref)
+            torch.backends.cudnn.allow_tf32 = True
+            eager_tf32 = bench(lambda: fn(x), args.reps)
+            tf32_err = rel(fn(x), ref)
+            compiled = {}
+            if not args.no_compile:
+                t0 = time.time()
+                cfn = torch.compile(fn)
+                for mode, flag in (("tf32", True), ("strict", False)):
+                    torch.backends.cudnn.allow_tf32 = flag
+                    cfn(x)
+                    compiled[mode] = bench(lambda: cfn(x), args.reps)
+                compile_s = time.time() - t0
+                torch.backends.cudnn.allow_tf32 = True
+            macs = conv_macs(spec)
+            for prec in case["precisions"]:
+                label = f"{name}-{prec}"
+                c = by_name.get(label)
+                if c is None:
+                    continue
+                torch_ms = {"eager_strict_ms": eager_strict, "eager_tf32_ms": eager_tf32,
+                            "eager_strict_rel_err": strict_err, "eager_tf32_rel_err": tf32_err}
+                if compiled:
+                    torch_ms.update({"compile_tf32_ms": compiled["tf32"], "compile_strict_ms": compiled["strict"],
+                                     "compile_s": compile_s})
+                c["torch"] = torch_ms
+                c["conv_macs"] = macs
+                c["tf32_compute_floor_ms"] = 2.0 * macs / (TF32_DENSE_TFLOPS * 1e12) * 1e3
+                out_path = os.path.join(args.dir, f"{label}-kfuse.npy")
+                if "refused" not in c and os.path.exists(out_path):
+                    c["rel_err_vs_fp64"] = rel(load(args.dir, f"{label}-kfuse.npy").view(ref.shape), ref)
+                rows.append(c)
+                print(label, {k: c.get(k) for k in ("device_ms_median", "wall_ms_median", "rel_err_vs_fp64")}, torch_ms,
+                      flush=True)
+        del x, tensors, ref
+        torch.cuda.empty_cache()
+    json.dump(kj, open(args.kfuse_json, "w"), indent=2)
+    md = os.path.splitext(args.kfuse_json)[0] + ".md"
+    with open(md, "a") as f:
+        f.write("\n## The benchmark set (specs/general) next to PyTorch, same process, same tensors\n\n"
+                f"PyTorch {torch.__version__}; medians of {args.reps} runs; bytes floor = floor bytes / copy bandwidth "
+                f"({copy_gbps:.0f} GB/s); TF32 floor = 2 x the conv's multiply-adds / {TF32_DENSE_TFLOPS:.0f} TFLOP/s. "
+                "kfuse strict is compared with eager strict fp32, kfuse TF32 with torch.compile (TF32 convolutions, "
+                "PyTorch's default). Errors: norm-relative against the pipeline in float64.\n\n"
+                "| case | precision | kfuse device ms | wall ms | bytes floor ms | TF32 floor ms | eager strict | eager TF32 "
+                "| compile TF32 | compile strict | kfuse / peer | rel err |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+        for c in rows:
+            t = c["torch"]
+            if "refused" in c:
+                f.write(f"| {c['name']} | {c['name'].rsplit('-', 1)[1]} | refused: {c['refused'][:120]} |||||||||||\n")
+                continue
+            prec = c["precision"]
+            peer = t["eager_strict_ms"] if prec == "strict" else t.get("compile_tf32_ms", t["eager_tf32_ms"])
+            f.write(f"| {c['name'].rsplit('-', 1)[0]} | {prec} | {c['device_ms_median']:.3f} | {c['wall_ms_median']:.3f} | "
+                    f"{c['floor_ms']:.3f} | {c['tf32_compute_floor_ms']:.3f} | {t['eager_strict_ms']:.3f} | "
+                    f"{t['eager_tf32_ms']:.3f} | {t.get('compile_tf32_ms', float('nan')):.3f} | "
+                    f"{t.get('compile_strict_ms', float('nan')):.3f} | {c['device_ms_median'] / peer:.2f} | "
+                    f"{c.get('rel_err_vs_fp64', float('nan')):.2e} |\n")
+    print(f"merged into {args.kfuse_json} and {md}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--specs", required=True)
+    p.add_argument("--dir", required=True)
+    c = sub.add_parser("compare")
+    c.add_argument("--dir", required=True)
+    c.add_argument("--kfuse-json", required=True)
+    c.add_argument("--reps", type=int, default=20)
+    c.add_argument("--no-compile", action="store_true")
+    args = ap.parse_args()
+    prepare(args) if args.cmd == "prepare" else compare(args)
+
+
+if __name__ == "__main__":
+    main()
