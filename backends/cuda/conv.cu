@@ -148,20 +148,32 @@ void setup(CudnnConv& c, const ConvStep& s, const TensorView& x, const TensorVie
     c.why_not = "cuDNN's forward convolution of the output does not give back the input's shape";
     return;
   }
+  // The algorithm by measurement (as torch.backends.cudnn.benchmark): cuDNN
+  // runs each candidate once on buffers of its own, at plan time; its
+  // heuristics when measuring fails (no memory for the trial buffers).
+  // Workspaces are capped at a quarter of the free device memory.
   cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
   int returned = 0;
-  if (!ok(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle(), c.wd, c.xd, c.cd, c.yd,
-                                                      CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf),
-          "algorithm heuristics"))
-    return;
-  for (int i = 0; i < returned; ++i) {
+  std::size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) (void)cudaGetLastError();
+  const std::size_t ws_cap = free_bytes / 4;
+  if (cudnnFindConvolutionBackwardDataAlgorithm(handle(), c.wd, c.xd, c.cd, c.yd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                                &returned, perf) != CUDNN_STATUS_SUCCESS) {
+    (void)cudaGetLastError();
+    if (!ok(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle(), c.wd, c.xd, c.cd, c.yd,
+                                                        CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf),
+            "algorithm heuristics"))
+      return;
+  }
+  for (int i = 0; i < returned; ++i) {  // fastest first
     if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
     if (!tf32 && perf[i].mathType == CUDNN_TENSOR_OP_MATH) continue;  // would use TF32 tensor cores
     const cudnnMathType_t math = tf32 ? perf[i].mathType : CUDNN_FMA_MATH;
     if (cudnnSetConvolutionMathType(c.cd, math) != CUDNN_STATUS_SUCCESS) continue;
     std::size_t bytes = 0;
     if (cudnnGetConvolutionBackwardDataWorkspaceSize(handle(), c.wd, c.xd, c.cd, c.yd, perf[i].algo, &bytes) !=
-        CUDNN_STATUS_SUCCESS)
+            CUDNN_STATUS_SUCCESS ||
+        bytes > ws_cap)
       continue;
     c.algo = perf[i].algo;
     c.math = math;

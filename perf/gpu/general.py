@@ -99,6 +99,7 @@ def prepare(args):
             continue
         spec = json.load(open(os.path.join(args.specs, fname)))
         name = spec["name"]
+        macs = conv_macs(spec)
         torch.manual_seed(spec["input"]["init"].get("seed", 0))
         x = torch.rand(spec["input"]["shape"], dtype=torch.float32)
         np.save(os.path.join(args.dir, f"{name}_x.npy"), x.numpy())
@@ -117,7 +118,7 @@ def prepare(args):
                         torch.randn(op["tensor"]["shape"]).numpy())
                 op["tensor"] = {"npy": f"{name}_op{i}_operand.npy"}
         json.dump(spec, open(os.path.join(args.dir, f"{name}.json"), "w"), indent=1)
-        cases.append({"name": name, "spec": f"{name}.json", "precisions": ["strict", "tf32"]})
+        cases.append({"name": name, "spec": f"{name}.json", "precisions": ["strict", "tf32"], "conv_macs": macs})
     json.dump(cases, open(os.path.join(args.dir, "cases.json"), "w"), indent=1)
     print(f"prepared {len(cases)} cases in {args.dir}")
 
@@ -185,7 +186,7 @@ def compare(args):
                     compiled[mode] = bench(lambda: cfn(x), args.reps)
                 compile_s = time.time() - t0
                 torch.backends.cudnn.allow_tf32 = True
-            macs = conv_macs(spec)
+            macs = case["conv_macs"]
             for prec in case["precisions"]:
                 label = f"{name}-{prec}"
                 c = by_name.get(label)
