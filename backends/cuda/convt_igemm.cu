@@ -16,13 +16,14 @@ namespace kfuse::detail::cuda {
 
 namespace {
 
-constexpr int kBM = 128;      // pixels per tile
+constexpr int kBM = 256;      // pixels per tile
 constexpr int kBN = 64;       // output channels per tile
-constexpr int kThreads = 128; // 4 warps, 2 (M) x 2 (N), warp tile 64 x 32
+constexpr int kThreads = 256; // 8 warps, 4 (M) x 2 (N), warp tile 64 x 32
 constexpr int kStages = 3;    // cp.async pipeline depth
 constexpr int kLDB = kBN + 8; // words per B row (conflict-free fragment loads)
 constexpr int kLDO = kBM + 4; // floats per staged output row
-constexpr int kStageBudget = 16 * 1024;  // bytes of A, and of B, per stage at most
+constexpr int kStageBudgetA = 24 * 1024;  // bytes of A per stage at most
+constexpr int kStageBudgetB = 16 * 1024;  // bytes of B per stage at most
 
 template <IgemmPrecision P> struct Traits;
 template <> struct Traits<IgemmPrecision::tf32> {
@@ -110,17 +111,18 @@ __device__ __forceinline__ uint32_t ld_half_bits(const void* p) {
 // ---- The kernel ------------------------------------------------------------------
 
 template <IgemmPrecision P>
-__global__ void __launch_bounds__(kThreads)
-    igemm_convt_kernel(const __grid_constant__ IgemmParams p, uint32_t nvec_magic,
-                       const typename Traits<P>::T* __restrict__ x, const uint32_t* __restrict__ wp,
-                       const typename Traits<P>::T* __restrict__ bias, typename Traits<P>::T* __restrict__ y,
-                       const PointOp<float>* __restrict__ chain, int chain_len) {
+__global__ void __launch_bounds__(kThreads, 2)
+    igemm_convt_kernel(const __grid_constant__ IgemmParams p, const typename Traits<P>::T* __restrict__ x,
+                       const uint32_t* __restrict__ wp, const typename Traits<P>::T* __restrict__ bias,
+                       typename Traits<P>::T* __restrict__ y, const PointOp<float>* __restrict__ chain,
+                       int chain_len) {
   using T = typename Traits<P>::T;
   constexpr int kVec = Traits<P>::kVec, kKS = Traits<P>::kKS, kPair = Traits<P>::kPair;
   constexpr bool k16 = kPair == 2;
 
   extern __shared__ uint4 smem_raw[];
   __shared__ IgemmPhase ph;
+  __shared__ int toff[kIgemmMaxTaps * kIgemmMaxTaps];  // word offset of tap (th, tw) in a group's weights
 
   // Tile: phase fastest (the sibling column phases of an output row are
   // adjacent blocks), then the channel tile, column tile, row tile, group, sample.
@@ -136,18 +138,22 @@ __global__ void __launch_bounds__(kThreads)
   const int g = t % p.G;
   const int n = t / p.G;
 
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int cipadw = p.cipad / kPair;
   {
     const int* src = reinterpret_cast<const int*>(&p.ph[phi]);
     int* dst = reinterpret_cast<int*>(&ph);
-    for (int k = threadIdx.x; k < int(sizeof(IgemmPhase) / sizeof(int)); k += kThreads) dst[k] = src[k];
+    for (int k = tid; k < int(sizeof(IgemmPhase) / sizeof(int)); k += kThreads) dst[k] = src[k];
+    const IgemmPhase& gp = p.ph[phi];
+    for (int k = tid; k < gp.Th * gp.Tw; k += kThreads)
+      toff[k] = (gp.kh[k / gp.Tw] * p.kW + gp.kw[k % gp.Tw]) * cipadw * p.copad;
   }
   __syncthreads();
 
   const int a0 = tr * p.R, b0 = tc << p.bwp_log2;
   if (a0 >= ph.Hp || b0 >= ph.Wp) return;  // the phase grid is smaller than the largest one
 
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int wm = warp & 1, wn = warp >> 1;
+  const int wm = warp & 3, wn = warp >> 2;
   const int gq = lane >> 2, tq = lane & 3;
 
   T* sA = reinterpret_cast<T*>(smem_raw);
@@ -165,35 +171,38 @@ __global__ void __launch_bounds__(kThreads)
 
   const int64_t cin_base = int64_t(n) * p.Cin + int64_t(g) * p.cin_g;
   const int co0 = cot * kBN;
+  const uint32_t* wg = wp + int64_t(g) * p.kH * p.kW * cipadw * p.copad + co0;
 
-  auto load_stage = [&](int buf, int st) {
-    const int ci0 = (st % nch) * CH, th0 = (st / nch) * TG;
+  // Stages in order: channel chunk fastest, then row-tap group.
+  auto load_stage = [&](int buf, int ci0, int th0) {
     const int tgc = min(TG, Th - th0);
-    // A: rows (th_l, ci_l, r) of SW elements, contiguous in shared memory.
+    // A: rows (th_l, ci_l, r) of SW elements, contiguous in shared memory; a
+    // warp per row, a lane per 16-byte vector.
     T* dA = sA + buf * p.a_stage_elems;
-    const int totalA = (tgc * CH * R) * nvec_row;
-    for (int idx = tid; idx < totalA; idx += kThreads) {
-      const int row = __umulhi(uint32_t(idx), nvec_magic);
-      const int v = idx - row * nvec_row;
+    const int rowsA = tgc * CH * R;
+    for (int row = warp; row < rowsA; row += kThreads / 32) {
       const int r = row & (R - 1), rg = row >> rlog;
       const int ci_l = rg & (CH - 1), th_l = rg >> chlog;
       const int ci = ci0 + ci_l, ih = a0 + r + ph.eh[th0 + th_l];
-      const int iw = iw_al + v * kVec;
-      T* dst = dA + row * SW + v * kVec;
       const bool row_ok = ci < p.cin_g && ih >= 0 && ih < p.H;
       const T* src = x + ((cin_base + ci) * p.H + ih) * int64_t(p.W);
-      if (!row_ok) {
-        cp_async16(dst, x, false);
-      } else if (p.vec_ok && iw >= 0 && iw + kVec <= p.W) {
-        cp_async16(dst, src + iw, true);
-      } else {
+      T* drow = dA + row * SW;
+      for (int v = lane; v < nvec_row; v += 32) {
+        const int iw = iw_al + v * kVec;
+        T* dst = drow + v * kVec;
+        if (!row_ok) {
+          cp_async16(dst, x, false);
+        } else if (p.vec_ok && iw >= 0 && iw + kVec <= p.W) {
+          cp_async16(dst, src + iw, true);
+        } else {
 #pragma unroll
-        for (int e = 0; e < kVec; ++e) {
-          const bool in = iw + e >= 0 && iw + e < p.W;
-          if constexpr (k16) {
-            dst[e] = in ? src[iw + e] : T(0.0f);
-          } else {
-            cp_async4(dst + e, in ? src + iw + e : x, in);
+          for (int e = 0; e < kVec; ++e) {
+            const bool in = iw + e >= 0 && iw + e < p.W;
+            if constexpr (k16) {
+              dst[e] = in ? src[iw + e] : T(0.0f);
+            } else {
+              cp_async4(dst + e, in ? src + iw + e : x, in);
+            }
           }
         }
       }
@@ -201,15 +210,12 @@ __global__ void __launch_bounds__(kThreads)
     // B: rows (th_l, tw, c) of kBN words: 16 vectors of 16 bytes each.
     uint32_t* dB = sB + buf * p.b_stage_words;
     const int totalB = (tgc * Tw * CHw) * (kBN / 4);
-    const int cipadw = p.cipad / kPair, ci0w = ci0 / kPair;
+    const int ci0w = ci0 / kPair;
     for (int idx = tid; idx < totalB; idx += kThreads) {
       const int row = idx >> 4, c = idx & 15;
       const int cl = row & (CHw - 1), rest = row >> chwlog;
-      const int tw = rest % Tw, th_l = rest / Tw;
-      const int kh = ph.kh[th0 + th_l], kw = ph.kw[tw];
       const bool ok = ci0w + cl < cipadw;
-      const uint32_t* src =
-          wp + ((((int64_t(g) * p.kH + kh) * p.kW + kw) * cipadw + (ci0w + cl)) * p.copad + co0 + c * 4);
+      const uint32_t* src = wg + toff[th0 * Tw + rest] + (ci0w + cl) * p.copad + c * 4;
       cp_async16(dB + row * kLDB + c * 4, ok ? src : wp, ok);
     }
   };
@@ -232,8 +238,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int k = 0; k < 4; ++k) acc[i][j][k] = 0.0f;
 
-  auto compute_stage = [&](int buf, int st) {
-    const int th0 = (st / nch) * TG;
+  auto compute_stage = [&](int buf, int th0) {
     const int tgc = min(TG, Th - th0);
     const T* bufA = sA + buf * p.a_stage_elems;
     const uint32_t* bufB = sB + buf * p.b_stage_words + wn * 32 + gq;
@@ -313,18 +318,36 @@ __global__ void __launch_bounds__(kThreads)
   };
 
   const int nst = ph.nstages;
+  int l_ci0 = 0, l_th0 = 0;  // the next stage to load
+  auto advance = [&](int& ci0, int& th0) {
+    ci0 += CH;
+    if (ci0 >= nch * CH) {
+      ci0 = 0;
+      th0 += TG;
+    }
+  };
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < nst) load_stage(s, s);
+    if (s < nst) {
+      load_stage(s, l_ci0, l_th0);
+      advance(l_ci0, l_th0);
+    }
     cp_async_commit();
   }
+  int c_ci0 = 0, c_th0 = 0;  // the stage to compute
+  int buf = 0, lbuf = kStages - 1;
   for (int it = 0; it < nst; ++it) {
     cp_async_wait<kStages - 2>();
     __syncthreads();
-    const int nx = it + kStages - 1;
-    if (nx < nst) load_stage(nx % kStages, nx);
+    if (it + kStages - 1 < nst) {
+      load_stage(lbuf, l_ci0, l_th0);
+      advance(l_ci0, l_th0);
+    }
     cp_async_commit();
-    compute_stage(it % kStages, it);
+    compute_stage(buf, c_th0);
+    advance(c_ci0, c_th0);
+    buf = buf + 1 == kStages ? 0 : buf + 1;
+    lbuf = lbuf + 1 == kStages ? 0 : lbuf + 1;
   }
   cp_async_wait<0>();
   __syncthreads();
@@ -343,7 +366,8 @@ __global__ void __launch_bounds__(kThreads)
     }
   __syncthreads();
 
-  // One pixel per thread, 4 channels at a time: bias, the chain, the store.
+  // One pixel per thread, kEpi channels at a time: bias, the chain, the store
+  // (consecutive lanes: consecutive pixels of one phase row).
   const int m = tid;
   const int a = a0 + (m >> p.bwp_log2), b = b0 + (m & ((1 << p.bwp_log2) - 1));
   if (a >= ph.Hp || b >= ph.Wp) return;
@@ -351,20 +375,21 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t HW = int64_t(p.Hout) * p.Wout;
   const int cog = g * p.cout_g;
   const int nco = min(kBN, p.cout_g - co0);
-  for (int c4 = 0; c4 < nco; c4 += 4) {
-    float v[4];
+  T* yp = y + ((int64_t(n) * p.Cout + cog + co0) * p.Hout + oh) * int64_t(p.Wout) + ow;
+  const int64_t i0 = yp - y;
+  constexpr int kEpi = 16;
+  for (int c0 = 0; c0 < nco; c0 += kEpi) {
+    float v[kEpi];
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const int co = co0 + c4 + k;
+    for (int k = 0; k < kEpi; ++k) {
       float bv = 0.0f;
-      if (bias != nullptr && c4 + k < nco) bv = to_float(bias[cog + co]);
-      v[k] = sO[(c4 + k) * kLDO + m] + bv;
+      if (bias != nullptr && c0 + k < nco) bv = to_float(bias[cog + co0 + c0 + k]);
+      v[k] = sO[(c0 + k) * kLDO + m] + bv;
     }
-    const int64_t i = ((int64_t(n) * p.Cout + cog + co0 + c4) * p.Hout + oh) * int64_t(p.Wout) + ow;
-    apply_chain_n<float, 4>(chain, chain_len, v, i, HW, 0, 0);
+    apply_chain_n<float, kEpi>(chain, chain_len, v, i0 + c0 * HW, HW, 0, 0);
 #pragma unroll
-    for (int k = 0; k < 4; ++k)
-      if (c4 + k < nco) y[i + k * HW] = to_elem<T>(v[k]);
+    for (int k = 0; k < kEpi; ++k)
+      if (c0 + k < nco) yp[(c0 + k) * HW] = to_elem<T>(v[k]);
   }
 }
 
@@ -491,7 +516,7 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
   }
   // Tile geometry.
   int bwp = 8;
-  while (bwp < Wpmax && bwp < kBM) bwp *= 2;
+  while (bwp < Wpmax && bwp < 128) bwp *= 2;
   p.bwp_log2 = ilog2(bwp);
   p.R = kBM / bwp;
   int SW = int(ceil_div(bwp + span + vec - 1, vec)) * vec;
@@ -524,7 +549,7 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
       for (int tg = 1; tg <= ph.Th; ++tg) {
         const int64_t abytes = int64_t(tg) * ch * p.LDg * esz;
         const int64_t bbytes = int64_t(ch / pair) * tg * ph.Tw * kLDB * 4;
-        if (abytes > kStageBudget || bbytes > kStageBudget) continue;
+        if (abytes > kStageBudgetA || bbytes > kStageBudgetB) continue;
         const int64_t nch = ceil_div(p.cin_g, ch), ntg = ceil_div(ph.Th, tg);
         const int64_t cost = nch * ntg * (2 + (ch / ks) * tg * ph.Tw);
         if (best < 0 || cost < best) {
@@ -533,7 +558,7 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
           ph.TG = tg;
         }
       }
-    if (best < 0) return no("one stage (one k-step of channels, one row tap, all column taps) exceeds 16 KB");
+    if (best < 0) return no("one stage (one k-step of channels, one row tap, all column taps) exceeds the shared-memory budget (24 KB of inputs, 16 KB of weights)");
     ph.nch = int(ceil_div(p.cin_g, ph.CH));
     ph.nstages = ph.nch * int(ceil_div(ph.Th, ph.TG));
     a_max = std::max(a_max, ph.TG * ph.CH * p.LDg);
@@ -543,6 +568,7 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
   p.b_stage_words = std::max(b_max, 4);
   const int64_t grid = int64_t(p.N) * p.G * p.tiles_r * p.tiles_c * p.tiles_co * p.nphase;
   if (grid > lim) return no("more than 2^31 - 1 tiles");
+  if (int64_t(p.kH) * p.kW * p.cipad * p.copad > lim) return no("a group's packed weights exceed 2^31 - 1 elements");
   p.vec_ok = (int64_t(p.W) * esz) % 16 == 0;
   return d;
 }
@@ -556,10 +582,8 @@ template <IgemmPrecision P>
 void launch(const IgemmParams& prm, int64_t grid, size_t smem, const void* x, const void* wp, const void* bias,
             void* y, const PointOp<float>* chain, int chain_len, cudaStream_t stream) {
   using T = typename Traits<P>::T;
-  const int nvec_row = prm.SW / Traits<P>::kVec;
-  const uint32_t magic = uint32_t((uint64_t(1) << 32) / nvec_row + 1);
   igemm_convt_kernel<P><<<unsigned(grid), kThreads, smem, stream>>>(
-      prm, magic, static_cast<const T*>(x), static_cast<const uint32_t*>(wp), static_cast<const T*>(bias),
+      prm, static_cast<const T*>(x), static_cast<const uint32_t*>(wp), static_cast<const T*>(bias),
       static_cast<T*>(y), chain, chain_len);
   check_launch("igemm_convt_kernel");
 }

@@ -352,6 +352,8 @@ int run_checks(int geometries, uint64_t seed, bool verbose) {
   return fails;
 }
 
+IgemmProblem design_problem();
+
 // ---- Benchmark --------------------------------------------------------------------------
 template <class T>
 void bench_one(const IgemmProblem& q, IgemmPrecision prec, bool with_chain, double flop, double peak_tflops,
@@ -418,16 +420,7 @@ void bench_one(const IgemmProblem& q, IgemmPrecision prec, bool with_chain, doub
 }
 
 int run_bench() {
-  IgemmProblem q;
-  q.N = 128;
-  q.Cin = 64;
-  q.Cout = 64;
-  q.H = q.W = 128;
-  q.kH = q.kW = 3;
-  q.stride[0] = q.stride[1] = 2;
-  q.padding[0] = q.padding[1] = 1;
-  q.output_padding[0] = q.output_padding[1] = 1;
-  q = igemm_normalized(q);
+  const IgemmProblem q = design_problem();
   const double flop = 2.0 * q.N * q.Cin * q.Cout * q.H * q.W * q.kH * q.kW;  // 155 GFLOP
   const double bw = 4.2e12;
   cudaDeviceProp prop;
@@ -449,6 +442,47 @@ int run_bench() {
   bench_one<__nv_bfloat16>(q, IgemmPrecision::bf16, true, flop, 990, bw, reps);
   bench_one<__nv_bfloat16>(q, IgemmPrecision::bf16, false, flop, 990, bw, reps);
   return 0;
+}
+
+IgemmProblem design_problem() {
+  IgemmProblem q;
+  q.N = 128;
+  q.Cin = 64;
+  q.Cout = 64;
+  q.H = q.W = 128;
+  q.kH = q.kW = 3;
+  q.stride[0] = q.stride[1] = 2;
+  q.padding[0] = q.padding[1] = 1;
+  q.output_padding[0] = q.output_padding[1] = 1;
+  return igemm_normalized(q);
+}
+
+// Three launches of one configuration on the DESIGN example (for ncu).
+template <class T>
+int profile_one(IgemmPrecision prec, bool with_chain) {
+  const IgemmProblem q = design_problem();
+  const int64_t nx = q.N * q.Cin * q.H * q.W, nw = q.Cin * q.Cout * 9, ny = q.N * q.Cout * q.Hout * q.Wout;
+  T *x, *w, *b, *y;
+  CK(cudaMalloc(&x, nx * sizeof(T)));
+  CK(cudaMalloc(&w, nw * sizeof(T)));
+  CK(cudaMalloc(&b, q.Cout * sizeof(T)));
+  CK(cudaMalloc(&y, ny * sizeof(T)));
+  fill(x, nx, 0.f, 1.f, 11);
+  fill(w, nw, -0.04f, 0.04f, 12);
+  fill(b, q.Cout, -0.04f, 0.04f, 13);
+  const auto specs = with_chain ? design_chain() : std::vector<OpSpec>{};
+  PointOp<float>* chf = upload(build_chain<float>(specs));
+  IgemmConv conv(q, prec, w, b);
+  for (int r = 0; r < 3; ++r) conv.run(x, y, chf, int(specs.size()), 0);
+  CK(cudaDeviceSynchronize());
+  std::printf("profile %s chain%d: %s\n", to_string(prec), int(with_chain), conv.describe().c_str());
+  return 0;
+}
+int run_profile(const std::string& prec, int chain) {
+  if (prec == "tf32") return profile_one<float>(IgemmPrecision::tf32, chain);
+  if (prec == "tf32x3") return profile_one<float>(IgemmPrecision::tf32x3, chain);
+  if (prec == "bf16") return profile_one<__nv_bfloat16>(IgemmPrecision::bf16, chain);
+  return profile_one<__half>(IgemmPrecision::f16, chain);
 }
 
 int run_small() {
@@ -482,6 +516,7 @@ int main(int argc, char** argv) {
     }
     if (mode == "small") return run_small() == 0 ? 0 : 1;
     if (mode == "bench") return run_bench();
+    if (mode == "profile") return run_profile(argc > 2 ? argv[2] : "tf32", argc > 3 ? std::atoi(argv[3]) : 1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
