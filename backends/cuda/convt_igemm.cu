@@ -110,7 +110,10 @@ __device__ __forceinline__ uint32_t ld_half_bits(const void* p) {
 
 // ---- The kernel ------------------------------------------------------------------
 
-template <IgemmPrecision P>
+// kSWc: 0 for any tile shape (run-time segment width); else the compile-time
+// segment width of the fast path (tiles of 2 rows x 128 columns): fragment
+// offsets become immediates and the stage loads divide by constants.
+template <IgemmPrecision P, int kSWc>
 __global__ void __launch_bounds__(kThreads, 2)
     igemm_convt_kernel(const __grid_constant__ IgemmParams p, const typename Traits<P>::T* __restrict__ x,
                        const uint32_t* __restrict__ wp, const typename Traits<P>::T* __restrict__ bias,
@@ -123,6 +126,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   extern __shared__ uint4 smem_raw[];
   __shared__ IgemmPhase ph;
   __shared__ int toff[kIgemmMaxTaps * kIgemmMaxTaps];  // word offset of tap (th, tw) in a group's weights
+  __shared__ float sbias[kBN];
+  constexpr bool kFast = kSWc != 0;
 
   // Tile: phase fastest (the sibling column phases of an output row are
   // adjacent blocks), then the channel tile, column tile, row tile, group, sample.
@@ -147,10 +152,14 @@ __global__ void __launch_bounds__(kThreads, 2)
     const IgemmPhase& gp = p.ph[phi];
     for (int k = tid; k < gp.Th * gp.Tw; k += kThreads)
       toff[k] = (gp.kh[k / gp.Tw] * p.kW + gp.kw[k % gp.Tw]) * cipadw * p.copad;
+    if (tid < kBN) {
+      const int co = cot * kBN + tid;
+      sbias[tid] = (bias != nullptr && co < p.cout_g) ? to_float(bias[g * p.cout_g + co]) : 0.0f;
+    }
   }
   __syncthreads();
 
-  const int a0 = tr * p.R, b0 = tc << p.bwp_log2;
+  const int a0 = tr * (kFast ? 2 : p.R), b0 = tc << (kFast ? 7 : p.bwp_log2);
   if (a0 >= ph.Hp || b0 >= ph.Wp) return;  // the phase grid is smaller than the largest one
 
   const int wm = warp & 3, wn = warp >> 2;
@@ -162,7 +171,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int CH = ph.CH, TG = ph.TG, Tw = ph.Tw, Th = ph.Th, nch = ph.nch;
   const int chlog = __ffs(CH) - 1;
   const int CHw = CH / kPair, chwlog = chlog - (kPair == 2 ? 1 : 0);
-  const int SW = p.SW, LDg = p.LDg, R = p.R, rlog = __ffs(R) - 1;
+  const int SW = kFast ? kSWc : p.SW, LDg = kFast ? 2 * kSWc : p.LDg;
+  const int R = kFast ? 2 : p.R, rlog = kFast ? 1 : __ffs(R) - 1;
+  const int bwp_log2 = kFast ? 7 : p.bwp_log2;
   const int nvec_row = SW / kVec;
   // First input column of the segments (aligned down to a vector).
   const int iw_first = b0 + ph.emin;
@@ -180,6 +191,35 @@ __global__ void __launch_bounds__(kThreads, 2)
     // warp per row, a lane per 16-byte vector.
     T* dA = sA + buf * p.a_stage_elems;
     const int rowsA = tgc * CH * R;
+    if constexpr (kFast) {
+      constexpr int kNV = kSWc / kVec;
+      const int totalA = rowsA * kNV;
+      for (int idx = tid; idx < totalA; idx += kThreads) {
+        const int row = idx / kNV, v = idx - row * kNV;
+        const int r = row & 1, rg = row >> 1;
+        const int ci_l = rg & (CH - 1), th_l = rg >> chlog;
+        const int ci = ci0 + ci_l, ih = a0 + r + ph.eh[th0 + th_l];
+        const int iw = iw_al + v * kVec;
+        T* dst = dA + row * kSWc + v * kVec;
+        const bool row_ok = ci < p.cin_g && ih >= 0 && ih < p.H;
+        const T* src = x + ((cin_base + ci) * p.H + ih) * int64_t(p.W);
+        if (!row_ok || iw >= p.W || iw + kVec <= 0) {
+          cp_async16(dst, x, false);
+        } else if (p.vec_ok && iw >= 0 && iw + kVec <= p.W) {
+          cp_async16(dst, src + iw, true);
+        } else {
+#pragma unroll
+          for (int e = 0; e < kVec; ++e) {
+            const bool in = iw + e >= 0 && iw + e < p.W;
+            if constexpr (k16) {
+              dst[e] = in ? src[iw + e] : T(0.0f);
+            } else {
+              cp_async4(dst + e, in ? src + iw + e : x, in);
+            }
+          }
+        }
+      }
+    } else {
     for (int row = warp; row < rowsA; row += kThreads / 32) {
       const int r = row & (R - 1), rg = row >> rlog;
       const int ci_l = rg & (CH - 1), th_l = rg >> chlog;
@@ -190,7 +230,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int v = lane; v < nvec_row; v += 32) {
         const int iw = iw_al + v * kVec;
         T* dst = drow + v * kVec;
-        if (!row_ok) {
+        if (!row_ok || iw >= p.W || iw + kVec <= 0) {
           cp_async16(dst, x, false);
         } else if (p.vec_ok && iw >= 0 && iw + kVec <= p.W) {
           cp_async16(dst, src + iw, true);
@@ -207,6 +247,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         }
       }
     }
+    }
     // B: rows (th_l, tw, c) of kBN words: 16 vectors of 16 bytes each.
     uint32_t* dB = sB + buf * p.b_stage_words;
     const int totalB = (tgc * Tw * CHw) * (kBN / 4);
@@ -221,13 +262,16 @@ __global__ void __launch_bounds__(kThreads, 2)
   };
 
   // Each thread's shared-memory offsets of its A rows (m) within a group.
+  // (Fast path: a warp's 64 rows lie in one tile row, so the offsets are a
+  // per-thread base plus compile-time constants.)
   int aoff[4][2];
+  const int abase = kFast ? (wm >> 1) * kSWc + (wm & 1) * 64 + gq : 0;
 #pragma unroll
   for (int mf = 0; mf < 4; ++mf)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int m = wm * 64 + mf * 16 + gq + 8 * h;
-      aoff[mf][h] = (m >> p.bwp_log2) * SW + (m & ((1 << p.bwp_log2) - 1));
+      aoff[mf][h] = kFast ? mf * 16 + 8 * h : (m >> bwp_log2) * SW + (m & ((1 << bwp_log2) - 1));
     }
 
   float acc[4][4][4];
@@ -244,7 +288,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     const uint32_t* bufB = sB + buf * p.b_stage_words + wn * 32 + gq;
     for (int th_l = 0; th_l < tgc; ++th_l) {
       for (int tw = 0; tw < Tw; ++tw) {
-        const T* aT = bufA + th_l * CH * LDg + shift0 + ph.ew[tw];
+        const T* aT = bufA + th_l * CH * LDg + shift0 + ph.ew[tw] + abase;
         const uint32_t* bT = bufB + (th_l * Tw + tw) * CHw * kLDB;
         for (int kc = 0; kc < CH / kKS; ++kc) {
           uint32_t bfr[4][2];
@@ -369,7 +413,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   // One pixel per thread, kEpi channels at a time: bias, the chain, the store
   // (consecutive lanes: consecutive pixels of one phase row).
   const int m = tid;
-  const int a = a0 + (m >> p.bwp_log2), b = b0 + (m & ((1 << p.bwp_log2) - 1));
+  const int a = a0 + (m >> bwp_log2), b = b0 + (m & ((1 << bwp_log2) - 1));
   if (a >= ph.Hp || b >= ph.Wp) return;
   const int oh = ph.rp + p.sh * a, ow = ph.cp + p.sw * b;
   const int64_t HW = int64_t(p.Hout) * p.Wout;
@@ -377,15 +421,11 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int nco = min(kBN, p.cout_g - co0);
   T* yp = y + ((int64_t(n) * p.Cout + cog + co0) * p.Hout + oh) * int64_t(p.Wout) + ow;
   const int64_t i0 = yp - y;
-  constexpr int kEpi = 16;
+  constexpr int kEpi = 4;  // 16 replicates the inlined chain 4x more: i-cache misses (measured slower)
   for (int c0 = 0; c0 < nco; c0 += kEpi) {
     float v[kEpi];
 #pragma unroll
-    for (int k = 0; k < kEpi; ++k) {
-      float bv = 0.0f;
-      if (bias != nullptr && c0 + k < nco) bv = to_float(bias[cog + co0 + c0 + k]);
-      v[k] = sO[(c0 + k) * kLDO + m] + bv;
-    }
+    for (int k = 0; k < kEpi; ++k) v[k] = sO[(c0 + k) * kLDO + m] + sbias[c0 + k];
     apply_chain_n<float, kEpi>(chain, chain_len, v, i0 + c0 * HW, HW, 0, 0);
 #pragma unroll
     for (int k = 0; k < kEpi; ++k)
@@ -522,6 +562,9 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
   int SW = int(ceil_div(bwp + span + vec - 1, vec)) * vec;
   const int want_mod = p.R == 1 ? 32 : (p.R == 2 ? 16 : 8), want_rem = p.R == 1 ? 8 : 4;
   while ((SW * esz / 4) % want_mod != want_rem) SW += vec;
+  // The fast path's compile-time segment width (fast_sw) when it fits.
+  const int fast = esz == 4 ? 148 : 168;
+  if (p.R == 2 && bwp == 128 && SW <= fast) SW = fast;
   p.SW = SW;
   p.LDg = p.R * SW;
   p.cipad = int(ceil_div(p.cin_g, 16)) * 16;
@@ -578,20 +621,32 @@ size_t smem_for(const IgemmParams& p, IgemmPrecision prec) {
   return std::max(pipe, size_t(kBN) * kLDO * 4);
 }
 
+template <IgemmPrecision P> constexpr int fast_sw() { return Traits<P>::kVec == 4 ? 148 : 168; }
+
+// The fast path covers tiles of 2 x 128 whose segment fits kSWc.
+bool use_fast(const IgemmParams& p, int fast_sw) { return p.R == 2 && p.bwp_log2 == 7 && p.SW == fast_sw; }
+
 template <IgemmPrecision P>
 void launch(const IgemmParams& prm, int64_t grid, size_t smem, const void* x, const void* wp, const void* bias,
             void* y, const PointOp<float>* chain, int chain_len, cudaStream_t stream) {
   using T = typename Traits<P>::T;
-  igemm_convt_kernel<P><<<unsigned(grid), kThreads, smem, stream>>>(
-      prm, static_cast<const T*>(x), static_cast<const uint32_t*>(wp), static_cast<const T*>(bias),
-      static_cast<T*>(y), chain, chain_len);
+  if (use_fast(prm, fast_sw<P>()))
+    igemm_convt_kernel<P, fast_sw<P>()><<<unsigned(grid), kThreads, smem, stream>>>(
+        prm, static_cast<const T*>(x), static_cast<const uint32_t*>(wp), static_cast<const T*>(bias),
+        static_cast<T*>(y), chain, chain_len);
+  else
+    igemm_convt_kernel<P, 0><<<unsigned(grid), kThreads, smem, stream>>>(
+        prm, static_cast<const T*>(x), static_cast<const uint32_t*>(wp), static_cast<const T*>(bias),
+        static_cast<T*>(y), chain, chain_len);
   check_launch("igemm_convt_kernel");
 }
 
 template <IgemmPrecision P>
 void set_smem(size_t smem) {
-  KFUSE_CUDA_CHECK(cudaFuncSetAttribute(igemm_convt_kernel<P>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  KFUSE_CUDA_CHECK(cudaFuncSetAttribute(igemm_convt_kernel<P, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         int(smem)));
+  KFUSE_CUDA_CHECK(cudaFuncSetAttribute(igemm_convt_kernel<P, fast_sw<P>()>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
 }
 
 }  // namespace
@@ -686,7 +741,7 @@ std::string IgemmConv::describe() const {
   std::ostringstream os;
   os << "igemm_convt[" << to_string(prec_) << "] tile " << kBM << "px(" << prm_.R << "x" << (1 << prm_.bwp_log2)
      << ") x " << kBN << "co, " << kStages << " stages, " << prm_.nphase << " phases, grid " << grid_ << ", smem "
-     << smem_ << " B; phase taps/stage(CHxTG):";
+     << smem_ << " B" << (use_fast(prm_, elem_size(prec_) == 4 ? 148 : 168) ? ", fast path" : "") << "; phase taps/stage(CHxTG):";
   for (int f = 0; f < prm_.nphase; ++f) {
     const IgemmPhase& ph = prm_.ph[f];
     os << " (" << ph.rp << "," << ph.cp << "):" << ph.Th << "x" << ph.Tw << "/" << ph.CH << "x" << ph.TG;

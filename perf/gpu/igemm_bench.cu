@@ -494,14 +494,17 @@ int run_small() {
   b.dilation[0] = b.dilation[1] = 2, b.stride[0] = b.stride[1] = 2, b.padding[0] = 3, b.output_padding[1] = 1;
   IgemmProblem c;  // wide rows: BWp = 128, two column tiles
   c.N = 1, c.Cin = 17, c.Cout = 33, c.H = 3, c.W = 150, c.kH = 1, c.kW = 5, c.padding[1] = 2;
+  IgemmProblem d;  // the fast path (2 x 128 tiles) with stride 2
+  d.N = 1, d.Cin = 9, d.Cout = 20, d.H = 3, d.W = 70, d.kH = d.kW = 3;
+  d.stride[0] = d.stride[1] = 2, d.padding[0] = d.padding[1] = 1, d.output_padding[0] = d.output_padding[1] = 1;
   int fails = 0;
-  for (const IgemmProblem& p : {a, b, c})
+  for (const IgemmProblem& p : {a, b, c, d})
     for (IgemmPrecision prec : kAll) {
       std::string desc;
       const CheckResult r = check_any(p, prec, true, true, 5, 1, &desc);
       fails += !r.ok;
-      std::printf("%s %-6s %s: maxrel %.3e normrel %.3e nonfinite %llu\n", r.ok ? "ok  " : "FAIL", to_string(prec),
-                  geom_str(p).c_str(), r.maxrel, r.normrel, r.bad);
+      std::printf("%s %-6s %s: maxrel %.3e normrel %.3e nonfinite %llu  [%s]\n", r.ok ? "ok  " : "FAIL",
+                  to_string(prec), geom_str(p).c_str(), r.maxrel, r.normrel, r.bad, desc.c_str());
     }
   return fails;
 }
