@@ -108,6 +108,63 @@ __device__ __forceinline__ uint32_t ld_half_bits(const void* p) {
   return static_cast<uint32_t>(*reinterpret_cast<const unsigned short*>(p));
 }
 
+// ---- The epilogue chain ---------------------------------------------------------------
+// detail::apply_chain on N values with the op kind dispatched once per op
+// rather than once per value: each case calls the shared definition
+// (detail::apply in math.hpp) with a compile-time kind, so its switch folds
+// away. The math is math.hpp's; only the dispatch differs.
+template <UnaryKind K, int N>
+__device__ __forceinline__ void unary_n(const Unary& u, float (&v)[N]) {
+  Unary c = u;
+  c.kind = K;
+#pragma unroll
+  for (int k = 0; k < N; ++k) v[k] = apply(c, v[k]);
+}
+template <BinaryKind K, int N>
+__device__ __forceinline__ void scalar_n(float s, float (&v)[N]) {
+#pragma unroll
+  for (int k = 0; k < N; ++k) v[k] = apply(K, v[k], s);
+}
+// Value k sits at the flat output index i + k*di (column index 0).
+template <int N>
+__device__ __forceinline__ void chain_n(const PointOp<float>* ops, int n, float (&v)[N], int64_t i, int64_t di) {
+  for (int t = 0; t < n; ++t) {
+    const PointOp<float>& op = ops[t];
+    const PointKind kind = op.kind;
+    if (kind == PointKind::unary) {
+      const Unary u = op.unary;
+      switch (u.kind) {
+#define KFUSE_IGEMM_U(K) \
+  case UnaryKind::K: unary_n<UnaryKind::K>(u, v); break;
+        KFUSE_IGEMM_U(relu) KFUSE_IGEMM_U(leaky_relu) KFUSE_IGEMM_U(tanh) KFUSE_IGEMM_U(sigmoid)
+        KFUSE_IGEMM_U(gelu) KFUSE_IGEMM_U(gelu_tanh) KFUSE_IGEMM_U(silu) KFUSE_IGEMM_U(mish)
+        KFUSE_IGEMM_U(hardtanh) KFUSE_IGEMM_U(hardswish) KFUSE_IGEMM_U(clamp) KFUSE_IGEMM_U(exp)
+        KFUSE_IGEMM_U(log) KFUSE_IGEMM_U(neg) KFUSE_IGEMM_U(abs)
+#undef KFUSE_IGEMM_U
+        default:
+#pragma unroll
+          for (int k = 0; k < N; ++k) v[k] = apply(u, v[k]);
+      }
+    } else if (kind == PointKind::scalar) {
+      const float s = op.scalar;
+      switch (op.binary) {
+        case BinaryKind::add: scalar_n<BinaryKind::add>(s, v); break;
+        case BinaryKind::sub: scalar_n<BinaryKind::sub>(s, v); break;
+        case BinaryKind::mul: scalar_n<BinaryKind::mul>(s, v); break;
+        case BinaryKind::div: scalar_n<BinaryKind::div>(s, v); break;
+        case BinaryKind::min: scalar_n<BinaryKind::min>(s, v); break;
+        case BinaryKind::max: scalar_n<BinaryKind::max>(s, v); break;
+        default:
+#pragma unroll
+          for (int k = 0; k < N; ++k) v[k] = apply(op.binary, v[k], s);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < N; ++k) v[k] = op(v[k], i + k * di, 0);
+    }
+  }
+}
+
 // ---- The kernel ------------------------------------------------------------------
 
 // kSWc: 0 for any tile shape (run-time segment width); else the compile-time
@@ -421,12 +478,17 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int nco = min(kBN, p.cout_g - co0);
   T* yp = y + ((int64_t(n) * p.Cout + cog + co0) * p.Hout + oh) * int64_t(p.Wout) + ow;
   const int64_t i0 = yp - y;
-  constexpr int kEpi = 4;  // 16 replicates the inlined chain 4x more: i-cache misses (measured slower)
+#ifndef KFUSE_IGEMM_EPI
+#define KFUSE_IGEMM_EPI 4
+#endif
+  // Channels per epilogue step (values per chain dispatch). 16 was slower than 4
+  // before the dispatch was hoisted (more inlined code; H200, 2026-12-01).
+  constexpr int kEpi = KFUSE_IGEMM_EPI;
   for (int c0 = 0; c0 < nco; c0 += kEpi) {
     float v[kEpi];
 #pragma unroll
     for (int k = 0; k < kEpi; ++k) v[k] = sO[(c0 + k) * kLDO + m] + sbias[c0 + k];
-    apply_chain_n<float, kEpi>(chain, chain_len, v, i0 + c0 * HW, HW, 0, 0);
+    chain_n<kEpi>(chain, chain_len, v, i0 + c0 * HW, HW);
 #pragma unroll
     for (int k = 0; k < kEpi; ++k)
       if (c0 + k < nco) yp[(c0 + k) * HW] = to_elem<T>(v[k]);
