@@ -174,8 +174,7 @@ template <IgemmPrecision P, int kSWc>
 __global__ void __launch_bounds__(kThreads, 2)
     igemm_convt_kernel(const __grid_constant__ IgemmParams p, const typename Traits<P>::T* __restrict__ x,
                        const uint32_t* __restrict__ wp, const typename Traits<P>::T* __restrict__ bias,
-                       typename Traits<P>::T* __restrict__ y, const PointOp<float>* __restrict__ chain,
-                       int chain_len) {
+                       typename Traits<P>::T* __restrict__ y, const IgemmEpilogue ep) {
   using T = typename Traits<P>::T;
   constexpr int kVec = Traits<P>::kVec, kKS = Traits<P>::kKS, kPair = Traits<P>::kPair;
   constexpr bool k16 = kPair == 2;
@@ -478,17 +477,56 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int nco = min(kBN, p.cout_g - co0);
   T* yp = y + ((int64_t(n) * p.Cout + cog + co0) * p.Hout + oh) * int64_t(p.Wout) + ow;
   const int64_t i0 = yp - y;
+  const PointOp<float>* chain = ep.chain;
+  const int chain_len = ep.chain_len;
 #ifndef KFUSE_IGEMM_EPI
 #define KFUSE_IGEMM_EPI 4
 #endif
   // Channels per epilogue step (values per chain dispatch). 16 was slower than 4
   // before the dispatch was hoisted (more inlined code; H200, 2026-12-01).
   constexpr int kEpi = KFUSE_IGEMM_EPI;
+  if (ep.mode == 0) {
+    for (int c0 = 0; c0 < nco; c0 += kEpi) {
+      float v[kEpi];
+#pragma unroll
+      for (int k = 0; k < kEpi; ++k) v[k] = sO[(c0 + k) * kLDO + m] + sbias[c0 + k];
+      chain_n<kEpi>(chain, chain_len, v, i0 + c0 * HW, HW);
+#pragma unroll
+      for (int k = 0; k < kEpi; ++k)
+        if (c0 + k < nco) yp[(c0 + k) * HW] = to_elem<T>(v[k]);
+    }
+    return;
+  }
+  // A reduction (or softmax) over C: the tile holds every channel (host
+  // checked: G == 1, Cout <= kBN) and this thread owns its pixel's column of
+  // sO, so the reduction completes here, in channel order (deterministic).
+  // The shared definitions: reduce_init/push/finish, softmax_value (math.hpp).
+  const ReduceKind kind = ep.mode == 2 ? ReduceKind::logsumexp : ep.kind;
+  ReduceAcc<float> racc = reduce_init<float>(kind);
   for (int c0 = 0; c0 < nco; c0 += kEpi) {
     float v[kEpi];
 #pragma unroll
     for (int k = 0; k < kEpi; ++k) v[k] = sO[(c0 + k) * kLDO + m] + sbias[c0 + k];
     chain_n<kEpi>(chain, chain_len, v, i0 + c0 * HW, HW);
+#pragma unroll
+    for (int k = 0; k < kEpi; ++k)
+      if (c0 + k < nco) {
+        reduce_push(kind, racc, v[k]);
+        sO[(c0 + k) * kLDO + m] = v[k];  // kept for softmax's second pass
+      }
+  }
+  if (ep.mode == 1) {
+    float r[1] = {reduce_finish(kind, racc, int64_t(nco))};
+    const int64_t io = (int64_t(n) * p.Hout + oh) * int64_t(p.Wout) + ow;  // y is [N, 1, Hout, Wout]
+    chain_n<1>(ep.post, ep.post_len, r, io, 0);
+    y[io] = to_elem<T>(r[0]);
+    return;
+  }
+  for (int c0 = 0; c0 < nco; c0 += kEpi) {
+    float v[kEpi];
+#pragma unroll
+    for (int k = 0; k < kEpi; ++k) v[k] = softmax_value(racc, sO[(c0 + k) * kLDO + m]);
+    chain_n<kEpi>(ep.post, ep.post_len, v, i0 + c0 * HW, HW);
 #pragma unroll
     for (int k = 0; k < kEpi; ++k)
       if (c0 + k < nco) yp[(c0 + k) * HW] = to_elem<T>(v[k]);
@@ -690,16 +728,16 @@ bool use_fast(const IgemmParams& p, int fast_sw) { return p.R == 2 && p.bwp_log2
 
 template <IgemmPrecision P>
 void launch(const IgemmParams& prm, int64_t grid, size_t smem, const void* x, const void* wp, const void* bias,
-            void* y, const PointOp<float>* chain, int chain_len, cudaStream_t stream) {
+            void* y, const IgemmEpilogue& ep, cudaStream_t stream) {
   using T = typename Traits<P>::T;
   if (use_fast(prm, fast_sw<P>()))
     igemm_convt_kernel<P, fast_sw<P>()><<<unsigned(grid), kThreads, smem, stream>>>(
         prm, static_cast<const T*>(x), static_cast<const uint32_t*>(wp), static_cast<const T*>(bias),
-        static_cast<T*>(y), chain, chain_len);
+        static_cast<T*>(y), ep);
   else
     igemm_convt_kernel<P, 0><<<unsigned(grid), kThreads, smem, stream>>>(
         prm, static_cast<const T*>(x), static_cast<const uint32_t*>(wp), static_cast<const T*>(bias),
-        static_cast<T*>(y), chain, chain_len);
+        static_cast<T*>(y), ep);
   check_launch("igemm_convt_kernel");
 }
 
@@ -732,6 +770,16 @@ IgemmProblem igemm_normalized(IgemmProblem p) {
 }
 
 std::string igemm_why_not(const IgemmProblem& p, IgemmPrecision prec) { return derive(p, prec).why; }
+
+std::string igemm_why_not_reduce_c(const IgemmProblem& p, IgemmPrecision prec) {
+  std::string why = igemm_why_not(p, prec);
+  if (!why.empty()) return why;
+  if (p.groups != 1) return "a reduction over C with groups > 1 spans several channel tiles (one group per tile)";
+  if (p.Cout > kBN)
+    return "a reduction over C with more than 64 output channels spans several channel tiles (the two-stage "
+           "scheme is not built)";
+  return {};
+}
 
 IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* weight_device,
                      const void* bias_device)
@@ -779,23 +827,31 @@ IgemmConv::~IgemmConv() {
 }
 
 void IgemmConv::run(const void* x, void* y, const PointOp<float>* chain, int chain_len, cudaStream_t stream) const {
+  IgemmEpilogue ep{chain, chain == nullptr ? 0 : chain_len, 0, ReduceKind::sum, nullptr, 0};
+  launch_any(x, y, ep, stream);
+}
+
+void IgemmConv::run_reduce_c(const void* x, void* y, const PointOp<float>* chain, int chain_len,
+                             const IgemmReduceC& red, cudaStream_t stream) const {
+  const std::string why = igemm_why_not_reduce_c(pb_, prec_);
+  if (!why.empty()) fail(ErrorCategory::unsupported, "IgemmConv::run_reduce_c", why);
+  IgemmEpilogue ep{chain,    chain == nullptr ? 0 : chain_len,
+                   red.softmax ? 2 : 1, red.kind,
+                   red.post, red.post == nullptr ? 0 : red.post_len};
+  launch_any(x, y, ep, stream);
+}
+
+void IgemmConv::launch_any(const void* x, void* y, const IgemmEpilogue& ep, cudaStream_t stream) const {
   IgemmParams prm = prm_;
   // 16-byte copies of x rows need the base aligned too.
   if (!aligned16(x)) prm.vec_ok = 0;
-  if (chain == nullptr) chain_len = 0;
   switch (prec_) {
-    case IgemmPrecision::tf32:
-      launch<IgemmPrecision::tf32>(prm, grid_, smem_, x, wpack_, bias_, y, chain, chain_len, stream);
-      break;
+    case IgemmPrecision::tf32: launch<IgemmPrecision::tf32>(prm, grid_, smem_, x, wpack_, bias_, y, ep, stream); break;
     case IgemmPrecision::tf32x3:
-      launch<IgemmPrecision::tf32x3>(prm, grid_, smem_, x, wpack_, bias_, y, chain, chain_len, stream);
+      launch<IgemmPrecision::tf32x3>(prm, grid_, smem_, x, wpack_, bias_, y, ep, stream);
       break;
-    case IgemmPrecision::bf16:
-      launch<IgemmPrecision::bf16>(prm, grid_, smem_, x, wpack_, bias_, y, chain, chain_len, stream);
-      break;
-    case IgemmPrecision::f16:
-      launch<IgemmPrecision::f16>(prm, grid_, smem_, x, wpack_, bias_, y, chain, chain_len, stream);
-      break;
+    case IgemmPrecision::bf16: launch<IgemmPrecision::bf16>(prm, grid_, smem_, x, wpack_, bias_, y, ep, stream); break;
+    case IgemmPrecision::f16: launch<IgemmPrecision::f16>(prm, grid_, smem_, x, wpack_, bias_, y, ep, stream); break;
   }
 }
 

@@ -93,6 +93,33 @@ struct IgemmParams {
   IgemmPhase ph[kIgemmMaxPhases];
 };
 
+// A reduction over the channel axis completed inside the block (its tile
+// holds all output channels: groups == 1 and Cout <= 64; see
+// igemm_why_not_reduce_c). The point chain of run_reduce_c applies to each
+// conv value (after the bias) before the reduction; `post` to each value the
+// reduction produces.
+struct IgemmReduceC {
+  bool softmax = false;                // softmax over C: y is [N, Cout, Hout, Wout]
+  ReduceKind kind = ReduceKind::sum;   // otherwise sum/mean/max/min/logsumexp over C, keepdim:
+                                       // y is [N, 1, Hout, Wout]
+  const PointOp<float>* post = nullptr;  // device array; the flat index is y's
+  int post_len = 0;
+};
+
+// Empty when run_reduce_c covers the problem (igemm_why_not, plus the tile
+// holding every output channel).
+std::string igemm_why_not_reduce_c(const IgemmProblem&, IgemmPrecision);
+
+// Kernel-side form of the epilogue.
+struct IgemmEpilogue {
+  const PointOp<float>* chain;
+  int chain_len;
+  int mode;  // 0: map, 1: reduce over C, 2: softmax over C
+  ReduceKind kind;
+  const PointOp<float>* post;
+  int post_len;
+};
+
 // A prepared launch, built once at plan time: packed weights on the device,
 // the tile configuration and the grid.
 class IgemmConv {
@@ -110,12 +137,19 @@ class IgemmConv {
   // device array of chain_len point ops applied after the bias (may be null).
   void run(const void* x, void* y, const PointOp<float>* chain, int chain_len, cudaStream_t stream) const;
 
+  // The same with a reduction (or softmax) over C completed in the block.
+  // Throws kfuse::Error(unsupported) when igemm_why_not_reduce_c is not empty.
+  void run_reduce_c(const void* x, void* y, const PointOp<float>* chain, int chain_len, const IgemmReduceC& red,
+                    cudaStream_t stream) const;
+
   const IgemmParams& params() const { return prm_; }
   int64_t grid() const { return grid_; }
   size_t smem_bytes() const { return smem_; }
   std::string describe() const;
 
  private:
+  void launch_any(const void* x, void* y, const IgemmEpilogue& ep, cudaStream_t stream) const;
+
   IgemmProblem pb_;
   IgemmPrecision prec_;
   IgemmParams prm_{};

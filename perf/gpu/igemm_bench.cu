@@ -101,6 +101,61 @@ __global__ void ref_kernel(RefGeom q, const T* x, const T* w, const T* bias, con
   }
 }
 
+// Reductions over C (groups == 1, Cout <= 64): one output pixel per thread.
+// mode 1: y[n, 0, oh, ow] = post(reduce_c(chain(conv + bias))); mode 2: softmax over C then post.
+// Output element k of the reference = flat index k * step of y.
+template <class T>
+__global__ void ref_reduce_kernel(RefGeom q, const T* x, const T* w, const T* bias, const PointOp<double>* chain,
+                                  int chain_len, int mode, ReduceKind kind, const PointOp<double>* post,
+                                  int post_len, int64_t count, int64_t step, double* ref) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < count; k += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t e = k * step;
+    int64_t r = e;
+    const int ow = int(r % q.Wout);
+    r /= q.Wout;
+    const int oh = int(r % q.Hout);
+    r /= q.Hout;
+    int co_out = 0;
+    if (mode == 2) {
+      co_out = int(r % q.Cout);
+      r /= q.Cout;
+    }
+    const int n = int(r);
+    double vals[64];
+    const ReduceKind kk = mode == 2 ? ReduceKind::logsumexp : kind;
+    ReduceAcc<double> acc = reduce_init<double>(kk);
+    for (int co = 0; co < q.Cout; ++co) {
+      double a = bias ? double(to_float(bias[co])) : 0.0;
+      for (int ci = 0; ci < q.Cin; ++ci)
+        for (int kh = 0; kh < q.kH; ++kh) {
+          const int th = oh + q.ph - kh * q.dh;
+          if (th < 0 || th % q.sh) continue;
+          const int ih = th / q.sh;
+          if (ih >= q.H) continue;
+          for (int kw = 0; kw < q.kW; ++kw) {
+            const int tw = ow + q.pw - kw * q.dw;
+            if (tw < 0 || tw % q.sw) continue;
+            const int iw = tw / q.sw;
+            if (iw >= q.W) continue;
+            a += double(to_float(x[((int64_t(n) * q.Cin + ci) * q.H + ih) * q.W + iw])) *
+                 double(to_float(w[((int64_t(ci) * q.Cout + co) * q.kH + kh) * q.kW + kw]));
+          }
+        }
+      const int64_t iy = ((int64_t(n) * q.Cout + co) * q.Hout + oh) * q.Wout + ow;
+      a = apply_chain(chain, chain_len, a, iy, 0);
+      vals[co] = a;
+      reduce_push(kk, acc, a);
+    }
+    double out;
+    if (mode == 1) {
+      out = reduce_finish(kk, acc, int64_t(q.Cout));
+    } else {
+      out = softmax_value(acc, vals[co_out]);
+    }
+    ref[k] = apply_chain(post, post_len, out, e, 0);
+  }
+}
+
 struct ErrAcc {
   unsigned long long max_err_bits, max_ref_bits;
   double sum_err2, sum_ref2;
@@ -283,6 +338,93 @@ CheckResult check_case(const IgemmProblem& pb, IgemmPrecision prec, bool with_bi
   return r;
 }
 
+// A reduction over C (mode 1, `kind`) or softmax over C (mode 2), pre-chain
+// `chain` and post ops `post` (chain_specs indices).
+template <class T>
+CheckResult check_reduce_case(const IgemmProblem& pb, IgemmPrecision prec, int mode, ReduceKind kind, int chain,
+                              int post, uint64_t seed, int64_t sample_step, std::string* desc,
+                              const char** skip = nullptr) {
+  const IgemmProblem q = igemm_normalized(pb);
+  const int64_t nx = q.N * q.Cin * q.H * q.W, nw = q.Cin * q.Cout * q.kH * q.kW;
+  const int64_t ny = mode == 2 ? q.N * q.Cout * q.Hout * q.Wout : q.N * q.Hout * q.Wout;
+  T *x, *w, *b, *y;
+  CK(cudaMalloc(&x, nx * sizeof(T)));
+  CK(cudaMalloc(&w, nw * sizeof(T)));
+  CK(cudaMalloc(&b, q.Cout * sizeof(T)));
+  CK(cudaMalloc(&y, ny * sizeof(T)));
+  fill(x, nx, 0.f, 1.f, seed * 3 + 1);
+  const float bound = 1.0f / std::sqrt(float(q.Cout * q.kH * q.kW));
+  fill(w, nw, -bound, bound, seed * 3 + 2);
+  fill(b, q.Cout, -bound, bound, seed * 3 + 3);
+  const auto specs = chain_specs(chain), pspecs = chain_specs(post);
+  PointOp<float>* chf = upload(build_chain<float>(specs));
+  PointOp<double>* chd = upload(build_chain<double>(specs));
+  PointOp<float>* pf = upload(build_chain<float>(pspecs));
+  PointOp<double>* pd = upload(build_chain<double>(pspecs));
+  IgemmConv conv(q, prec, w, b);
+  if (desc) *desc = conv.describe();
+  IgemmReduceC red;
+  red.softmax = mode == 2;
+  red.kind = kind;
+  red.post = pf;
+  red.post_len = int(pspecs.size());
+  CK(cudaMemset(y, 0xFF, ny * sizeof(T)));
+  conv.run_reduce_c(x, y, chf, int(specs.size()), red, 0);
+  CK(cudaGetLastError());
+  CK(cudaDeviceSynchronize());
+  const int64_t count = (ny + sample_step - 1) / sample_step;
+  double* ref;
+  CK(cudaMalloc(&ref, count * sizeof(double)));
+  RefGeom g{int(q.N), int(q.Cin), int(q.H), int(q.W), int(q.Cout), int(q.kH), int(q.kW),
+            int(q.stride[0]), int(q.stride[1]), int(q.padding[0]), int(q.padding[1]), int(q.dilation[0]),
+            int(q.dilation[1]), int(q.groups), int(q.Hout), int(q.Wout)};
+  ref_reduce_kernel<T><<<1024, 64>>>(g, x, w, b, chd, int(specs.size()), mode, kind, pd, int(pspecs.size()), count,
+                                     sample_step, ref);
+  CK(cudaGetLastError());
+  ErrAcc* acc;
+  CK(cudaMalloc(&acc, sizeof(ErrAcc)));
+  CK(cudaMemset(acc, 0, sizeof(ErrAcc)));
+  compare_kernel<T><<<1024, 256>>>(y, ref, count, sample_step, acc);
+  CK(cudaGetLastError());
+  ErrAcc h;
+  CK(cudaMemcpy(&h, acc, sizeof(ErrAcc), cudaMemcpyDeviceToHost));
+  double me, mr;
+  std::memcpy(&me, &h.max_err_bits, 8);
+  std::memcpy(&mr, &h.max_ref_bits, 8);
+  CheckResult r;
+  r.maxrel = me / std::max(mr, 1e-30);
+  r.normrel = std::sqrt(h.sum_err2 / std::max(h.sum_ref2, 1e-300));
+  r.bad = h.bad;
+  r.ok = h.bad == 0 && r.maxrel <= tolerance(prec);
+  for (void* p : {(void*)x, (void*)w, (void*)b, (void*)y, (void*)ref, (void*)acc, (void*)chf, (void*)chd, (void*)pf,
+                  (void*)pd})
+    if (p) CK(cudaFree(p));
+  (void)skip;
+  return r;
+}
+
+CheckResult check_reduce_any(const IgemmProblem& pb, IgemmPrecision prec, int mode, ReduceKind kind, int chain,
+                             int post, uint64_t seed, int64_t step, std::string* desc) {
+  switch (prec) {
+    case IgemmPrecision::bf16:
+      return check_reduce_case<__nv_bfloat16>(pb, prec, mode, kind, chain, post, seed, step, desc);
+    case IgemmPrecision::f16: return check_reduce_case<__half>(pb, prec, mode, kind, chain, post, seed, step, desc);
+    default: return check_reduce_case<float>(pb, prec, mode, kind, chain, post, seed, step, desc);
+  }
+}
+
+const char* reduce_name(int mode, ReduceKind k) {
+  if (mode == 2) return "softmax";
+  switch (k) {
+    case ReduceKind::sum: return "sum";
+    case ReduceKind::mean: return "mean";
+    case ReduceKind::max: return "max";
+    case ReduceKind::min: return "min";
+    case ReduceKind::logsumexp: return "logsumexp";
+  }
+  return "?";
+}
+
 CheckResult check_any(const IgemmProblem& pb, IgemmPrecision prec, bool bias, int chain, uint64_t seed,
                       int64_t step, std::string* desc) {
   switch (prec) {
@@ -379,6 +521,37 @@ int run_checks(int geometries, uint64_t seed, bool verbose) {
                     r.normrel, r.bad, desc.c_str());
     }
   }
+  // Reductions / softmax over C: groups 1, Cout <= 64.
+  int rruns = 0, rfails = 0;
+  double rworst[4] = {0, 0, 0, 0};
+  for (int gi = 0; gi < geometries / 2; ++gi) {
+    IgemmProblem p = random_problem(rng);
+    p.groups = 1;
+    p.Cout = 1 + int(rng() % 64);
+    p.Cin = 1 + int(rng() % 40);
+    p.H = std::min<int64_t>(p.H, 24);
+    p.W = std::min<int64_t>(p.W, 140);
+    for (int pi = 0; pi < 4; ++pi) {
+      const IgemmPrecision prec = kAll[pi];
+      if (!igemm_why_not_reduce_c(p, prec).empty()) continue;
+      const int sel = (gi * 4 + pi) % 6;
+      const int mode = sel == 5 ? 2 : 1;
+      const ReduceKind kind = ReduceKind(sel < 5 ? sel : 0);
+      const int chain = (gi + pi) % 3 == 0 ? 1 : 0, post = (gi + pi) % 2 == 0 ? 2 : 0;
+      std::string desc;
+      const CheckResult r = check_reduce_any(p, prec, mode, kind, chain, post, seed * 7 + gi * 4 + pi, 1, &desc);
+      ++rruns;
+      rworst[pi] = std::max(rworst[pi], r.maxrel);
+      if (!r.ok) ++rfails;
+      if (!r.ok || verbose)
+        std::printf("%s %-6s %s %s chain %s post %s: maxrel %.3e normrel %.3e unwritten/nonfinite %llu  [%s]\n",
+                    r.ok ? "ok  " : "FAIL", to_string(prec), geom_str(p).c_str(), reduce_name(mode, kind),
+                    chain_name(chain), chain_name(post), r.maxrel, r.normrel, r.bad, desc.c_str());
+    }
+  }
+  std::printf("reduce-over-C checks: %d runs, %d failed; worst maxrel: tf32 %.3e tf32x3 %.3e bf16 %.3e f16 %.3e\n",
+              rruns, rfails, rworst[0], rworst[1], rworst[2], rworst[3]);
+  fails += rfails;
   std::printf("checks: %d runs, %d failed, %d skipped; worst maxrel (max|y-ref|/max|ref|): tf32 %.3e (tol 5e-3), "
               "tf32x3 %.3e (tol 1e-5), bf16 %.3e (tol 2e-2), f16 %.3e (tol 2e-2)\n",
               runs, fails, skipped, worst[0], worst[1], worst[2], worst[3]);
@@ -388,6 +561,57 @@ int run_checks(int geometries, uint64_t seed, bool verbose) {
 IgemmProblem design_problem();
 
 // ---- Benchmark --------------------------------------------------------------------------
+template <class T>
+void bench_reduce(const IgemmProblem& q, IgemmPrecision prec, int mode, ReduceKind kind, double flop,
+                  double peak_tflops, double bw, int reps) {
+  const int64_t nx = q.N * q.Cin * q.H * q.W, nw = q.Cin * q.Cout * q.kH * q.kW;
+  const int64_t ny = mode == 2 ? q.N * q.Cout * q.Hout * q.Wout : q.N * q.Hout * q.Wout;
+  T *x, *w, *b, *y;
+  CK(cudaMalloc(&x, nx * sizeof(T)));
+  CK(cudaMalloc(&w, nw * sizeof(T)));
+  CK(cudaMalloc(&b, q.Cout * sizeof(T)));
+  CK(cudaMalloc(&y, ny * sizeof(T)));
+  fill(x, nx, 0.f, 1.f, 11);
+  const float bound = 1.0f / std::sqrt(float(q.Cout * q.kH * q.kW));
+  fill(w, nw, -bound, bound, 12);
+  fill(b, q.Cout, -bound, bound, 13);
+  IgemmConv conv(q, prec, w, b);
+  IgemmReduceC red;
+  red.softmax = mode == 2;
+  red.kind = kind;
+  void* flush;
+  const size_t flush_bytes = size_t(256) << 20;
+  CK(cudaMalloc(&flush, flush_bytes));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  conv.run_reduce_c(x, y, nullptr, 0, red, 0);
+  CK(cudaDeviceSynchronize());
+  std::vector<float> ms;
+  for (int r = 0; r < reps; ++r) {
+    CK(cudaMemsetAsync(flush, r & 0xFF, flush_bytes, 0));
+    CK(cudaEventRecord(e0, 0));
+    conv.run_reduce_c(x, y, nullptr, 0, red, 0);
+    CK(cudaEventRecord(e1, 0));
+    CK(cudaEventSynchronize(e1));
+    float t;
+    CK(cudaEventElapsedTime(&t, e0, e1));
+    ms.push_back(t);
+  }
+  CK(cudaGetLastError());
+  std::sort(ms.begin(), ms.end());
+  const double med = ms[ms.size() / 2];
+  const double bytes = double(nx + ny) * sizeof(T);
+  const double floor_b = bytes / bw * 1e3, floor_c = flop / (peak_tflops * 1e12) * 1e3;
+  std::printf("BENCH %-6s %-9s over C (y %lld elements): median %.3f ms (min %.3f, max %.3f)  %.1f TFLOPS  floors: bytes "
+              "%.3f ms, compute %.3f ms -> %.2fx max floor\n",
+              to_string(prec), reduce_name(mode, kind), (long long)ny, med, ms.front(), ms.back(),
+              flop / (med * 1e-3) / 1e12, floor_b, floor_c, med / std::max(floor_b, floor_c));
+  for (void* p : {(void*)x, (void*)w, (void*)b, (void*)y, flush}) CK(cudaFree(p));
+  CK(cudaEventDestroy(e0));
+  CK(cudaEventDestroy(e1));
+}
+
 template <class T>
 void bench_one(const IgemmProblem& q, IgemmPrecision prec, int with_chain, double flop, double peak_tflops,
                double bw, int reps) {
@@ -472,6 +696,16 @@ int run_bench() {
   for (int c : {1, 2, 0}) bench_one<float>(q, IgemmPrecision::tf32, c, flop, 495, bw, reps);
   for (int c : {1, 0}) bench_one<float>(q, IgemmPrecision::tf32x3, c, flop, 495.0 / 3, bw, reps);
   for (int c : {1, 2, 0}) bench_one<__nv_bfloat16>(q, IgemmPrecision::bf16, c, flop, 990, bw, reps);
+  // Sampled accuracy and timing of a reduction over C on the real size.
+  {
+    std::string desc;
+    const CheckResult r = check_reduce_any(q, IgemmPrecision::tf32, 1, ReduceKind::logsumexp, 0, 0, 78, 97, &desc);
+    std::printf("%s big tf32 logsumexp over C sampled 1/97: maxrel %.3e normrel %.3e nonfinite %llu\n",
+                r.ok ? "ok  " : "FAIL", r.maxrel, r.normrel, r.bad);
+  }
+  bench_reduce<float>(q, IgemmPrecision::tf32, 1, ReduceKind::logsumexp, flop, 495, bw, reps);
+  bench_reduce<__nv_bfloat16>(q, IgemmPrecision::bf16, 1, ReduceKind::logsumexp, flop, 990, bw, reps);
+  bench_reduce<float>(q, IgemmPrecision::tf32, 2, ReduceKind::sum, flop, 495, bw, reps);
   return 0;
 }
 
@@ -537,6 +771,16 @@ int run_small() {
       std::printf("%s %-6s %s: maxrel %.3e normrel %.3e nonfinite %llu  [%s]\n", r.ok ? "ok  " : "FAIL",
                   to_string(prec), geom_str(p).c_str(), r.maxrel, r.normrel, r.bad, desc.c_str());
     }
+  for (const IgemmProblem& p : {c, d})
+    for (IgemmPrecision prec : kAll)
+      for (int mode : {1, 2}) {
+        std::string desc;
+        const CheckResult r = check_reduce_any(p, prec, mode, ReduceKind::logsumexp, 1, 2, 6, 1, &desc);
+        fails += !r.ok;
+        std::printf("%s %-6s %s %s over C: maxrel %.3e normrel %.3e nonfinite %llu\n", r.ok ? "ok  " : "FAIL",
+                    to_string(prec), geom_str(p).c_str(), reduce_name(mode, ReduceKind::logsumexp), r.maxrel,
+                    r.normrel, r.bad);
+      }
   return fails;
 }
 

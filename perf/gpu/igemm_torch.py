@@ -45,6 +45,12 @@ with torch.no_grad():
     comp_h = torch.compile(lambda xx: pipeline(conv_h, xx))
     comp_h(xh)
     res["torch.compile bf16"] = bench(lambda: comp_h(xh))
+    # Reduction over C: convT -> logsumexp(dim=1, keepdim) (output [N, 1, Hout, Wout]).
+    torch.backends.cudnn.allow_tf32 = True
+    comp_r = torch.compile(lambda xx: torch.logsumexp(conv(xx), dim=1, keepdim=True))
+    comp_r(x)
+    res["torch.compile TF32 convT -> logsumexp over C"] = bench(lambda: comp_r(x))
+    res["eager TF32 convT -> logsumexp over C"] = bench(lambda: torch.logsumexp(conv(x), dim=1, keepdim=True))
 print(f"torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, {torch.cuda.get_device_name()}")
 for k, v in res.items():
     print(f"TORCH {k:45s} {v:8.3f} ms")
