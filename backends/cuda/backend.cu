@@ -19,6 +19,7 @@ class CudaBackend final : public Backend {
     return std::visit([&](const auto& s) {
       using S = std::decay_t<decltype(s)>;
       if constexpr (std::is_same_v<S, ConvStep>) return cuda::prepare_conv(s, ctx.dtype);
+      else if constexpr (std::is_same_v<S, ConvEpilogueStep>) return cuda::prepare_conv_epilogue(s, ctx.dtype);
       else if constexpr (std::is_same_v<S, ReferenceStep>) return Preparation::refuse("the reference runs eager ops");
       else if constexpr (std::is_same_v<S, FoldStep<float>> || std::is_same_v<S, FoldStep<double>>)
         return cuda::prepare_fold(s, ctx.dtype);

@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <sstream>
 
-#include "backends/cuda/check.hpp"
+#include "core/cuda_check.hpp"
 #include "backends/cuda/device.cuh"
 #include "kfuse/error.hpp"
 
@@ -108,63 +108,6 @@ __device__ __forceinline__ uint32_t ld_half_bits(const void* p) {
   return static_cast<uint32_t>(*reinterpret_cast<const unsigned short*>(p));
 }
 
-// ---- The epilogue chain ---------------------------------------------------------------
-// detail::apply_chain on N values with the op kind dispatched once per op
-// rather than once per value: each case calls the shared definition
-// (detail::apply in math.hpp) with a compile-time kind, so its switch folds
-// away. The math is math.hpp's; only the dispatch differs.
-template <UnaryKind K, int N>
-__device__ __forceinline__ void unary_n(const Unary& u, float (&v)[N]) {
-  Unary c = u;
-  c.kind = K;
-#pragma unroll
-  for (int k = 0; k < N; ++k) v[k] = apply(c, v[k]);
-}
-template <BinaryKind K, int N>
-__device__ __forceinline__ void scalar_n(float s, float (&v)[N]) {
-#pragma unroll
-  for (int k = 0; k < N; ++k) v[k] = apply(K, v[k], s);
-}
-// Value k sits at the flat output index i + k*di (column index 0).
-template <int N>
-__device__ __forceinline__ void chain_n(const PointOp<float>* ops, int n, float (&v)[N], int64_t i, int64_t di) {
-  for (int t = 0; t < n; ++t) {
-    const PointOp<float>& op = ops[t];
-    const PointKind kind = op.kind;
-    if (kind == PointKind::unary) {
-      const Unary u = op.unary;
-      switch (u.kind) {
-#define KFUSE_IGEMM_U(K) \
-  case UnaryKind::K: unary_n<UnaryKind::K>(u, v); break;
-        KFUSE_IGEMM_U(relu) KFUSE_IGEMM_U(leaky_relu) KFUSE_IGEMM_U(tanh) KFUSE_IGEMM_U(sigmoid)
-        KFUSE_IGEMM_U(gelu) KFUSE_IGEMM_U(gelu_tanh) KFUSE_IGEMM_U(silu) KFUSE_IGEMM_U(mish)
-        KFUSE_IGEMM_U(hardtanh) KFUSE_IGEMM_U(hardswish) KFUSE_IGEMM_U(clamp) KFUSE_IGEMM_U(exp)
-        KFUSE_IGEMM_U(log) KFUSE_IGEMM_U(neg) KFUSE_IGEMM_U(abs)
-#undef KFUSE_IGEMM_U
-        default:
-#pragma unroll
-          for (int k = 0; k < N; ++k) v[k] = apply(u, v[k]);
-      }
-    } else if (kind == PointKind::scalar) {
-      const float s = op.scalar;
-      switch (op.binary) {
-        case BinaryKind::add: scalar_n<BinaryKind::add>(s, v); break;
-        case BinaryKind::sub: scalar_n<BinaryKind::sub>(s, v); break;
-        case BinaryKind::mul: scalar_n<BinaryKind::mul>(s, v); break;
-        case BinaryKind::div: scalar_n<BinaryKind::div>(s, v); break;
-        case BinaryKind::min: scalar_n<BinaryKind::min>(s, v); break;
-        case BinaryKind::max: scalar_n<BinaryKind::max>(s, v); break;
-        default:
-#pragma unroll
-          for (int k = 0; k < N; ++k) v[k] = apply(op.binary, v[k], s);
-      }
-    } else {
-#pragma unroll
-      for (int k = 0; k < N; ++k) v[k] = op(v[k], i + k * di, 0);
-    }
-  }
-}
-
 // ---- The kernel ------------------------------------------------------------------
 
 // kSWc: 0 for any tile shape (run-time segment width); else the compile-time
@@ -210,7 +153,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       toff[k] = (gp.kh[k / gp.Tw] * p.kW + gp.kw[k % gp.Tw]) * cipadw * p.copad;
     if (tid < kBN) {
       const int co = cot * kBN + tid;
-      sbias[tid] = (bias != nullptr && co < p.cout_g) ? to_float(bias[g * p.cout_g + co]) : 0.0f;
+      sbias[tid] = (bias != nullptr && co < p.cout_g) ? to_acc<float>(bias[g * p.cout_g + co]) : 0.0f;
     }
   }
   __syncthreads();
@@ -490,7 +433,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       float v[kEpi];
 #pragma unroll
       for (int k = 0; k < kEpi; ++k) v[k] = sO[(c0 + k) * kLDO + m] + sbias[c0 + k];
-      chain_n<kEpi>(chain, chain_len, v, i0 + c0 * HW, HW);
+      apply_chain(chain, chain_len, v, i0 + c0 * HW, HW, 0, 0);
 #pragma unroll
       for (int k = 0; k < kEpi; ++k)
         if (c0 + k < nco) yp[(c0 + k) * HW] = to_elem<T>(v[k]);
@@ -507,7 +450,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     float v[kEpi];
 #pragma unroll
     for (int k = 0; k < kEpi; ++k) v[k] = sO[(c0 + k) * kLDO + m] + sbias[c0 + k];
-    chain_n<kEpi>(chain, chain_len, v, i0 + c0 * HW, HW);
+    apply_chain(chain, chain_len, v, i0 + c0 * HW, HW, 0, 0);
 #pragma unroll
     for (int k = 0; k < kEpi; ++k)
       if (c0 + k < nco) {
@@ -518,7 +461,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   if (ep.mode == 1) {
     float r[1] = {reduce_finish(kind, racc, int64_t(nco))};
     const int64_t io = (int64_t(n) * p.Hout + oh) * int64_t(p.Wout) + ow;  // y is [N, 1, Hout, Wout]
-    chain_n<1>(ep.post, ep.post_len, r, io, 0);
+    apply_chain(ep.post, ep.post_len, r, io, 0, 0, 0);
     y[io] = to_elem<T>(r[0]);
     return;
   }
@@ -526,7 +469,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     float v[kEpi];
 #pragma unroll
     for (int k = 0; k < kEpi; ++k) v[k] = softmax_value(racc, sO[(c0 + k) * kLDO + m]);
-    chain_n<kEpi>(ep.post, ep.post_len, v, i0 + c0 * HW, HW);
+    apply_chain(ep.post, ep.post_len, v, i0 + c0 * HW, HW, 0, 0);
 #pragma unroll
     for (int k = 0; k < kEpi; ++k)
       if (c0 + k < nco) yp[(c0 + k) * HW] = to_elem<T>(v[k]);

@@ -21,6 +21,12 @@ Preparation prepare_epilogue(const EpilogueStep<double>& step, DType dtype);
 // gather kernel.
 Preparation prepare_conv(const ConvStep& step, DType dtype);
 
+// conv_transpose2d with its epilogue inside: the implicit-GEMM tensor-core
+// kernel (convt_igemm.cuh), 3xTF32 for strict float32, TF32 when the plan
+// asks, bf16/f16 inputs with fp32 accumulation; refused where the kernel
+// does not cover the geometry or the epilogue.
+Preparation prepare_conv_epilogue(const ConvEpilogueStep& step, DType dtype);
+
 // Which path the last conv of the calling thread took ("cudnn" or "gather").
 const char* last_conv_path();
 

@@ -369,6 +369,8 @@ class KokkosBackend final : public Backend {
       else if constexpr (std::is_same_v<S, FoldStep<double>>) return Preparation::of<PreparedFold<double>>(s);
       else if constexpr (std::is_same_v<S, EpilogueStep<float>>) return Preparation::of<PreparedEpilogue<float>>(s);
       else if constexpr (std::is_same_v<S, EpilogueStep<double>>) return Preparation::of<PreparedEpilogue<double>>(s);
+      else if constexpr (std::is_same_v<S, ConvEpilogueStep>)
+        return Preparation::refuse("the conv with its epilogue inside is the CUDA backend's tensor-core kernel");
       else return Preparation::refuse("the reference runs eager ops");
     }, step);
   }

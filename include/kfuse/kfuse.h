@@ -65,7 +65,7 @@ kfuse_status kfuse_finalize(void);
 
 /* Builds a plan from a JSON spec given as text (relative .npy paths in it are
  * resolved against the working directory). strategy: NULL or "auto", "fold",
- * "fused", "reference". on_device: non-zero for inputs and outputs in CUDA
+ * "fused_conv", "fused", "reference". on_device: non-zero for inputs and outputs in CUDA
  * memory. A plan that no backend can run (float16/bfloat16 in host memory)
  * is refused here, KFUSE_UNSUPPORTED. */
 kfuse_status kfuse_plan_create(const char* json_spec, const char* strategy, int on_device, kfuse_plan* out);

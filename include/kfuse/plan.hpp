@@ -16,7 +16,7 @@
 
 namespace kfuse {
 
-enum class Strategy { automatic, fold, fused, reference };
+enum class Strategy { automatic, fold, fused_conv, fused, reference };
 enum class BackendChoice { automatic, kokkos, cuda };
 // The convolution's arithmetic, as PyTorch means it: strict fp32 (fp32
 // multiply-adds; torch.backends.cudnn.allow_tf32 = False), or TF32 tensor cores
@@ -28,7 +28,7 @@ enum class Precision { strict, tf32 };
 const char* to_string(Strategy s) noexcept;
 const char* to_string(BackendChoice b) noexcept;
 const char* to_string(Precision p) noexcept;
-Strategy strategy_from(const std::string& name);      // "auto", "fold", "fused", "reference"
+Strategy strategy_from(const std::string& name);      // "auto", "fold", "fused_conv", "fused", "reference"
 BackendChoice backend_from(const std::string& name);  // "auto", "kokkos", "cuda"
 Precision precision_from(const std::string& name);    // "strict", "tf32"
 

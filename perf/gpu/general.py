@@ -9,11 +9,11 @@ steps, on the GPU machine:
       default init, operands torch.randn (seeded), saved as .npy; each spec
       rewritten to read them ({"npy": ...}); D/cases.json lists the cases.
   kfuse_perf --general D --out OUT
-      times kfuse on each case in strict fp32 and TF32 (device and wall time),
+      times kfuse on each case in strict fp32, TF32 and bfloat16 (device and wall time),
       writes each output to D/<case>-<precision>-kfuse.npy.
   python3 general.py compare --dir D --kfuse-json OUT/<gpu>-<date>-general.json
-      times PyTorch eager (strict fp32: cudnn.allow_tf32 = False; TF32: True)
-      and torch.compile (TF32 and strict) on the same tensors, checks kfuse's
+      times PyTorch eager (strict fp32: cudnn.allow_tf32 = False; TF32: True;
+      bfloat16) and torch.compile (each of the three) on the same tensors, checks kfuse's
       outputs against the pipeline in float64 on the GPU (norm-relative
       error), and adds the bytes floor and the TF32 compute floor (the conv's
       multiply-adds at the dense TF32 rate) to the JSON and its Markdown.
@@ -118,7 +118,7 @@ def prepare(args):
                         torch.randn(op["tensor"]["shape"]).numpy())
                 op["tensor"] = {"npy": f"{name}_op{i}_operand.npy"}
         json.dump(spec, open(os.path.join(args.dir, f"{name}.json"), "w"), indent=1)
-        cases.append({"name": name, "spec": f"{name}.json", "precisions": ["strict", "tf32"], "conv_macs": macs})
+        cases.append({"name": name, "spec": f"{name}.json", "precisions": ["strict", "tf32", "bf16"], "conv_macs": macs})
     json.dump(cases, open(os.path.join(args.dir, "cases.json"), "w"), indent=1)
     print(f"prepared {len(cases)} cases in {args.dir}")
 
@@ -176,6 +176,11 @@ def compare(args):
             torch.backends.cudnn.allow_tf32 = True
             eager_tf32 = bench(lambda: fn(x), args.reps)
             tf32_err = rel(fn(x), ref)
+            # bfloat16: the same pipeline on bfloat16 tensors (fp32 accumulation inside cuDNN).
+            xb = x.bfloat16()
+            fnb = pipeline_fn(spec["ops"], {i: {k: v.bfloat16() for k, v in t.items()} for i, t in tensors.items()})
+            eager_bf16 = bench(lambda: fnb(xb), args.reps)
+            bf16_err = rel(fnb(xb).float(), ref)
             compiled = {}
             if not args.no_compile:
                 t0 = time.time()
@@ -184,6 +189,9 @@ def compare(args):
                     torch.backends.cudnn.allow_tf32 = flag
                     cfn(x)
                     compiled[mode] = bench(lambda: cfn(x), args.reps)
+                cfnb = torch.compile(fnb)
+                cfnb(xb)
+                compiled["bf16"] = bench(lambda: cfnb(xb), args.reps)
                 compile_s = time.time() - t0
                 torch.backends.cudnn.allow_tf32 = True
             macs = case["conv_macs"]
@@ -192,11 +200,12 @@ def compare(args):
                 c = by_name.get(label)
                 if c is None:
                     continue
-                torch_ms = {"eager_strict_ms": eager_strict, "eager_tf32_ms": eager_tf32,
-                            "eager_strict_rel_err": strict_err, "eager_tf32_rel_err": tf32_err}
+                torch_ms = {"eager_strict_ms": eager_strict, "eager_tf32_ms": eager_tf32, "eager_bf16_ms": eager_bf16,
+                            "eager_strict_rel_err": strict_err, "eager_tf32_rel_err": tf32_err,
+                            "eager_bf16_rel_err": bf16_err}
                 if compiled:
                     torch_ms.update({"compile_tf32_ms": compiled["tf32"], "compile_strict_ms": compiled["strict"],
-                                     "compile_s": compile_s})
+                                     "compile_bf16_ms": compiled["bf16"], "compile_s": compile_s})
                 c["torch"] = torch_ms
                 c["conv_macs"] = macs
                 c["tf32_compute_floor_ms"] = 2.0 * macs / (TF32_DENSE_TFLOPS * 1e12) * 1e3
@@ -216,19 +225,20 @@ def compare(args):
                 f"({copy_gbps:.0f} GB/s); TF32 floor = 2 x the conv's multiply-adds / {TF32_DENSE_TFLOPS:.0f} TFLOP/s. "
                 "kfuse strict is compared with eager strict fp32, kfuse TF32 with torch.compile (TF32 convolutions, "
                 "PyTorch's default). Errors: norm-relative against the pipeline in float64.\n\n"
-                "| case | precision | kfuse device ms | wall ms | bytes floor ms | TF32 floor ms | eager strict | eager TF32 "
-                "| compile TF32 | compile strict | kfuse / peer | rel err |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+                "| case | precision | strategy | kfuse device ms | wall ms | bytes floor ms | TF32 floor ms | eager (same precision) "
+                "| compile (same precision) | kfuse / eager | kfuse / compile | rel err |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
         for c in rows:
             t = c["torch"]
             if "refused" in c:
                 f.write(f"| {c['name']} | {c['name'].rsplit('-', 1)[1]} | refused: {c['refused'][:120]} |||||||||||\n")
                 continue
             prec = c["precision"]
-            peer = t["eager_strict_ms"] if prec == "strict" else t.get("compile_tf32_ms", t["eager_tf32_ms"])
-            f.write(f"| {c['name'].rsplit('-', 1)[0]} | {prec} | {c['device_ms_median']:.3f} | {c['wall_ms_median']:.3f} | "
-                    f"{c['floor_ms']:.3f} | {c['tf32_compute_floor_ms']:.3f} | {t['eager_strict_ms']:.3f} | "
-                    f"{t['eager_tf32_ms']:.3f} | {t.get('compile_tf32_ms', float('nan')):.3f} | "
-                    f"{t.get('compile_strict_ms', float('nan')):.3f} | {c['device_ms_median'] / peer:.2f} | "
+            eager = t[f"eager_{prec}_ms"]
+            comp = t.get(f"compile_{prec}_ms", float("nan"))
+            f.write(f"| {c['name'].rsplit('-', 1)[0]} | {prec} | {c['strategy']} | {c['device_ms_median']:.3f} | "
+                    f"{c['wall_ms_median']:.3f} | {c['floor_ms']:.3f} | {c['tf32_compute_floor_ms']:.3f} | {eager:.3f} | "
+                    f"{comp:.3f} | {c['device_ms_median'] / eager:.2f} | {c['device_ms_median'] / comp:.2f} | "
                     f"{c.get('rel_err_vs_fp64', float('nan')):.2e} |\n")
     print(f"merged into {args.kfuse_json} and {md}")
 

@@ -79,7 +79,7 @@ __global__ void ref_kernel(RefGeom q, const T* x, const T* w, const T* bias, con
     const int co = int(r % q.Cout);
     const int n = int(r / q.Cout);
     const int g = co / cout_g, col = co % cout_g;
-    double acc = bias ? double(to_float(bias[co])) : 0.0;
+    double acc = bias ? double(to_acc<float>(bias[co])) : 0.0;
     for (int ci = 0; ci < cin_g; ++ci) {
       const int cg = g * cin_g + ci;
       for (int kh = 0; kh < q.kH; ++kh) {
@@ -92,8 +92,8 @@ __global__ void ref_kernel(RefGeom q, const T* x, const T* w, const T* bias, con
           if (tw < 0 || tw % q.sw) continue;
           const int iw = tw / q.sw;
           if (iw >= q.W) continue;
-          acc += double(to_float(x[((int64_t(n) * q.Cin + cg) * q.H + ih) * q.W + iw])) *
-                 double(to_float(w[((int64_t(cg) * cout_g + col) * q.kH + kh) * q.kW + kw]));
+          acc += double(to_acc<float>(x[((int64_t(n) * q.Cin + cg) * q.H + ih) * q.W + iw])) *
+                 double(to_acc<float>(w[((int64_t(cg) * cout_g + col) * q.kH + kh) * q.kW + kw]));
         }
       }
     }
@@ -125,7 +125,7 @@ __global__ void ref_reduce_kernel(RefGeom q, const T* x, const T* w, const T* bi
     const ReduceKind kk = mode == 2 ? ReduceKind::logsumexp : kind;
     ReduceAcc<double> acc = reduce_init<double>(kk);
     for (int co = 0; co < q.Cout; ++co) {
-      double a = bias ? double(to_float(bias[co])) : 0.0;
+      double a = bias ? double(to_acc<float>(bias[co])) : 0.0;
       for (int ci = 0; ci < q.Cin; ++ci)
         for (int kh = 0; kh < q.kH; ++kh) {
           const int th = oh + q.ph - kh * q.dh;
@@ -137,8 +137,8 @@ __global__ void ref_reduce_kernel(RefGeom q, const T* x, const T* w, const T* bi
             if (tw < 0 || tw % q.sw) continue;
             const int iw = tw / q.sw;
             if (iw >= q.W) continue;
-            a += double(to_float(x[((int64_t(n) * q.Cin + ci) * q.H + ih) * q.W + iw])) *
-                 double(to_float(w[((int64_t(ci) * q.Cout + co) * q.kH + kh) * q.kW + kw]));
+            a += double(to_acc<float>(x[((int64_t(n) * q.Cin + ci) * q.H + ih) * q.W + iw])) *
+                 double(to_acc<float>(w[((int64_t(ci) * q.Cout + co) * q.kH + kh) * q.kW + kw]));
           }
         }
       const int64_t iy = ((int64_t(n) * q.Cout + co) * q.Hout + oh) * q.Wout + ow;
@@ -166,7 +166,7 @@ __global__ void compare_kernel(const T* y, const double* ref, int64_t count, int
   double me = 0, mr = 0, se = 0, sr = 0;
   unsigned long long bad = 0;
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < count; k += int64_t(gridDim.x) * blockDim.x) {
-    const double v = double(to_float(y[k * step])), rf = ref[k];
+    const double v = double(to_acc<float>(y[k * step])), rf = ref[k];
     if (!isfinite(v)) {
       ++bad;
       continue;

@@ -368,14 +368,17 @@ void run_general(Context& c, const std::string& dir) {
   for (const json& k : cases) {
     const std::string name = k["name"].get<std::string>();
     if (!c.opt.only.empty() && name.find(c.opt.only) == std::string::npos) continue;
-    const Spec spec = load_spec(dir + "/" + k["spec"].get<std::string>());
-    const Tensor dx = Tensor::copy_of(make_input(spec).view(), Memory::cuda);
     for (const json& pj : k["precisions"]) {
+      // "strict" and "tf32": the float32 spec; "bf16": the spec in bfloat16 (fp32 accumulation).
       const std::string prec = pj.get<std::string>();
       const std::string label = name + "-" + prec;
+      const bool bf16 = prec == "bf16";
+      const Spec spec = load_spec(dir + "/" + k["spec"].get<std::string>(),
+                                  bf16 ? std::optional<DType>(DType::bf16) : std::nullopt);
+      const Tensor dx = Tensor::copy_of(make_input(spec).view(), Memory::cuda);
       PlanOptions po;
       po.memory = Memory::cuda;
-      po.precision = precision_from(prec);
+      po.precision = bf16 ? Precision::strict : precision_from(prec);
       std::unique_ptr<Plan> plan;
       try {
         plan = std::make_unique<Plan>(spec.pipeline, po);

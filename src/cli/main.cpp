@@ -724,8 +724,8 @@ int main(int argc, char** argv) {
                   "Write the output to this .npy file (checked before any work; written to a temporary file "
                   "beside it, then renamed; never one of the run's inputs)")
       ->check(not_empty);
-  run->add_option("--strategy", a.strategy, "auto, fold, fused or reference")
-      ->check(CLI::IsMember({"auto", "fold", "fused", "reference"}))
+  run->add_option("--strategy", a.strategy, "auto, fold, fused_conv, fused or reference")
+      ->check(CLI::IsMember({"auto", "fold", "fused_conv", "fused", "reference"}))
       ->capture_default_str();
   run->add_option("--backend", a.backend, backend_help)
       ->check(CLI::IsMember({"auto", "kokkos", "cuda"}))
@@ -768,8 +768,8 @@ int main(int argc, char** argv) {
   CLI::App* tune = app.add_subcommand(
       "tune", "Measure the launch configurations of a spec's kernels and write the winners to the tuning cache");
   tune->add_option("spec", t.spec, "The JSON pipeline spec")->required();
-  tune->add_option("--strategy", t.strategy, "auto, fold, fused or reference")
-      ->check(CLI::IsMember({"auto", "fold", "fused", "reference"}))
+  tune->add_option("--strategy", t.strategy, "auto, fold, fused_conv, fused or reference")
+      ->check(CLI::IsMember({"auto", "fold", "fused_conv", "fused", "reference"}))
       ->capture_default_str();
   tune->add_option("--backend", t.backend, backend_help)
       ->check(CLI::IsMember({"auto", "kokkos", "cuda"}))

@@ -53,6 +53,13 @@ std::string step_text(const Step& s) {
     using S = std::decay_t<decltype(f)>;
     if constexpr (std::is_same_v<S, ConvStep>) return "conv_transpose2d materialising Y " + to_string(f.out_shape);
     else if constexpr (std::is_same_v<S, ReferenceStep>) return cat("reference: ", f.ops.size(), " eager ops");
+    else if constexpr (std::is_same_v<S, ConvEpilogueStep>)
+      return cat("conv_transpose2d ", to_string(f.conv.in_shape), " -> ", to_string(f.conv.out_shape),
+                 " with its epilogue inside: ", f.epilogue.body.n, " point ops",
+                 f.epilogue.main == MainKind::map ? std::string()
+                 : f.epilogue.main == MainKind::reduce ? cat(", ", to_string(f.epilogue.reduce), " over C")
+                                                       : std::string(", softmax over C"),
+                 f.epilogue.main == MainKind::map ? std::string() : cat(", ", f.epilogue.after.n, " point ops"));
     else if constexpr (std::is_same_v<S, FoldStep<float>> || std::is_same_v<S, FoldStep<double>>) return fold_text(f);
     else return epilogue_text(f);
   }, s);

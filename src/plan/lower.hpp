@@ -50,6 +50,8 @@ Stages rewrite(const Pipeline& p, std::vector<std::string>& notes);
 template <class A>
 Lowering lower_fold(const Pipeline& p, const Stages& st, Store<A>& store, std::vector<std::string>& notes);
 template <class A>
+Lowering lower_fused_conv(const Pipeline& p, const Stages& st, Store<A>& store, const PlanOptions& opt);
+template <class A>
 Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const PlanOptions& opt);
 Lowering lower_reference(const Pipeline& p);
 

@@ -5,6 +5,7 @@
 // does not fit one stage (a second reduction over other axes, a softmax
 // before a reduction, an operand that broadcasts the running value to a
 // larger shape) continues in the next stage, from the small intermediate.
+// The fused_conv strategy: the same epilogue inside the conv (one step).
 // And the reference strategy: every op its own eager op.
 #include <algorithm>
 
@@ -140,6 +141,64 @@ Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const
 }
 template Lowering lower_fused(const Pipeline&, const Stages&, Store<float>&, const PlanOptions&);
 template Lowering lower_fused(const Pipeline&, const Stages&, Store<double>&, const PlanOptions&);
+
+template <class A>
+Lowering lower_fused_conv(const Pipeline& p, const Stages& st, Store<A>& store, const PlanOptions& opt) {
+  Lowering at;
+  if constexpr (std::is_same_v<A, double>) {
+    at.why = "float64: the tensor-core conv takes float32, float16 and bfloat16";
+    return at;
+  } else {
+    const auto* conv = st.empty() ? nullptr : std::get_if<ConvTranspose2dOp>(&st[0].op);
+    if (!conv) {
+      at.why = "the pipeline does not start with conv_transpose2d";
+      return at;
+    }
+    // TF32 float32: cuDNN's tensor-op conv with the epilogue after it is
+    // faster on the benchmark set (perf/results/*-general.md), Y round trip included.
+    if (opt.strategy == Strategy::automatic && opt.precision == Precision::tf32 && p.dtype() == DType::f32) {
+      at.why = "TF32: cuDNN's tensor-op convolution and the epilogue after it measure faster (perf/results, the "
+               "benchmark set)";
+      return at;
+    }
+    const Shape& y = st[0].out_shape;
+    const std::size_t n = st.size();
+    std::size_t j = 1;
+    while (j < n && is_point(st[j].op) && !expands(st[j]) && st[j].in_shape == y) ++j;
+    EpilogueStep<float> e{};
+    e.y_shape = y;
+    e.main = MainKind::map;
+    if (j < n) {
+      const auto* r = std::get_if<ReduceOp>(&st[j].op);
+      const auto* sm = std::get_if<SoftmaxOp>(&st[j].op);
+      if (st[j].in_shape != y || !((r && r->axes == std::vector<int>{1}) || (sm && sm->axis == 1))) {
+        at.why = op_text(st[j].op) + " is not a point op on Y, a reduction over C or a softmax over C";
+        return at;
+      }
+      e.main = r ? MainKind::reduce : MainKind::softmax;
+      if (r) e.reduce = r->kind;
+      e.mask = 1u << 1;
+      e.count = y[1];
+      std::size_t k = j + 1;
+      while (k < n && is_point(st[k].op) && !expands(st[k])) ++k;
+      if (k < n) {
+        at.why = op_text(st[k].op) + " follows " + op_text(st[j].op) + ": the conv's tile ends with one reduction";
+        return at;
+      }
+      e.after = build_chain(st, j + 1, n, store, 0);
+    }
+    e.body = build_chain(st, 1, j, store, 0);
+    ConvStep c{conv->params, store.tensor(conv->weight), std::nullopt, st[0].in_shape, y, opt.precision};
+    if (conv->bias) c.bias = store.tensor(*conv->bias);
+    at.steps.push_back(ConvEpilogueStep{c, e});
+    at.io.push_back(StepIO{0, kOutput, st[0].in_shape});
+    at.ok = true;
+    at.why = "the conv's accumulators go through the epilogue before the one store: Y is never written";
+    return at;
+  }
+}
+template Lowering lower_fused_conv(const Pipeline&, const Stages&, Store<float>&, const PlanOptions&);
+template Lowering lower_fused_conv(const Pipeline&, const Stages&, Store<double>&, const PlanOptions&);
 
 Lowering lower_reference(const Pipeline& p) {
   Lowering at;

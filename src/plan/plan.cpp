@@ -10,6 +10,7 @@ const char* to_string(Strategy s) noexcept {
   switch (s) {
     case Strategy::automatic: return "auto";
     case Strategy::fold: return "fold";
+    case Strategy::fused_conv: return "fused_conv";
     case Strategy::fused: return "fused";
     case Strategy::reference: return "reference";
   }
@@ -34,9 +35,10 @@ const char* to_string(BackendChoice b) noexcept {
 }
 
 Strategy strategy_from(const std::string& n) {
-  for (Strategy s : {Strategy::automatic, Strategy::fold, Strategy::fused, Strategy::reference})
+  for (Strategy s : {Strategy::automatic, Strategy::fold, Strategy::fused_conv, Strategy::fused, Strategy::reference})
     if (n == to_string(s)) return s;
-  fail(ErrorCategory::invalid_argument, "plan", "unknown strategy '", n, "' (valid: auto, fold, fused, reference)");
+  fail(ErrorCategory::invalid_argument, "plan", "unknown strategy '", n,
+       "' (valid: auto, fold, fused_conv, fused, reference)");
 }
 
 BackendChoice backend_from(const std::string& n) {
@@ -115,6 +117,7 @@ const char* trace_name(const detail::Step& s) {
   return std::visit([](const auto& f) {
     using S = std::decay_t<decltype(f)>;
     if constexpr (std::is_same_v<S, detail::ConvStep>) return "kfuse::conv_transpose2d";
+    else if constexpr (std::is_same_v<S, detail::ConvEpilogueStep>) return "kfuse::fused_conv";
     else if constexpr (std::is_same_v<S, detail::ReferenceStep>) return "kfuse::reference";
     else if constexpr (std::is_same_v<S, detail::FoldStep<float>> || std::is_same_v<S, detail::FoldStep<double>>)
       return "kfuse::fold";

@@ -1,5 +1,5 @@
 // The planner: rewrites the pipeline, lowers it with the first strategy that
-// applies (fold, fused, reference: DESIGN.md section 5) and has each step
+// applies (fold, fused_conv, fused, reference: DESIGN.md section 5) and has each step
 // prepared by the first registered backend that runs it.
 #include "plan/planner.hpp"
 
@@ -57,15 +57,17 @@ PlanImpl make_typed(const Pipeline& p, const PlanOptions& opt) {
   const Stages st = rewrite(p, d.notes);
 
   const std::vector<Strategy> order = opt.strategy == Strategy::automatic
-                                          ? std::vector<Strategy>{Strategy::fold, Strategy::fused, Strategy::reference}
+                                          ? std::vector<Strategy>{Strategy::fold, Strategy::fused_conv, Strategy::fused,
+                                                                  Strategy::reference}
                                           : std::vector<Strategy>{opt.strategy};
   for (Strategy s : order) {
     std::vector<Tensor> storage;
     Store<A> store(storage, opt.memory);
     std::vector<std::string> notes;
-    Lowering at = s == Strategy::fold    ? lower_fold(p, st, store, notes)
-                  : s == Strategy::fused ? lower_fused(p, st, store, opt)
-                                         : lower_reference(p);
+    Lowering at = s == Strategy::fold         ? lower_fold(p, st, store, notes)
+                  : s == Strategy::fused_conv ? lower_fused_conv(p, st, store, opt)
+                  : s == Strategy::fused      ? lower_fused(p, st, store, opt)
+                                              : lower_reference(p);
     if (at.ok && !prepare_steps(at, opt, p.dtype(), impl, at.why)) {
       at.ok = false;
       // A backend asked for by name that cannot run the plan is the caller's error.

@@ -64,13 +64,23 @@ struct EpilogueStep {
   Shape y_shape;
 };
 
+// The conv with its epilogue inside (DESIGN.md section 11): the conv's
+// accumulators go through `epilogue` before the one store. Its main stage is
+// a map (the output is Y-sized), a reduction over C, or a softmax over C;
+// body runs on each conv value (after the bias), `after` on each value the
+// main stage produces, both indexed by the flat index of what they act on.
+struct ConvEpilogueStep {
+  ConvStep conv;
+  EpilogueStep<float> epilogue;
+};
+
 // The reference strategy: the pipeline's ops one by one, as eager ops.
 struct ReferenceStep {
   std::vector<Op> ops;
 };
 
 using Step = std::variant<ConvStep, FoldStep<float>, FoldStep<double>, EpilogueStep<float>, EpilogueStep<double>,
-                          ReferenceStep>;
+                          ConvEpilogueStep, ReferenceStep>;
 
 // What a backend is told besides the step: where the data live and their dtype.
 struct StepContext {

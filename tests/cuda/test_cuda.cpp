@@ -570,6 +570,47 @@ TEST_F(CudaTuning, InPlaceEpiloguesAreNotMeasured) {
   EXPECT_EQ(decision_of("cuda::epilogue_map")->source, "measured");
 }
 
+// ---- The conv with its epilogue inside (fused_conv) ---------------------------------------
+
+// conv -> a point chain (Y-sized output), or a reduction / softmax over C with
+// point ops after it: the implicit-GEMM tensor-core kernel in 3xTF32 (strict
+// float32), TF32 and bfloat16, against the float64 host reference.
+Maker conv_epilogue_pipeline(const Conv& c, int kind, Rng& rng) {
+  const std::vector<double> t = uniform(c.Cout, rng, -1.0, 1.0);
+  return [=](DType dt) {
+    Pipeline p(c.x_shape(), dt);
+    c.add_to(p, dt);
+    switch (kind) {
+      case 0: p.mish().add(0.5).hardtanh(-1.0, 1.0).mul(2.0); break;
+      case 1: p.add(host({c.Cout, 1, 1}, t, param_dtype(dt))).relu().gelu(); break;
+      case 2: p.logsumexp({1}, true).relu(); break;
+      case 3: p.softmax(1).mul(2.0); break;
+      case 4: p.max({1}).tanh(); break;
+      default: p.sigmoid().mean({1}, true); break;
+    }
+    return p;
+  };
+}
+
+TEST_F(CudaEpilogue, ConvWithItsEpilogueInside) {
+  Rng rng(2024);
+  for (int iter = 0; iter < iters(24); ++iter) {
+    Conv c = random_conv(rng, 33);
+    const int kind = iter % 6;
+    if (kind >= 2 && c.G != 1) {  // reductions over C: the tile holds every channel (groups 1)
+      c.G = 1, c.p.groups = 1;
+      c.w = uniform(numel(c.w_shape()), rng, -0.3, 0.3);
+    }
+    const Maker make = conv_epilogue_pipeline(c, kind, rng);
+    const std::string what = text(c) + detail::cat(" conv epilogue ", kind);
+    const Result strict = run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), c.x);
+    expect_close(strict, 1e-5, what + " 3xTF32");
+    EXPECT_NE(strict.describe.find("strategy fused_conv"), std::string::npos) << strict.describe;
+    expect_close(run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), c.x, {}, true), 5e-3, what + " TF32");
+    expect_close(run_both(make, DType::bf16, Strategy::automatic, c.x_shape(), c.x), 2e-2, what + " bfloat16");
+  }
+}
+
 // ---- Multi-stage epilogues: every pipeline on the device ---------------------------------
 
 // Chains that do not fit one row program (tests/test_plan.cpp's set, on the
@@ -674,7 +715,9 @@ TEST_F(CudaEpilogue, NanAndInfinitiesAsPyTorch) {
 
 // ---- Errors and edges ------------------------------------------------------------------
 
-TEST(CudaBackend, HalfPipelinesOutsideTheFoldAreRefused) {
+// Half precision runs the fold or the conv with its epilogue inside; the
+// epilogue stages after a materialised Y take float32 and float64 only.
+TEST(CudaBackend, HalfPipelinesRunInsideTheConvNotAsEpilogueStages) {
   REQUIRE_GPU();
   Rng rng(1);
   const Conv c = random_conv(rng);
@@ -685,6 +728,8 @@ TEST(CudaBackend, HalfPipelinesOutsideTheFoldAreRefused) {
   c.add_to(p, DType::f16);
   p.relu();
   EXPECT_THROW(Plan(p, o), Error);
+  o.strategy = Strategy::automatic;
+  EXPECT_EQ(Plan(p, o).strategy(), Strategy::fused_conv);
 }
 
 TEST(CudaBackend, DeviceErrorsNameTheCall) {

@@ -44,9 +44,21 @@ KFUSE_HDI A apply_chain(const PointOp<A>* ops, int n, A y, int64_t i, int64_t j)
   return y;
 }
 
-// The same on N values at once, value k at the coordinate (i + k*di, j + k*dj),
-// each op's fields read once for all N (per value, streaming kernels are
-// bound by their load instructions).
+// The same on N values at once, value k at the coordinate (i + k*di, j + k*dj).
+// Each op's fields are read once for all N, and its kind is dispatched once:
+// every case calls apply() with a compile-time kind, so that switch folds away
+// (per value, streaming kernels are bound by their load instructions and the
+// dispatch). The math is apply()'s.
+template <UnaryKind K, class A, int N>
+KFUSE_HDI void apply_unary_n(Unary u, A (&v)[N]) {
+  u.kind = K;
+  KFUSE_UNROLL for (int k = 0; k < N; ++k) v[k] = apply(u, v[k]);
+}
+template <BinaryKind K, class A, int N>
+KFUSE_HDI void apply_scalar_n(A s, A (&v)[N]) {
+  KFUSE_UNROLL for (int k = 0; k < N; ++k) v[k] = apply(K, v[k], s);
+}
+
 template <class A, int N>
 KFUSE_HDI void apply_chain(const PointOp<A>* ops, int n, A (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {
   for (int t = 0; t < n; ++t) {
@@ -54,11 +66,25 @@ KFUSE_HDI void apply_chain(const PointOp<A>* ops, int n, A (&v)[N], int64_t i, i
     const PointKind kind = op.kind;
     if (kind == PointKind::unary) {
       const Unary u = op.unary;
-      KFUSE_UNROLL for (int k = 0; k < N; ++k) v[k] = apply(u, v[k]);
+      switch (u.kind) {
+#define KFUSE_UNARY_N(K) \
+  case UnaryKind::K: apply_unary_n<UnaryKind::K>(u, v); break;
+        KFUSE_UNARY_N(relu) KFUSE_UNARY_N(leaky_relu) KFUSE_UNARY_N(tanh) KFUSE_UNARY_N(sigmoid)
+        KFUSE_UNARY_N(gelu) KFUSE_UNARY_N(gelu_tanh) KFUSE_UNARY_N(silu) KFUSE_UNARY_N(mish)
+        KFUSE_UNARY_N(hardtanh) KFUSE_UNARY_N(hardswish) KFUSE_UNARY_N(clamp) KFUSE_UNARY_N(exp)
+        KFUSE_UNARY_N(log) KFUSE_UNARY_N(neg) KFUSE_UNARY_N(abs)
+#undef KFUSE_UNARY_N
+      }
     } else if (kind == PointKind::scalar) {
-      const BinaryKind b = op.binary;
       const A s = op.scalar;
-      KFUSE_UNROLL for (int k = 0; k < N; ++k) v[k] = apply(b, v[k], s);
+      switch (op.binary) {
+        case BinaryKind::add: apply_scalar_n<BinaryKind::add>(s, v); break;
+        case BinaryKind::sub: apply_scalar_n<BinaryKind::sub>(s, v); break;
+        case BinaryKind::mul: apply_scalar_n<BinaryKind::mul>(s, v); break;
+        case BinaryKind::div: apply_scalar_n<BinaryKind::div>(s, v); break;
+        case BinaryKind::min: apply_scalar_n<BinaryKind::min>(s, v); break;
+        case BinaryKind::max: apply_scalar_n<BinaryKind::max>(s, v); break;
+      }
     } else {
       KFUSE_UNROLL for (int k = 0; k < N; ++k) v[k] = op(v[k], i + k * di, j + k * dj);
     }

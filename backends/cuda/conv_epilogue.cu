@@ -1,0 +1,88 @@
+// The conv with its epilogue inside, prepared: the implicit-GEMM tensor-core
+// kernel (convt_igemm.cuh) with the plan's point chain, or its reduction or
+// softmax over C, applied to the accumulators before the one store.
+//   float32 strict -> 3xTF32 (fp32 accuracy), float32 tf32 -> TF32,
+//   bfloat16 / float16 -> their m16n8k16 products, fp32 accumulation.
+#include "backends/cuda/context.hpp"
+#include "backends/cuda/convt_igemm.cuh"
+#include "backends/cuda/kernels.hpp"
+#include "kfuse/spec.hpp"
+
+namespace kfuse::detail::cuda {
+
+namespace {
+
+IgemmProblem problem_of(const ConvStep& c) {
+  IgemmProblem p;
+  p.N = c.in_shape[0], p.Cin = c.in_shape[1], p.H = c.in_shape[2], p.W = c.in_shape[3];
+  p.Cout = c.out_shape[1], p.kH = c.weight.shape()[2], p.kW = c.weight.shape()[3];
+  for (int a = 0; a < 2; ++a) {
+    p.stride[a] = c.params.stride[a], p.padding[a] = c.params.padding[a];
+    p.output_padding[a] = c.params.output_padding[a], p.dilation[a] = c.params.dilation[a];
+  }
+  p.groups = c.params.groups;
+  p.Hout = c.out_shape[2], p.Wout = c.out_shape[3];
+  return p;
+}
+
+// The weight or bias in the dtype the kernel multiplies: a half pipeline's
+// float32 parameters rounded to its dtype, once.
+Tensor in_dtype(const Tensor& t, DType dtype) {
+  if (t.dtype() == dtype) return t;
+  return Tensor::copy_of(cast(Tensor::copy_of(t, Memory::host).view(), dtype).view(), Memory::cuda);
+}
+
+class PreparedConvEpilogue final : public PreparedStep {
+ public:
+  PreparedConvEpilogue(const ConvEpilogueStep& step, DType dtype, IgemmPrecision precision)
+      : step_(step),
+        weight_(in_dtype(step.conv.weight, dtype)),
+        bias_(step.conv.bias ? in_dtype(*step.conv.bias, dtype) : Tensor()),
+        conv_(problem_of(step.conv), precision, weight_.view().data, bias_.defined() ? bias_.view().data : nullptr) {}
+
+  void run(const TensorView& x, const TensorView& out) const override {
+    // The kernel reads x as contiguous NCHW: a strided x is copied once first.
+    const Tensor packed = x.is_contiguous() ? Tensor() : Tensor::copy_of(x, Memory::cuda);
+    const void* xp = packed.defined() ? packed.view().data : x.data;
+    const EpilogueStep<float>& e = step_.epilogue;
+    if (e.main == MainKind::map) {
+      conv_.run(xp, out.data, e.body.ops, e.body.n, stream());
+      return;
+    }
+    IgemmReduceC r;
+    r.softmax = e.main == MainKind::softmax;
+    r.kind = e.reduce;
+    r.post = e.after.ops;
+    r.post_len = e.after.n;
+    conv_.run_reduce_c(xp, out.data, e.body.ops, e.body.n, r, stream());
+  }
+
+  std::string describe() const override { return conv_.describe(); }
+
+ private:
+  ConvEpilogueStep step_;
+  Tensor weight_, bias_;
+  IgemmConv conv_;
+};
+
+}  // namespace
+
+Preparation prepare_conv_epilogue(const ConvEpilogueStep& step, DType dtype) {
+  IgemmPrecision precision;
+  switch (dtype) {
+    case DType::f32:
+      precision = step.conv.precision == Precision::tf32 ? IgemmPrecision::tf32 : IgemmPrecision::tf32x3;
+      break;
+    case DType::bf16: precision = IgemmPrecision::bf16; break;
+    case DType::f16: precision = IgemmPrecision::f16; break;
+    default:
+      return Preparation::refuse(cat("the tensor-core conv takes float32, float16 and bfloat16, not ", to_string(dtype)));
+  }
+  const IgemmProblem p = problem_of(step.conv);
+  const std::string why = step.epilogue.main == MainKind::map ? igemm_why_not(p, precision)
+                                                              : igemm_why_not_reduce_c(p, precision);
+  if (!why.empty()) return Preparation::refuse(why);
+  return Preparation::of<PreparedConvEpilogue>(step, dtype, precision);
+}
+
+}  // namespace kfuse::detail::cuda
