@@ -51,11 +51,13 @@ Workspace& workspace();
 // every kernel come from the tuner: KFUSE_TUNING_FORCE="cuda::fold_plane_sums=8x2"):
 //   KFUSE_CUDA_FOLD_CHUNKS   row chunks per plane in the fold (0: the rule in src/tuning)
 //   KFUSE_CUDA_PDL           0 disables programmatic dependent launch (sm_90+)
-//   KFUSE_CUDA_CONV          "gather" forces the plain CUDA conv kernel, "cudnn" (default) prefers cuDNN
+//   KFUSE_CUDA_CONV          the conv that materialises Y: "cudnn" or "gather" (the plain CUDA kernel);
+//                            by default the tensor-core kernel where it applies, else cuDNN, else the gather
+enum class ConvPath { automatic, cudnn, gather };
 struct Overrides {
   int fold_chunks = 0;
   bool pdl = true;
-  bool conv_gather = false;
+  ConvPath conv = ConvPath::automatic;
 };
 Overrides& overrides();
 void reload_overrides();  // re-reads the environment (tests and the perf suite)

@@ -12,6 +12,7 @@
 #include "backends/cuda/device.cuh"
 #include "backends/cuda/kernels.hpp"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/convt_igemm.cuh"
 #include "kfuse/detail/conv.hpp"
 
 #ifdef KFUSE_HAVE_CUDNN
@@ -206,20 +207,35 @@ bool run_cudnn(const CudnnConv& c, const ConvStep& s, const TensorView& x, const
 
 #endif  // KFUSE_HAVE_CUDNN
 
-// Prepared once per plan: cuDNN's descriptors, algorithm and workspace size
-// for the contiguous input (other input strides are set up on their first
-// run), or the gather kernel when cuDNN is absent, refuses, or is overridden.
+// Prepared once per plan, in order of preference: the implicit-GEMM
+// tensor-core kernel with no epilogue (float32: 3xTF32 for strict precision,
+// TF32 when the plan asks; contiguous x), cuDNN's backward-data convolution
+// (descriptors, algorithm and workspace size for the contiguous input, other
+// input strides set up on their first run), the gather kernel.
 class PreparedConv final : public PreparedStep {
  public:
   explicit PreparedConv(const ConvStep& step) : step_(step) {
+    const ConvPath path = overrides().conv;
+    if (path == ConvPath::automatic && step.weight.dtype() == DType::f32) {
+      const IgemmProblem p = igemm_problem(step);
+      const IgemmPrecision prec = step.precision == Precision::tf32 ? IgemmPrecision::tf32 : IgemmPrecision::tf32x3;
+      if (igemm_why_not(p, prec).empty())
+        igemm_ = std::make_unique<IgemmConv>(p, prec, step.weight.view().data,
+                                             step.bias ? step.bias->view().data : nullptr);
+    }
 #ifdef KFUSE_HAVE_CUDNN
-    if (!overrides().conv_gather) cudnn_for(contiguous_strides(step.in_shape));
+    if (path != ConvPath::gather) cudnn_for(contiguous_strides(step.in_shape));
 #endif
   }
 
   void run(const TensorView& x, const TensorView& y) const override {
+    if (igemm_ && x.is_contiguous()) {
+      igemm_->run(x.data, y.data, nullptr, 0, stream());
+      t_conv_path = "igemm";
+      return;
+    }
 #ifdef KFUSE_HAVE_CUDNN
-    if (!overrides().conv_gather) {
+    if (overrides().conv != ConvPath::gather) {
       const CudnnConv& c = cudnn_for(x.strides);
       std::string why;
       if (c.usable && run_cudnn(c, step_, x, y, why)) {
@@ -233,8 +249,9 @@ class PreparedConv final : public PreparedStep {
   }
 
   std::string describe() const override {
+    if (igemm_) return igemm_->describe() + " (cuDNN for a strided input)";
 #ifdef KFUSE_HAVE_CUDNN
-    if (!overrides().conv_gather) {
+    if (overrides().conv != ConvPath::gather) {
       const CudnnConv& c = cudnn_for(contiguous_strides(step_.in_shape));
       if (c.usable)
         return cat("cuDNN backward-data algorithm ", int(c.algo), ", ",
@@ -267,6 +284,7 @@ class PreparedConv final : public PreparedStep {
   mutable std::map<Shape, std::unique_ptr<CudnnConv>> by_strides_;
 #endif
   ConvStep step_;
+  std::unique_ptr<IgemmConv> igemm_;
 };
 
 }  // namespace

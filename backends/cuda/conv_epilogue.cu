@@ -12,19 +12,6 @@ namespace kfuse::detail::cuda {
 
 namespace {
 
-IgemmProblem problem_of(const ConvStep& c) {
-  IgemmProblem p;
-  p.N = c.in_shape[0], p.Cin = c.in_shape[1], p.H = c.in_shape[2], p.W = c.in_shape[3];
-  p.Cout = c.out_shape[1], p.kH = c.weight.shape()[2], p.kW = c.weight.shape()[3];
-  for (int a = 0; a < 2; ++a) {
-    p.stride[a] = c.params.stride[a], p.padding[a] = c.params.padding[a];
-    p.output_padding[a] = c.params.output_padding[a], p.dilation[a] = c.params.dilation[a];
-  }
-  p.groups = c.params.groups;
-  p.Hout = c.out_shape[2], p.Wout = c.out_shape[3];
-  return p;
-}
-
 // The weight or bias in the dtype the kernel multiplies: a half pipeline's
 // float32 parameters rounded to its dtype, once.
 Tensor in_dtype(const Tensor& t, DType dtype) {
@@ -38,7 +25,7 @@ class PreparedConvEpilogue final : public PreparedStep {
       : step_(step),
         weight_(in_dtype(step.conv.weight, dtype)),
         bias_(step.conv.bias ? in_dtype(*step.conv.bias, dtype) : Tensor()),
-        conv_(problem_of(step.conv), precision, weight_.view().data, bias_.defined() ? bias_.view().data : nullptr) {}
+        conv_(igemm_problem(step.conv), precision, weight_.view().data, bias_.defined() ? bias_.view().data : nullptr) {}
 
   void run(const TensorView& x, const TensorView& out) const override {
     // The kernel reads x as contiguous NCHW: a strided x is copied once first.
@@ -67,6 +54,19 @@ class PreparedConvEpilogue final : public PreparedStep {
 
 }  // namespace
 
+IgemmProblem igemm_problem(const ConvStep& c) {
+  IgemmProblem p;
+  p.N = c.in_shape[0], p.Cin = c.in_shape[1], p.H = c.in_shape[2], p.W = c.in_shape[3];
+  p.Cout = c.out_shape[1], p.kH = c.weight.shape()[2], p.kW = c.weight.shape()[3];
+  for (int a = 0; a < 2; ++a) {
+    p.stride[a] = c.params.stride[a], p.padding[a] = c.params.padding[a];
+    p.output_padding[a] = c.params.output_padding[a], p.dilation[a] = c.params.dilation[a];
+  }
+  p.groups = c.params.groups;
+  p.Hout = c.out_shape[2], p.Wout = c.out_shape[3];
+  return p;
+}
+
 Preparation prepare_conv_epilogue(const ConvEpilogueStep& step, DType dtype) {
   IgemmPrecision precision;
   switch (dtype) {
@@ -78,7 +78,7 @@ Preparation prepare_conv_epilogue(const ConvEpilogueStep& step, DType dtype) {
     default:
       return Preparation::refuse(cat("the tensor-core conv takes float32, float16 and bfloat16, not ", to_string(dtype)));
   }
-  const IgemmProblem p = problem_of(step.conv);
+  const IgemmProblem p = igemm_problem(step.conv);
   const std::string why = step.epilogue.main == MainKind::map ? igemm_why_not(p, precision)
                                                               : igemm_why_not_reduce_c(p, precision);
   if (!why.empty()) return Preparation::refuse(why);

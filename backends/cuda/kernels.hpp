@@ -27,6 +27,10 @@ Preparation prepare_conv(const ConvStep& step, DType dtype);
 // does not cover the geometry or the epilogue.
 Preparation prepare_conv_epilogue(const ConvEpilogueStep& step, DType dtype);
 
+// The implicit-GEMM kernel's description of a conv step's geometry.
+struct IgemmProblem;
+IgemmProblem igemm_problem(const ConvStep& step);
+
 // Which path the last conv of the calling thread took ("cudnn" or "gather").
 const char* last_conv_path();
 

@@ -421,6 +421,11 @@ void write_markdown(const json& j, const std::string& path) {
   md << "| problem | group | dtype | strategy | device ms (median / min) | wall ms | floor ms | time/floor | GB/s | of copy BW | rel err vs fp64 |\n";
   md << "|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const json& c : j["cases"]) {
+    if (c.contains("refused")) {
+      md << "| " << c["name"].get<std::string>() << " | " << c["group"].get<std::string>() << " | refused: "
+         << c["refused"].get<std::string>() << " |||||||||\n";
+      continue;
+    }
     char line[512];
     std::snprintf(line, sizeof line, "| %s | %s | %s | %s | %.4f / %.4f | %.4f | %.4f | %.2f | %.0f | %.0f%% | %s |\n",
                   c["name"].get<std::string>().c_str(), c["group"].get<std::string>().c_str(),

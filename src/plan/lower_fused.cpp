@@ -154,13 +154,6 @@ Lowering lower_fused_conv(const Pipeline& p, const Stages& st, Store<A>& store, 
       at.why = "the pipeline does not start with conv_transpose2d";
       return at;
     }
-    // TF32 float32: cuDNN's tensor-op conv with the epilogue after it is
-    // faster on the benchmark set (perf/results/*-general.md), Y round trip included.
-    if (opt.strategy == Strategy::automatic && opt.precision == Precision::tf32 && p.dtype() == DType::f32) {
-      at.why = "TF32: cuDNN's tensor-op convolution and the epilogue after it measure faster (perf/results, the "
-               "benchmark set)";
-      return at;
-    }
     const Shape& y = st[0].out_shape;
     const std::size_t n = st.size();
     std::size_t j = 1;

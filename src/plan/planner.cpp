@@ -68,11 +68,7 @@ PlanImpl make_typed(const Pipeline& p, const PlanOptions& opt) {
                   : s == Strategy::fused_conv ? lower_fused_conv(p, st, store, opt)
                   : s == Strategy::fused      ? lower_fused(p, st, store, opt)
                                               : lower_reference(p);
-    if (at.ok && !prepare_steps(at, opt, p.dtype(), impl, at.why)) {
-      at.ok = false;
-      // A backend asked for by name that cannot run the plan is the caller's error.
-      if (opt.backend != BackendChoice::automatic) fail(ErrorCategory::unsupported, "plan", at.why);
-    }
+    if (at.ok && !prepare_steps(at, opt, p.dtype(), impl, at.why)) at.ok = false;
     if (!at.ok) {
       d.rejected.push_back(std::string(to_string(s)) + ": " + at.why);
       continue;

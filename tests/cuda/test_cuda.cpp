@@ -418,8 +418,12 @@ TEST_F(CudaEpilogue, RandomConfigsCudnnAndGather) {
     const int kind = iter % 10;
     const Maker make = epilogue_pipeline(c, kind, rng);
     const std::string what = text(c) + detail::cat(" epilogue ", kind);
-    for (DType dt : {DType::f32, DType::f64}) {
+    // The default path (the tensor-core kernel for float32 where it applies), cuDNN, the gather kernel.
+    for (DType dt : {DType::f32, DType::f64})
       expect_close(run_both(make, dt, Strategy::fused, c.x_shape(), c.x), tolerance(dt), what + " " + to_string(dt));
+    {
+      EnvOverride cudnn("KFUSE_CUDA_CONV", "cudnn");
+      expect_close(run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x), 1e-5, what + " cuDNN");
       cudnn_runs += std::string(detail::cuda::last_conv_path()) == "cudnn";
     }
     EnvOverride ov("KFUSE_CUDA_CONV", "gather");
@@ -428,10 +432,10 @@ TEST_F(CudaEpilogue, RandomConfigsCudnnAndGather) {
   }
 #ifdef KFUSE_HAVE_CUDNN
   if (iters(40) == 40) {
-    EXPECT_GT(cudnn_runs, 20) << "cuDNN ran " << cudnn_runs << " of 80 convolutions";
+    EXPECT_GT(cudnn_runs, 10) << "cuDNN ran " << cudnn_runs << " of 40 convolutions";
   }
 #endif
-  std::printf("cuDNN ran %d of 80 convolutions (the rest: the gather kernel)\n", cudnn_runs);
+  std::printf("cuDNN ran %d of 40 convolutions asked of it (the rest: the gather kernel)\n", cudnn_runs);
 }
 
 // Sizes that take the other kernels: a thread per output / row over C
