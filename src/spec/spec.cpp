@@ -1,3 +1,6 @@
+// The JSON pipeline spec: its parser (errors name the JSON pointer and a
+// bounded excerpt of the value) and the spec's input. Generators and dtype
+// conversion: generate.cpp, cast.cpp.
 #include "kfuse/spec.hpp"
 
 #include <algorithm>
@@ -15,260 +18,14 @@
 
 #include "kfuse/error.hpp"
 #include "kfuse/npy.hpp"
+#include "spec/elements.hpp"
 
 namespace kfuse {
 
-// ===========================================================================
-// Generators
-// ===========================================================================
-
-uint64_t splitmix64(uint64_t x) noexcept {
-  uint64_t z = x + 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-double uniform01(uint64_t seed, uint64_t counter) noexcept {
-  const uint64_t bits = splitmix64(seed * 0x9E3779B97F4A7C15ull + counter);
-  return static_cast<double>(bits >> 11) * 0x1.0p-53;
-}
-
-const char* to_string(InitKind k) noexcept {
-  switch (k) {
-    case InitKind::uniform: return "uniform";
-    case InitKind::randn: return "randn";
-    case InitKind::conv_default: return "conv_default";
-    case InitKind::constant: return "constant";
-  }
-  return "unknown";
-}
-
-int64_t conv_default_fan_in(const Shape& shape, const InitSpec& init) {
-  if (init.fan_in) {
-    if (*init.fan_in <= 0) fail(ErrorCategory::invalid_argument, "conv_default", "fan_in must be positive, got ", *init.fan_in);
-    return *init.fan_in;
-  }
-  if (shape.size() < 2)
-    fail(ErrorCategory::invalid_argument, "conv_default",
-         "fan_in cannot be derived from a tensor of rank ", shape.size(), " ", to_string(shape),
-         " (it is shape[1] * prod(shape[2:]) of a conv weight); give fan_in");
-  int64_t f = 1;
-  for (std::size_t d = 1; d < shape.size(); ++d) f *= shape[d];
-  if (f <= 0) fail(ErrorCategory::invalid_argument, "conv_default", "fan_in of ", to_string(shape), " is 0");
-  return f;
-}
-
-namespace {
-
-constexpr uint64_t kRandnSalt = 0x5DEECE66Dull;
-
-// Parameters resolved once per tensor, so the per-element work is small.
-struct Gen {
-  InitKind kind;
-  uint64_t seed;
-  double a, b;  // uniform: low, high - low; randn: mean, std; constant: value
-  double at(int64_t i) const {
-    switch (kind) {
-      case InitKind::uniform:
-      case InitKind::conv_default: return a + b * uniform01(seed, static_cast<uint64_t>(i));
-      case InitKind::randn: {
-        const double u1 = uniform01(seed, 2 * static_cast<uint64_t>(i));
-        const double u2 = uniform01(seed, 2 * static_cast<uint64_t>(i) + 1);
-        return a + b * std::sqrt(-2.0 * std::log(1.0 - u1)) * std::cos(2.0 * M_PI * u2);
-      }
-      case InitKind::constant: return a;
-    }
-    return 0.0;
-  }
-};
-
-Gen make_gen(const Shape& shape, const InitSpec& init) {
-  switch (init.kind) {
-    case InitKind::uniform: return {init.kind, init.seed, init.low, init.high - init.low};
-    case InitKind::randn: return {init.kind, splitmix64(init.seed ^ kRandnSalt), init.mean, init.stddev};
-    case InitKind::conv_default: {
-      const double bound = 1.0 / std::sqrt(static_cast<double>(conv_default_fan_in(shape, init)));
-      return {init.kind, init.seed, -bound, 2.0 * bound};
-    }
-    case InitKind::constant: return {init.kind, 0, init.value, 0.0};
-  }
-  return {};
-}
-
-// float <-> float16 / bfloat16, round to nearest even.
-uint16_t f32_to_f16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  const uint32_t a = x & 0x7fffffffu;
-  if (a >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0u));
-  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520 rounds to inf
-  if (a < 0x38800000u) {  // below 2^-14: a half subnormal (or zero)
-    float af;
-    std::memcpy(&af, &a, 4);
-    return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(static_cast<double>(af) * 16777216.0)));
-  }
-  uint32_t h = ((((a >> 23) - 127 + 15) << 10) | ((a & 0x7fffffu) >> 13));
-  const uint32_t rem = a & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;
-  return static_cast<uint16_t>(sign | h);
-}
-
-float f16_to_f32(uint16_t h) {
-  const uint32_t sign = (uint32_t(h) & 0x8000u) << 16;
-  const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-  float out;
-  if (e == 0) {
-    out = std::ldexp(static_cast<float>(m), -24);
-    if (sign) out = -out;
-    return out;
-  }
-  uint32_t x = e == 31 ? (sign | 0x7f800000u | (m << 13)) : (sign | ((e - 15 + 127) << 23) | (m << 13));
-  std::memcpy(&out, &x, 4);
-  return out;
-}
-
-uint16_t f32_to_bf16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);
-  x += 0x7fffu + ((x >> 16) & 1u);
-  return static_cast<uint16_t>(x >> 16);
-}
-
-float bf16_to_f32(uint16_t h) {
-  const uint32_t x = uint32_t(h) << 16;
-  float out;
-  std::memcpy(&out, &x, 4);
-  return out;
-}
-
-double round_to(double v, DType d) {
-  switch (d) {
-    case DType::f64: return v;
-    case DType::f32: return static_cast<double>(static_cast<float>(v));
-    case DType::f16: return f16_to_f32(f32_to_f16(static_cast<float>(v)));
-    case DType::bf16: return bf16_to_f32(f32_to_bf16(static_cast<float>(v)));
-  }
-  return v;
-}
-
-void store(double v, DType d, void* base, int64_t i) {
-  switch (d) {
-    case DType::f64: static_cast<double*>(base)[i] = v; return;
-    case DType::f32: static_cast<float*>(base)[i] = static_cast<float>(v); return;
-    case DType::f16: static_cast<uint16_t*>(base)[i] = f32_to_f16(static_cast<float>(v)); return;
-    case DType::bf16: static_cast<uint16_t*>(base)[i] = f32_to_bf16(static_cast<float>(v)); return;
-  }
-}
-
-double load(DType d, const void* base, int64_t off) {
-  switch (d) {
-    case DType::f64: return static_cast<const double*>(base)[off];
-    case DType::f32: return static_cast<const float*>(base)[off];
-    case DType::f16: return f16_to_f32(static_cast<const uint16_t*>(base)[off]);
-    case DType::bf16: return bf16_to_f32(static_cast<const uint16_t*>(base)[off]);
-  }
-  return 0.0;
-}
-
-// Runs f(begin, end) over [0, n) on a few threads when n is large.
-template <class F>
-void parallel_chunks(int64_t n, F&& f) {
-  const int64_t min_per_thread = int64_t(1) << 20;
-  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-  const int64_t threads = std::min<int64_t>({static_cast<int64_t>(std::min(hw, 32u)), n / min_per_thread});
-  if (threads <= 1) return f(int64_t(0), n);
-  std::vector<std::thread> pool;
-  const int64_t per = (n + threads - 1) / threads;
-  for (int64_t t = 0; t < threads; ++t) {
-    const int64_t b = t * per, e = std::min(n, b + per);
-    if (b < e) pool.emplace_back([&f, b, e] { f(b, e); });
-  }
-  for (auto& th : pool) th.join();
-}
-
-// Values of `init` over [begin, end), rounded to `through` then stored as `dtype`.
-void generate_impl(const Shape& shape, DType dtype, DType through, const InitSpec& init, int64_t begin,
-                   int64_t end, void* out) {
-  const int64_t numel = checked_numel(shape, "generate", "shape");
-  if (begin < 0 || end < begin || end > numel)
-    fail(ErrorCategory::invalid_argument, "generate", "slice [", begin, ", ", end, ") is outside [0, ", numel,
-         ") of shape ", to_string(shape));
-  const Gen g = make_gen(shape, init);
-  parallel_chunks(end - begin, [&](int64_t b, int64_t e) {
-    if (dtype == DType::f32 && (through == DType::f32 || through == DType::f64)) {
-      float* o = static_cast<float*>(out);
-      for (int64_t i = b; i < e; ++i) o[i] = static_cast<float>(g.at(begin + i));
-    } else if (dtype == DType::f64 && through == DType::f64) {
-      double* o = static_cast<double*>(out);
-      for (int64_t i = b; i < e; ++i) o[i] = g.at(begin + i);
-    } else {
-      for (int64_t i = b; i < e; ++i) store(round_to(g.at(begin + i), through), dtype, out, i);
-    }
-  });
-}
-
-}  // namespace
-
-double generated_value(const Shape& shape, const InitSpec& init, int64_t i) {
-  return make_gen(shape, init).at(i);
-}
-
-void generate_into(const Shape& shape, DType dtype, const InitSpec& init, int64_t begin, int64_t end, void* out) {
-  generate_impl(shape, dtype, dtype, init, begin, end, out);
-}
-
-Tensor generate(const Shape& shape, DType dtype, const InitSpec& init) {
-  Tensor t = Tensor::empty(shape, dtype, Memory::host);
-  generate_impl(shape, dtype, dtype, init, 0, t.numel(), t.view().data);
-  return t;
-}
-
-Tensor generate_slice(const Shape& shape, DType dtype, const InitSpec& init, int64_t begin, int64_t end) {
-  const int64_t numel = checked_numel(shape, "generate_slice", "shape");
-  if (begin < 0 || end < begin || end > numel)
-    fail(ErrorCategory::invalid_argument, "generate_slice", "slice [", begin, ", ", end, ") is outside [0, ", numel,
-         ") of shape ", to_string(shape));
-  Tensor t = Tensor::empty({end - begin}, dtype, Memory::host);
-  generate_impl(shape, dtype, dtype, init, begin, end, t.view().data);
-  return t;
-}
-
-namespace {
-Tensor cast_through(const TensorView& src, DType through, DType dtype) {
-  check_view(src, "cast", "src");
-  if (src.memory != Memory::host) fail(ErrorCategory::unsupported, "cast", "src must be a host tensor");
-  Tensor out = Tensor::empty(src.shape, dtype, Memory::host);
-  const int64_t n = src.numel();
-  if (n == 0) return out;
-  const Indexer ix = make_indexer(src.shape, src.strides);
-  const bool contiguous = src.is_contiguous();
-  void* dst = out.view().data;
-  parallel_chunks(n, [&](int64_t b, int64_t e) {
-    if (contiguous && src.dtype == DType::f32 && dtype == DType::f64) {
-      const float* s = static_cast<const float*>(src.data);
-      double* d = static_cast<double*>(dst);
-      for (int64_t i = b; i < e; ++i) d[i] = s[i];
-      return;
-    }
-    for (int64_t i = b; i < e; ++i) {
-      const double v = load(src.dtype, src.data, contiguous ? i : ix.offset(i));
-      store(round_to(v, through), dtype, dst, i);
-    }
-  });
-  return out;
-}
-}  // namespace
-
-Tensor cast(const TensorView& src, DType dtype) { return cast_through(src, dtype, dtype); }
-
-DType dtype_from(const std::string& name) {
-  for (DType d : {DType::f32, DType::f64, DType::f16, DType::bf16})
-    if (name == to_string(d)) return d;
-  fail(ErrorCategory::invalid_argument, "dtype", "unknown dtype '", name, "' (valid: float32, float64, float16, bfloat16)");
-}
+using spec_detail::cast_through;
+using spec_detail::generate_through;
+using spec_detail::round_to;
+using spec_detail::store;
 
 double conv_macs(const Pipeline& pipeline) {
   if (pipeline.stages().empty()) return 0.0;
@@ -562,7 +319,7 @@ Tensor parse_tensor(const json& j, const std::string& path, const Ctx& ctx, std:
   const std::string ipath = child(path, "init");
   InitSpec init = parse_init(*init_j, ipath);
   if (init.kind == InitKind::conv_default && !init.fan_in && fan_in) init.fan_in = fan_in;
-  at_path(ipath, [&] { generate_impl(shape, dtype, through, init, 0, t.numel(), t.view().data); return 0; });
+  at_path(ipath, [&] { generate_through(shape, dtype, through, init, 0, t.numel(), t.view().data); return 0; });
   return t;
 }
 
@@ -840,7 +597,7 @@ Tensor make_input(const Spec& spec) {
     return cast_through(t.view(), in.dtype, dtype);
   }
   Tensor t = Tensor::empty(in.shape, dtype, Memory::host);
-  generate_impl(in.shape, dtype, in.dtype, in.init, 0, t.numel(), t.view().data);
+  generate_through(in.shape, dtype, in.dtype, in.init, 0, t.numel(), t.view().data);
   return t;
 }
 
@@ -865,7 +622,7 @@ Tensor make_input_slice(const Spec& spec, int64_t begin, int64_t end) {
   shape[0] = end - begin;
   Tensor t = Tensor::empty(shape, dtype, Memory::host);
   const int64_t row = global[0] > 0 ? checked_numel(global, "make_input_slice", "input") / global[0] : 0;
-  generate_impl(in.shape, dtype, in.dtype, in.init, begin * row, end * row, t.view().data);
+  generate_through(in.shape, dtype, in.dtype, in.init, begin * row, end * row, t.view().data);
   return t;
 }
 
