@@ -224,7 +224,10 @@ class PreparedConv final : public PreparedStep {
                                              step.bias ? step.bias->view().data : nullptr);
     }
 #ifdef KFUSE_HAVE_CUDNN
-    if (path != ConvPath::gather) cudnn_for(contiguous_strides(step.in_shape));
+    if (path != ConvPath::gather) {
+      const CudnnConv& c = cudnn_for(contiguous_strides(step.in_shape));
+      if (igemm_ && c.usable) keep_the_faster(c);
+    }
 #endif
   }
 
@@ -249,13 +252,14 @@ class PreparedConv final : public PreparedStep {
   }
 
   std::string describe() const override {
-    if (igemm_) return igemm_->describe() + " (cuDNN for a strided input)";
+    if (igemm_) return igemm_->describe() + timing_ + " (cuDNN for a strided input)";
 #ifdef KFUSE_HAVE_CUDNN
     if (overrides().conv != ConvPath::gather) {
       const CudnnConv& c = cudnn_for(contiguous_strides(step_.in_shape));
       if (c.usable)
         return cat("cuDNN backward-data algorithm ", int(c.algo), ", ",
-                   c.math == CUDNN_FMA_MATH ? "fp32 FMA" : "tensor-op (TF32)", " math, workspace ", c.ws_bytes, " bytes");
+                   c.math == CUDNN_FMA_MATH ? "fp32 FMA" : "tensor-op (TF32)", " math, workspace ", c.ws_bytes, " bytes",
+                   timing_);
       return "gather kernel (cuDNN: " + c.why_not + ")";
     }
 #endif
@@ -264,6 +268,25 @@ class PreparedConv final : public PreparedStep {
 
  private:
 #ifdef KFUSE_HAVE_CUDNN
+  // Both kernels timed once on scratch tensors of the step's shapes (the
+  // second of two runs each); the tensor-core kernel is kept only when it is
+  // at least 2% faster (the tuner's rule), with the times in describe().
+  void keep_the_faster(const CudnnConv& c) {
+    const DType dt = step_.weight.dtype();
+    const Tensor x = Tensor::empty(step_.in_shape, dt, Memory::cuda), y = Tensor::empty(step_.out_shape, dt, Memory::cuda);
+    KFUSE_CUDA_CHECK(cudaMemsetAsync(x.view().data, 0x3c, x.view().bytes(), stream()), "conv timing input");
+    const auto twice = [](const auto& f) {
+      f();
+      return f();
+    };
+    std::string why;
+    const double t_igemm =
+        twice([&] { return time_launches([&] { igemm_->run(x.view().data, y.view().data, nullptr, 0, stream()); }); });
+    const double t_cudnn = twice([&] { return time_launches([&] { run_cudnn(c, step_, x.view(), y.view(), why); }); });
+    timing_ = cat(" (measured: tensor-core kernel ", t_igemm, " ms, cuDNN ", t_cudnn, " ms)");
+    if (!(t_igemm < 0.98 * t_cudnn)) igemm_.reset();
+  }
+
   const CudnnConv& cudnn_for(const Shape& x_strides) const {
     std::lock_guard<std::mutex> lock(mutex_);
     std::unique_ptr<CudnnConv>& c = by_strides_[x_strides];
@@ -285,6 +308,7 @@ class PreparedConv final : public PreparedStep {
 #endif
   ConvStep step_;
   std::unique_ptr<IgemmConv> igemm_;
+  std::string timing_;  // the measured choice, for describe()
 };
 
 }  // namespace

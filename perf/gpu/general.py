@@ -61,8 +61,12 @@ def pipeline_fn(ops, tensors):
                                        groups=op.get("groups", 1), dilation=op.get("dilation", 1))
             elif name in REDUCE and "axes" in op:
                 y = REDUCE[name](y, tuple(op["axes"]), op.get("keepdim", False))
-            elif name in BINARY:
-                y = BINARY[name](y, t["operand"] if "tensor" in op else torch.tensor(op["scalar"], dtype=y.dtype, device=y.device))
+            elif name in BINARY and "tensor" in op:
+                y = BINARY[name](y, t["operand"])
+            elif name in BINARY:  # a Python scalar, as a model would write it (no tensor made per call)
+                v = op["scalar"]
+                y = (torch.clamp(y, max=v) if name in ("min", "minimum") else
+                     torch.clamp(y, min=v) if name in ("max", "maximum") else BINARY[name](y, v))
             elif name == "softmax":
                 y = torch.softmax(y, dim=op["axis"])
             elif name in ("hardtanh", "clamp"):

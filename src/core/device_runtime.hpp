@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 
 #include "kfuse/device.hpp"
 
@@ -14,6 +15,10 @@ void release(void* p) noexcept;
 enum class CopyKind { host_to_device, device_to_host, device_to_device };
 void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind);
 void fill_bytes(void* dst, int value, std::size_t bytes);  // cudaMemset
+
+// The device time of the work `f` launches on the calling thread's stream
+// (CUDA events around it; waits for it). NaN without CUDA.
+double time_ms(const std::function<void()>& f);
 
 // Around the steps of one Plan::run on CUDA memory: the run's device time when
 // run timing is on, and finish() waits for the calling thread's stream (the

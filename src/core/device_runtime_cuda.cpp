@@ -93,6 +93,23 @@ Events& events() {
 }  // namespace
 
 void set_run_timing(bool on) { g_run_timing = on; }
+
+double time_ms(const std::function<void()>& f) {
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  KFUSE_CUDA_CHECK(cudaEventCreate(&e0));
+  KFUSE_CUDA_CHECK(cudaEventCreate(&e1));
+  struct Release {
+    cudaEvent_t a, b;
+    ~Release() { (void)cudaEventDestroy(a), (void)cudaEventDestroy(b); }
+  } release{e0, e1};
+  KFUSE_CUDA_CHECK(cudaEventRecord(e0, cudaStreamPerThread));
+  f();
+  KFUSE_CUDA_CHECK(cudaEventRecord(e1, cudaStreamPerThread));
+  KFUSE_CUDA_CHECK(cudaEventSynchronize(e1), "timing");
+  float ms = 0.0f;
+  KFUSE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  return ms;
+}
 double last_run_ms() { return t_last_run_ms; }
 
 RunTimer::RunTimer(bool on_device) : on_device_(on_device), timed_(on_device && g_run_timing.load()) {

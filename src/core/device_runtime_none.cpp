@@ -21,6 +21,7 @@ void copy(void*, const void*, std::size_t, CopyKind) { no_cuda("device::copy"); 
 void fill_bytes(void*, int, std::size_t) { no_cuda("device::fill_bytes"); }
 void select_device(int) { no_cuda("device::select_device"); }
 void set_run_timing(bool) {}
+double time_ms(const std::function<void()>&) { return std::nan(""); }
 double last_run_ms() { return std::nan(""); }
 RunTimer::RunTimer(bool) : on_device_(false), timed_(false) {}
 void RunTimer::finish() {}

@@ -143,20 +143,28 @@ void Plan::run(const TensorView& x, const TensorView& out) const {
       fail(ErrorCategory::invalid_argument, "Plan::run", v == &x ? "input" : "output", " is in ", to_string(v->memory),
            " memory, the plan was built for ", to_string(p.options.memory), " memory");
 
-  std::vector<std::unique_ptr<detail::BufferPool::Lease>> buffers;
-  for (const Shape& shape : p.buffers)
-    buffers.push_back(std::make_unique<detail::BufferPool::Lease>(p.pool, shape, p.dtype, p.options.memory));
-  const TensorView output(out.data, out.dtype, p.output_shape, out.memory);
-  const auto slot = [&](int k) -> const TensorView& {
-    return k == 0 ? x : k == detail::kOutput ? output : buffers[std::size_t(k - 1)]->view();
-  };
   device::RunTimer timer(p.options.memory == Memory::cuda);
-  for (std::size_t k = 0; k < p.steps.size(); ++k) {
-    const detail::TraceRange range(trace_name(p.steps[k]));
-    p.prepared[k]->run(as_shape(slot(p.io[k].in), p.io[k].in_shape), slot(p.io[k].out));
-  }
+  detail::run_steps(p, x, out);
   timer.finish();
 }
+
+namespace detail {
+
+void run_steps(const PlanImpl& p, const TensorView& x, const TensorView& out) {
+  std::vector<std::unique_ptr<BufferPool::Lease>> buffers;
+  for (const Shape& shape : p.buffers)
+    buffers.push_back(std::make_unique<BufferPool::Lease>(p.pool, shape, p.dtype, p.options.memory));
+  const TensorView output(out.data, out.dtype, p.output_shape, out.memory);
+  const auto slot = [&](int k) -> const TensorView& {
+    return k == 0 ? x : k == kOutput ? output : buffers[std::size_t(k - 1)]->view();
+  };
+  for (std::size_t k = 0; k < p.steps.size(); ++k) {
+    const TraceRange range(trace_name(p.steps[k]));
+    p.prepared[k]->run(as_shape(slot(p.io[k].in), p.io[k].in_shape), slot(p.io[k].out));
+  }
+}
+
+}  // namespace detail
 
 Tensor Plan::run(const TensorView& x) const {
   Tensor out = Tensor::empty(impl_->output_shape, impl_->dtype, impl_->options.memory);

@@ -69,4 +69,7 @@ struct PlanImpl {
   mutable BufferPool pool;
 };
 
+// The plan's steps on checked arguments, stream-ordered (Plan::run waits).
+void run_steps(const PlanImpl& plan, const TensorView& x, const TensorView& out);
+
 }  // namespace kfuse::detail

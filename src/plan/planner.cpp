@@ -3,6 +3,11 @@
 // prepared by the first registered backend that runs it.
 #include "plan/planner.hpp"
 
+#include <algorithm>
+#include <optional>
+
+#include "core/device_runtime.hpp"
+#include "kfuse/tuning.hpp"
 #include "plan/describe.hpp"
 #include "plan/lower.hpp"
 
@@ -45,56 +50,101 @@ bool prepare_steps(const Lowering& at, const PlanOptions& opt, DType dtype, Plan
   return true;
 }
 
-template <class A>
-PlanImpl make_typed(const Pipeline& p, const PlanOptions& opt) {
-  PlanImpl impl;
-  impl.options = opt;
-  impl.dtype = p.dtype();
-  impl.input_shape = p.input_shape();
-  impl.output_shape = p.output_shape();
-  impl.floor_bytes = p.floor_bytes();
-  Description d;
-  const Stages st = rewrite(p, d.notes);
+// The device time of a prepared plan on scratch data (the median of three
+// runs after a warm-up): the planner's measurement between two strategies.
+double measure(const PlanImpl& impl) {
+  const Tensor x = Tensor::empty(impl.input_shape, impl.dtype, impl.options.memory);
+  const Tensor out = Tensor::empty(impl.output_shape, impl.dtype, impl.options.memory);
+  device::fill_bytes(x.view().data, 0x3c, x.view().bytes());  // finite, nonzero values in every float format
+  run_steps(impl, x, out);
+  std::vector<double> ms;
+  for (int r = 0; r < 3; ++r) ms.push_back(device::time_ms([&] { run_steps(impl, x, out); }));
+  std::sort(ms.begin(), ms.end());
+  return ms[1];
+}
 
-  const std::vector<Strategy> order = opt.strategy == Strategy::automatic
-                                          ? std::vector<Strategy>{Strategy::fold, Strategy::fused_conv, Strategy::fused,
-                                                                  Strategy::reference}
-                                          : std::vector<Strategy>{opt.strategy};
-  for (Strategy s : order) {
-    std::vector<Tensor> storage;
-    Store<A> store(storage, opt.memory);
-    std::vector<std::string> notes;
-    Lowering at = s == Strategy::fold         ? lower_fold(p, st, store, notes)
-                  : s == Strategy::fused_conv ? lower_fused_conv(p, st, store, opt)
-                  : s == Strategy::fused      ? lower_fused(p, st, store, opt)
-                                              : lower_reference(p);
-    if (at.ok && !prepare_steps(at, opt, p.dtype(), impl, at.why)) at.ok = false;
-    if (!at.ok) {
-      d.rejected.push_back(std::string(to_string(s)) + ": " + at.why);
-      continue;
+template <class A>
+class Planner {
+ public:
+  Planner(const Pipeline& p, const PlanOptions& opt) : p_(p), opt_(opt), st_(rewrite(p, notes_)) {}
+
+  PlanImpl plan() {
+    const std::vector<Strategy> order = opt_.strategy == Strategy::automatic
+                                            ? std::vector<Strategy>{Strategy::fold, Strategy::fused_conv,
+                                                                    Strategy::fused, Strategy::reference}
+                                            : std::vector<Strategy>{opt_.strategy};
+    for (Strategy s : order) {
+      std::optional<PlanImpl> impl = build(s);
+      if (!impl) continue;
+      std::string why = last_why_;
+      // The conv with its epilogue inside moves the fewest bytes, but the
+      // tensor-core kernel is not always the fastest conv: on a GPU, with
+      // tuning on, it must beat the fused strategy by 2% (the tuner's rule).
+      if (s == Strategy::fused_conv && opt_.strategy == Strategy::automatic && opt_.memory == Memory::cuda &&
+          tuning_mode() != TuningMode::off) {
+        if (std::optional<PlanImpl> fused = build(Strategy::fused)) {
+          const double t_conv = measure(*impl), t_fused = measure(*fused);
+          notes_.push_back(cat("measured on the device: fused_conv ", t_conv, " ms, fused ", t_fused, " ms"));
+          if (!(t_conv < 0.98 * t_fused)) {
+            rejected_.push_back("fused_conv: measured slower than fused (" + cat(t_conv, " ms against ", t_fused, " ms)"));
+            impl.emplace(std::move(*fused));
+            why = last_why_;
+          }
+        }
+      }
+      Description d{why, rejected_, notes_};
+      impl->description = describe_plan(*impl, d);
+      return std::move(*impl);
     }
-    impl.strategy = s;
-    impl.steps = std::move(at.steps);
-    impl.io = std::move(at.io);
-    impl.buffers = std::move(at.buffers);
-    impl.storage = std::move(storage);
-    d.why = at.why;
-    d.notes.insert(d.notes.end(), notes.begin(), notes.end());
-    impl.description = describe_plan(impl, d);
+    if (order.size() == 1) fail(ErrorCategory::unsupported, "plan", "strategy ", rejected_.back());
+    std::string all;
+    for (const std::string& r : rejected_) all += (all.empty() ? "" : "; ") + r;
+    fail(ErrorCategory::unsupported, "plan", "no strategy runs this ", to_string(p_.dtype()), " pipeline on ",
+         to_string(opt_.memory), " memory: ", all);
+  }
+
+ private:
+  // The plan of strategy `s`, lowered and prepared; nullopt with the reason noted.
+  std::optional<PlanImpl> build(Strategy s) {
+    std::optional<PlanImpl> impl(std::in_place);
+    impl->options = opt_;
+    impl->dtype = p_.dtype();
+    impl->input_shape = p_.input_shape();
+    impl->output_shape = p_.output_shape();
+    impl->floor_bytes = p_.floor_bytes();
+    Store<A> store(impl->storage, opt_.memory);
+    std::vector<std::string> notes;
+    Lowering at = s == Strategy::fold         ? lower_fold(p_, st_, store, notes)
+                  : s == Strategy::fused_conv ? lower_fused_conv(p_, st_, store, opt_)
+                  : s == Strategy::fused      ? lower_fused(p_, st_, store, opt_)
+                                              : lower_reference(p_);
+    if (at.ok && !prepare_steps(at, opt_, p_.dtype(), *impl, at.why)) at.ok = false;
+    if (!at.ok) {
+      rejected_.push_back(std::string(to_string(s)) + ": " + at.why);
+      return std::nullopt;
+    }
+    impl->strategy = s;
+    impl->steps = std::move(at.steps);
+    impl->io = std::move(at.io);
+    impl->buffers = std::move(at.buffers);
+    last_why_ = at.why;
+    notes_.insert(notes_.end(), notes.begin(), notes.end());
     return impl;
   }
-  if (order.size() == 1) fail(ErrorCategory::unsupported, "plan", "strategy ", d.rejected.back());
-  std::string all;
-  for (const std::string& r : d.rejected) all += (all.empty() ? "" : "; ") + r;
-  fail(ErrorCategory::unsupported, "plan", "no strategy runs this ", to_string(p.dtype()), " pipeline on ",
-       to_string(opt.memory), " memory: ", all);
-}
+
+  const Pipeline& p_;
+  const PlanOptions& opt_;
+  std::vector<std::string> notes_;
+  Stages st_;
+  std::vector<std::string> rejected_;
+  std::string last_why_;  // why the last strategy built applies
+};
 
 }  // namespace
 
 PlanImpl make_plan(const Pipeline& p, const PlanOptions& opt) {
-  if (p.dtype() == DType::f64) return make_typed<double>(p, opt);
-  return make_typed<float>(p, opt);
+  if (p.dtype() == DType::f64) return Planner<double>(p, opt).plan();
+  return Planner<float>(p, opt).plan();
 }
 
 }  // namespace kfuse::detail
