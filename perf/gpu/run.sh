@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU driver: tests, sanitizers, the perf suite, PyTorch side by side, ncu.
 #
-#   perf/gpu/run.sh [--bin DIR] [--out DIR] [--tests] [--sanitize] [--perf] [--sweep] [--torch] [--ncu] [--all]
+#   perf/gpu/run.sh [--bin DIR] [--out DIR] [--tests] [--sanitize] [--perf] [--torch] [--ncu] [--all]
 #
 # DIR holds kfuse_cuda_tests, kfuse_perf and lib/ (shared libraries built
 # elsewhere, e.g. Kokkos); default build-cuda/dist (see perf/gpu/README.md).
@@ -14,7 +14,7 @@ set -u
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BIN="$ROOT/build-cuda/dist"
 RES="${OUT:-$ROOT/perf/results}"
-TESTS=0 SAN=0 PERF=0 SWEEP=0 TORCH=0 NCU=0
+TESTS=0 SAN=0 PERF=0 TORCH=0 NCU=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN="$2"; shift ;;
@@ -22,7 +22,6 @@ while [ $# -gt 0 ]; do
     --tests) TESTS=1 ;;
     --sanitize) SAN=1 ;;
     --perf) PERF=1 ;;
-    --sweep) SWEEP=1 ;;
     --torch) TORCH=1 ;;
     --ncu) NCU=1 ;;
     --all) TESTS=1 SAN=1 PERF=1 TORCH=1 NCU=1 ;;
@@ -47,7 +46,6 @@ if [ $PERF = 1 ] || [ $TORCH = 1 ]; then
   echo "== kfuse_perf"
   EXP=/tmp/kfuse_export; mkdir -p $EXP
   ARGS=(--specs "$ROOT/specs" --out "$RES" --export $EXP)
-  [ $SWEEP = 1 ] && ARGS+=(--sweep)
   timeout "${T_PERF:-240}" "$BIN/kfuse_perf" "${ARGS[@]}" 2>&1 | tee "$RES/perf.log"
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
   JSON="$(ls -t "$RES"/*.json 2>/dev/null | grep -v ncu | head -1)"

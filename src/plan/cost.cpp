@@ -3,7 +3,7 @@
 
 #include <cstdio>
 
-#include "core/device_runtime.hpp"
+#include "kfuse/device.hpp"
 #include "kfuse/error.hpp"
 #include "kfuse/kokkos.hpp"
 #include "kfuse/spec.hpp"
