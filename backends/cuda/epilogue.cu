@@ -267,7 +267,10 @@ __device__ __forceinline__ void soft_out(const SoftmaxArgs<A>& a, A* dst, const 
   dst[j * a.os] = apply_chain(a.after.ops, a.after.n, softmax_value(acc, v), o, j);
 }
 
-// A warp (WARP) or a block per row: the axis is contiguous in Y.
+// A warp (WARP) or a block per row: the axis is contiguous in Y. A warp
+// keeps rows of up to 32 * kSoftmaxHold values in registers (one read of Y);
+// longer rows are read twice, the second time mostly from L2.
+constexpr int kSoftmaxHold = 8;
 template <class A, bool WARP>
 __global__ void __launch_bounds__(kThreads, 1) epi_softmax_rows(const SoftmaxArgs<A> a) {
   __shared__ ReduceAcc<A> wred[33];
@@ -279,6 +282,27 @@ __global__ void __launch_bounds__(kThreads, 1) epi_softmax_rows(const SoftmaxArg
     if (WARP && o >= a.rows) return;  // whole warp; later rows of this warp are further out
     const A* base = a.y + a.outer.offset(o);
     A* dst = a.out + a.out_outer.offset(o);
+    if (WARP && a.count <= 32 * kSoftmaxHold) {
+      // The row in registers: one read, the max, then the sum of exp(v - max)
+      // (softmax_value's state), then the writes.
+      A v[kSoftmaxHold];
+      ReduceAcc<A> acc{-inf<A>(), A(0)};
+#pragma unroll
+      for (int t = 0; t < kSoftmaxHold; ++t) {
+        const int64_t j = lane + 32 * t;
+        v[t] = j < a.count ? soft_in(a, base, o, j) : -inf<A>();
+        acc.a = nan_max(acc.a, v[t]);
+      }
+      acc = warp_join(ReduceKind::max, acc);
+#pragma unroll
+      for (int t = 0; t < kSoftmaxHold; ++t)
+        if (lane + 32 * t < a.count) acc.b += std::exp(v[t] - acc.a);
+      acc.b = warp_sum(acc.b);
+#pragma unroll
+      for (int t = 0; t < kSoftmaxHold; ++t)
+        if (lane + 32 * t < a.count) soft_out(a, dst, acc, v[t], o, lane + 32 * t);
+      continue;
+    }
     ReduceAcc<A> acc = reduce_init<A>(ReduceKind::logsumexp);
     for (int64_t j = lane; j < a.count; j += width) reduce_push(ReduceKind::logsumexp, acc, soft_in(a, base, o, j));
     acc = WARP ? warp_join(ReduceKind::logsumexp, acc) : block_join(ReduceKind::logsumexp, acc, wred);
