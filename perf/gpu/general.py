@@ -209,6 +209,9 @@ def compare(args):
             bf16_err = rel(fnb(xb).float(), ref)
             compiled = {}
             if not args.no_compile:
+                # Each case compiles afresh: past dynamo's cache limit (8 graphs per code object, and every
+                # case is the same forward()) torch.compile would quietly run the later cases eagerly.
+                torch._dynamo.reset()
                 t0 = time.time()
                 cfn = torch.compile(fn)
                 cfn(x)  # TF32 convolutions (the default); strict fp32 is compared with eager
