@@ -108,6 +108,29 @@ __device__ __forceinline__ uint32_t ld_half_bits(const void* p) {
   return static_cast<uint32_t>(*reinterpret_cast<const unsigned short*>(p));
 }
 
+// One vector of kVec input elements of an A row segment into shared memory:
+// zeros outside the input, one 16-byte copy where aligned and inside, else
+// element by element (16-bit types by plain loads: cp.async moves 4 bytes at
+// least). `x` is any valid address, the source of the zero fills.
+template <int kVec, bool k16, class T>
+__device__ __forceinline__ void stage_vector(T* dst, const T* src, const T* x, int iw, int W, bool row_ok, int vec_ok) {
+  if (!row_ok || iw >= W || iw + kVec <= 0) {
+    cp_async16(dst, x, false);
+  } else if (vec_ok && iw >= 0 && iw + kVec <= W) {
+    cp_async16(dst, src + iw, true);
+  } else {
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      const bool in = iw + e >= 0 && iw + e < W;
+      if constexpr (k16) {
+        dst[e] = in ? src[iw + e] : T(0.0f);
+      } else {
+        cp_async4(dst + e, in ? src + iw + e : x, in);
+      }
+    }
+  }
+}
+
 // ---- The kernel ------------------------------------------------------------------
 
 // kSWc: 0 for any tile shape (run-time segment width); else the compile-time
@@ -202,21 +225,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         T* dst = dA + row * kSWc + v * kVec;
         const bool row_ok = ci < p.cin_g && ih >= 0 && ih < p.H;
         const T* src = x + ((cin_base + ci) * p.H + ih) * int64_t(p.W);
-        if (!row_ok || iw >= p.W || iw + kVec <= 0) {
-          cp_async16(dst, x, false);
-        } else if (p.vec_ok && iw >= 0 && iw + kVec <= p.W) {
-          cp_async16(dst, src + iw, true);
-        } else {
-#pragma unroll
-          for (int e = 0; e < kVec; ++e) {
-            const bool in = iw + e >= 0 && iw + e < p.W;
-            if constexpr (k16) {
-              dst[e] = in ? src[iw + e] : T(0.0f);
-            } else {
-              cp_async4(dst + e, in ? src + iw + e : x, in);
-            }
-          }
-        }
+        stage_vector<kVec, k16>(dst, src, x, iw, p.W, row_ok, p.vec_ok);
       }
     } else {
     for (int row = warp; row < rowsA; row += kThreads / 32) {
@@ -229,21 +238,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int v = lane; v < nvec_row; v += 32) {
         const int iw = iw_al + v * kVec;
         T* dst = drow + v * kVec;
-        if (!row_ok || iw >= p.W || iw + kVec <= 0) {
-          cp_async16(dst, x, false);
-        } else if (p.vec_ok && iw >= 0 && iw + kVec <= p.W) {
-          cp_async16(dst, src + iw, true);
-        } else {
-#pragma unroll
-          for (int e = 0; e < kVec; ++e) {
-            const bool in = iw + e >= 0 && iw + e < p.W;
-            if constexpr (k16) {
-              dst[e] = in ? src[iw + e] : T(0.0f);
-            } else {
-              cp_async4(dst + e, in ? src + iw + e : x, in);
-            }
-          }
-        }
+        stage_vector<kVec, k16>(dst, src, x, iw, p.W, row_ok, p.vec_ok);
       }
     }
     }

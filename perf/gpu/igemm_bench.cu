@@ -279,6 +279,29 @@ const char* chain_name(int which) {
   return names[which & 3];
 }
 
+// y against the float64 reference values (every sample_step-th element):
+// the worst and the norm-wise relative error, the elements left unwritten.
+template <class T>
+CheckResult compare_to_reference(const T* y, const double* ref, int64_t count, int64_t sample_step, IgemmPrecision prec) {
+  ErrAcc* acc;
+  CK(cudaMalloc(&acc, sizeof(ErrAcc)));
+  CK(cudaMemset(acc, 0, sizeof(ErrAcc)));
+  compare_kernel<T><<<1024, 256>>>(y, ref, count, sample_step, acc);
+  CK(cudaGetLastError());
+  ErrAcc h;
+  CK(cudaMemcpy(&h, acc, sizeof(ErrAcc), cudaMemcpyDeviceToHost));
+  CK(cudaFree(acc));
+  double me, mr;
+  std::memcpy(&me, &h.max_err_bits, 8);
+  std::memcpy(&mr, &h.max_ref_bits, 8);
+  CheckResult r;
+  r.maxrel = me / std::max(mr, 1e-30);
+  r.normrel = std::sqrt(h.sum_err2 / std::max(h.sum_ref2, 1e-300));
+  r.bad = h.bad;
+  r.ok = h.bad == 0 && r.maxrel <= tolerance(prec);
+  return r;
+}
+
 template <class T>
 CheckResult check_case(const IgemmProblem& pb, IgemmPrecision prec, bool with_bias, int with_chain, uint64_t seed,
                        int64_t sample_step, std::string* desc, double* ms_out = nullptr) {
@@ -318,22 +341,8 @@ CheckResult check_case(const IgemmProblem& pb, IgemmPrecision prec, bool with_bi
             int(q.dilation[1]), int(q.groups), int(q.Hout), int(q.Wout)};
   ref_kernel<T><<<2048, 128>>>(g, x, w, b, chd, chain_len, count, sample_step, ref);
   CK(cudaGetLastError());
-  ErrAcc* acc;
-  CK(cudaMalloc(&acc, sizeof(ErrAcc)));
-  CK(cudaMemset(acc, 0, sizeof(ErrAcc)));
-  compare_kernel<T><<<1024, 256>>>(y, ref, count, sample_step, acc);
-  CK(cudaGetLastError());
-  ErrAcc h;
-  CK(cudaMemcpy(&h, acc, sizeof(ErrAcc), cudaMemcpyDeviceToHost));
-  double me, mr;
-  std::memcpy(&me, &h.max_err_bits, 8);
-  std::memcpy(&mr, &h.max_ref_bits, 8);
-  CheckResult r;
-  r.maxrel = me / std::max(mr, 1e-30);
-  r.normrel = std::sqrt(h.sum_err2 / std::max(h.sum_ref2, 1e-300));
-  r.bad = h.bad;
-  r.ok = h.bad == 0 && r.maxrel <= tolerance(prec);
-  for (void* p : {(void*)x, (void*)w, (void*)b, (void*)y, (void*)ref, (void*)acc, (void*)chf, (void*)chd})
+  const CheckResult r = compare_to_reference(y, ref, count, sample_step, prec);
+  for (void* p : {(void*)x, (void*)w, (void*)b, (void*)y, (void*)ref, (void*)chf, (void*)chd})
     if (p) CK(cudaFree(p));
   return r;
 }
@@ -381,22 +390,8 @@ CheckResult check_reduce_case(const IgemmProblem& pb, IgemmPrecision prec, int m
   ref_reduce_kernel<T><<<1024, 64>>>(g, x, w, b, chd, int(specs.size()), mode, kind, pd, int(pspecs.size()), count,
                                      sample_step, ref);
   CK(cudaGetLastError());
-  ErrAcc* acc;
-  CK(cudaMalloc(&acc, sizeof(ErrAcc)));
-  CK(cudaMemset(acc, 0, sizeof(ErrAcc)));
-  compare_kernel<T><<<1024, 256>>>(y, ref, count, sample_step, acc);
-  CK(cudaGetLastError());
-  ErrAcc h;
-  CK(cudaMemcpy(&h, acc, sizeof(ErrAcc), cudaMemcpyDeviceToHost));
-  double me, mr;
-  std::memcpy(&me, &h.max_err_bits, 8);
-  std::memcpy(&mr, &h.max_ref_bits, 8);
-  CheckResult r;
-  r.maxrel = me / std::max(mr, 1e-30);
-  r.normrel = std::sqrt(h.sum_err2 / std::max(h.sum_ref2, 1e-300));
-  r.bad = h.bad;
-  r.ok = h.bad == 0 && r.maxrel <= tolerance(prec);
-  for (void* p : {(void*)x, (void*)w, (void*)b, (void*)y, (void*)ref, (void*)acc, (void*)chf, (void*)chd, (void*)pf,
+  const CheckResult r = compare_to_reference(y, ref, count, sample_step, prec);
+  for (void* p : {(void*)x, (void*)w, (void*)b, (void*)y, (void*)ref, (void*)chf, (void*)chd, (void*)pf,
                   (void*)pd})
     if (p) CK(cudaFree(p));
   (void)skip;
