@@ -1,6 +1,6 @@
 // Per-device facts (read once and cached), the stream the backend runs on,
 // a per-thread cached workspace (no allocation on the hot path) and the
-// overrides the perf suite sweeps.
+// overrides for experiments.
 #pragma once
 
 #include <cuda_runtime_api.h>
