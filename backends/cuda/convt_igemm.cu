@@ -30,17 +30,13 @@ template <> struct Traits<IgemmPrecision::tf32> {
   using T = float;
   static constexpr int kVec = 4, kKS = 8, kPair = 1;
 };
-template <> struct Traits<IgemmPrecision::tf32x3> {
-  using T = float;
-  static constexpr int kVec = 4, kKS = 8, kPair = 1;
-};
+template <> struct Traits<IgemmPrecision::tf32x3> : Traits<IgemmPrecision::tf32> {};
 template <> struct Traits<IgemmPrecision::bf16> {
   using T = __nv_bfloat16;
   static constexpr int kVec = 8, kKS = 16, kPair = 2;
 };
-template <> struct Traits<IgemmPrecision::f16> {
+template <> struct Traits<IgemmPrecision::f16> : Traits<IgemmPrecision::bf16> {
   using T = __half;
-  static constexpr int kVec = 8, kKS = 16, kPair = 2;
 };
 
 int elem_size(IgemmPrecision p) { return (p == IgemmPrecision::tf32 || p == IgemmPrecision::tf32x3) ? 4 : 2; }

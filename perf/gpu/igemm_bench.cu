@@ -65,10 +65,36 @@ void fill(T* p, int64_t n, float lo, float hi, uint64_t seed) {
 struct RefGeom {
   int N, Cin, H, W, Cout, kH, kW, sh, sw, ph, pw, dh, dw, G, Hout, Wout;
 };
+
+// conv_transpose2d's output (n, co, oh, ow) in float64, written out plainly
+// (its own gather, independent of the library's).
+template <class T>
+__device__ double ref_conv(const RefGeom& q, const T* x, const T* w, const T* bias, int n, int co, int oh, int ow) {
+  const int cin_g = q.Cin / q.G, cout_g = q.Cout / q.G;
+  const int g = co / cout_g, col = co % cout_g;
+  double acc = bias ? double(to_acc<float>(bias[co])) : 0.0;
+  for (int ci = 0; ci < cin_g; ++ci) {
+    const int cg = g * cin_g + ci;
+    for (int kh = 0; kh < q.kH; ++kh) {
+      const int th = oh + q.ph - kh * q.dh;
+      if (th < 0 || th % q.sh) continue;
+      const int ih = th / q.sh;
+      if (ih >= q.H) continue;
+      for (int kw = 0; kw < q.kW; ++kw) {
+        const int tw = ow + q.pw - kw * q.dw;
+        if (tw < 0 || tw % q.sw) continue;
+        const int iw = tw / q.sw;
+        if (iw >= q.W) continue;
+        acc += double(to_acc<float>(x[((int64_t(n) * q.Cin + cg) * q.H + ih) * q.W + iw])) *
+               double(to_acc<float>(w[((int64_t(cg) * cout_g + col) * q.kH + kh) * q.kW + kw]));
+      }
+    }
+  }
+  return acc;
+}
 template <class T>
 __global__ void ref_kernel(RefGeom q, const T* x, const T* w, const T* bias, const PointOp<double>* chain,
                            int chain_len, int64_t count, int64_t step, double* ref) {
-  const int cin_g = q.Cin / q.G, cout_g = q.Cout / q.G;
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < count; k += int64_t(gridDim.x) * blockDim.x) {
     const int64_t e = k * step;
     int64_t r = e;
@@ -78,25 +104,7 @@ __global__ void ref_kernel(RefGeom q, const T* x, const T* w, const T* bias, con
     r /= q.Hout;
     const int co = int(r % q.Cout);
     const int n = int(r / q.Cout);
-    const int g = co / cout_g, col = co % cout_g;
-    double acc = bias ? double(to_acc<float>(bias[co])) : 0.0;
-    for (int ci = 0; ci < cin_g; ++ci) {
-      const int cg = g * cin_g + ci;
-      for (int kh = 0; kh < q.kH; ++kh) {
-        const int th = oh + q.ph - kh * q.dh;
-        if (th < 0 || th % q.sh) continue;
-        const int ih = th / q.sh;
-        if (ih >= q.H) continue;
-        for (int kw = 0; kw < q.kW; ++kw) {
-          const int tw = ow + q.pw - kw * q.dw;
-          if (tw < 0 || tw % q.sw) continue;
-          const int iw = tw / q.sw;
-          if (iw >= q.W) continue;
-          acc += double(to_acc<float>(x[((int64_t(n) * q.Cin + cg) * q.H + ih) * q.W + iw])) *
-                 double(to_acc<float>(w[((int64_t(cg) * cout_g + col) * q.kH + kh) * q.kW + kw]));
-        }
-      }
-    }
+    const double acc = ref_conv(q, x, w, bias, n, co, oh, ow);
     ref[k] = apply_chain(chain, chain_len, acc, e, 0);
   }
 }
@@ -125,22 +133,7 @@ __global__ void ref_reduce_kernel(RefGeom q, const T* x, const T* w, const T* bi
     const ReduceKind kk = mode == 2 ? ReduceKind::logsumexp : kind;
     ReduceAcc<double> acc = reduce_init<double>(kk);
     for (int co = 0; co < q.Cout; ++co) {
-      double a = bias ? double(to_acc<float>(bias[co])) : 0.0;
-      for (int ci = 0; ci < q.Cin; ++ci)
-        for (int kh = 0; kh < q.kH; ++kh) {
-          const int th = oh + q.ph - kh * q.dh;
-          if (th < 0 || th % q.sh) continue;
-          const int ih = th / q.sh;
-          if (ih >= q.H) continue;
-          for (int kw = 0; kw < q.kW; ++kw) {
-            const int tw = ow + q.pw - kw * q.dw;
-            if (tw < 0 || tw % q.sw) continue;
-            const int iw = tw / q.sw;
-            if (iw >= q.W) continue;
-            a += double(to_acc<float>(x[((int64_t(n) * q.Cin + ci) * q.H + ih) * q.W + iw])) *
-                 double(to_acc<float>(w[((int64_t(ci) * q.Cout + co) * q.kH + kh) * q.kW + kw]));
-          }
-        }
+      double a = ref_conv(q, x, w, bias, n, co, oh, ow);
       const int64_t iy = ((int64_t(n) * q.Cout + co) * q.Hout + oh) * q.Wout + ow;
       a = apply_chain(chain, chain_len, a, iy, 0);
       vals[co] = a;
