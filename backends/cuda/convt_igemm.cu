@@ -419,22 +419,13 @@ __global__ void __launch_bounds__(kThreads, 2)
   // Channels per epilogue step (values per chain dispatch). 16 was slower than 4
   // before the dispatch was hoisted (more inlined code; H200, 2026-12-01).
   constexpr int kEpi = KFUSE_IGEMM_EPI;
-  if (ep.mode == 0) {
-    for (int c0 = 0; c0 < nco; c0 += kEpi) {
-      float v[kEpi];
-#pragma unroll
-      for (int k = 0; k < kEpi; ++k) v[k] = sO[(c0 + k) * kLDO + m] + sbias[c0 + k];
-      apply_chain(chain, chain_len, v, i0 + c0 * HW, HW, 0, 0);
-#pragma unroll
-      for (int k = 0; k < kEpi; ++k)
-        if (c0 + k < nco) yp[(c0 + k) * HW] = to_elem<T>(v[k]);
-    }
-    return;
-  }
-  // A reduction (or softmax) over C: the tile holds every channel (host
-  // checked: G == 1, Cout <= kBN) and this thread owns its pixel's column of
-  // sO, so the reduction completes here, in channel order (deterministic).
-  // The shared definitions: reduce_init/push/finish, softmax_value (math.hpp).
+  // Bias and chain on kEpi channels at a time; a map stores them, a reduction
+  // (or softmax) over C pushes them and keeps them in sO for softmax's second
+  // pass. The tile holds every channel then (host checked: G == 1, Cout <=
+  // kBN) and this thread owns its pixel's column of sO, so the reduction
+  // completes here, in channel order (deterministic), with the shared
+  // reduce_init/push/finish and softmax_value (math.hpp).
+  const bool map = ep.mode == 0;
   const ReduceKind kind = ep.mode == 2 ? ReduceKind::logsumexp : ep.kind;
   ReduceAcc<float> racc = reduce_init<float>(kind);
   for (int c0 = 0; c0 < nco; c0 += kEpi) {
@@ -445,10 +436,15 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int k = 0; k < kEpi; ++k)
       if (c0 + k < nco) {
-        reduce_push(kind, racc, v[k]);
-        sO[(c0 + k) * kLDO + m] = v[k];  // kept for softmax's second pass
+        if (map) {
+          yp[(c0 + k) * HW] = to_elem<T>(v[k]);
+        } else {
+          reduce_push(kind, racc, v[k]);
+          sO[(c0 + k) * kLDO + m] = v[k];
+        }
       }
   }
+  if (map) return;
   if (ep.mode == 1) {
     float r[1] = {reduce_finish(kind, racc, int64_t(nco))};
     const int64_t io = (int64_t(n) * p.Hout + oh) * int64_t(p.Wout) + ow;  // y is [N, 1, Hout, Wout]

@@ -549,6 +549,35 @@ int run_checks(int geometries, uint64_t seed, bool verbose) {
 IgemmProblem design_problem();
 
 // ---- Benchmark --------------------------------------------------------------------------
+// `reps` timed runs of `run` (CUDA events on the default stream), each after
+// a 256 MB write that evicts the L2; sorted, fastest first.
+template <class F>
+std::vector<float> timed_runs(int reps, const F& run) {
+  void* flush;
+  const size_t flush_bytes = size_t(256) << 20;
+  CK(cudaMalloc(&flush, flush_bytes));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  for (int r = 0; r < reps; ++r) {
+    CK(cudaMemsetAsync(flush, r & 0xFF, flush_bytes, 0));
+    CK(cudaEventRecord(e0, 0));
+    run();
+    CK(cudaEventRecord(e1, 0));
+    CK(cudaEventSynchronize(e1));
+    float t;
+    CK(cudaEventElapsedTime(&t, e0, e1));
+    ms.push_back(t);
+  }
+  CK(cudaGetLastError());
+  CK(cudaFree(flush));
+  CK(cudaEventDestroy(e0));
+  CK(cudaEventDestroy(e1));
+  std::sort(ms.begin(), ms.end());
+  return ms;
+}
+
 template <class T>
 void bench_reduce(const IgemmProblem& q, IgemmPrecision prec, int mode, ReduceKind kind, double flop,
                   double peak_tflops, double bw, int reps) {
@@ -567,27 +596,9 @@ void bench_reduce(const IgemmProblem& q, IgemmPrecision prec, int mode, ReduceKi
   IgemmReduceC red;
   red.softmax = mode == 2;
   red.kind = kind;
-  void* flush;
-  const size_t flush_bytes = size_t(256) << 20;
-  CK(cudaMalloc(&flush, flush_bytes));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
   conv.run_reduce_c(x, y, nullptr, 0, red, 0);
   CK(cudaDeviceSynchronize());
-  std::vector<float> ms;
-  for (int r = 0; r < reps; ++r) {
-    CK(cudaMemsetAsync(flush, r & 0xFF, flush_bytes, 0));
-    CK(cudaEventRecord(e0, 0));
-    conv.run_reduce_c(x, y, nullptr, 0, red, 0);
-    CK(cudaEventRecord(e1, 0));
-    CK(cudaEventSynchronize(e1));
-    float t;
-    CK(cudaEventElapsedTime(&t, e0, e1));
-    ms.push_back(t);
-  }
-  CK(cudaGetLastError());
-  std::sort(ms.begin(), ms.end());
+  const std::vector<float> ms = timed_runs(reps, [&] { conv.run_reduce_c(x, y, nullptr, 0, red, 0); });
   const double med = ms[ms.size() / 2];
   const double bytes = double(nx + ny) * sizeof(T);
   const double floor_b = bytes / bw * 1e3, floor_c = flop / (peak_tflops * 1e12) * 1e3;
@@ -595,9 +606,7 @@ void bench_reduce(const IgemmProblem& q, IgemmPrecision prec, int mode, ReduceKi
               "%.3f ms, compute %.3f ms -> %.2fx max floor\n",
               to_string(prec), reduce_name(mode, kind), (long long)ny, med, ms.front(), ms.back(),
               flop / (med * 1e-3) / 1e12, floor_b, floor_c, med / std::max(floor_b, floor_c));
-  for (void* p : {(void*)x, (void*)w, (void*)b, (void*)y, flush}) CK(cudaFree(p));
-  CK(cudaEventDestroy(e0));
-  CK(cudaEventDestroy(e1));
+  for (void* p : {(void*)x, (void*)w, (void*)b, (void*)y}) CK(cudaFree(p));
 }
 
 template <class T>
@@ -620,28 +629,10 @@ void bench_one(const IgemmProblem& q, IgemmPrecision prec, int with_chain, doubl
   PointOp<float>* chf = upload(build_chain<float>(specs));
   const int chain_len = int(specs.size());
   IgemmConv conv(q, prec, w, b);
-  void* flush;
-  const size_t flush_bytes = size_t(256) << 20;
-  CK(cudaMalloc(&flush, flush_bytes));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
   CK(cudaMemset(y, 0xFF, ny * sizeof(T)));
   conv.run(x, y, chf, chain_len, 0);  // warm-up, and the first of the two results compared bitwise
   CK(cudaDeviceSynchronize());
-  std::vector<float> ms;
-  for (int r = 0; r < reps; ++r) {
-    CK(cudaMemsetAsync(flush, r & 0xFF, flush_bytes, 0));
-    CK(cudaEventRecord(e0, 0));
-    conv.run(x, y2, chf, chain_len, 0);
-    CK(cudaEventRecord(e1, 0));
-    CK(cudaEventSynchronize(e1));
-    float t;
-    CK(cudaEventElapsedTime(&t, e0, e1));
-    ms.push_back(t);
-  }
-  CK(cudaGetLastError());
-  std::sort(ms.begin(), ms.end());
+  const std::vector<float> ms = timed_runs(reps, [&] { conv.run(x, y2, chf, chain_len, 0); });
   const double med = ms[ms.size() / 2];
   unsigned long long* diff;
   CK(cudaMalloc(&diff, 8));
@@ -658,10 +649,8 @@ void bench_one(const IgemmProblem& q, IgemmPrecision prec, int with_chain, doubl
               to_string(prec), chain_name(with_chain), med, ms.front(), ms.back(), reps, flop / (med * 1e-3) / 1e12,
               bytes / (med * 1e-3) / 1e9, floor_b, floor_c, med / std::max(floor_b, floor_c), hd,
               conv.describe().c_str());
-  for (void* p : {(void*)x, (void*)w, (void*)b, (void*)y, (void*)y2, flush, (void*)diff, (void*)chf})
+  for (void* p : {(void*)x, (void*)w, (void*)b, (void*)y, (void*)y2, (void*)diff, (void*)chf})
     if (p) CK(cudaFree(p));
-  CK(cudaEventDestroy(e0));
-  CK(cudaEventDestroy(e1));
 }
 
 int run_bench() {

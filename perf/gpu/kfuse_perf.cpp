@@ -36,6 +36,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -368,14 +369,24 @@ void run_general(Context& c, const std::string& dir) {
   for (const json& k : cases) {
     const std::string name = k["name"].get<std::string>();
     if (!c.opt.only.empty() && name.find(c.opt.only) == std::string::npos) continue;
+    // "strict" and "tf32": the float32 spec; "bf16": the spec in bfloat16 (fp32 accumulation).
+    // Each dtype's spec and input on the device are made once.
+    std::map<bool, std::pair<Spec, Tensor>> loaded;
+    const auto in_dtype = [&](bool bf16) -> const std::pair<Spec, Tensor>& {
+      auto it = loaded.find(bf16);
+      if (it == loaded.end()) {
+        Spec spec = load_spec(dir + "/" + k["spec"].get<std::string>(),
+                              bf16 ? std::optional<DType>(DType::bf16) : std::nullopt);
+        Tensor dx = Tensor::copy_of(make_input(spec).view(), Memory::cuda);
+        it = loaded.emplace(bf16, std::make_pair(std::move(spec), std::move(dx))).first;
+      }
+      return it->second;
+    };
     for (const json& pj : k["precisions"]) {
-      // "strict" and "tf32": the float32 spec; "bf16": the spec in bfloat16 (fp32 accumulation).
       const std::string prec = pj.get<std::string>();
       const std::string label = name + "-" + prec;
       const bool bf16 = prec == "bf16";
-      const Spec spec = load_spec(dir + "/" + k["spec"].get<std::string>(),
-                                  bf16 ? std::optional<DType>(DType::bf16) : std::nullopt);
-      const Tensor dx = Tensor::copy_of(make_input(spec).view(), Memory::cuda);
+      const auto& [spec, dx] = in_dtype(bf16);
       PlanOptions po;
       po.memory = Memory::cuda;
       po.precision = bf16 ? Precision::strict : precision_from(prec);
