@@ -1,7 +1,6 @@
-// conv_transpose2d on CUDA: cuDNN's backward-data convolution (a transposed
-// convolution is the data gradient of the forward convolution from y to x),
-// fp32 math unless the plan asks for TF32; else a plain gather kernel
-// (detail::ConvTransposeGather, the Kokkos kernel's arithmetic).
+// conv_transpose2d into Y on CUDA, any dtype: the tensor-core kernel, or
+// cuDNN's backward-data convolution (cudnn_conv.cuh), or a plain gather
+// kernel (detail::ConvTransposeGather, the Kokkos kernel's arithmetic).
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -16,7 +15,7 @@
 #include "kfuse/detail/conv.hpp"
 
 #ifdef KFUSE_HAVE_CUDNN
-#include <cudnn.h>
+#include "backends/cuda/cudnn_conv.cuh"
 #endif
 
 namespace kfuse::detail::cuda {
@@ -32,201 +31,63 @@ __global__ void __launch_bounds__(256, 1)
     conv_transpose_gather(const ConvTransposeGather g, const T* x, const T* w, const T* b, T* y, int64_t total) {
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += nthreads)
-    y[i] = T(g.at<acc_t<T>>(x, w, b, i));
+    y[i] = to_elem<T>(g.at<acc_t<T>>(x, w, b, i));
+}
+
+// ---- The conv bias after cuDNN --------------------------------------------------------
+
+template <class T>
+__global__ void __launch_bounds__(256, 1)
+    add_channel_bias(T* y, const T* b, int64_t plane, int64_t channels, int64_t total) {
+  const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += nthreads)
+    y[i] = to_elem<T>(to_acc<acc_t<T>>(y[i]) + to_acc<acc_t<T>>(b[(i / plane) % channels]));
 }
 
 template <class T>
-void gather(const ConvStep& s, const TensorView& x, const TensorView& y) {
+void add_bias(const TensorView& b, const TensorView& y) {
   const int64_t total = y.numel();
   if (total == 0) return;
-  const ConvTransposeGather g(x, s.weight, s.bias ? &s.bias->view() : nullptr, s.params, y.shape);
-  const int64_t resident = int64_t(occupancy(conv_transpose_gather<T>, 256, 0)) * device_info().limits.sm_count;
+  const int64_t resident = int64_t(occupancy(add_channel_bias<T>, 256, 0)) * device_info().limits.sm_count;
   const int64_t blocks = std::min<int64_t>((total + 255) / 256, resident * 8);
-  launch("kfuse::cuda::conv_transpose_gather", conv_transpose_gather<T>, dim3(grid_of(blocks)), dim3(256), 0, false, g,
-         static_cast<const T*>(x.data), static_cast<const T*>(s.weight.view().data),
-         s.bias ? static_cast<const T*>(s.bias->view().data) : nullptr, static_cast<T*>(y.data), total);
-  t_conv_path = "gather";
+  launch("kfuse::cuda::add_channel_bias", add_channel_bias<T>, dim3(grid_of(blocks)), dim3(256), 0, false,
+         static_cast<T*>(y.data), static_cast<const T*>(b.data), y.shape[2] * y.shape[3], y.shape[1], total);
 }
 
-// ---- cuDNN ------------------------------------------------------------------------------
-
-#ifdef KFUSE_HAVE_CUDNN
-
-void cudnn_check(cudnnStatus_t st, const char* call, const std::string& context = std::string()) {
-  if (st != CUDNN_STATUS_SUCCESS)
-    fail(ErrorCategory::backend, call, cudnnGetErrorString(st), " (cuDNN status ", int(st), ")",
-         context.empty() ? std::string() : ", " + context);
+template <class F>
+void by_dtype(DType t, const F& f) {
+  switch (t) {
+    case DType::f64: f(double()); break;
+    case DType::f16: f(__half()); break;
+    case DType::bf16: f(__nv_bfloat16()); break;
+    default: f(float());
+  }
 }
-#define KFUSE_CUDNN_CHECK(call, ...) cudnn_check((call), #call, ::kfuse::detail::cat("" __VA_ARGS__))
-
-struct Handle {
-  cudnnHandle_t h = nullptr;
-  ~Handle() {
-    if (h) (void)cudnnDestroy(h);  // at thread exit; nothing to report to
-  }
-};
-
-cudnnHandle_t handle() {
-  thread_local std::map<int, Handle> per_device;
-  Handle& hd = per_device[device_info().id];
-  if (!hd.h) KFUSE_CUDNN_CHECK(cudnnCreate(&hd.h));
-  KFUSE_CUDNN_CHECK(cudnnSetStream(hd.h, stream()));
-  return hd.h;
-}
-
-// Descriptors and the algorithm for one configuration, built once.
-struct CudnnConv {
-  bool usable = false;
-  std::string why_not;
-  cudnnTensorDescriptor_t xd = nullptr, yd = nullptr, bd = nullptr;
-  cudnnFilterDescriptor_t wd = nullptr;
-  cudnnConvolutionDescriptor_t cd = nullptr;
-  cudnnConvolutionBwdDataAlgo_t algo{};
-  cudnnMathType_t math{};
-  std::size_t ws_bytes = 0;
-
-  CudnnConv() = default;
-  CudnnConv(const CudnnConv&) = delete;
-  CudnnConv& operator=(const CudnnConv&) = delete;
-  ~CudnnConv() {  // nothing to report to: destroying a descriptor only frees host memory
-    if (xd) (void)cudnnDestroyTensorDescriptor(xd);
-    if (yd) (void)cudnnDestroyTensorDescriptor(yd);
-    if (bd) (void)cudnnDestroyTensorDescriptor(bd);
-    if (wd) (void)cudnnDestroyFilterDescriptor(wd);
-    if (cd) (void)cudnnDestroyConvolutionDescriptor(cd);
-  }
-};
-
-// Builds the descriptors and picks the algorithm (cuDNN's heuristics, the
-// first that succeeds and respects the math mode). Any refusal leaves
-// usable = false with the reason.
-void setup(CudnnConv& c, const ConvStep& s, const TensorView& x, const TensorView& y) {
-  const bool f64 = x.dtype == DType::f64;
-  const cudnnDataType_t dt = f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
-  const TensorView& w = s.weight.view();
-  const auto& p = s.params;
-  const auto fits = [](int64_t v) { return v >= 0 && v <= 0x7fffffff; };
-  for (int64_t v : x.shape) if (!fits(v)) { c.why_not = "input extent past 2^31"; return; }
-  for (int64_t v : x.strides) if (!fits(v)) { c.why_not = "input stride past 2^31"; return; }
-  for (int64_t v : y.shape) if (!fits(v)) { c.why_not = "output extent past 2^31"; return; }
-  if (y.numel() > 0x7fffffff || x.numel() > 0x7fffffff) { c.why_not = "tensor of more than 2^31 elements"; return; }
-  // The forward convolution of y must give back x's extent: output_padding < stride.
-  if (p.output_padding[0] >= p.stride[0] || p.output_padding[1] >= p.stride[1]) {
-    c.why_not = "output_padding >= stride";
-    return;
-  }
-  const auto ok = [&](cudnnStatus_t st, const char* what) {
-    if (st != CUDNN_STATUS_SUCCESS) c.why_not = std::string(what) + ": " + cudnnGetErrorString(st);
-    return st == CUDNN_STATUS_SUCCESS;
-  };
-  if (!ok(cudnnCreateTensorDescriptor(&c.xd), "cudnnCreateTensorDescriptor") ||
-      !ok(cudnnCreateTensorDescriptor(&c.yd), "cudnnCreateTensorDescriptor") ||
-      !ok(cudnnCreateTensorDescriptor(&c.bd), "cudnnCreateTensorDescriptor") ||
-      !ok(cudnnCreateFilterDescriptor(&c.wd), "cudnnCreateFilterDescriptor") ||
-      !ok(cudnnCreateConvolutionDescriptor(&c.cd), "cudnnCreateConvolutionDescriptor"))
-    return;
-  // dy = x [N, Cin, H, W] (any strides); dx = y [N, Cout, Ho, Wo]; filter [Cin, Cout/G, kH, kW].
-  if (!ok(cudnnSetTensor4dDescriptorEx(c.xd, dt, int(x.shape[0]), int(x.shape[1]), int(x.shape[2]), int(x.shape[3]),
-                                       int(x.strides[0]), int(x.strides[1]), int(x.strides[2]), int(x.strides[3])),
-          "input descriptor") ||
-      !ok(cudnnSetTensor4dDescriptor(c.yd, CUDNN_TENSOR_NCHW, dt, int(y.shape[0]), int(y.shape[1]), int(y.shape[2]),
-                                     int(y.shape[3])),
-          "output descriptor") ||
-      !ok(cudnnSetTensor4dDescriptor(c.bd, CUDNN_TENSOR_NCHW, dt, 1, int(y.shape[1]), 1, 1), "bias descriptor") ||
-      !ok(cudnnSetFilter4dDescriptor(c.wd, dt, CUDNN_TENSOR_NCHW, int(w.shape[0]), int(w.shape[1]), int(w.shape[2]),
-                                     int(w.shape[3])),
-          "filter descriptor") ||
-      !ok(cudnnSetConvolution2dDescriptor(c.cd, int(p.padding[0]), int(p.padding[1]), int(p.stride[0]), int(p.stride[1]),
-                                          int(p.dilation[0]), int(p.dilation[1]), CUDNN_CROSS_CORRELATION, dt),
-          "convolution descriptor") ||
-      !ok(cudnnSetConvolutionGroupCount(c.cd, int(p.groups)), "group count"))
-    return;
-  const bool tf32 = s.precision == Precision::tf32 && !f64;
-  if (!ok(cudnnSetConvolutionMathType(c.cd, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), "math type")) return;
-  int n = 0, ch = 0, h = 0, wd = 0;
-  if (!ok(cudnnGetConvolution2dForwardOutputDim(c.cd, c.yd, c.wd, &n, &ch, &h, &wd), "forward output dim")) return;
-  if (n != x.shape[0] || ch != x.shape[1] || h != x.shape[2] || wd != x.shape[3]) {
-    c.why_not = "cuDNN's forward convolution of the output does not give back the input's shape";
-    return;
-  }
-  // The algorithm by measurement (as torch.backends.cudnn.benchmark): cuDNN
-  // runs each candidate once on buffers of its own, at plan time; its
-  // heuristics when measuring fails (no memory for the trial buffers).
-  // Workspaces are capped at a quarter of the free device memory.
-  cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-  int returned = 0;
-  std::size_t free_bytes = 0, total_bytes = 0;
-  if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) (void)cudaGetLastError();
-  const std::size_t ws_cap = free_bytes / 4;
-  if (cudnnFindConvolutionBackwardDataAlgorithm(handle(), c.wd, c.xd, c.cd, c.yd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                                                &returned, perf) != CUDNN_STATUS_SUCCESS) {
-    (void)cudaGetLastError();
-    if (!ok(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle(), c.wd, c.xd, c.cd, c.yd,
-                                                        CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf),
-            "algorithm heuristics"))
-      return;
-  }
-  for (int i = 0; i < returned; ++i) {  // fastest first
-    if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
-    if (!tf32 && perf[i].mathType == CUDNN_TENSOR_OP_MATH) continue;  // would use TF32 tensor cores
-    const cudnnMathType_t math = tf32 ? perf[i].mathType : CUDNN_FMA_MATH;
-    if (cudnnSetConvolutionMathType(c.cd, math) != CUDNN_STATUS_SUCCESS) continue;
-    std::size_t bytes = 0;
-    if (cudnnGetConvolutionBackwardDataWorkspaceSize(handle(), c.wd, c.xd, c.cd, c.yd, perf[i].algo, &bytes) !=
-            CUDNN_STATUS_SUCCESS ||
-        bytes > ws_cap)
-      continue;
-    c.algo = perf[i].algo;
-    c.math = math;
-    c.ws_bytes = bytes;
-    c.usable = true;
-    return;
-  }
-  c.why_not = "no backward-data algorithm for this configuration";
-}
-
-// Runs the prepared convolution; false when cuDNN refuses at run time (the reason in `why`).
-bool run_cudnn(const CudnnConv& c, const ConvStep& s, const TensorView& x, const TensorView& y, std::string& why) {
-  void* ws = c.ws_bytes ? workspace().scratch(c.ws_bytes) : nullptr;
-  const cudnnHandle_t h = handle();
-  const bool f64 = x.dtype == DType::f64;
-  const double one_d = 1.0, zero_d = 0.0;
-  const float one_f = 1.0f, zero_f = 0.0f;
-  const void* one = f64 ? static_cast<const void*>(&one_d) : static_cast<const void*>(&one_f);
-  const void* zero = f64 ? static_cast<const void*>(&zero_d) : static_cast<const void*>(&zero_f);
-  const cudnnStatus_t st = cudnnConvolutionBackwardData(h, one, c.wd, s.weight.view().data, c.xd, x.data, c.cd, c.algo,
-                                                        ws, c.ws_bytes, zero, c.yd, y.data);
-  if (st == CUDNN_STATUS_NOT_SUPPORTED || st == CUDNN_STATUS_BAD_PARAM) {
-    why = std::string("cudnnConvolutionBackwardData: ") + cudnnGetErrorString(st);
-    return false;
-  }
-  cudnn_check(st, "cudnnConvolutionBackwardData", cat("algorithm ", int(c.algo), ", workspace ", c.ws_bytes, " bytes"));
-  if (s.bias) KFUSE_CUDNN_CHECK(cudnnAddTensor(h, one, c.bd, s.bias->view().data, one, c.yd, y.data), "conv bias");
-  return true;
-}
-
-#endif  // KFUSE_HAVE_CUDNN
 
 // Prepared once per plan, in order of preference: the implicit-GEMM
 // tensor-core kernel with no epilogue (float32: 3xTF32 for strict precision,
-// TF32 when the plan asks; contiguous x), cuDNN's backward-data convolution
-// (descriptors, algorithm and workspace size for the contiguous input, other
-// input strides set up on their first run), the gather kernel.
+// TF32 when the plan asks; the half types; contiguous x), cuDNN's
+// backward-data convolution (its engine chosen and timed for the contiguous
+// input, other input strides and alignments set up on their first run), the
+// gather kernel. The weight and bias in the pipeline's dtype, once.
 class PreparedConv final : public PreparedStep {
  public:
-  explicit PreparedConv(const ConvStep& step) : step_(step) {
+  PreparedConv(const ConvStep& step, DType dtype)
+      : step_(step),
+        dtype_(dtype),
+        weight_(in_dtype(step.weight, dtype)),
+        bias_(step.bias ? in_dtype(*step.bias, dtype) : Tensor()) {
     const ConvPath path = overrides().conv;
-    if (path == ConvPath::automatic && step.weight.dtype() == DType::f32) {
+    if (path == ConvPath::automatic && dtype != DType::f64) {
       const IgemmProblem p = igemm_problem(step);
-      const IgemmPrecision prec = step.precision == Precision::tf32 ? IgemmPrecision::tf32 : IgemmPrecision::tf32x3;
+      const IgemmPrecision prec = igemm_precision(dtype, step.precision);
       if (igemm_why_not(p, prec).empty())
-        igemm_ = std::make_unique<IgemmConv>(p, prec, step.weight.view().data,
-                                             step.bias ? step.bias->view().data : nullptr);
+        igemm_ = std::make_unique<IgemmConv>(p, prec, weight_.view().data, bias_.defined() ? bias_.view().data : nullptr);
     }
 #ifdef KFUSE_HAVE_CUDNN
     if (path != ConvPath::gather) {
-      const CudnnConv& c = cudnn_for(contiguous_strides(step.in_shape));
-      if (igemm_ && c.usable) keep_the_faster(c);
+      const CudnnEntry& c = cudnn_for(contiguous_strides(step.in_shape), 16);
+      if (igemm_ && c.conv) keep_the_faster(*c.conv);
     }
 #endif
   }
@@ -239,27 +100,25 @@ class PreparedConv final : public PreparedStep {
     }
 #ifdef KFUSE_HAVE_CUDNN
     if (overrides().conv != ConvPath::gather) {
-      const CudnnConv& c = cudnn_for(x.strides);
-      std::string why;
-      if (c.usable && run_cudnn(c, step_, x, y, why)) {
+      const int align = std::min(pointer_alignment(x.data), pointer_alignment(y.data));
+      const CudnnEntry& c = cudnn_for(x.strides, align);
+      if (c.conv) {
+        c.conv->run(x.data, weight_.view().data, y.data);
+        if (bias_.defined()) by_dtype(dtype_, [&](auto t) { add_bias<decltype(t)>(bias_.view(), y); });
         t_conv_path = "cudnn";
         return;
       }
     }
 #endif
-    if (x.dtype == DType::f64) gather<double>(step_, x, y);
-    else gather<float>(step_, x, y);
+    by_dtype(dtype_, [&](auto t) { gather<decltype(t)>(x, y); });
   }
 
   std::string describe() const override {
     if (igemm_) return igemm_->describe() + timing_ + " (cuDNN for a strided input)";
 #ifdef KFUSE_HAVE_CUDNN
     if (overrides().conv != ConvPath::gather) {
-      const CudnnConv& c = cudnn_for(contiguous_strides(step_.in_shape));
-      if (c.usable)
-        return cat("cuDNN backward-data algorithm ", int(c.algo), ", ",
-                   c.math == CUDNN_FMA_MATH ? "fp32 FMA" : "tensor-op (TF32)", " math, workspace ", c.ws_bytes, " bytes",
-                   timing_);
+      const CudnnEntry& c = cudnn_for(contiguous_strides(step_.in_shape), 16);
+      if (c.conv) return c.conv->describe() + (bias_.defined() ? ", then the bias" : "");
       return "gather kernel (cuDNN: " + c.why_not + ")";
     }
 #endif
@@ -267,57 +126,69 @@ class PreparedConv final : public PreparedStep {
   }
 
  private:
+  template <class T>
+  void gather(const TensorView& x, const TensorView& y) const {
+    const int64_t total = y.numel();
+    if (total == 0) return;
+    const ConvTransposeGather g(x, weight_.view(), bias_.defined() ? &bias_.view() : nullptr, step_.params, y.shape);
+    const int64_t resident = int64_t(occupancy(conv_transpose_gather<T>, 256, 0)) * device_info().limits.sm_count;
+    const int64_t blocks = std::min<int64_t>((total + 255) / 256, resident * 8);
+    launch("kfuse::cuda::conv_transpose_gather", conv_transpose_gather<T>, dim3(grid_of(blocks)), dim3(256), 0, false,
+           g, static_cast<const T*>(x.data), static_cast<const T*>(weight_.view().data),
+           bias_.defined() ? static_cast<const T*>(bias_.view().data) : nullptr, static_cast<T*>(y.data), total);
+    t_conv_path = "gather";
+  }
+
 #ifdef KFUSE_HAVE_CUDNN
-  // Both kernels timed once on scratch tensors of the step's shapes (the
-  // second of two runs each); the tensor-core kernel is kept only when it is
-  // at least 2% faster (the tuner's rule), with the times in describe().
+  // Both timed once on scratch tensors of the step's shapes (the second of
+  // two runs each); the tensor-core kernel is kept only when it is at least
+  // 2% faster (the tuner's rule), with the times in describe().
   void keep_the_faster(const CudnnConv& c) {
-    const DType dt = step_.weight.dtype();
-    const Tensor x = Tensor::empty(step_.in_shape, dt, Memory::cuda), y = Tensor::empty(step_.out_shape, dt, Memory::cuda);
+    const Tensor x = Tensor::empty(step_.in_shape, dtype_, Memory::cuda), y = Tensor::empty(step_.out_shape, dtype_, Memory::cuda);
     KFUSE_CUDA_CHECK(cudaMemsetAsync(x.view().data, 0x3c, x.view().bytes(), stream()), "conv timing input");
     const auto twice = [](const auto& f) {
       f();
       return f();
     };
-    std::string why;
     const double t_igemm =
         twice([&] { return time_launches([&] { igemm_->run(x.view().data, y.view().data, nullptr, 0, stream()); }); });
-    const double t_cudnn = twice([&] { return time_launches([&] { run_cudnn(c, step_, x.view(), y.view(), why); }); });
+    const double t_cudnn = twice([&] {
+      return time_launches([&] {
+        c.run(x.view().data, weight_.view().data, y.view().data);
+        if (bias_.defined()) by_dtype(dtype_, [&](auto t) { add_bias<decltype(t)>(bias_.view(), y.view()); });
+      });
+    });
     timing_ = cat(" (measured: tensor-core kernel ", t_igemm, " ms, cuDNN ", t_cudnn, " ms)");
     if (!(t_igemm < 0.98 * t_cudnn)) igemm_.reset();
   }
 
-  const CudnnConv& cudnn_for(const Shape& x_strides) const {
+  struct CudnnEntry {
+    std::unique_ptr<CudnnConv> conv;
+    std::string why_not;
+  };
+  // The graph for x's strides and the pointers' alignment, built on first use.
+  const CudnnEntry& cudnn_for(const Shape& x_strides, int align) const {
     std::lock_guard<std::mutex> lock(mutex_);
-    std::unique_ptr<CudnnConv>& c = by_strides_[x_strides];
+    std::unique_ptr<CudnnEntry>& c = by_layout_[{x_strides, align}];
     if (!c) {
-      c = std::make_unique<CudnnConv>();
-      const DType dt = step_.weight.dtype();
-      try {
-        setup(*c, step_, TensorView(nullptr, dt, step_.in_shape, x_strides, Memory::cuda),
-              TensorView(nullptr, dt, step_.out_shape, Memory::cuda));
-      } catch (const Error& e) {  // no handle (e.g. cuDNN's libraries missing)
-        c->usable = false;
-        c->why_not = e.what();
-      }
+      c = std::make_unique<CudnnEntry>();
+      c->conv = CudnnConv::make(step_, dtype_, x_strides, align, weight_.view().data, c->why_not);
     }
     return *c;
   }
   mutable std::mutex mutex_;
-  mutable std::map<Shape, std::unique_ptr<CudnnConv>> by_strides_;
+  mutable std::map<std::pair<Shape, int>, std::unique_ptr<CudnnEntry>> by_layout_;
 #endif
   ConvStep step_;
+  DType dtype_;
+  Tensor weight_, bias_;
   std::unique_ptr<IgemmConv> igemm_;
   std::string timing_;  // the measured choice, for describe()
 };
 
 }  // namespace
 
-Preparation prepare_conv(const ConvStep& step, DType dtype) {
-  if (dtype != DType::f32 && dtype != DType::f64)
-    return Preparation::refuse(cat("conv_transpose2d materialising Y runs in float32 or float64, not ", to_string(dtype)));
-  return Preparation::of<PreparedConv>(step);
-}
+Preparation prepare_conv(const ConvStep& step, DType dtype) { return Preparation::of<PreparedConv>(step, dtype); }
 
 const char* last_conv_path() { return t_conv_path; }
 

@@ -12,13 +12,6 @@ namespace kfuse::detail::cuda {
 
 namespace {
 
-// The weight or bias in the dtype the kernel multiplies: a half pipeline's
-// float32 parameters rounded to its dtype, once.
-Tensor in_dtype(const Tensor& t, DType dtype) {
-  if (t.dtype() == dtype) return t;
-  return Tensor::copy_of(cast(Tensor::copy_of(t, Memory::host).view(), dtype).view(), Memory::cuda);
-}
-
 class PreparedConvEpilogue final : public PreparedStep {
  public:
   PreparedConvEpilogue(const ConvEpilogueStep& step, DType dtype, IgemmPrecision precision)
@@ -54,6 +47,19 @@ class PreparedConvEpilogue final : public PreparedStep {
 
 }  // namespace
 
+Tensor in_dtype(const Tensor& t, DType dtype) {
+  if (t.dtype() == dtype && t.memory() == Memory::cuda) return t;
+  return Tensor::copy_of(cast(Tensor::copy_of(t, Memory::host).view(), dtype).view(), Memory::cuda);
+}
+
+IgemmPrecision igemm_precision(DType dtype, Precision precision) {
+  switch (dtype) {
+    case DType::bf16: return IgemmPrecision::bf16;
+    case DType::f16: return IgemmPrecision::f16;
+    default: return precision == Precision::tf32 ? IgemmPrecision::tf32 : IgemmPrecision::tf32x3;
+  }
+}
+
 IgemmProblem igemm_problem(const ConvStep& c) {
   IgemmProblem p;
   p.N = c.in_shape[0], p.Cin = c.in_shape[1], p.H = c.in_shape[2], p.W = c.in_shape[3];
@@ -68,16 +74,9 @@ IgemmProblem igemm_problem(const ConvStep& c) {
 }
 
 Preparation prepare_conv_epilogue(const ConvEpilogueStep& step, DType dtype) {
-  IgemmPrecision precision;
-  switch (dtype) {
-    case DType::f32:
-      precision = step.conv.precision == Precision::tf32 ? IgemmPrecision::tf32 : IgemmPrecision::tf32x3;
-      break;
-    case DType::bf16: precision = IgemmPrecision::bf16; break;
-    case DType::f16: precision = IgemmPrecision::f16; break;
-    default:
-      return Preparation::refuse(cat("the tensor-core conv takes float32, float16 and bfloat16, not ", to_string(dtype)));
-  }
+  if (dtype == DType::f64)
+    return Preparation::refuse("the tensor-core conv takes float32, float16 and bfloat16, not float64");
+  const IgemmPrecision precision = igemm_precision(dtype, step.conv.precision);
   const IgemmProblem p = igemm_problem(step.conv);
   const std::string why = step.epilogue.main == MainKind::map ? igemm_why_not(p, precision)
                                                               : igemm_why_not_reduce_c(p, precision);

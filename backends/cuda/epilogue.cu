@@ -1,5 +1,7 @@
 // The fused epilogue on CUDA: one read of Y, one write of the output, with
-// the same semantics as run_epilogue in backends/kokkos/backend.cpp.
+// the same semantics as run_epilogue in backends/kokkos/backend.cpp. Y and
+// the output are of the pipeline's dtype T (float32, float64, or a half type
+// whose values are computed in float: A), the reduced intermediates in A.
 //
 //  map      a grid-stride stream over Y (16-byte loads and stores when Y is
 //           contiguous and both ends are aligned), the body chain per element.
@@ -26,19 +28,19 @@ constexpr int kThreads = 256;  // the most threads per block; the tuner picks 12
 
 // ---- map ------------------------------------------------------------------------
 
-template <class A>
+template <class T, class A>
 struct MapArgs {
-  const A* y;
-  A* out;
+  const T* y;
+  T* out;
   int64_t n;
   Indexer ix;  // Y's strides (mode 2)
   Chain<A> body;
   int mode;    // 0: contiguous and aligned (16-byte vectors), 1: contiguous, 2: strided
 };
 
-template <class A>
-__global__ void __launch_bounds__(kThreads, 1) epi_map(const MapArgs<A> a) {
-  constexpr int VEC = Vec16<A>::kVec;
+template <class T, class A>
+__global__ void __launch_bounds__(kThreads, 1) epi_map(const MapArgs<T, A> a) {
+  constexpr int VEC = Vec16<T>::kVec;
   constexpr int U = 4;
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
@@ -46,7 +48,7 @@ __global__ void __launch_bounds__(kThreads, 1) epi_map(const MapArgs<A> a) {
     const int64_t nvec = a.n / VEC;
     int64_t v = tid;
     for (; v + (U - 1) * nthreads < nvec; v += U * nthreads) {
-      Vec16<A> d[U];
+      Vec16<T> d[U];
 #pragma unroll
       for (int u = 0; u < U; ++u) d[u] = load_stream(a.y + (v + u * nthreads) * VEC);
 #pragma unroll
@@ -54,38 +56,38 @@ __global__ void __launch_bounds__(kThreads, 1) epi_map(const MapArgs<A> a) {
         const int64_t i0 = (v + u * nthreads) * VEC;
         A e[VEC];
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) e[k] = d[u].get(k);
+        for (int k = 0; k < VEC; ++k) e[k] = to_acc<A>(d[u].get(k));
         apply_chain(a.body.ops, a.body.n, e, i0, 1, 0, 0);
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) d[u].set(k, e[k]);
+        for (int k = 0; k < VEC; ++k) d[u].set(k, to_elem<T>(e[k]));
         store16(a.out + i0, d[u]);
       }
     }
     for (; v < nvec; v += nthreads) {
-      Vec16<A> d = load_stream(a.y + v * VEC);
+      Vec16<T> d = load_stream(a.y + v * VEC);
       A e[VEC];
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) e[k] = d.get(k);
+      for (int k = 0; k < VEC; ++k) e[k] = to_acc<A>(d.get(k));
       apply_chain(a.body.ops, a.body.n, e, v * VEC, 1, 0, 0);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) d.set(k, e[k]);
+      for (int k = 0; k < VEC; ++k) d.set(k, to_elem<T>(e[k]));
       store16(a.out + v * VEC, d);
     }
     for (int64_t i = nvec * VEC + tid; i < a.n; i += nthreads)
-      a.out[i] = apply_chain(a.body.ops, a.body.n, a.y[i], i, int64_t(0));
+      a.out[i] = to_elem<T>(apply_chain(a.body.ops, a.body.n, to_acc<A>(a.y[i]), i, int64_t(0)));
   } else {
     for (int64_t i = tid; i < a.n; i += nthreads) {
-      const A v = a.mode == 1 ? a.y[i] : a.y[a.ix.offset(i)];
-      a.out[i] = apply_chain(a.body.ops, a.body.n, v, i, int64_t(0));
+      const A v = to_acc<A>(a.mode == 1 ? a.y[i] : a.y[a.ix.offset(i)]);
+      a.out[i] = to_elem<T>(apply_chain(a.body.ops, a.body.n, v, i, int64_t(0)));
     }
   }
 }
 
 // ---- reduce: rows (reduced axes trailing and contiguous, or any, by a group) ------
 
-template <class A>
+template <class T, class A>
 struct ReduceArgs {
-  const A* y;
+  const T* y;
   Indexer outer, inner;  // kept / reduced axes of Y
   Chain<A> body;
   ReduceKind kind;
@@ -93,21 +95,29 @@ struct ReduceArgs {
   int64_t outputs;  // R * K
   int64_t stride;   // columns kernel: the reduced axes as one stride (when not generic)
   int64_t parts, part_len;  // rows kernel, block mode: blocks per output
-  A* dst;                   // [outputs]
+  A* z;                     // [outputs]: the intermediate the tail reads; null: write `out`
+  T* out;                   // [outputs]: the stage's output when there is no tail
   ReduceAcc<A>* partials;   // [outputs * parts] when parts > 1
   unsigned* counters;       // [outputs], zero
 };
 
-template <class A>
-__device__ __forceinline__ void push(const ReduceArgs<A>& a, ReduceAcc<A>& acc, A v, int64_t o, int64_t k) {
-  reduce_push(a.kind, acc, apply_chain(a.body.ops, a.body.n, v, o, k));
+template <class T, class A>
+__device__ __forceinline__ void push(const ReduceArgs<T, A>& a, ReduceAcc<A>& acc, T v, int64_t o, int64_t k) {
+  reduce_push(a.kind, acc, apply_chain(a.body.ops, a.body.n, to_acc<A>(v), o, k));
+}
+
+template <class T, class A>
+__device__ __forceinline__ void put(const ReduceArgs<T, A>& a, int64_t o, const ReduceAcc<A>& r) {
+  const A v = reduce_finish(a.kind, r, a.count);
+  if (a.z) a.z[o] = v;
+  else a.out[o] = to_elem<T>(v);
 }
 
 // CONTIG: the reduced elements of an output are base[0 .. count). WARP: a warp
 // per output (no block barriers), else a block per (output, part).
-template <class A, bool CONTIG, bool WARP>
-__global__ void __launch_bounds__(kThreads, 1) epi_reduce_rows(const ReduceArgs<A> a) {
-  constexpr int VEC = Vec16<A>::kVec;
+template <class T, class A, bool CONTIG, bool WARP>
+__global__ void __launch_bounds__(kThreads, 1) epi_reduce_rows(const ReduceArgs<T, A> a) {
+  constexpr int VEC = Vec16<T>::kVec;
   __shared__ ReduceAcc<A> wred[33];
   const int lane = WARP ? (threadIdx.x & 31) : threadIdx.x;
   const int width = WARP ? 32 : blockDim.x;
@@ -120,34 +130,34 @@ __global__ void __launch_bounds__(kThreads, 1) epi_reduce_rows(const ReduceArgs<
     part = blockIdx.x - o * a.parts;
   }
   const int64_t k0 = part * a.part_len, k1 = min(a.count, k0 + a.part_len);
-  const A* base = a.y + a.outer.offset(o);
+  const T* base = a.y + a.outer.offset(o);
   ReduceAcc<A> acc[VEC];
 #pragma unroll
   for (int k = 0; k < VEC; ++k) acc[k] = reduce_init<A>(a.kind);
 
   if (CONTIG) {
-    const A* p = base + k0;
+    const T* p = base + k0;
     const int64_t n = k1 - k0;
-    const int64_t mis = static_cast<int64_t>((reinterpret_cast<uintptr_t>(p) & 15u) / sizeof(A));
+    const int64_t mis = static_cast<int64_t>((reinterpret_cast<uintptr_t>(p) & 15u) / sizeof(T));
     const int64_t head = min(n, mis ? VEC - mis : int64_t(0));
     const int64_t nvec = (n - head) / VEC, tail0 = head + nvec * VEC;
     for (int64_t e = lane; e < head + (n - tail0); e += width) {
       const int64_t ee = e < head ? e : tail0 + (e - head);
       push(a, acc[0], p[ee], o, k0 + ee);
     }
-    const A* vp = p + head;
+    const T* vp = p + head;
     constexpr int U = 4;  // loads in flight per thread
     int64_t v = lane;
-    const auto consume = [&](const Vec16<A>& d, int64_t kfirst) {
+    const auto consume = [&](const Vec16<T>& d, int64_t kfirst) {
       A e[VEC];
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) e[k] = d.get(k);
+      for (int k = 0; k < VEC; ++k) e[k] = to_acc<A>(d.get(k));
       apply_chain(a.body.ops, a.body.n, e, o, 0, kfirst, 1);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) reduce_push(a.kind, acc[k], e[k]);
     };
     for (; v + (U - 1) * width < nvec; v += U * width) {
-      Vec16<A> d[U];
+      Vec16<T> d[U];
 #pragma unroll
       for (int u = 0; u < U; ++u) d[u] = load_stream(vp + (v + u * width) * VEC);
 #pragma unroll
@@ -161,7 +171,7 @@ __global__ void __launch_bounds__(kThreads, 1) epi_reduce_rows(const ReduceArgs<
   for (int k = 1; k < VEC; ++k) reduce_join(a.kind, acc[0], acc[k]);
   const ReduceAcc<A> r = WARP ? warp_join(a.kind, acc[0]) : block_join(a.kind, acc[0], wred);
   if (WARP || a.parts == 1) {
-    if (lane == 0) a.dst[o] = reduce_finish(a.kind, r, a.count);
+    if (lane == 0) put(a, o, r);
     return;
   }
   // Several blocks per output: the last to finish joins the parts in order.
@@ -176,7 +186,7 @@ __global__ void __launch_bounds__(kThreads, 1) epi_reduce_rows(const ReduceArgs<
         const ReduceAcc<A> pq{__ldcg(&pp->a), __ldcg(&pp->b)};
         reduce_join(a.kind, t, pq);
       }
-      a.dst[o] = reduce_finish(a.kind, t, a.count);
+      put(a, o, t);
       a.counters[o] = 0u;
     }
   }
@@ -184,16 +194,16 @@ __global__ void __launch_bounds__(kThreads, 1) epi_reduce_rows(const ReduceArgs<
 
 // A thread per output: for reduced axes that are not contiguous (e.g. C of
 // NCHW); consecutive outputs are adjacent in memory, so loads coalesce.
-template <class A, bool GENERIC>
-__global__ void __launch_bounds__(kThreads, 1) epi_reduce_cols(const ReduceArgs<A> a) {
+template <class T, class A, bool GENERIC>
+__global__ void __launch_bounds__(kThreads, 1) epi_reduce_cols(const ReduceArgs<T, A> a) {
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
   for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < a.outputs; o += nthreads) {
-    const A* base = a.y + a.outer.offset(o);
+    const T* base = a.y + a.outer.offset(o);
     ReduceAcc<A> acc0 = reduce_init<A>(a.kind), acc1 = acc0;
     int64_t k = 0;
     if (!GENERIC) {
       for (; k + 3 < a.count; k += 4) {
-        const A v0 = base[k * a.stride], v1 = base[(k + 1) * a.stride], v2 = base[(k + 2) * a.stride],
+        const T v0 = base[k * a.stride], v1 = base[(k + 1) * a.stride], v2 = base[(k + 2) * a.stride],
                 v3 = base[(k + 3) * a.stride];
         push(a, acc0, v0, o, k);
         push(a, acc1, v1, o, k + 1);
@@ -205,22 +215,22 @@ __global__ void __launch_bounds__(kThreads, 1) epi_reduce_cols(const ReduceArgs<
       for (; k < a.count; ++k) push(a, acc0, base[a.inner.offset(k)], o, k);
     }
     reduce_join(a.kind, acc0, acc1);
-    a.dst[o] = reduce_finish(a.kind, acc0, a.count);
+    put(a, o, acc0);
   }
 }
 
 // ---- tail on the R x K intermediate --------------------------------------------------
 
-template <class A>
+template <class T, class A>
 struct TailArgs {
   A* z;  // [R, K], modified in place
-  A* out;
+  T* out;
   Tail<A> tail;
 };
 
 // MODE 0: a thread per row, 1: a warp per row, 2: a block per row.
-template <class A, int MODE>
-__global__ void __launch_bounds__(kThreads, 1) epi_tail(const TailArgs<A> a) {
+template <class T, class A, int MODE>
+__global__ void __launch_bounds__(kThreads, 1) epi_tail(const TailArgs<T, A> a) {
   __shared__ ReduceAcc<A> wred[33];
   const int64_t K = a.tail.K;
   if (MODE == 0) {
@@ -228,18 +238,18 @@ __global__ void __launch_bounds__(kThreads, 1) epi_tail(const TailArgs<A> a) {
     if (r >= a.tail.R) return;
     A* row = a.z + r * K;
     const int64_t kout = run_tail(ThreadGroup<A>{}, a.tail.ops, a.tail.n, row, r, K);
-    for (int64_t k = 0; k < kout; ++k) a.out[r * kout + k] = row[k];
+    for (int64_t k = 0; k < kout; ++k) a.out[r * kout + k] = to_elem<T>(row[k]);
   } else if (MODE == 1) {
     const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5);
     if (r >= a.tail.R) return;
     A* row = a.z + r * K;
     const int64_t kout = run_tail(WarpGroup<A>{}, a.tail.ops, a.tail.n, row, r, K);
-    for (int64_t k = threadIdx.x & 31; k < kout; k += 32) a.out[r * kout + k] = row[k];
+    for (int64_t k = threadIdx.x & 31; k < kout; k += 32) a.out[r * kout + k] = to_elem<T>(row[k]);
   } else {
     for (int64_t r = blockIdx.x; r < a.tail.R; r += gridDim.x) {
       A* row = a.z + r * K;
       const int64_t kout = run_tail(BlockGroup<A>{wred}, a.tail.ops, a.tail.n, row, r, K);
-      for (int64_t k = threadIdx.x; k < kout; k += blockDim.x) a.out[r * kout + k] = row[k];
+      for (int64_t k = threadIdx.x; k < kout; k += blockDim.x) a.out[r * kout + k] = to_elem<T>(row[k]);
       __syncthreads();
     }
   }
@@ -247,32 +257,32 @@ __global__ void __launch_bounds__(kThreads, 1) epi_tail(const TailArgs<A> a) {
 
 // ---- softmax ------------------------------------------------------------------------
 
-template <class A>
+template <class T, class A>
 struct SoftmaxArgs {
-  const A* y;
-  A* out;
+  const T* y;
+  T* out;
   Indexer outer, out_outer;  // kept axes of Y and of the (contiguous) output
   int64_t ys, os;            // the softmax axis' stride in Y and in the output
   int64_t count, rows;
   Chain<A> body, after;
 };
 
-template <class A>
-__device__ __forceinline__ A soft_in(const SoftmaxArgs<A>& a, const A* base, int64_t o, int64_t j) {
-  return apply_chain(a.body.ops, a.body.n, base[j * a.ys], o, j);
+template <class T, class A>
+__device__ __forceinline__ A soft_in(const SoftmaxArgs<T, A>& a, const T* base, int64_t o, int64_t j) {
+  return apply_chain(a.body.ops, a.body.n, to_acc<A>(base[j * a.ys]), o, j);
 }
-template <class A>
-__device__ __forceinline__ void soft_out(const SoftmaxArgs<A>& a, A* dst, const ReduceAcc<A>& acc, A v, int64_t o,
+template <class T, class A>
+__device__ __forceinline__ void soft_out(const SoftmaxArgs<T, A>& a, T* dst, const ReduceAcc<A>& acc, A v, int64_t o,
                                          int64_t j) {
-  dst[j * a.os] = apply_chain(a.after.ops, a.after.n, softmax_value(acc, v), o, j);
+  dst[j * a.os] = to_elem<T>(apply_chain(a.after.ops, a.after.n, softmax_value(acc, v), o, j));
 }
 
 // A warp (WARP) or a block per row: the axis is contiguous in Y. A warp
 // keeps rows of up to 32 * kSoftmaxHold values in registers (one read of Y);
 // longer rows are read twice, the second time mostly from L2.
 constexpr int kSoftmaxHold = 8;
-template <class A, bool WARP>
-__global__ void __launch_bounds__(kThreads, 1) epi_softmax_rows(const SoftmaxArgs<A> a) {
+template <class T, class A, bool WARP>
+__global__ void __launch_bounds__(kThreads, 1) epi_softmax_rows(const SoftmaxArgs<T, A> a) {
   __shared__ ReduceAcc<A> wred[33];
   const int lane = WARP ? (threadIdx.x & 31) : threadIdx.x;
   const int width = WARP ? 32 : blockDim.x;
@@ -280,8 +290,8 @@ __global__ void __launch_bounds__(kThreads, 1) epi_softmax_rows(const SoftmaxArg
   for (int64_t first = int64_t(blockIdx.x) * per_block; first < a.rows; first += int64_t(gridDim.x) * per_block) {
     const int64_t o = first + (WARP ? threadIdx.x >> 5 : 0);
     if (WARP && o >= a.rows) return;  // whole warp; later rows of this warp are further out
-    const A* base = a.y + a.outer.offset(o);
-    A* dst = a.out + a.out_outer.offset(o);
+    const T* base = a.y + a.outer.offset(o);
+    T* dst = a.out + a.out_outer.offset(o);
     if (WARP && a.count <= 32 * kSoftmaxHold) {
       // The row in registers: one read, the max, then the sum of exp(v - max)
       // (softmax_value's state), then the writes.
@@ -311,12 +321,12 @@ __global__ void __launch_bounds__(kThreads, 1) epi_softmax_rows(const SoftmaxArg
 }
 
 // A thread per row (the axis is strided; neighbouring rows are adjacent).
-template <class A>
-__global__ void __launch_bounds__(kThreads, 1) epi_softmax_cols(const SoftmaxArgs<A> a) {
+template <class T, class A>
+__global__ void __launch_bounds__(kThreads, 1) epi_softmax_cols(const SoftmaxArgs<T, A> a) {
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
   for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < a.rows; o += nthreads) {
-    const A* base = a.y + a.outer.offset(o);
-    A* dst = a.out + a.out_outer.offset(o);
+    const T* base = a.y + a.outer.offset(o);
+    T* dst = a.out + a.out_outer.offset(o);
     ReduceAcc<A> acc = reduce_init<A>(ReduceKind::logsumexp);
     for (int64_t j = 0; j < a.count; ++j) reduce_push(ReduceKind::logsumexp, acc, soft_in(a, base, o, j));
     for (int64_t j = 0; j < a.count; ++j) soft_out(a, dst, acc, soft_in(a, base, o, j), o, j);
@@ -361,12 +371,12 @@ void tuned_launch(Kernel kernel, const char* name, std::string shape, bool measu
   run(tuned(kernel, name, std::move(shape), measurable, measure).threads());
 }
 
-template <class A>
+template <class T, class A>
 void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& out) {
   Indexer outer, inner;
   split_axes(y.shape, y.strides, e.mask, outer, inner);
-  const A* yp = static_cast<const A*>(y.data);
-  A* op = static_cast<A*>(out.data);
+  const T* yp = static_cast<const T*>(y.data);
+  T* op = static_cast<T*>(out.data);
   const int64_t n = y.numel();
   const int sms = device_info().limits.sm_count;
   const bool measurable = !overlaps(y, out);
@@ -375,15 +385,15 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
   try {
     if (e.main == MainKind::map) {
       if (n > 0) {
-        MapArgs<A> a{yp, op, n, outer, e.body, 2};
+        MapArgs<T, A> a{yp, op, n, outer, e.body, 2};
         if (y.is_contiguous()) a.mode = aligned16(yp) && aligned16(op) ? 0 : 1;
         const char* layout = a.mode == 0 ? "vec16" : a.mode == 1 ? "contiguous" : "strided";
-        tuned_launch(epi_map<A>, "cuda::epilogue_map", tuning::shape_class({{"n", n}}) + "," + dtype + "," + layout,
+        tuned_launch(epi_map<T, A>, "cuda::epilogue_map", tuning::shape_class({{"n", n}}) + "," + dtype + "," + layout,
                      measurable, [&](int threads) {
-                       const int64_t per_block = int64_t(threads) * (a.mode == 0 ? Vec16<A>::kVec * 4 : 4);
-                       const int64_t resident = int64_t(occupancy(epi_map<A>, threads, 0)) * sms;
+                       const int64_t per_block = int64_t(threads) * (a.mode == 0 ? Vec16<T>::kVec * 4 : 4);
+                       const int64_t resident = int64_t(occupancy(epi_map<T, A>, threads, 0)) * sms;
                        const int64_t blocks = std::min<int64_t>((n + per_block - 1) / per_block, resident * 4);
-                       launch("kfuse::cuda::epilogue_map", epi_map<A>, dim3(grid_of(blocks)), dim3(threads), 0, false,
+                       launch("kfuse::cuda::epilogue_map", epi_map<T, A>, dim3(grid_of(blocks)), dim3(threads), 0, false,
                               a);
                      });
       }
@@ -391,7 +401,7 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
       const Tail<A>& tail = e.tail;
       const int64_t outputs = tail.R * tail.K;
       const bool direct = tail.n == 0 && tail.K_out == tail.K;
-      ReduceArgs<A> a{};
+      ReduceArgs<T, A> a{};
       a.y = yp;
       a.outer = outer;
       a.inner = inner;
@@ -415,17 +425,18 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
           a.parts = 1;
           a.part_len = e.count;
           if (!cols && !warp) {
-            const int64_t resident = int64_t(occupancy(epi_reduce_rows<A, true, false>, threads, 0)) * sms;
+            const int64_t resident = int64_t(occupancy(epi_reduce_rows<T, A, true, false>, threads, 0)) * sms;
             const int64_t want = (2 * resident + outputs - 1) / outputs;
             const int64_t most = (e.count + 8191) / 8192;  // parts of at least 8K elements
             a.parts = std::max<int64_t>(1, std::min(want, most));
-            const int64_t vec = Vec16<A>::kVec;
+            const int64_t vec = Vec16<T>::kVec;
             a.part_len = ((e.count + a.parts - 1) / a.parts + vec - 1) / vec * vec;
             a.parts = (e.count + a.part_len - 1) / a.part_len;
           }
           const std::size_t p_bytes = a.parts > 1 ? align(std::size_t(outputs * a.parts) * sizeof(ReduceAcc<A>)) : 0;
           char* base = static_cast<char*>(ws.scratch(std::max<std::size_t>(z_bytes + p_bytes, 1)));
-          a.dst = direct ? op : reinterpret_cast<A*>(base);
+          a.z = direct ? nullptr : reinterpret_cast<A*>(base);
+          a.out = op;
           a.partials = reinterpret_cast<ReduceAcc<A>*>(base + z_bytes);
           a.counters = a.parts > 1 ? ws.counters(std::size_t(outputs)) : nullptr;
         };
@@ -443,16 +454,16 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
         if (cols) {
           const auto blocks = [&](int threads) { return (outputs + threads - 1) / threads; };
           if (one_axis)
-            go(epi_reduce_cols<A, false>, "cuda::epilogue_reduce_cols", "kfuse::cuda::epilogue_reduce_cols", blocks);
+            go(epi_reduce_cols<T, A, false>, "cuda::epilogue_reduce_cols", "kfuse::cuda::epilogue_reduce_cols", blocks);
           else
-            go(epi_reduce_cols<A, true>, "cuda::epilogue_reduce_cols", "kfuse::cuda::epilogue_reduce_cols", blocks);
+            go(epi_reduce_cols<T, A, true>, "cuda::epilogue_reduce_cols", "kfuse::cuda::epilogue_reduce_cols", blocks);
         } else if (warp) {
           const auto blocks = [&](int threads) { return (outputs + threads / 32 - 1) / (threads / 32); };
           if (contig)
-            go(epi_reduce_rows<A, true, true>, "cuda::epilogue_reduce_rows_warp", "kfuse::cuda::epilogue_reduce_rows",
+            go(epi_reduce_rows<T, A, true, true>, "cuda::epilogue_reduce_rows_warp", "kfuse::cuda::epilogue_reduce_rows",
                blocks);
           else
-            go(epi_reduce_rows<A, false, true>, "cuda::epilogue_reduce_rows_warp", "kfuse::cuda::epilogue_reduce_rows",
+            go(epi_reduce_rows<T, A, false, true>, "cuda::epilogue_reduce_rows_warp", "kfuse::cuda::epilogue_reduce_rows",
                blocks);
         } else {
           const auto blocks = [&](int) {
@@ -462,22 +473,22 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
             return b;
           };
           if (contig)
-            go(epi_reduce_rows<A, true, false>, "cuda::epilogue_reduce_rows", "kfuse::cuda::epilogue_reduce_rows",
+            go(epi_reduce_rows<T, A, true, false>, "cuda::epilogue_reduce_rows", "kfuse::cuda::epilogue_reduce_rows",
                blocks);
           else
-            go(epi_reduce_rows<A, false, false>, "cuda::epilogue_reduce_rows", "kfuse::cuda::epilogue_reduce_rows",
+            go(epi_reduce_rows<T, A, false, false>, "cuda::epilogue_reduce_rows", "kfuse::cuda::epilogue_reduce_rows",
                blocks);
         }
         // The tail rewrites its rows in place (a re-run would not be the same
         // run), so it is not measured: kThreads per block.
         if (!direct && tail.R > 0) {
-          TailArgs<A> t{a.dst, op, tail};
+          TailArgs<T, A> t{a.z, op, tail};
           if (tail.K <= 4)
-            launch("kfuse::cuda::epilogue_tail", epi_tail<A, 0>, dim3(grid_of((tail.R + kThreads - 1) / kThreads)), dim3(kThreads), 0, false, t);
+            launch("kfuse::cuda::epilogue_tail", epi_tail<T, A, 0>, dim3(grid_of((tail.R + kThreads - 1) / kThreads)), dim3(kThreads), 0, false, t);
           else if (tail.K <= 1024)
-            launch("kfuse::cuda::epilogue_tail", epi_tail<A, 1>, dim3(grid_of((tail.R + kThreads / 32 - 1) / (kThreads / 32))), dim3(kThreads), 0, false, t);
+            launch("kfuse::cuda::epilogue_tail", epi_tail<T, A, 1>, dim3(grid_of((tail.R + kThreads / 32 - 1) / (kThreads / 32))), dim3(kThreads), 0, false, t);
           else
-            launch("kfuse::cuda::epilogue_tail", epi_tail<A, 2>, dim3(grid_of(std::min<int64_t>(tail.R, int64_t(sms) * 8))), dim3(kThreads), 0, false, t);
+            launch("kfuse::cuda::epilogue_tail", epi_tail<T, A, 2>, dim3(grid_of(std::min<int64_t>(tail.R, int64_t(sms) * 8))), dim3(kThreads), 0, false, t);
         }
       }
     } else {
@@ -486,7 +497,7 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
       const int64_t count = e.count;
       const int64_t rows = count > 0 ? n / count : 0;
       if (rows > 0 && count > 0) {
-        SoftmaxArgs<A> a{yp, op, outer, out_outer, 0, 0, count, rows, e.body, e.after};
+        SoftmaxArgs<T, A> a{yp, op, outer, out_outer, 0, 0, count, rows, e.body, e.after};
         int64_t ys = 1, os = 1;
         single_stride(inner, ys);
         single_stride(out_inner, os);
@@ -496,22 +507,22 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
                                   (ys == 1 ? "contiguous" : "strided");
         const bool cols = ys != 1 && count > 1 && rows >= int64_t(sms) * 1024;
         if (cols) {
-          tuned_launch(epi_softmax_cols<A>, "cuda::epilogue_softmax_cols", shape, measurable, [&](int threads) {
-            launch("kfuse::cuda::epilogue_softmax_cols", epi_softmax_cols<A>,
+          tuned_launch(epi_softmax_cols<T, A>, "cuda::epilogue_softmax_cols", shape, measurable, [&](int threads) {
+            launch("kfuse::cuda::epilogue_softmax_cols", epi_softmax_cols<T, A>,
                    dim3(grid_of((rows + threads - 1) / threads)), dim3(threads), 0, false, a);
           });
         } else if (count <= 1024) {
-          tuned_launch(epi_softmax_rows<A, true>, "cuda::epilogue_softmax_rows_warp", shape, measurable,
+          tuned_launch(epi_softmax_rows<T, A, true>, "cuda::epilogue_softmax_rows_warp", shape, measurable,
                        [&](int threads) {
                          const int64_t blocks =
                              std::min<int64_t>((rows + threads / 32 - 1) / (threads / 32), int64_t(sms) * 64);
-                         launch("kfuse::cuda::epilogue_softmax_rows", epi_softmax_rows<A, true>, dim3(grid_of(blocks)),
+                         launch("kfuse::cuda::epilogue_softmax_rows", epi_softmax_rows<T, A, true>, dim3(grid_of(blocks)),
                                 dim3(threads), 0, false, a);
                        });
         } else {
-          tuned_launch(epi_softmax_rows<A, false>, "cuda::epilogue_softmax_rows", shape, measurable, [&](int threads) {
+          tuned_launch(epi_softmax_rows<T, A, false>, "cuda::epilogue_softmax_rows", shape, measurable, [&](int threads) {
             const int64_t blocks = std::min<int64_t>(rows, int64_t(sms) * 16);
-            launch("kfuse::cuda::epilogue_softmax_rows", epi_softmax_rows<A, false>, dim3(grid_of(blocks)),
+            launch("kfuse::cuda::epilogue_softmax_rows", epi_softmax_rows<T, A, false>, dim3(grid_of(blocks)),
                    dim3(threads), 0, false, a);
           });
         }
@@ -526,11 +537,11 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
 // The kernel of each stage and its launch shape follow from Y's strides,
 // which only the run knows (Y is x itself when there is no conv): a few
 // integer operations per run, then the launches.
-template <class A>
+template <class T, class A>
 class PreparedEpilogue final : public PreparedStep {
  public:
   explicit PreparedEpilogue(const EpilogueStep<A>& step) : step_(step) {}
-  void run(const TensorView& y, const TensorView& out) const override { epilogue(step_, y, out); }
+  void run(const TensorView& y, const TensorView& out) const override { epilogue<T>(step_, y, out); }
   std::string describe() const override {
     switch (step_.main) {
       case MainKind::map: return "epilogue_map";
@@ -547,13 +558,17 @@ class PreparedEpilogue final : public PreparedStep {
 }  // namespace
 
 Preparation prepare_epilogue(const EpilogueStep<float>& step, DType dtype) {
-  if (dtype != DType::f32) return Preparation::refuse(cat("the epilogue kernels read float32 or float64 Y, not ", to_string(dtype)));
-  return Preparation::of<PreparedEpilogue<float>>(step);
+  switch (dtype) {
+    case DType::f32: return Preparation::of<PreparedEpilogue<float, float>>(step);
+    case DType::bf16: return Preparation::of<PreparedEpilogue<__nv_bfloat16, float>>(step);
+    case DType::f16: return Preparation::of<PreparedEpilogue<__half, float>>(step);
+    default: return Preparation::refuse(cat("a float32-accumulating epilogue does not read ", to_string(dtype)));
+  }
 }
 
 Preparation prepare_epilogue(const EpilogueStep<double>& step, DType dtype) {
   if (dtype != DType::f64) return Preparation::refuse(cat("a float64 epilogue does not read ", to_string(dtype)));
-  return Preparation::of<PreparedEpilogue<double>>(step);
+  return Preparation::of<PreparedEpilogue<double, double>>(step);
 }
 
 }  // namespace kfuse::detail::cuda

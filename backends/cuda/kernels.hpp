@@ -16,9 +16,9 @@ Preparation prepare_fold(const FoldStep<double>& step, DType dtype);
 Preparation prepare_epilogue(const EpilogueStep<float>& step, DType dtype);
 Preparation prepare_epilogue(const EpilogueStep<double>& step, DType dtype);
 
-// conv_transpose2d into the contiguous Y: cuDNN's backward-data convolution
-// when built with cuDNN and it accepts the configuration, else a plain CUDA
-// gather kernel.
+// conv_transpose2d into the contiguous Y, any dtype (conv.cu): the
+// tensor-core kernel or cuDNN's backward-data convolution, whichever
+// measures faster, else a plain CUDA gather kernel.
 Preparation prepare_conv(const ConvStep& step, DType dtype);
 
 // conv_transpose2d with its epilogue inside: the implicit-GEMM tensor-core
@@ -27,9 +27,16 @@ Preparation prepare_conv(const ConvStep& step, DType dtype);
 // does not cover the geometry or the epilogue.
 Preparation prepare_conv_epilogue(const ConvEpilogueStep& step, DType dtype);
 
-// The implicit-GEMM kernel's description of a conv step's geometry.
+// The implicit-GEMM kernel's description of a conv step's geometry, and its
+// product for a dtype and precision (float32: 3xTF32 strict, or TF32).
 struct IgemmProblem;
+enum class IgemmPrecision;
 IgemmProblem igemm_problem(const ConvStep& step);
+IgemmPrecision igemm_precision(DType dtype, Precision precision);
+
+// A weight or bias in the dtype the kernels multiply (a half pipeline's
+// float32 parameters rounded to its dtype), in CUDA memory, once.
+Tensor in_dtype(const Tensor& t, DType dtype);
 
 // Which path the last conv of the calling thread took ("cudnn" or "gather").
 const char* last_conv_path();

@@ -418,17 +418,25 @@ TEST_F(CudaEpilogue, RandomConfigsCudnnAndGather) {
     const int kind = iter % 10;
     const Maker make = epilogue_pipeline(c, kind, rng);
     const std::string what = text(c) + detail::cat(" epilogue ", kind);
-    // The default path (the tensor-core kernel for float32 where it applies), cuDNN, the gather kernel.
+    // The default path (the tensor-core kernel where it applies), cuDNN, the
+    // gather kernel; the half types materialise Y in their dtype and compute
+    // each epilogue stage in float (Y rounded once more: a looser bound).
+    const DType half = iter % 2 ? DType::bf16 : DType::f16;
+    const double half_tol = half == DType::bf16 ? 3e-2 : 5e-3;
     for (DType dt : {DType::f32, DType::f64})
       expect_close(run_both(make, dt, Strategy::fused, c.x_shape(), c.x), tolerance(dt), what + " " + to_string(dt));
+    expect_close(run_both(make, half, Strategy::fused, c.x_shape(), c.x), half_tol, what + " " + to_string(half));
     {
       EnvOverride cudnn("KFUSE_CUDA_CONV", "cudnn");
       expect_close(run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x), 1e-5, what + " cuDNN");
       cudnn_runs += std::string(detail::cuda::last_conv_path()) == "cudnn";
+      expect_close(run_both(make, DType::f64, Strategy::fused, c.x_shape(), c.x), 1e-11, what + " cuDNN float64");
+      expect_close(run_both(make, half, Strategy::fused, c.x_shape(), c.x), half_tol, what + " cuDNN " + to_string(half));
     }
     EnvOverride ov("KFUSE_CUDA_CONV", "gather");
     expect_close(run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x), 1e-5, what + " gather");
     EXPECT_STREQ(detail::cuda::last_conv_path(), "gather");
+    expect_close(run_both(make, half, Strategy::fused, c.x_shape(), c.x), half_tol, what + " gather " + to_string(half));
   }
 #ifdef KFUSE_HAVE_CUDNN
   if (iters(40) == 40) {
@@ -669,6 +677,9 @@ TEST_F(CudaEpilogue, MultiStageChainsRunOnTheDevice) {
       expect_all_on_cuda(r.describe);
     }
     expect_close(run_both(make, DType::f32, Strategy::automatic, xs, x, {}, true), 5e-3, detail::cat("staged tf32 ", which));
+    const Result bf = run_both(make, DType::bf16, Strategy::automatic, xs, x);
+    expect_close(bf, 3e-2, detail::cat("staged bfloat16 ", which));
+    expect_all_on_cuda(bf.describe);
   }
 }
 
@@ -719,21 +730,24 @@ TEST_F(CudaEpilogue, NanAndInfinitiesAsPyTorch) {
 
 // ---- Errors and edges ------------------------------------------------------------------
 
-// Half precision runs the fold or the conv with its epilogue inside; the
-// epilogue stages after a materialised Y take float32 and float64 only.
-TEST(CudaBackend, HalfPipelinesRunInsideTheConvNotAsEpilogueStages) {
+// Half precision runs every strategy but the host reference: the conv with
+// its epilogue inside, or Y materialised in the half type and the epilogue
+// stages after it.
+TEST(CudaBackend, HalfPipelinesRunEveryDeviceStrategy) {
   REQUIRE_GPU();
   Rng rng(1);
   const Conv c = random_conv(rng);
   PlanOptions o;
   o.memory = Memory::cuda;
-  o.strategy = Strategy::fused;
   Pipeline p(c.x_shape(), DType::f16);
   c.add_to(p, DType::f16);
   p.relu();
-  EXPECT_THROW(Plan(p, o), Error);
-  o.strategy = Strategy::automatic;
   EXPECT_EQ(Plan(p, o).strategy(), Strategy::fused_conv);
+  o.strategy = Strategy::fused;
+  const Plan fused(p, o);
+  expect_all_on_cuda(fused.describe());
+  o.strategy = Strategy::reference;
+  EXPECT_THROW(Plan(p, o), Error);
 }
 
 TEST(CudaBackend, DeviceErrorsNameTheCall) {

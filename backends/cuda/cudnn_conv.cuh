@@ -1,0 +1,54 @@
+// conv_transpose2d through cuDNN's graph API: the transposed convolution is
+// the data gradient of the forward convolution from Y to x, one
+// backward-data operation. The engine is chosen at plan time the way
+// PyTorch's cudnn.benchmark does: cuDNN's heuristics (mode A, then the
+// fallback list) rank the engine configurations, those whose numerical notes
+// the plan's precision forbids are dropped, and the first few that build
+// within the workspace cap are each timed on the step's shapes; the fastest
+// is kept with its execution plan and workspace size.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "plan/steps.hpp"
+
+namespace kfuse::detail::cuda {
+
+// What the engine may do, from the plan's dtype and precision:
+//   float32 strict: fp32 FMA only (no tensor cores, no down-converted inputs)
+//   float32 tf32:   TF32 tensor cores allowed (PyTorch's default for convolutions)
+//   bfloat16/float16: tensor cores with fp32 accumulation (no reduced-precision reduction)
+//   float64:        anything exact in float64
+// Non-deterministic engines are never taken: a plan's results are the same run to run.
+class CudnnConv {
+ public:
+  // Builds the graph for x with `x_strides` and the contiguous Y, both of
+  // `dtype` and with pointers aligned to `align` bytes; the weight is
+  // [Cin, Cout/G, kH, kW] contiguous in `dtype` at `weight` (device memory,
+  // used for the timing runs). Returns null with the reason in `why_not` when
+  // cuDNN has no engine for it.
+  static std::unique_ptr<CudnnConv> make(const ConvStep& step, DType dtype, const Shape& x_strides, int align,
+                                         const void* weight, std::string& why_not);
+  ~CudnnConv();
+  CudnnConv(const CudnnConv&) = delete;
+  CudnnConv& operator=(const CudnnConv&) = delete;
+
+  // y = conv_transpose2d(x, weight) without bias, on stream().
+  void run(const void* x, const void* weight, void* y) const;
+
+  // The engine, its notes, its workspace and the timed candidates.
+  const std::string& describe() const { return description_; }
+
+ private:
+  struct Impl;
+  explicit CudnnConv(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  std::string description_;
+};
+
+// The largest power of two (at most 16) that divides the address: the
+// alignment a graph is built for.
+int pointer_alignment(const void* p);
+
+}  // namespace kfuse::detail::cuda
