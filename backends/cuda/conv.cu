@@ -118,7 +118,7 @@ class PreparedConv final : public PreparedStep {
 #ifdef KFUSE_HAVE_CUDNN
     if (overrides().conv != ConvPath::gather) {
       const CudnnEntry& c = cudnn_for(contiguous_strides(step_.in_shape), 16);
-      if (c.conv) return c.conv->describe() + (bias_.defined() ? ", then the bias" : "");
+      if (c.conv) return c.conv->describe() + (bias_.defined() ? ", then the bias" : "") + timing_;
       return "gather kernel (cuDNN: " + c.why_not + ")";
     }
 #endif

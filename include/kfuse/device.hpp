@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace kfuse::device {
 
@@ -18,8 +19,10 @@ void select_device(int local_rank);
 // Device timing of Plan::run, for benchmarks: while on, each run of a plan on
 // CUDA memory records CUDA events on the calling thread's stream around its
 // steps, and last_run_ms() is the calling thread's last such time (NaN before
-// the first).
+// the first), and last_step_ms() the device time of each of its steps, in
+// plan order (events between the steps; they add up to last_run_ms()).
 void set_run_timing(bool on);
 double last_run_ms();
+std::vector<double> last_step_ms();
 
 }  // namespace kfuse::device

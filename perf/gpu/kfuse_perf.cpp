@@ -178,6 +178,7 @@ double rel_error(const std::vector<double>& out, const std::vector<double>& ref)
 
 struct Timing {
   Stats device, wall;
+  std::vector<double> step_ms;  // each step's median device time
 };
 
 // Times plan.run(x, out): warm-up, then reps runs after an L2 flush each.
@@ -185,6 +186,7 @@ Timing time_plan(const Plan& plan, const TensorView& x, const TensorView& out, c
   device::set_run_timing(true);
   for (int i = 0; i < (o.ncu ? 1 : o.warmup); ++i) plan.run(x, out);
   std::vector<double> dev, wall;
+  std::vector<std::vector<double>> steps;
   const int reps = o.ncu ? 1 : o.reps;
   for (int i = 0; i < reps; ++i) {
     if (!o.ncu) fl.flush();
@@ -193,9 +195,14 @@ Timing time_plan(const Plan& plan, const TensorView& x, const TensorView& out, c
     const auto t1 = std::chrono::steady_clock::now();
     wall.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
     dev.push_back(device::last_run_ms());
+    const std::vector<double> s = device::last_step_ms();
+    steps.resize(s.size());
+    for (std::size_t k = 0; k < s.size(); ++k) steps[k].push_back(s[k]);
   }
   device::set_run_timing(false);
-  return Timing{stats(dev), stats(wall)};
+  std::vector<double> step_ms;
+  for (const std::vector<double>& s : steps) step_ms.push_back(stats(s).median);
+  return Timing{stats(dev), stats(wall), step_ms};
 }
 
 struct Context {
@@ -227,10 +234,14 @@ json& record(Context& c, const std::string& name, const std::string& group, cons
   j["wall_over_floor"] = floor_ms > 0 ? t.wall.median / floor_ms : 0.0;
   if (!std::isnan(rel_err)) j["rel_err_vs_fp64_host"] = rel_err;
   j["describe"] = plan.describe();
+  j["step_device_ms_median"] = t.step_ms;
+  std::string steps;
+  for (double s : t.step_ms) steps += detail::cat(steps.empty() ? "  steps " : " + ", s);
   std::printf("%-34s %-8s %-9s device %9.4f ms (min %9.4f)  wall %9.4f ms  floor %9.4f ms  x%5.2f  %7.1f GB/s%s\n",
               name.c_str(), to_string(plan.dtype()), to_string(plan.strategy()), t.device.median, t.device.min,
               t.wall.median, floor_ms, floor_ms > 0 ? t.device.median / floor_ms : 0.0, j["GBps"].get<double>(),
               std::isnan(rel_err) ? "" : detail::cat("  rel err ", rel_err).c_str());
+  if (t.step_ms.size() > 1) std::printf("%36s%s ms\n", "", steps.c_str());
   std::fflush(stdout);
   c.cases.push_back(j);
   return c.cases.back();

@@ -23,13 +23,16 @@ double time_ms(const std::function<void()>& f);
 // Around the steps of one Plan::run on CUDA memory: the run's device time when
 // run timing is on, and finish() waits for the calling thread's stream (the
 // steps are stream-ordered; the result is complete when Plan::run returns).
+// step_done() after each step marks where the step's time ends.
 class RunTimer {
  public:
   explicit RunTimer(bool on_device);
+  void step_done();
   void finish();
 
  private:
   bool on_device_, timed_;
+  int steps_ = 0;
 };
 
 }  // namespace kfuse::device

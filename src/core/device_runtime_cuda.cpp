@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cmath>
 #include <map>
+#include <vector>
 
 #include "core/cuda_check.hpp"
 
@@ -73,10 +74,13 @@ void fill_bytes(void* dst, int value, std::size_t bytes) {
 namespace {
 std::atomic<bool> g_run_timing{false};
 thread_local double t_last_run_ms = std::nan("");
+thread_local std::vector<double> t_last_step_ms;
 
-// The calling thread's pair of events on the current device.
+// The calling thread's events on the current device: the run's start and
+// stop, and one after each step (created as plans with more steps come).
 struct Events {
   cudaEvent_t start = nullptr, stop = nullptr;
+  std::vector<cudaEvent_t> steps;
 };
 Events& events() {
   // (Events are kept for the thread's life: destroying them needs their device current.)
@@ -111,9 +115,20 @@ double time_ms(const std::function<void()>& f) {
   return ms;
 }
 double last_run_ms() { return t_last_run_ms; }
+std::vector<double> last_step_ms() { return t_last_step_ms; }
 
 RunTimer::RunTimer(bool on_device) : on_device_(on_device), timed_(on_device && g_run_timing.load()) {
   if (timed_) KFUSE_CUDA_CHECK(cudaEventRecord(events().start, cudaStreamPerThread));
+}
+
+void RunTimer::step_done() {
+  if (!timed_) return;
+  Events& e = events();
+  if (std::size_t(steps_) == e.steps.size()) {
+    e.steps.push_back(nullptr);
+    KFUSE_CUDA_CHECK(cudaEventCreate(&e.steps.back()));
+  }
+  KFUSE_CUDA_CHECK(cudaEventRecord(e.steps[std::size_t(steps_++)], cudaStreamPerThread));
 }
 
 void RunTimer::finish() {
@@ -121,9 +136,16 @@ void RunTimer::finish() {
   if (timed_) KFUSE_CUDA_CHECK(cudaEventRecord(events().stop, cudaStreamPerThread));
   KFUSE_CUDA_CHECK(cudaStreamSynchronize(cudaStreamPerThread), "waiting for the plan's kernels");
   if (timed_) {
-    float ms = 0.0f;
-    KFUSE_CUDA_CHECK(cudaEventElapsedTime(&ms, events().start, events().stop));
-    t_last_run_ms = ms;
+    const Events& e = events();
+    const auto elapsed = [](cudaEvent_t a, cudaEvent_t b) {
+      float ms = 0.0f;
+      KFUSE_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+      return double(ms);
+    };
+    t_last_run_ms = elapsed(e.start, e.stop);
+    t_last_step_ms.clear();
+    for (int k = 0; k < steps_; ++k)
+      t_last_step_ms.push_back(elapsed(k == 0 ? e.start : e.steps[std::size_t(k - 1)], e.steps[std::size_t(k)]));
   }
 }
 

@@ -23,7 +23,9 @@ void select_device(int) { no_cuda("device::select_device"); }
 void set_run_timing(bool) {}
 double time_ms(const std::function<void()>&) { return std::nan(""); }
 double last_run_ms() { return std::nan(""); }
+std::vector<double> last_step_ms() { return {}; }
 RunTimer::RunTimer(bool) : on_device_(false), timed_(false) {}
+void RunTimer::step_done() {}
 void RunTimer::finish() {}
 
 }  // namespace kfuse::device

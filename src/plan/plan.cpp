@@ -144,13 +144,13 @@ void Plan::run(const TensorView& x, const TensorView& out) const {
            " memory, the plan was built for ", to_string(p.options.memory), " memory");
 
   device::RunTimer timer(p.options.memory == Memory::cuda);
-  detail::run_steps(p, x, out);
+  detail::run_steps(p, x, out, &timer);
   timer.finish();
 }
 
 namespace detail {
 
-void run_steps(const PlanImpl& p, const TensorView& x, const TensorView& out) {
+void run_steps(const PlanImpl& p, const TensorView& x, const TensorView& out, device::RunTimer* timer) {
   std::vector<std::unique_ptr<BufferPool::Lease>> buffers;
   for (const Shape& shape : p.buffers)
     buffers.push_back(std::make_unique<BufferPool::Lease>(p.pool, shape, p.dtype, p.options.memory));
@@ -161,6 +161,7 @@ void run_steps(const PlanImpl& p, const TensorView& x, const TensorView& out) {
   for (std::size_t k = 0; k < p.steps.size(); ++k) {
     const TraceRange range(trace_name(p.steps[k]));
     p.prepared[k]->run(as_shape(slot(p.io[k].in), p.io[k].in_shape), slot(p.io[k].out));
+    if (timer) timer->step_done();
   }
 }
 

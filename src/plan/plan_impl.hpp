@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backends/backend.hpp"
+#include "core/device_runtime.hpp"
 #include "plan/steps.hpp"
 
 namespace kfuse::detail {
@@ -70,6 +71,6 @@ struct PlanImpl {
 };
 
 // The plan's steps on checked arguments, stream-ordered (Plan::run waits).
-void run_steps(const PlanImpl& plan, const TensorView& x, const TensorView& out);
+void run_steps(const PlanImpl& plan, const TensorView& x, const TensorView& out, device::RunTimer* timer = nullptr);
 
 }  // namespace kfuse::detail
