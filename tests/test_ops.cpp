@@ -33,6 +33,7 @@
 #include <cmath>
 #include <iostream>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,53 @@ template <class T>
 class Ops : public ::testing::Test {};
 using Types = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(Ops, Types);
+
+// ---------------------------------------------------------------------------
+// Indexer: the squeezed, merged axes and the reciprocal division give the
+// offsets of the plain row-major walk, below and above 2^32, with broadcast
+// (zero) strides, extents of 1, extents up to 2^31 and negative strides.
+
+int64_t plain_offset(const kfuse::Shape& size, const kfuse::Shape& stride, int64_t linear) {
+  int64_t off = 0;
+  for (int d = int(size.size()) - 1; d >= 0; --d) {
+    off += (linear % size[std::size_t(d)]) * stride[std::size_t(d)];
+    linear /= size[std::size_t(d)];
+  }
+  return off;
+}
+
+TEST(Indexer, OffsetsMatchThePlainWalk) {
+  std::mt19937_64 rng(5);
+  const std::vector<std::pair<kfuse::Shape, kfuse::Shape>> cases = {
+      {{2, 3, 1, 5}, {15, 5, 5, 1}},                 // contiguous: one axis
+      {{4, 1, 7, 9}, {0, 0, 1, 0}},                   // a per-row operand broadcast over 4 x 9
+      {{3, 64, 256, 256}, {0, 1, 0, 0}},              // a per-channel operand
+      {{5, 6, 7}, {-42, 7, -1}},                      // negative strides
+      {{1, 1, 1}, {3, 2, 1}},                         // one element
+      {{3, 1 << 16, 1 << 15}, {int64_t(1) << 31, 1 << 15, 1}},  // 2^32 and more elements
+      {{int64_t(1) << 31, 3}, {1, int64_t(1) << 31}},  // an extent of 2^31
+      {{int64_t(1) << 31 | 1, 2}, {2, 1}},           // past 2^31: the 64-bit division only
+      {{7, 11, 13, 17, 19, 23, 29, 31}, {0, 1, 0, 0, 3, 0, 0, 1}},
+  };
+  for (const auto& [size, stride] : cases) {
+    const kfuse::Indexer ix = kfuse::make_indexer(size, stride);
+    int64_t n = 1;
+    for (int64_t s : size) n *= s;
+    std::vector<int64_t> probes = {0, 1, n - 1, n / 2, std::min<int64_t>(n - 1, (int64_t(1) << 32) - 1),
+                                   std::min<int64_t>(n - 1, int64_t(1) << 32)};
+    for (int k = 0; k < 2000; ++k) probes.push_back(int64_t(rng() % uint64_t(n)));
+    for (int64_t i : probes)
+      ASSERT_EQ(ix.offset(i), plain_offset(size, stride, i)) << kfuse::to_string(size) << " at " << i;
+    EXPECT_LE(ix.rank, int(size.size()));
+  }
+  // Squeezed and merged: a per-channel operand over NCHW walks 3 axes; contiguous data 1.
+  EXPECT_EQ(kfuse::make_indexer({3, 64, 256, 256}, {0, 1, 0, 0}).rank, 3);
+  EXPECT_EQ(kfuse::make_indexer({2, 3, 1, 5}, {15, 5, 5, 1}).rank, 1);
+  EXPECT_TRUE(kfuse::make_indexer({2, 3, 1, 5}, {15, 5, 5, 1}).is_dense());
+  EXPECT_FALSE(kfuse::make_indexer({2, 3}, {0, 1}).is_dense());
+  // Extents of 0: nothing is walked; the axes are kept as they are.
+  EXPECT_EQ(kfuse::make_indexer({2, 0, 1}, {0, 1, 1}).rank, 3);
+}
 
 // ---------------------------------------------------------------------------
 // The reference itself, on cases small enough to check by hand.

@@ -229,7 +229,8 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
       return nullptr;
     }
 
-    // Candidates: heuristics mode A, then the fallback list, allowed ones only.
+    // Candidates: heuristics mode A's list, then the fallback list (mode A
+    // often names a single configuration), allowed ones only.
     std::size_t free_bytes = 0, total_bytes = 0;
     KFUSE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
     const int64_t ws_cap = int64_t(free_bytes / 4);
@@ -274,7 +275,6 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
         plan_ws.push_back(ws_bytes);
         plan_text.push_back(text);
       }
-      if (!plans.empty()) break;
     }
     if (plans.empty()) {
       why_not = refused.empty() ? "no cuDNN engine builds for this configuration within a quarter of free memory"

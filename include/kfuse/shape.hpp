@@ -33,19 +33,48 @@ Shape reduced_shape(const Shape& shape, uint32_t mask, bool keepdim);
 
 // Maps a row-major linear index over `size` to an element offset through
 // `stride`. A zero stride broadcasts. Plain data: passed by value to kernels.
+// make_indexer builds it with the axes of extent 1 dropped and neighbours
+// that walk as one axis merged (the same offsets, fewer divisions), and with
+// each extent's 32-bit reciprocal: below 2^32 a linear index is split into
+// coordinates by a multiply-high and a shift per axis (Granlund-Montgomery,
+// as PyTorch's IntDivider), where a 64-bit division costs tens of
+// instructions on a GPU; above it, by 64-bit division. Outer axes of stride
+// 0 (an operand broadcast over them) are not split off at all.
 struct Indexer {
   int rank = 0;
+  int live = 0;  // axes [live, rank) are walked: those before have stride 0
   int64_t size[kMaxRank] = {};
   int64_t stride[kMaxRank] = {};
+  uint32_t magic[kMaxRank] = {};  // q = (umulhi(n, magic) + n) >> shift  (n < 2^32)
+  uint32_t shift[kMaxRank] = {};
+  bool fast = false;              // every extent at most 2^31: the reciprocals are set
 
   KFUSE_HDI int64_t offset(int64_t linear) const {
     int64_t off = 0;
-    for (int d = rank - 1; d >= 0; --d) {
+    if (fast && static_cast<uint64_t>(linear) < (uint64_t(1) << 32)) {
+      uint32_t n = static_cast<uint32_t>(linear);
+      for (int d = rank - 1; d >= live; --d) {
+        const uint32_t q = divide(n, d);
+        off += static_cast<int64_t>(n - q * static_cast<uint32_t>(size[d])) * stride[d];
+        n = q;
+      }
+      return off;
+    }
+    for (int d = rank - 1; d >= live; --d) {
       const int64_t i = linear % size[d];
       linear /= size[d];
       off += i * stride[d];
     }
     return off;
+  }
+
+  KFUSE_HDI uint32_t divide(uint32_t n, int d) const {
+#ifdef __CUDA_ARCH__
+    const uint64_t hi = __umulhi(n, magic[d]);
+#else
+    const uint64_t hi = (static_cast<uint64_t>(n) * magic[d]) >> 32;
+#endif
+    return static_cast<uint32_t>((hi + n) >> shift[d]);
   }
 
   // Whether it walks its elements contiguously (row-major, unit innermost
@@ -65,8 +94,9 @@ struct Indexer {
 
 Indexer make_indexer(const Shape& size, const Shape& stride);
 
-// Indexer over `out_shape` for a tensor of `in_shape`/`in_strides` that
-// broadcasts to it (stride 0 on broadcast axes).
+// The strides over `out_shape` of a tensor of `in_shape`/`in_strides` that
+// broadcasts to it (stride 0 on broadcast axes), and its Indexer.
+Shape broadcast_strides(const Shape& out_shape, const Shape& in_shape, const Shape& in_strides);
 Indexer broadcast_indexer(const Shape& out_shape, const Shape& in_shape, const Shape& in_strides);
 
 // Splits `shape`/`strides` by `mask`: the axes in mask (reduced) and the others (kept).

@@ -1,5 +1,6 @@
 #include "kfuse/shape.hpp"
 
+#include <algorithm>
 #include <limits>
 
 #include "kfuse/error.hpp"
@@ -81,20 +82,45 @@ Indexer make_indexer(const Shape& size, const Shape& stride) {
   if (size.size() > static_cast<std::size_t>(kMaxRank))
     fail(ErrorCategory::unsupported, "Indexer", "rank ", size.size(), " exceeds the maximum rank ", kMaxRank);
   Indexer ix;
-  ix.rank = static_cast<int>(size.size());
+  const bool empty = std::find(size.begin(), size.end(), int64_t(0)) != size.end();
+  for (std::size_t d = 0; d < size.size(); ++d) {
+    if (size[d] == 1 && !empty) continue;  // coordinate always 0
+    // Merge with the axis before when the two walk as one: outer stride = inner stride x inner extent.
+    if (ix.rank > 0 && !empty && ix.stride[ix.rank - 1] == stride[d] * size[d]) {
+      ix.size[ix.rank - 1] *= size[d];
+      ix.stride[ix.rank - 1] = stride[d];
+      continue;
+    }
+    ix.size[ix.rank] = size[d];
+    ix.stride[ix.rank] = stride[d];
+    ++ix.rank;
+  }
+  while (ix.live < ix.rank && ix.stride[ix.live] == 0) ++ix.live;
+  ix.fast = true;
   for (int d = 0; d < ix.rank; ++d) {
-    ix.size[d] = size[d];
-    ix.stride[d] = stride[d];
+    const uint64_t divisor = static_cast<uint64_t>(ix.size[d]);
+    if (divisor == 0 || divisor > (uint64_t(1) << 31)) {
+      ix.fast = false;
+      break;
+    }
+    uint32_t s = 0;
+    while ((uint64_t(1) << s) < divisor) ++s;
+    ix.shift[d] = s;
+    ix.magic[d] = static_cast<uint32_t>(((uint64_t(1) << 32) * ((uint64_t(1) << s) - divisor)) / divisor + 1);
   }
   return ix;
 }
 
-Indexer broadcast_indexer(const Shape& out_shape, const Shape& in_shape, const Shape& in_strides) {
+Shape broadcast_strides(const Shape& out_shape, const Shape& in_shape, const Shape& in_strides) {
   Shape stride(out_shape.size(), 0);
   const std::size_t lead = out_shape.size() - in_shape.size();
   for (std::size_t i = 0; i < in_shape.size(); ++i)
     stride[lead + i] = in_shape[i] == 1 ? 0 : in_strides[i];
-  return make_indexer(out_shape, stride);
+  return stride;
+}
+
+Indexer broadcast_indexer(const Shape& out_shape, const Shape& in_shape, const Shape& in_strides) {
+  return make_indexer(out_shape, broadcast_strides(out_shape, in_shape, in_strides));
 }
 
 void split_axes(const Shape& shape, const Shape& strides, uint32_t mask, Indexer& kept, Indexer& reduced) {

@@ -105,9 +105,7 @@ PointOp<A> point_op(const PipelineStage& st, Store<A>& store, uint32_t inner_mas
   p.operand = store.operand(*b.operand);
   const Shape& os = b.operand->shape();
   const Shape running = broadcast_shapes(st.in_shape, os, "plan");
-  const Indexer full = broadcast_indexer(running, os, contiguous_strides(os));
-  Shape stride(full.stride, full.stride + full.rank);
-  split_axes(running, stride, inner_mask, p.outer, p.inner);
+  split_axes(running, broadcast_strides(running, os, contiguous_strides(os)), inner_mask, p.outer, p.inner);
   return p;
 }
 template PointOp<float> point_op(const PipelineStage&, Store<float>&, uint32_t);
