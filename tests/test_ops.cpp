@@ -91,12 +91,24 @@ TEST(Indexer, OffsetsMatchThePlainWalk) {
     std::vector<int64_t> probes = {0, 1, n - 1, n / 2, std::min<int64_t>(n - 1, (int64_t(1) << 32) - 1),
                                    std::min<int64_t>(n - 1, int64_t(1) << 32)};
     for (int k = 0; k < 2000; ++k) probes.push_back(int64_t(rng() % uint64_t(n)));
-    for (int64_t i : probes)
+    for (int64_t i : probes) {
       ASSERT_EQ(ix.offset(i), plain_offset(size, stride, i)) << kfuse::to_string(size) << " at " << i;
+      // same_offset: true only for runs of one offset, and true for a run inside a broadcast innermost axis.
+      const int64_t span = std::min<int64_t>(int64_t(rng() % 8), n - 1 - i);
+      bool same = true;
+      for (int64_t t = 1; t <= span; ++t) same = same && plain_offset(size, stride, i + t) == plain_offset(size, stride, i);
+      if (ix.same_offset(i, span)) {
+        ASSERT_TRUE(same) << kfuse::to_string(size) << " at " << i << " span " << span;
+      }
+      EXPECT_TRUE(ix.same_offset(i, 0));
+    }
     EXPECT_LE(ix.rank, int(size.size()));
   }
   // Squeezed and merged: a per-channel operand over NCHW walks 3 axes; contiguous data 1.
-  EXPECT_EQ(kfuse::make_indexer({3, 64, 256, 256}, {0, 1, 0, 0}).rank, 3);
+  const kfuse::Indexer per_channel = kfuse::make_indexer({3, 64, 256, 256}, {0, 1, 0, 0});
+  EXPECT_EQ(per_channel.rank, 3);
+  EXPECT_TRUE(per_channel.same_offset(65536 * 5 + 100, 7));     // 8 values inside one channel's plane
+  EXPECT_FALSE(per_channel.same_offset(65536 * 5 + 65530, 7));  // across two channels
   EXPECT_EQ(kfuse::make_indexer({2, 3, 1, 5}, {15, 5, 5, 1}).rank, 1);
   EXPECT_TRUE(kfuse::make_indexer({2, 3, 1, 5}, {15, 5, 5, 1}).is_dense());
   EXPECT_FALSE(kfuse::make_indexer({2, 3}, {0, 1}).is_dense());

@@ -203,12 +203,14 @@ __global__ void __launch_bounds__(kThreads, 1) epi_reduce_cols(const ReduceArgs<
     int64_t k = 0;
     if (!GENERIC) {
       for (; k + 3 < a.count; k += 4) {
-        const T v0 = base[k * a.stride], v1 = base[(k + 1) * a.stride], v2 = base[(k + 2) * a.stride],
-                v3 = base[(k + 3) * a.stride];
-        push(a, acc0, v0, o, k);
-        push(a, acc1, v1, o, k + 1);
-        push(a, acc0, v2, o, k + 2);
-        push(a, acc1, v3, o, k + 3);
+        A v[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) v[u] = to_acc<A>(base[(k + u) * a.stride]);
+        apply_chain(a.body.ops, a.body.n, v, o, 0, k, 1);  // the chain's fields read once for the 4
+        reduce_push(a.kind, acc0, v[0]);
+        reduce_push(a.kind, acc1, v[1]);
+        reduce_push(a.kind, acc0, v[2]);
+        reduce_push(a.kind, acc1, v[3]);
       }
       for (; k < a.count; ++k) push(a, acc0, base[k * a.stride], o, k);
     } else {
@@ -295,12 +297,20 @@ __global__ void __launch_bounds__(kThreads, 1) epi_softmax_rows(const SoftmaxArg
     if (WARP && a.count <= 32 * kSoftmaxHold) {
       // The row in registers: one read, the max, then the sum of exp(v - max)
       // (softmax_value's state), then the writes.
+      // The chains run on all kSoftmaxHold values at once (value t at j =
+      // lane + 32 t; an operand constant along the row is loaded once); the
+      // values past the row are computed on and dropped.
       A v[kSoftmaxHold];
       ReduceAcc<A> acc{-inf<A>(), A(0)};
 #pragma unroll
       for (int t = 0; t < kSoftmaxHold; ++t) {
         const int64_t j = lane + 32 * t;
-        v[t] = j < a.count ? soft_in(a, base, o, j) : -inf<A>();
+        v[t] = j < a.count ? to_acc<A>(base[j * a.ys]) : A(0);
+      }
+      apply_chain(a.body.ops, a.body.n, v, o, 0, lane, 32);
+#pragma unroll
+      for (int t = 0; t < kSoftmaxHold; ++t) {
+        if (lane + 32 * t >= a.count) v[t] = -inf<A>();
         acc.a = nan_max(acc.a, v[t]);
       }
       acc = warp_join(ReduceKind::max, acc);
@@ -309,8 +319,11 @@ __global__ void __launch_bounds__(kThreads, 1) epi_softmax_rows(const SoftmaxArg
         if (lane + 32 * t < a.count) acc.b += std::exp(v[t] - acc.a);
       acc.b = warp_sum(acc.b);
 #pragma unroll
+      for (int t = 0; t < kSoftmaxHold; ++t) v[t] = softmax_value(acc, v[t]);
+      apply_chain(a.after.ops, a.after.n, v, o, 0, lane, 32);
+#pragma unroll
       for (int t = 0; t < kSoftmaxHold; ++t)
-        if (lane + 32 * t < a.count) soft_out(a, dst, acc, v[t], o, lane + 32 * t);
+        if (lane + 32 * t < a.count) dst[(lane + 32 * t) * a.os] = to_elem<T>(v[t]);
       continue;
     }
     ReduceAcc<A> acc = reduce_init<A>(ReduceKind::logsumexp);
@@ -327,9 +340,32 @@ __global__ void __launch_bounds__(kThreads, 1) epi_softmax_cols(const SoftmaxArg
   for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < a.rows; o += nthreads) {
     const T* base = a.y + a.outer.offset(o);
     T* dst = a.out + a.out_outer.offset(o);
+    // Four values at a time through the chains (their fields read once for the four).
+    constexpr int U = 4;
+    const int64_t full = a.count / U * U;
+    const auto load = [&](int64_t j, A (&v)[U]) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) v[u] = to_acc<A>(base[(j + u) * a.ys]);
+      apply_chain(a.body.ops, a.body.n, v, o, 0, j, 1);
+    };
     ReduceAcc<A> acc = reduce_init<A>(ReduceKind::logsumexp);
-    for (int64_t j = 0; j < a.count; ++j) reduce_push(ReduceKind::logsumexp, acc, soft_in(a, base, o, j));
-    for (int64_t j = 0; j < a.count; ++j) soft_out(a, dst, acc, soft_in(a, base, o, j), o, j);
+    for (int64_t j = 0; j < full; j += U) {
+      A v[U];
+      load(j, v);
+#pragma unroll
+      for (int u = 0; u < U; ++u) reduce_push(ReduceKind::logsumexp, acc, v[u]);
+    }
+    for (int64_t j = full; j < a.count; ++j) reduce_push(ReduceKind::logsumexp, acc, soft_in(a, base, o, j));
+    for (int64_t j = 0; j < full; j += U) {
+      A v[U];
+      load(j, v);
+#pragma unroll
+      for (int u = 0; u < U; ++u) v[u] = softmax_value(acc, v[u]);
+      apply_chain(a.after.ops, a.after.n, v, o, 0, j, 1);
+#pragma unroll
+      for (int u = 0; u < U; ++u) dst[(j + u) * a.os] = to_elem<T>(v[u]);
+    }
+    for (int64_t j = full; j < a.count; ++j) soft_out(a, dst, acc, soft_in(a, base, o, j), o, j);
   }
 }
 

@@ -68,6 +68,19 @@ struct Indexer {
     return off;
   }
 
+  // Whether offset(linear + t) == offset(linear) for every t in [0, span]
+  // (span >= 0): no walked axis, or a run that stays inside a broadcast
+  // innermost axis. May answer false for runs that do have one offset.
+  KFUSE_HDI bool same_offset(int64_t linear, int64_t span) const {
+    if (span == 0 || live == rank) return true;
+    const int d = rank - 1;
+    if (stride[d] != 0) return false;
+    const int64_t pos = fast && static_cast<uint64_t>(linear) < (uint64_t(1) << 32)
+                            ? int64_t(uint32_t(linear) - divide(uint32_t(linear), d) * uint32_t(size[d]))
+                            : linear % size[d];
+    return pos + span < size[d];
+  }
+
   KFUSE_HDI uint32_t divide(uint32_t n, int d) const {
 #ifdef __CUDA_ARCH__
     const uint64_t hi = __umulhi(n, magic[d]);

@@ -268,21 +268,23 @@ def compare(args):
                 "PyTorch's default). Errors: norm-relative against the pipeline in float64.\n\n"
                 "PyTorch columns: default settings / with torch.backends.cudnn.benchmark = True (cuDNN's algorithm "
                 "measured, as kfuse measures its own at plan time); the ratios are against the faster of the two.\n\n"
-                "| case | precision | strategy | kfuse device ms | wall ms | bytes floor ms | TF32 floor ms | eager (same precision) "
-                "| compile (same precision) | kfuse / eager | kfuse / compile | rel err |\n"
-                "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+                "kfuse steps: each step's median device time (the conv, then each epilogue stage).\n\n"
+                "| case | precision | strategy | kfuse device ms | kfuse steps ms | wall ms | bytes floor ms | TF32 floor ms "
+                "| eager (same precision) | compile (same precision) | kfuse / eager | kfuse / compile | rel err |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
         for c in rows:
             t = c["torch"]
             if "refused" in c:
-                f.write(f"| {c['name']} | {c['name'].rsplit('-', 1)[1]} | refused: {c['refused'][:120]} |||||||||||\n")
+                f.write(f"| {c['name']} | {c['name'].rsplit('-', 1)[1]} | refused: {c['refused'][:120]} ||||||||||||\n")
                 continue
             prec = c["precision"]
             nan = float("nan")
             eager, eager_b = t[f"eager_{prec}_ms"], t.get(f"eager_{prec}_ms_cudnn_benchmark", nan)
             comp, comp_b = t.get(f"compile_{prec}_ms", nan), t.get(f"compile_{prec}_ms_cudnn_benchmark", nan)
             best = lambda a, b: min(v for v in (a, b) if v == v) if (a == a or b == b) else nan
+            steps = " + ".join(f"{s:.3f}" for s in c.get("step_device_ms_median", []))
             f.write(f"| {c['name'].rsplit('-', 1)[0]} | {prec} | {c['strategy']} | {c['device_ms_median']:.3f} | "
-                    f"{c['wall_ms_median']:.3f} | {c['floor_ms']:.3f} | {c['tf32_compute_floor_ms']:.3f} | "
+                    f"{steps} | {c['wall_ms_median']:.3f} | {c['floor_ms']:.3f} | {c['tf32_compute_floor_ms']:.3f} | "
                     f"{eager:.3f} / {eager_b:.3f} | {comp:.3f} / {comp_b:.3f} | "
                     f"{c['device_ms_median'] / best(eager, eager_b):.2f} | {c['device_ms_median'] / best(comp, comp_b):.2f} | "
                     f"{c.get('rel_err_vs_fp64', float('nan')):.2e} |\n")

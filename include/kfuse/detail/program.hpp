@@ -44,7 +44,8 @@ KFUSE_HDI A apply_chain(const PointOp<A>* ops, int n, A y, int64_t i, int64_t j)
   return y;
 }
 
-// The same on N values at once, value k at the coordinate (i + k*di, j + k*dj).
+// The same on N values at once, value k at the coordinate (i + k*di, j + k*dj)
+// (di, dj >= 0).
 // Each op's fields are read once for all N, and its kind is dispatched once:
 // every case calls apply() with a compile-time kind, so that switch folds away
 // (per value, streaming kernels are bound by their load instructions and the
@@ -57,6 +58,17 @@ KFUSE_HDI void apply_unary_n(Unary u, A (&v)[N]) {
 template <BinaryKind K, class A, int N>
 KFUSE_HDI void apply_scalar_n(A s, A (&v)[N]) {
   KFUSE_UNROLL for (int k = 0; k < N; ++k) v[k] = apply(K, v[k], s);
+}
+template <class A, int N>
+KFUSE_HDI void apply_binary_n(BinaryKind kind, A s, A (&v)[N]) {
+  switch (kind) {
+    case BinaryKind::add: apply_scalar_n<BinaryKind::add>(s, v); break;
+    case BinaryKind::sub: apply_scalar_n<BinaryKind::sub>(s, v); break;
+    case BinaryKind::mul: apply_scalar_n<BinaryKind::mul>(s, v); break;
+    case BinaryKind::div: apply_scalar_n<BinaryKind::div>(s, v); break;
+    case BinaryKind::min: apply_scalar_n<BinaryKind::min>(s, v); break;
+    case BinaryKind::max: apply_scalar_n<BinaryKind::max>(s, v); break;
+  }
 }
 
 template <class A, int N>
@@ -76,15 +88,11 @@ KFUSE_HDI void apply_chain(const PointOp<A>* ops, int n, A (&v)[N], int64_t i, i
 #undef KFUSE_UNARY_N
       }
     } else if (kind == PointKind::scalar) {
-      const A s = op.scalar;
-      switch (op.binary) {
-        case BinaryKind::add: apply_scalar_n<BinaryKind::add>(s, v); break;
-        case BinaryKind::sub: apply_scalar_n<BinaryKind::sub>(s, v); break;
-        case BinaryKind::mul: apply_scalar_n<BinaryKind::mul>(s, v); break;
-        case BinaryKind::div: apply_scalar_n<BinaryKind::div>(s, v); break;
-        case BinaryKind::min: apply_scalar_n<BinaryKind::min>(s, v); break;
-        case BinaryKind::max: apply_scalar_n<BinaryKind::max>(s, v); break;
-      }
+      apply_binary_n(op.binary, op.scalar, v);
+    } else if (op.outer.same_offset(i, (N - 1) * di) && op.inner.same_offset(j, (N - 1) * dj)) {
+      // One operand element for all N values (e.g. a per-channel operand
+      // along a row of one channel): loaded once, applied as a scalar.
+      apply_binary_n(op.binary, op.operand[op.outer.offset(i) + op.inner.offset(j)], v);
     } else {
       KFUSE_UNROLL for (int k = 0; k < N; ++k) v[k] = op(v[k], i + k * di, j + k * dj);
     }
