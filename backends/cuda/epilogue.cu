@@ -45,24 +45,29 @@ __global__ void __launch_bounds__(kThreads, 1) epi_map(const MapArgs<T, A> a) {
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
   if (a.mode == 0) {
+    // Each thread takes U adjacent vectors (U x 16 bytes) and runs the chain
+    // once on all U x VEC values: the chain's fields, and an operand that is
+    // the same for all of them, are read once per U x VEC elements.
     const int64_t nvec = a.n / VEC;
-    int64_t v = tid;
-    for (; v + (U - 1) * nthreads < nvec; v += U * nthreads) {
+    int64_t v = tid * U;
+    for (; v + U <= nvec; v += U * nthreads) {
       Vec16<T> d[U];
 #pragma unroll
-      for (int u = 0; u < U; ++u) d[u] = load_stream(a.y + (v + u * nthreads) * VEC);
+      for (int u = 0; u < U; ++u) d[u] = load_stream(a.y + (v + u) * VEC);
+      A e[U * VEC];
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) e[u * VEC + k] = to_acc<A>(d[u].get(k));
+      apply_chain(a.body.ops, a.body.n, e, v * VEC, 1, 0, 0);
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        const int64_t i0 = (v + u * nthreads) * VEC;
-        A e[VEC];
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) e[k] = to_acc<A>(d[u].get(k));
-        apply_chain(a.body.ops, a.body.n, e, i0, 1, 0, 0);
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) d[u].set(k, to_elem<T>(e[k]));
-        store16(a.out + i0, d[u]);
+        for (int k = 0; k < VEC; ++k) d[u].set(k, to_elem<T>(e[u * VEC + k]));
+        store16(a.out + (v + u) * VEC, d[u]);
       }
     }
+    v = nvec / U * U + tid;  // the last < U vectors
     for (; v < nvec; v += nthreads) {
       Vec16<T> d = load_stream(a.y + v * VEC);
       A e[VEC];
@@ -202,15 +207,17 @@ __global__ void __launch_bounds__(kThreads, 1) epi_reduce_cols(const ReduceArgs<
     ReduceAcc<A> acc0 = reduce_init<A>(a.kind), acc1 = acc0;
     int64_t k = 0;
     if (!GENERIC) {
-      for (; k + 3 < a.count; k += 4) {
-        A v[4];
+      constexpr int U = 8;
+      for (; k + U - 1 < a.count; k += U) {
+        A v[U];
 #pragma unroll
-        for (int u = 0; u < 4; ++u) v[u] = to_acc<A>(base[(k + u) * a.stride]);
-        apply_chain(a.body.ops, a.body.n, v, o, 0, k, 1);  // the chain's fields read once for the 4
-        reduce_push(a.kind, acc0, v[0]);
-        reduce_push(a.kind, acc1, v[1]);
-        reduce_push(a.kind, acc0, v[2]);
-        reduce_push(a.kind, acc1, v[3]);
+        for (int u = 0; u < U; ++u) v[u] = to_acc<A>(base[(k + u) * a.stride]);
+        apply_chain(a.body.ops, a.body.n, v, o, 0, k, 1);  // the chain's fields read once for the U
+#pragma unroll
+        for (int u = 0; u < U; u += 2) {
+          reduce_push(a.kind, acc0, v[u]);
+          reduce_push(a.kind, acc1, v[u + 1]);
+        }
       }
       for (; k < a.count; ++k) push(a, acc0, base[k * a.stride], o, k);
     } else {
