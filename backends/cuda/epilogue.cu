@@ -207,7 +207,9 @@ __global__ void __launch_bounds__(kThreads, 1) epi_reduce_cols(const ReduceArgs<
     ReduceAcc<A> acc0 = reduce_init<A>(a.kind), acc1 = acc0;
     int64_t k = 0;
     if (!GENERIC) {
-      constexpr int U = 8;
+      // Four values per call: eight made reductions over C (an operand that
+      // varies along k) 1.7x slower on the H200 (2026-12-01, run 17).
+      constexpr int U = 4;
       for (; k + U - 1 < a.count; k += U) {
         A v[U];
 #pragma unroll
