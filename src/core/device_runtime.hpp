@@ -23,7 +23,8 @@ double time_ms(const std::function<void()>& f);
 // Around the steps of one Plan::run on CUDA memory: the run's device time when
 // run timing is on, and finish() waits for the calling thread's stream (the
 // steps are stream-ordered; the result is complete when Plan::run returns).
-// step_done() after each step marks where the step's time ends.
+// step_done() between two steps marks where the first one's time ends (the
+// last step ends with the run: a one-step plan records no extra event).
 class RunTimer {
  public:
   explicit RunTimer(bool on_device);

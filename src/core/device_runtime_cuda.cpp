@@ -144,8 +144,9 @@ void RunTimer::finish() {
     };
     t_last_run_ms = elapsed(e.start, e.stop);
     t_last_step_ms.clear();
-    for (int k = 0; k < steps_; ++k)
-      t_last_step_ms.push_back(elapsed(k == 0 ? e.start : e.steps[std::size_t(k - 1)], e.steps[std::size_t(k)]));
+    for (int k = 0; k <= steps_; ++k)
+      t_last_step_ms.push_back(elapsed(k == 0 ? e.start : e.steps[std::size_t(k - 1)],
+                                       k == steps_ ? e.stop : e.steps[std::size_t(k)]));
   }
 }
 
