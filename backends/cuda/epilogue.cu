@@ -199,14 +199,16 @@ __global__ void __launch_bounds__(kThreads, 1) epi_reduce_rows(const ReduceArgs<
 
 // A thread per output: for reduced axes that are not contiguous (e.g. C of
 // NCHW); consecutive outputs are adjacent in memory, so loads coalesce.
-template <class T, class A, bool GENERIC>
+// MODE 0: the reduced axes as one stride and no point ops (the lean kernel:
+// fewer registers, more loads in flight); 1: one stride; 2: any layout.
+template <class T, class A, int MODE>
 __global__ void __launch_bounds__(kThreads, 1) epi_reduce_cols(const ReduceArgs<T, A> a) {
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
   for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < a.outputs; o += nthreads) {
     const T* base = a.y + a.outer.offset(o);
     ReduceAcc<A> acc0 = reduce_init<A>(a.kind), acc1 = acc0;
     int64_t k = 0;
-    if (!GENERIC) {
+    if (MODE < 2) {
       // Four values per call: eight made reductions over C (an operand that
       // varies along k) 1.7x slower on the H200 (2026-12-01, run 17).
       constexpr int U = 4;
@@ -214,7 +216,7 @@ __global__ void __launch_bounds__(kThreads, 1) epi_reduce_cols(const ReduceArgs<
         A v[U];
 #pragma unroll
         for (int u = 0; u < U; ++u) v[u] = to_acc<A>(base[(k + u) * a.stride]);
-        apply_chain(a.body.ops, a.body.n, v, o, 0, k, 1);  // the chain's fields read once for the U
+        if (MODE == 1) apply_chain(a.body.ops, a.body.n, v, o, 0, k, 1);  // the chain's fields read once for the U
 #pragma unroll
         for (int u = 0; u < U; u += 2) {
           reduce_push(a.kind, acc0, v[u]);
@@ -498,10 +500,12 @@ void epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorView& o
         };
         if (cols) {
           const auto blocks = [&](int threads) { return (outputs + threads - 1) / threads; };
-          if (one_axis)
-            go(epi_reduce_cols<T, A, false>, "cuda::epilogue_reduce_cols", "kfuse::cuda::epilogue_reduce_cols", blocks);
+          if (!one_axis)
+            go(epi_reduce_cols<T, A, 2>, "cuda::epilogue_reduce_cols", "kfuse::cuda::epilogue_reduce_cols", blocks);
+          else if (e.body.n == 0)
+            go(epi_reduce_cols<T, A, 0>, "cuda::epilogue_reduce_cols", "kfuse::cuda::epilogue_reduce_cols", blocks);
           else
-            go(epi_reduce_cols<T, A, true>, "cuda::epilogue_reduce_cols", "kfuse::cuda::epilogue_reduce_cols", blocks);
+            go(epi_reduce_cols<T, A, 1>, "cuda::epilogue_reduce_cols", "kfuse::cuda::epilogue_reduce_cols", blocks);
         } else if (warp) {
           const auto blocks = [&](int threads) { return (outputs + threads / 32 - 1) / (threads / 32); };
           if (contig)
