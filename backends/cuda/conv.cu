@@ -1,12 +1,10 @@
 // conv_transpose2d into Y on CUDA, any dtype: the tensor-core kernel, or
 // cuDNN's backward-data convolution (cudnn_conv.cuh), or a plain gather
 // kernel (detail::ConvTransposeGather, the Kokkos kernel's arithmetic).
-#include <cstdlib>
-#include <cstring>
+#include <algorithm>
 #include <map>
 #include <mutex>
-#include <tuple>
-#include <vector>
+#include <utility>
 
 #include "backends/cuda/device.cuh"
 #include "backends/cuda/kernels.hpp"

@@ -1,7 +1,6 @@
 // conv_transpose2d through cuDNN's graph API (cudnn_conv.cuh).
 #include <cudnn.h>
 
-#include <algorithm>
 #include <map>
 #include <vector>
 
@@ -186,9 +185,9 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
   try {
     const cudnnHandle_t h = handle();
     auto impl = std::make_unique<Impl>();
-    const Shape& ws = step.weight.shape();
+    const Shape& w_shape = step.weight.shape();
     impl->keep.push_back(tensor(kX, dtype, step.in_shape, x_strides, align));
-    impl->keep.push_back(tensor(kW, dtype, ws, contiguous_strides(ws), 16));
+    impl->keep.push_back(tensor(kW, dtype, w_shape, contiguous_strides(w_shape), 16));
     impl->keep.push_back(tensor(kY, dtype, step.out_shape, contiguous_strides(step.out_shape), align));
     const Desc &xd = impl->keep[0], &wd = impl->keep[1], &yd = impl->keep[2];
 
