@@ -84,7 +84,7 @@ class PreparedConv final : public PreparedStep {
     }
 #ifdef KFUSE_HAVE_CUDNN
     if (path != ConvPath::gather) {
-      const CudnnEntry& c = cudnn_for(contiguous_strides(step.in_shape), 16);
+      const CudnnEntry& c = cudnn_for(contiguous_strides(step.in_shape), 16, true);
       if (igemm_ && c.conv) keep_the_faster(*c.conv);
     }
 #endif
@@ -99,7 +99,7 @@ class PreparedConv final : public PreparedStep {
 #ifdef KFUSE_HAVE_CUDNN
     if (overrides().conv != ConvPath::gather) {
       const int align = std::min(pointer_alignment(x.data), pointer_alignment(y.data));
-      const CudnnEntry& c = cudnn_for(x.strides, align);
+      const CudnnEntry& c = cudnn_for(x.strides, align, false);
       if (c.conv) {
         c.conv->run(x.data, weight_.view().data, y.data);
         if (bias_.defined()) by_dtype(dtype_, [&](auto t) { add_bias<decltype(t)>(bias_.view(), y); });
@@ -115,7 +115,7 @@ class PreparedConv final : public PreparedStep {
     if (igemm_) return igemm_->describe() + timing_ + " (cuDNN for a strided input)";
 #ifdef KFUSE_HAVE_CUDNN
     if (overrides().conv != ConvPath::gather) {
-      const CudnnEntry& c = cudnn_for(contiguous_strides(step_.in_shape), 16);
+      const CudnnEntry& c = cudnn_for(contiguous_strides(step_.in_shape), 16, false);
       if (c.conv) return c.conv->describe() + (bias_.defined() ? ", then the bias" : "") + timing_;
       return "gather kernel (cuDNN: " + c.why_not + ")";
     }
@@ -164,13 +164,15 @@ class PreparedConv final : public PreparedStep {
     std::unique_ptr<CudnnConv> conv;
     std::string why_not;
   };
-  // The graph for x's strides and the pointers' alignment, built on first use.
-  const CudnnEntry& cudnn_for(const Shape& x_strides, int align) const {
+  // The graph for x's strides and the pointers' alignment, built on first use
+  // (at plan time for the contiguous x, its engines timed; a run that brings
+  // other strides or alignments takes the heuristics' first engine for them).
+  const CudnnEntry& cudnn_for(const Shape& x_strides, int align, bool time_candidates) const {
     std::lock_guard<std::mutex> lock(mutex_);
     std::unique_ptr<CudnnEntry>& c = by_layout_[{x_strides, align}];
     if (!c) {
       c = std::make_unique<CudnnEntry>();
-      c->conv = CudnnConv::make(step_, dtype_, x_strides, align, weight_.view().data, c->why_not);
+      c->conv = CudnnConv::make(step_, dtype_, x_strides, align, weight_.view().data, time_candidates, c->why_not);
     }
     return *c;
   }

@@ -175,7 +175,7 @@ int pointer_alignment(const void* p) {
 }
 
 std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, const Shape& x_strides, int align,
-                                           const void* weight, std::string& why_not) {
+                                           const void* weight, bool time_candidates, std::string& why_not) {
   const auto& p = step.params;
   // The forward convolution of Y must give back x's extent: output_padding < stride.
   if (p.output_padding[0] >= p.stride[0] || p.output_padding[1] >= p.stride[1]) {
@@ -253,7 +253,8 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
       int64_t got = 0;
       KFUSE_CUDNN_CHECK(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, raw.data()));
-      for (int64_t i = 0; i < got && int(plans.size()) < kTimedCandidates; ++i) {
+      const int most = time_candidates ? kTimedCandidates : 1;
+      for (int64_t i = 0; i < got && int(plans.size()) < most; ++i) {
         const std::vector<cudnnBackendNumericalNote_t> notes = notes_of(cfgs[std::size_t(i)]);
         if (const char* why = forbidden(notes, dtype, step.precision)) {
           if (refused.empty()) refused = why;
@@ -274,6 +275,7 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
         plan_ws.push_back(ws_bytes);
         plan_text.push_back(text);
       }
+      if (!time_candidates && !plans.empty()) break;
     }
     if (plans.empty()) {
       why_not = refused.empty() ? "no cuDNN engine builds for this configuration within a quarter of free memory"

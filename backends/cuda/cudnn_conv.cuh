@@ -26,10 +26,12 @@ class CudnnConv {
   // Builds the graph for x with `x_strides` and the contiguous Y, both of
   // `dtype` and with pointers aligned to `align` bytes; the weight is
   // [Cin, Cout/G, kH, kW] contiguous in `dtype` at `weight` (device memory,
-  // used for the timing runs). Returns null with the reason in `why_not` when
-  // cuDNN has no engine for it.
+  // used for the timing runs). With `time_candidates` false (a graph built
+  // during a run: no scratch tensors then) the heuristics' first allowed
+  // engine is kept. Returns null with the reason in `why_not` when cuDNN has
+  // no engine for it.
   static std::unique_ptr<CudnnConv> make(const ConvStep& step, DType dtype, const Shape& x_strides, int align,
-                                         const void* weight, std::string& why_not);
+                                         const void* weight, bool time_candidates, std::string& why_not);
   ~CudnnConv();
   CudnnConv(const CudnnConv&) = delete;
   CudnnConv& operator=(const CudnnConv&) = delete;
