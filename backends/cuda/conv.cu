@@ -22,6 +22,14 @@ namespace {
 
 thread_local const char* t_conv_path = "none";
 
+// Blocks of 256 for a grid-stride loop over `total` elements: up to 8 waves of
+// the resident blocks.
+template <class Kernel>
+int64_t grid_stride_blocks(Kernel kernel, int64_t total) {
+  const int64_t resident = int64_t(occupancy(kernel, 256, 0)) * device_info().limits.sm_count;
+  return std::min<int64_t>((total + 255) / 256, resident * 8);
+}
+
 // ---- The gather kernel ------------------------------------------------------------
 
 template <class T>
@@ -46,9 +54,8 @@ template <class T>
 void add_bias(const TensorView& b, const TensorView& y) {
   const int64_t total = y.numel();
   if (total == 0) return;
-  const int64_t resident = int64_t(occupancy(add_channel_bias<T>, 256, 0)) * device_info().limits.sm_count;
-  const int64_t blocks = std::min<int64_t>((total + 255) / 256, resident * 8);
-  launch("kfuse::cuda::add_channel_bias", add_channel_bias<T>, dim3(grid_of(blocks)), dim3(256), 0, false,
+  launch("kfuse::cuda::add_channel_bias", add_channel_bias<T>,
+         dim3(grid_of(grid_stride_blocks(add_channel_bias<T>, total))), dim3(256), 0, false,
          static_cast<T*>(y.data), static_cast<const T*>(b.data), y.shape[2] * y.shape[3], y.shape[1], total);
 }
 
@@ -101,8 +108,7 @@ class PreparedConv final : public PreparedStep {
       const int align = std::min(pointer_alignment(x.data), pointer_alignment(y.data));
       const CudnnEntry& c = cudnn_for(x.strides, align, false);
       if (c.conv) {
-        c.conv->run(x.data, weight_.view().data, y.data);
-        if (bias_.defined()) by_dtype(dtype_, [&](auto t) { add_bias<decltype(t)>(bias_.view(), y); });
+        run_cudnn(*c.conv, x, y);
         t_conv_path = "cudnn";
         return;
       }
@@ -129,15 +135,19 @@ class PreparedConv final : public PreparedStep {
     const int64_t total = y.numel();
     if (total == 0) return;
     const ConvTransposeGather g(x, weight_.view(), bias_.defined() ? &bias_.view() : nullptr, step_.params, y.shape);
-    const int64_t resident = int64_t(occupancy(conv_transpose_gather<T>, 256, 0)) * device_info().limits.sm_count;
-    const int64_t blocks = std::min<int64_t>((total + 255) / 256, resident * 8);
-    launch("kfuse::cuda::conv_transpose_gather", conv_transpose_gather<T>, dim3(grid_of(blocks)), dim3(256), 0, false,
-           g, static_cast<const T*>(x.data), static_cast<const T*>(weight_.view().data),
+    launch("kfuse::cuda::conv_transpose_gather", conv_transpose_gather<T>,
+           dim3(grid_of(grid_stride_blocks(conv_transpose_gather<T>, total))), dim3(256), 0, false, g, static_cast<const T*>(x.data), static_cast<const T*>(weight_.view().data),
            bias_.defined() ? static_cast<const T*>(bias_.view().data) : nullptr, static_cast<T*>(y.data), total);
     t_conv_path = "gather";
   }
 
 #ifdef KFUSE_HAVE_CUDNN
+  // The conv, then the bias when the step has one.
+  void run_cudnn(const CudnnConv& c, const TensorView& x, const TensorView& y) const {
+    c.run(x.data, weight_.view().data, y.data);
+    if (bias_.defined()) by_dtype(dtype_, [&](auto t) { add_bias<decltype(t)>(bias_.view(), y); });
+  }
+
   // Both timed once on scratch tensors of the step's shapes (the second of
   // two runs each); the tensor-core kernel is kept only when it is at least
   // 2% faster (the tuner's rule), with the times in describe().
@@ -150,12 +160,7 @@ class PreparedConv final : public PreparedStep {
     };
     const double t_igemm =
         twice([&] { return time_launches([&] { igemm_->run(x.view().data, y.view().data, nullptr, 0, stream()); }); });
-    const double t_cudnn = twice([&] {
-      return time_launches([&] {
-        c.run(x.view().data, weight_.view().data, y.view().data);
-        if (bias_.defined()) by_dtype(dtype_, [&](auto t) { add_bias<decltype(t)>(bias_.view(), y.view()); });
-      });
-    });
+    const double t_cudnn = twice([&] { return time_launches([&] { run_cudnn(c, x.view(), y.view()); }); });
     timing_ = cat(" (measured: tensor-core kernel ", t_igemm, " ms, cuDNN ", t_cudnn, " ms)");
     if (!(t_igemm < 0.98 * t_cudnn)) igemm_.reset();
   }

@@ -95,26 +95,29 @@ Desc tensor(int64_t uid, DType dtype, const Shape& shape, const Shape& strides, 
   return t;
 }
 
-std::vector<cudnnBackendNumericalNote_t> notes_of(const Desc& cfg) {
+// The engine of an engine configuration.
+Desc engine_of(const Desc& cfg) {
   Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
   cudnnBackendDescriptor_t e = engine.get();
   int64_t got = 0;
   KFUSE_CUDNN_CHECK(cudnnBackendGetAttribute(cfg.get(), CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
                                              &got, &e));
+  return engine;
+}
+
+std::vector<cudnnBackendNumericalNote_t> notes_of(const Desc& engine) {
   std::vector<cudnnBackendNumericalNote_t> notes(CUDNN_NUMERICAL_NOTE_TYPE_COUNT);
-  KFUSE_CUDNN_CHECK(cudnnBackendGetAttribute(e, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+  int64_t got = 0;
+  KFUSE_CUDNN_CHECK(cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
                                              int64_t(notes.size()), &got, notes.data()));
   notes.resize(std::size_t(got));
   return notes;
 }
 
-int64_t engine_index(const Desc& cfg) {
-  Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-  cudnnBackendDescriptor_t e = engine.get();
+int64_t engine_index(const Desc& engine) {
   int64_t got = 0, index = -1;
-  KFUSE_CUDNN_CHECK(cudnnBackendGetAttribute(cfg.get(), CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                             &got, &e));
-  KFUSE_CUDNN_CHECK(cudnnBackendGetAttribute(e, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &got, &index));
+  KFUSE_CUDNN_CHECK(
+      cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &got, &index));
   return index;
 }
 
@@ -255,13 +258,14 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
                                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, raw.data()));
       const int most = time_candidates ? kTimedCandidates : 1;
       for (int64_t i = 0; i < got && int(plans.size()) < most; ++i) {
-        const std::vector<cudnnBackendNumericalNote_t> notes = notes_of(cfgs[std::size_t(i)]);
+        const Desc engine = engine_of(cfgs[std::size_t(i)]);
+        const std::vector<cudnnBackendNumericalNote_t> notes = notes_of(engine);
         if (const char* why = forbidden(notes, dtype, step.precision)) {
           if (refused.empty()) refused = why;
           continue;
         }
         // (One engine may come several times, with other knob choices.)
-        const std::string text = cat("engine ", engine_index(cfgs[std::size_t(i)]), " config ", i, " (",
+        const std::string text = cat("engine ", engine_index(engine), " config ", i, " (",
                                      notes_text(notes), ")");
         Desc plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
         plan.set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, cfgs[std::size_t(i)])

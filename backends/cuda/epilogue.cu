@@ -38,6 +38,29 @@ struct MapArgs {
   int mode;    // 0: contiguous and aligned (16-byte vectors), 1: contiguous, 2: strided
 };
 
+// N adjacent 16-byte vectors from vector index v: loaded, the chain run once
+// on all N x kVec values (its fields, and an operand the same for all of
+// them, read once), stored.
+template <int N, class T, class A>
+__device__ __forceinline__ void map_vectors(const MapArgs<T, A>& a, int64_t v) {
+  constexpr int VEC = Vec16<T>::kVec;
+  Vec16<T> d[N];
+#pragma unroll
+  for (int u = 0; u < N; ++u) d[u] = load_stream(a.y + (v + u) * VEC);
+  A e[N * VEC];
+#pragma unroll
+  for (int u = 0; u < N; ++u)
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) e[u * VEC + k] = to_acc<A>(d[u].get(k));
+  apply_chain(a.body.ops, a.body.n, e, v * VEC, 1, 0, 0);
+#pragma unroll
+  for (int u = 0; u < N; ++u) {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) d[u].set(k, to_elem<T>(e[u * VEC + k]));
+    store16(a.out + (v + u) * VEC, d[u]);
+  }
+}
+
 template <class T, class A>
 __global__ void __launch_bounds__(kThreads, 1) epi_map(const MapArgs<T, A> a) {
   constexpr int VEC = Vec16<T>::kVec;
@@ -45,39 +68,10 @@ __global__ void __launch_bounds__(kThreads, 1) epi_map(const MapArgs<T, A> a) {
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
   if (a.mode == 0) {
-    // Each thread takes U adjacent vectors (U x 16 bytes) and runs the chain
-    // once on all U x VEC values: the chain's fields, and an operand that is
-    // the same for all of them, are read once per U x VEC elements.
+    // Each thread takes U adjacent vectors at a time; the last < U one by one.
     const int64_t nvec = a.n / VEC;
-    int64_t v = tid * U;
-    for (; v + U <= nvec; v += U * nthreads) {
-      Vec16<T> d[U];
-#pragma unroll
-      for (int u = 0; u < U; ++u) d[u] = load_stream(a.y + (v + u) * VEC);
-      A e[U * VEC];
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) e[u * VEC + k] = to_acc<A>(d[u].get(k));
-      apply_chain(a.body.ops, a.body.n, e, v * VEC, 1, 0, 0);
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) d[u].set(k, to_elem<T>(e[u * VEC + k]));
-        store16(a.out + (v + u) * VEC, d[u]);
-      }
-    }
-    v = nvec / U * U + tid;  // the last < U vectors
-    for (; v < nvec; v += nthreads) {
-      Vec16<T> d = load_stream(a.y + v * VEC);
-      A e[VEC];
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) e[k] = to_acc<A>(d.get(k));
-      apply_chain(a.body.ops, a.body.n, e, v * VEC, 1, 0, 0);
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) d.set(k, to_elem<T>(e[k]));
-      store16(a.out + v * VEC, d);
-    }
+    for (int64_t v = tid * U; v + U <= nvec; v += U * nthreads) map_vectors<U>(a, v);
+    for (int64_t v = nvec / U * U + tid; v < nvec; v += nthreads) map_vectors<1>(a, v);
     for (int64_t i = nvec * VEC + tid; i < a.n; i += nthreads)
       a.out[i] = to_elem<T>(apply_chain(a.body.ops, a.body.n, to_acc<A>(a.y[i]), i, int64_t(0)));
   } else {

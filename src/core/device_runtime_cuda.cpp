@@ -77,7 +77,7 @@ thread_local double t_last_run_ms = std::nan("");
 thread_local std::vector<double> t_last_step_ms;
 
 // The calling thread's events on the current device: the run's start and
-// stop, and one after each step (created as plans with more steps come).
+// stop, and one between each two steps (created as plans with more steps come).
 struct Events {
   cudaEvent_t start = nullptr, stop = nullptr;
   std::vector<cudaEvent_t> steps;
