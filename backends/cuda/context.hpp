@@ -53,11 +53,14 @@ Workspace& workspace();
 //   KFUSE_CUDA_PDL           0 disables programmatic dependent launch (sm_90+)
 //   KFUSE_CUDA_CONV          the conv that materialises Y: "cudnn" or "gather" (the plain CUDA kernel);
 //                            by default the tensor-core kernel where it applies, else cuDNN, else the gather
+//   KFUSE_CUDA_JIT           0: no kernels compiled at plan time (NVRTC, jit.hpp); the built-in ones interpret
+//                            the point chains
 enum class ConvPath { automatic, cudnn, gather };
 struct Overrides {
   int fold_chunks = 0;
   bool pdl = true;
   ConvPath conv = ConvPath::automatic;
+  bool jit = true;
 };
 Overrides& overrides();
 void reload_overrides();  // re-reads the environment (tests and the perf suite)

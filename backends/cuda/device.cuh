@@ -5,9 +5,11 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#ifndef __CUDACC_RTC__  // NVRTC (jit.cpp) brings its own definitions
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#endif
 
 #include "kfuse/detail/program.hpp"
 

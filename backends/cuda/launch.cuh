@@ -105,25 +105,47 @@ int occupancy(Kernel kernel, int threads, std::size_t dynamic_smem) {
   return blocks;
 }
 
-// A checked launch on the backend's stream; with `pdl` (sm_90+) the kernel may
-// start while the previous one drains and must call pdl_wait() before reading
-// its results.
+// A launch's configuration on the backend's stream; with `pdl` (sm_90+) the
+// kernel may start while the previous one drains and must call pdl_wait()
+// before reading its results.
+struct LaunchSetup {
+  cudaLaunchConfig_t cfg{};
+  cudaLaunchAttribute attr[1];
+  LaunchSetup(const char* name, dim3 grid, dim3 block, std::size_t smem, bool pdl) {
+    if (grid.x == 0 || grid.y == 0 || grid.z == 0) fail(ErrorCategory::backend, name, "empty grid");
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream();
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+  }
+  LaunchSetup(const LaunchSetup&) = delete;  // cfg points into it
+  std::string text() const {
+    return cat("grid ", cfg.gridDim.x, "x", cfg.gridDim.y, ", block ", cfg.blockDim.x, ", dynamic shared memory ",
+               cfg.dynamicSmemBytes);
+  }
+};
+
+// A checked launch (LaunchSetup).
 template <class... Params, class... Args>
 void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, bool pdl,
             Args&&... args) {
-  if (grid.x == 0 || grid.y == 0 || grid.z == 0) fail(ErrorCategory::backend, name, "empty grid");
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream();
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), name,
-        cat("grid ", grid.x, "x", grid.y, ", block ", block.x, ", dynamic shared memory ", smem));
+  const LaunchSetup c(name, grid, block, smem, pdl);
+  check(cudaLaunchKernelEx(&c.cfg, kernel, std::forward<Args>(args)...), name, c.text());
+  check_launch(name);
+}
+
+// The same for a kernel known by its handle (a built-in kernel's address, or
+// one compiled at plan time: jit.hpp) whose one parameter is `args`.
+template <class Args>
+void launch(const char* name, const void* kernel, dim3 grid, dim3 block, std::size_t smem, bool pdl,
+            const Args& args) {
+  const LaunchSetup c(name, grid, block, smem, pdl);
+  void* params[] = {const_cast<Args*>(&args)};
+  check(cudaLaunchKernelExC(&c.cfg, kernel, params), name, c.text());
   check_launch(name);
 }
 

@@ -1,9 +1,11 @@
 // The op vocabulary as plain data: what each op is and its parameters.
 #pragma once
 
+#ifndef __CUDACC_RTC__  // NVRTC (backends/cuda/jit.cpp) sees the op kinds only
 #include <array>
 #include <cstdint>
 #include <string>
+#endif
 
 namespace kfuse {
 
@@ -24,6 +26,7 @@ enum class BinaryKind { add, sub, mul, div, min, max };
 
 enum class ReduceKind { sum, mean, max, min, logsumexp };
 
+#ifndef __CUDACC_RTC__
 const char* to_string(UnaryKind k) noexcept;
 const char* to_string(BinaryKind k) noexcept;
 const char* to_string(ReduceKind k) noexcept;
@@ -55,5 +58,7 @@ inline int64_t conv_transpose_out_extent(int64_t in, int64_t k, int64_t s, int64
                                          int64_t d) {
   return (in - 1) * s - 2 * p + d * (k - 1) + op + 1;
 }
+
+#endif  // __CUDACC_RTC__
 
 }  // namespace kfuse

@@ -1,15 +1,19 @@
 // Shapes, strides and the 64-bit index arithmetic every kernel uses.
 #pragma once
 
+#ifndef __CUDACC_RTC__  // NVRTC (backends/cuda/jit.cpp) sees the Indexer only
 #include <cstdint>
 #include <string>
 #include <vector>
+#endif
 
 #include "kfuse/detail/hd.hpp"
 
 namespace kfuse {
 
 inline constexpr int kMaxRank = 8;
+
+#ifndef __CUDACC_RTC__
 
 using Shape = std::vector<int64_t>;
 
@@ -30,6 +34,8 @@ uint32_t axes_mask(const std::vector<int>& axes, int rank, const std::string& op
 
 // The shape after reducing the axes in `mask`.
 Shape reduced_shape(const Shape& shape, uint32_t mask, bool keepdim);
+
+#endif  // __CUDACC_RTC__
 
 // Maps a row-major linear index over `size` to an element offset through
 // `stride`. A zero stride broadcasts. Plain data: passed by value to kernels.
@@ -105,6 +111,7 @@ struct Indexer {
   }
 };
 
+#ifndef __CUDACC_RTC__
 Indexer make_indexer(const Shape& size, const Shape& stride);
 
 // The strides over `out_shape` of a tensor of `in_shape`/`in_strides` that
@@ -115,5 +122,7 @@ Indexer broadcast_indexer(const Shape& out_shape, const Shape& in_shape, const S
 // Splits `shape`/`strides` by `mask`: the axes in mask (reduced) and the others (kept).
 void split_axes(const Shape& shape, const Shape& strides, uint32_t mask, Indexer& kept,
                 Indexer& reduced);
+
+#endif  // __CUDACC_RTC__
 
 }  // namespace kfuse

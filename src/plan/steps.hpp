@@ -13,22 +13,6 @@
 
 namespace kfuse::detail {
 
-// A run of point ops, stored as PointOp<A>[n] in the plan's memory.
-template <class A>
-struct Chain {
-  const PointOp<A>* ops = nullptr;
-  int n = 0;
-};
-
-// The per-row program after the first reduction: Z is R rows by K columns;
-// the output holds R rows by K_out (K, or 1 when the tail reduces).
-template <class A>
-struct Tail {
-  const TailOp<A>* ops = nullptr;
-  int n = 0;
-  int64_t R = 0, K = 0, K_out = 0;
-};
-
 // conv_transpose2d materialising Y, contiguous NCHW.
 struct ConvStep {
   ConvTranspose2dParams params;

@@ -477,6 +477,46 @@ TEST_F(CudaEpilogue, LargeShapesTakeTheOtherPaths) {
     }
 }
 
+// Every epilogue kind with its point chains compiled at plan time (NVRTC,
+// the default) and interpreted by the built-in kernels (KFUSE_CUDA_JIT=0),
+// in each dtype and over strided x; describe() says which ran.
+TEST_F(CudaEpilogue, CompiledAndInterpretedChainsAgree) {
+  Rng rng(77);
+  Conv c;
+  c.N = 2, c.Cin = 3, c.Cout = 5, c.G = 1, c.kH = 3, c.kW = 2, c.H = 13, c.W = 11;
+  c.w = uniform(numel(c.w_shape()), rng, -0.3, 0.3);
+  c.b = uniform(c.Cout, rng, -0.3, 0.3);
+  c.x = uniform(numel(c.x_shape()), rng, -1.0, 1.0);
+  const auto compiled = [](const std::string& d) { return d.find("compiled at plan time (NVRTC)") != std::string::npos; };
+  for (int kind = 0; kind < 10; ++kind) {
+    const Maker make = epilogue_pipeline(c, kind, rng);
+    for (bool jit : {true, false}) {
+      std::optional<EnvOverride> off;
+      if (!jit) off.emplace("KFUSE_CUDA_JIT", "0");
+      const std::string what = detail::cat("epilogue ", kind, jit ? " compiled" : " interpreted");
+      for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
+        const Result r = run_both(make, dt, Strategy::fused, c.x_shape(), c.x);
+        expect_close(r, dt == DType::bf16 ? 3e-2 : tolerance(dt), what + " " + to_string(dt));
+        EXPECT_EQ(compiled(r.describe), jit) << what << "\n" << r.describe;  // the conv bias is a point op
+      }
+      expect_close(run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x, Layout{3, 1}), 1e-5, what + " strided x");
+    }
+  }
+  // A pipeline without a conv reads strided x directly: the map stage's
+  // strided path, compiled.
+  const Shape xs{2, 3, 5, 9};
+  const std::vector<double> x = uniform(numel(xs), rng, -2.0, 2.0);
+  const std::vector<double> t = uniform(3, rng, 0.5, 1.5);
+  const Maker chain = [xs, t](DType dt) {
+    return std::move(Pipeline(xs, dt).mish().mul(host({3, 1, 1}, t, param_dtype(dt))).clamp(-0.5, 0.75).sub(0.25));
+  };
+  for (Layout l : {Layout{}, Layout{2, 0}, Layout{0, 1}}) {
+    const Result r = run_both(chain, DType::f32, Strategy::fused, xs, x, l);
+    expect_close(r, 1e-5, detail::cat("map chain, pad ", l.pad_w, " off ", l.offset));
+    EXPECT_TRUE(compiled(r.describe)) << r.describe;
+  }
+}
+
 TEST_F(CudaEpilogue, Tf32ConvolutionIsClose) {
   Rng rng(8);
   Conv c;

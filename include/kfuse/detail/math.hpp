@@ -2,8 +2,10 @@
 // (Kokkos functors and hand-written CUDA kernels alike).
 #pragma once
 
+#ifndef __CUDACC_RTC__  // NVRTC (backends/cuda/jit.cpp) brings its own definitions
 #include <cmath>
 #include <limits>
+#endif
 
 #include "kfuse/detail/hd.hpp"
 #include "kfuse/op_types.hpp"

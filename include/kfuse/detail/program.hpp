@@ -8,7 +8,9 @@
 // output.
 #pragma once
 
+#ifndef __CUDACC_RTC__  // NVRTC (backends/cuda/jit.cpp) brings its own definitions
 #include <cstdint>
+#endif
 
 #include "kfuse/detail/math.hpp"
 #include "kfuse/shape.hpp"
@@ -71,33 +73,54 @@ KFUSE_HDI void apply_binary_n(BinaryKind kind, A s, A (&v)[N]) {
   }
 }
 
+// A tensor operand's op on N values.
 template <class A, int N>
-KFUSE_HDI void apply_chain(const PointOp<A>* ops, int n, A (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {
-  for (int t = 0; t < n; ++t) {
-    const PointOp<A>& op = ops[t];
-    const PointKind kind = op.kind;
-    if (kind == PointKind::unary) {
-      const Unary u = op.unary;
-      switch (u.kind) {
-#define KFUSE_UNARY_N(K) \
-  case UnaryKind::K: apply_unary_n<UnaryKind::K>(u, v); break;
-        KFUSE_UNARY_N(relu) KFUSE_UNARY_N(leaky_relu) KFUSE_UNARY_N(tanh) KFUSE_UNARY_N(sigmoid)
-        KFUSE_UNARY_N(gelu) KFUSE_UNARY_N(gelu_tanh) KFUSE_UNARY_N(silu) KFUSE_UNARY_N(mish)
-        KFUSE_UNARY_N(hardtanh) KFUSE_UNARY_N(hardswish) KFUSE_UNARY_N(clamp) KFUSE_UNARY_N(exp)
-        KFUSE_UNARY_N(log) KFUSE_UNARY_N(neg) KFUSE_UNARY_N(abs)
-#undef KFUSE_UNARY_N
-      }
-    } else if (kind == PointKind::scalar) {
-      apply_binary_n(op.binary, op.scalar, v);
-    } else if (op.outer.same_offset(i, (N - 1) * di) && op.inner.same_offset(j, (N - 1) * dj)) {
-      // One operand element for all N values (e.g. a per-channel operand
-      // along a row of one channel): loaded once, applied as a scalar.
-      apply_binary_n(op.binary, op.operand[op.outer.offset(i) + op.inner.offset(j)], v);
-    } else {
-      KFUSE_UNROLL for (int k = 0; k < N; ++k) v[k] = op(v[k], i + k * di, j + k * dj);
-    }
+KFUSE_HDI void apply_operand_n(const PointOp<A>& op, A (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {
+  if (op.outer.same_offset(i, (N - 1) * di) && op.inner.same_offset(j, (N - 1) * dj)) {
+    // One operand element for all N values (e.g. a per-channel operand
+    // along a row of one channel): loaded once, applied as a scalar.
+    apply_binary_n(op.binary, op.operand[op.outer.offset(i) + op.inner.offset(j)], v);
+  } else {
+    KFUSE_UNROLL for (int k = 0; k < N; ++k)
+      v[k] = apply(op.binary, v[k], op.operand[op.outer.offset(i + k * di) + op.inner.offset(j + k * dj)]);
   }
 }
+
+// One op on N values; its kind is dispatched once for all N. (A chain
+// compiled at plan time, backends/cuda/jit.cpp, calls the op's own function:
+// apply_unary_n, apply_scalar_n or apply_operand_n.)
+template <class A, int N>
+KFUSE_HDI void apply_op_n(const PointOp<A>& op, A (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {
+  const PointKind kind = op.kind;
+  if (kind == PointKind::unary) {
+    const Unary u = op.unary;
+    switch (u.kind) {
+#define KFUSE_UNARY_N(K) \
+  case UnaryKind::K: apply_unary_n<UnaryKind::K>(u, v); break;
+      KFUSE_UNARY_N(relu) KFUSE_UNARY_N(leaky_relu) KFUSE_UNARY_N(tanh) KFUSE_UNARY_N(sigmoid)
+      KFUSE_UNARY_N(gelu) KFUSE_UNARY_N(gelu_tanh) KFUSE_UNARY_N(silu) KFUSE_UNARY_N(mish)
+      KFUSE_UNARY_N(hardtanh) KFUSE_UNARY_N(hardswish) KFUSE_UNARY_N(clamp) KFUSE_UNARY_N(exp)
+      KFUSE_UNARY_N(log) KFUSE_UNARY_N(neg) KFUSE_UNARY_N(abs)
+#undef KFUSE_UNARY_N
+    }
+  } else if (kind == PointKind::scalar) {
+    apply_binary_n(op.binary, op.scalar, v);
+  } else {
+    apply_operand_n(op, v, i, di, j, dj);
+  }
+}
+
+template <class A, int N>
+KFUSE_HDI void apply_chain(const PointOp<A>* ops, int n, A (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {
+  for (int t = 0; t < n; ++t) apply_op_n(ops[t], v, i, di, j, dj);
+}
+
+// A run of point ops, stored as PointOp<A>[n] in the plan's memory.
+template <class A>
+struct Chain {
+  const PointOp<A>* ops = nullptr;
+  int n = 0;
+};
 
 enum class TailKind : int { point, reduce, softmax };
 
@@ -130,6 +153,15 @@ KFUSE_HD int64_t run_tail(const Group& g, const TailOp<A>* ops, int n_ops, A* ro
   }
   return K;
 }
+
+// The per-row program after the first reduction: Z is R rows by K columns;
+// the output holds R rows by K_out (K, or 1 when the tail reduces).
+template <class A>
+struct Tail {
+  const TailOp<A>* ops = nullptr;
+  int n = 0;
+  int64_t R = 0, K = 0, K_out = 0;
+};
 
 // ---- The fold (DESIGN.md section 4) -------------------------------------
 //

@@ -1,0 +1,402 @@
+// The fused epilogue's kernels (backends/cuda/epilogue.cu launches them):
+// built into the library with the point chains interpreted, and compiled
+// again by NVRTC at plan time with each plan's chains as straight-line code
+// (jit.cpp). Y and the output are of the pipeline's dtype T (float32, float64,
+// or a half type whose values are computed in float: A), the reduced
+// intermediates in A.
+//
+//  map      a grid-stride stream over Y (16-byte loads and stores when Y is
+//           contiguous and both ends are aligned), the body chain per element.
+//  reduce   reduced axes trailing and contiguous ("rows"): a warp per output
+//           for short rows, else a block per output (several blocks per
+//           output when there are few, joined by the last one to finish);
+//           reduced axes elsewhere ("columns", e.g. logsumexp over C): a
+//           thread per output, loads coalesced across threads.
+//           Then the tail on the R x K intermediate (a second kernel; a
+//           thread, a warp or a block per row by K), unless there is none.
+//  softmax  a warp/block per row when the axis is contiguous, else a thread
+//           per row; the row is read twice (the second read mostly from L2).
+//
+// `Ch` runs the chains: Ch::body(chain, v, i, di, j, dj) and Ch::after(...)
+// apply a chain to N values, value k at the coordinate (i + k di, j + k dj).
+#pragma once
+
+#include "backends/cuda/device.cuh"
+
+namespace kfuse::detail::cuda::epi {
+
+// The plan's ops interpreted one by one (their kinds read at run time).
+struct InterpretedChains {
+  template <class A, int N>
+  __device__ __forceinline__ static void body(const Chain<A>& c, A (&v)[N], int64_t i, int64_t di, int64_t j,
+                                              int64_t dj) {
+    apply_chain(c.ops, c.n, v, i, di, j, dj);
+  }
+  template <class A, int N>
+  __device__ __forceinline__ static void after(const Chain<A>& c, A (&v)[N], int64_t i, int64_t di, int64_t j,
+                                               int64_t dj) {
+    apply_chain(c.ops, c.n, v, i, di, j, dj);
+  }
+};
+
+// The body chain on one value at (i, j).
+template <class Ch, class A>
+__device__ __forceinline__ A body1(const Chain<A>& c, A v, int64_t i, int64_t j) {
+  A w[1] = {v};
+  Ch::body(c, w, i, 0, j, 0);
+  return w[0];
+}
+
+constexpr int kThreads = 256;  // the most threads per block; the tuner picks 128 or 256 (the tail: 256)
+
+// ---- map ------------------------------------------------------------------------
+
+template <class T, class A>
+struct MapArgs {
+  const T* y;
+  T* out;
+  int64_t n;
+  Indexer ix;  // Y's strides (mode 2)
+  Chain<A> body;
+  int mode;    // 0: contiguous and aligned (16-byte vectors), 1: contiguous, 2: strided
+};
+
+// N adjacent 16-byte vectors from vector index v: loaded, the chain run once
+// on all N x kVec values (its fields, and an operand the same for all of
+// them, read once), stored.
+template <int N, class Ch, class T, class A>
+__device__ __forceinline__ void map_vectors(const MapArgs<T, A>& a, int64_t v) {
+  constexpr int VEC = Vec16<T>::kVec;
+  Vec16<T> d[N];
+#pragma unroll
+  for (int u = 0; u < N; ++u) d[u] = load_stream(a.y + (v + u) * VEC);
+  A e[N * VEC];
+#pragma unroll
+  for (int u = 0; u < N; ++u)
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) e[u * VEC + k] = to_acc<A>(d[u].get(k));
+  Ch::body(a.body, e, v * VEC, 1, 0, 0);
+#pragma unroll
+  for (int u = 0; u < N; ++u) {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) d[u].set(k, to_elem<T>(e[u * VEC + k]));
+    store16(a.out + (v + u) * VEC, d[u]);
+  }
+}
+
+template <class T, class A, class Ch>
+__global__ void __launch_bounds__(kThreads, 1) epi_map(const MapArgs<T, A> a) {
+  constexpr int VEC = Vec16<T>::kVec;
+  constexpr int U = 4;
+  const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
+  if (a.mode == 0) {
+    // Each thread takes U adjacent vectors at a time; the last < U one by one.
+    const int64_t nvec = a.n / VEC;
+    for (int64_t v = tid * U; v + U <= nvec; v += U * nthreads) map_vectors<U, Ch>(a, v);
+    for (int64_t v = nvec / U * U + tid; v < nvec; v += nthreads) map_vectors<1, Ch>(a, v);
+    for (int64_t i = nvec * VEC + tid; i < a.n; i += nthreads)
+      a.out[i] = to_elem<T>(body1<Ch>(a.body, to_acc<A>(a.y[i]), i, 0));
+  } else {
+    for (int64_t i = tid; i < a.n; i += nthreads) {
+      const A v = to_acc<A>(a.mode == 1 ? a.y[i] : a.y[a.ix.offset(i)]);
+      a.out[i] = to_elem<T>(body1<Ch>(a.body, v, i, 0));
+    }
+  }
+}
+
+// ---- reduce: rows (reduced axes trailing and contiguous, or any, by a group) ------
+
+template <class T, class A>
+struct ReduceArgs {
+  const T* y;
+  Indexer outer, inner;  // kept / reduced axes of Y
+  Chain<A> body;
+  ReduceKind kind;
+  int64_t count;    // elements per output
+  int64_t outputs;  // R * K
+  int64_t stride;   // columns kernel: the reduced axes as one stride (when not generic)
+  int64_t parts, part_len;  // rows kernel, block mode: blocks per output
+  A* z;                     // [outputs]: the intermediate the tail reads; null: write `out`
+  T* out;                   // [outputs]: the stage's output when there is no tail
+  ReduceAcc<A>* partials;   // [outputs * parts] when parts > 1
+  unsigned* counters;       // [outputs], zero
+};
+
+template <class Ch, class T, class A>
+__device__ __forceinline__ void push(const ReduceArgs<T, A>& a, ReduceAcc<A>& acc, T v, int64_t o, int64_t k) {
+  reduce_push(a.kind, acc, body1<Ch>(a.body, to_acc<A>(v), o, k));
+}
+
+template <class T, class A>
+__device__ __forceinline__ void put(const ReduceArgs<T, A>& a, int64_t o, const ReduceAcc<A>& r) {
+  const A v = reduce_finish(a.kind, r, a.count);
+  if (a.z) a.z[o] = v;
+  else a.out[o] = to_elem<T>(v);
+}
+
+// CONTIG: the reduced elements of an output are base[0 .. count). WARP: a warp
+// per output (no block barriers), else a block per (output, part).
+template <class T, class A, bool CONTIG, bool WARP, class Ch>
+__global__ void __launch_bounds__(kThreads, 1) epi_reduce_rows(const ReduceArgs<T, A> a) {
+  constexpr int VEC = Vec16<T>::kVec;
+  __shared__ ReduceAcc<A> wred[33];
+  const int lane = WARP ? (threadIdx.x & 31) : threadIdx.x;
+  const int width = WARP ? 32 : blockDim.x;
+  int64_t o, part = 0;
+  if (WARP) {
+    o = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5);
+    if (o >= a.outputs) return;  // whole warps leave; no block barrier below in warp mode
+  } else {
+    o = blockIdx.x / a.parts;
+    part = blockIdx.x - o * a.parts;
+  }
+  const int64_t k0 = part * a.part_len, k1 = min(a.count, k0 + a.part_len);
+  const T* base = a.y + a.outer.offset(o);
+  ReduceAcc<A> acc[VEC];
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) acc[k] = reduce_init<A>(a.kind);
+
+  if (CONTIG) {
+    const T* p = base + k0;
+    const int64_t n = k1 - k0;
+    const int64_t mis = static_cast<int64_t>((reinterpret_cast<uintptr_t>(p) & 15u) / sizeof(T));
+    const int64_t head = min(n, mis ? VEC - mis : int64_t(0));
+    const int64_t nvec = (n - head) / VEC, tail0 = head + nvec * VEC;
+    for (int64_t e = lane; e < head + (n - tail0); e += width) {
+      const int64_t ee = e < head ? e : tail0 + (e - head);
+      push<Ch>(a, acc[0], p[ee], o, k0 + ee);
+    }
+    const T* vp = p + head;
+    constexpr int U = 4;  // loads in flight per thread
+    int64_t v = lane;
+    const auto consume = [&](const Vec16<T>& d, int64_t kfirst) {
+      A e[VEC];
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) e[k] = to_acc<A>(d.get(k));
+      Ch::body(a.body, e, o, 0, kfirst, 1);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) reduce_push(a.kind, acc[k], e[k]);
+    };
+    for (; v + (U - 1) * width < nvec; v += U * width) {
+      Vec16<T> d[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) d[u] = load_stream(vp + (v + u * width) * VEC);
+#pragma unroll
+      for (int u = 0; u < U; ++u) consume(d[u], k0 + head + (v + u * width) * VEC);
+    }
+    for (; v < nvec; v += width) consume(load_stream(vp + v * VEC), k0 + head + v * VEC);
+  } else {
+    for (int64_t k = k0 + lane; k < k1; k += width) push<Ch>(a, acc[0], base[a.inner.offset(k)], o, k);
+  }
+#pragma unroll
+  for (int k = 1; k < VEC; ++k) reduce_join(a.kind, acc[0], acc[k]);
+  const ReduceAcc<A> r = WARP ? warp_join(a.kind, acc[0]) : block_join(a.kind, acc[0], wred);
+  if (WARP || a.parts == 1) {
+    if (lane == 0) put(a, o, r);
+    return;
+  }
+  // Several blocks per output: the last to finish joins the parts in order.
+  if (threadIdx.x == 0) {
+    a.partials[o * a.parts + part] = r;
+    __threadfence();
+    if (atomicAdd(&a.counters[o], 1u) == unsigned(a.parts - 1)) {
+      __threadfence();
+      ReduceAcc<A> t = reduce_init<A>(a.kind);
+      for (int64_t q = 0; q < a.parts; ++q) {
+        const ReduceAcc<A>* pp = a.partials + o * a.parts + q;
+        const ReduceAcc<A> pq{__ldcg(&pp->a), __ldcg(&pp->b)};
+        reduce_join(a.kind, t, pq);
+      }
+      put(a, o, t);
+      a.counters[o] = 0u;
+    }
+  }
+}
+
+// A thread per output: for reduced axes that are not contiguous (e.g. C of
+// NCHW); consecutive outputs are adjacent in memory, so loads coalesce.
+// MODE 0: the reduced axes as one stride and no point ops (the lean kernel:
+// fewer registers, more loads in flight); 1: one stride; 2: any layout.
+template <class T, class A, int MODE, class Ch>
+__global__ void __launch_bounds__(kThreads, 1) epi_reduce_cols(const ReduceArgs<T, A> a) {
+  const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < a.outputs; o += nthreads) {
+    const T* base = a.y + a.outer.offset(o);
+    ReduceAcc<A> acc0 = reduce_init<A>(a.kind), acc1 = acc0;
+    int64_t k = 0;
+    if (MODE < 2) {
+      // Four values per call: eight made reductions over C (an operand that
+      // varies along k) 1.7x slower on the H200 (2026-12-01, run 17).
+      constexpr int U = 4;
+      for (; k + U - 1 < a.count; k += U) {
+        A v[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) v[u] = to_acc<A>(base[(k + u) * a.stride]);
+        if (MODE == 1) Ch::body(a.body, v, o, 0, k, 1);  // the chain's fields read once for the U
+#pragma unroll
+        for (int u = 0; u < U; u += 2) {
+          reduce_push(a.kind, acc0, v[u]);
+          reduce_push(a.kind, acc1, v[u + 1]);
+        }
+      }
+      for (; k < a.count; ++k) push<Ch>(a, acc0, base[k * a.stride], o, k);
+    } else {
+      for (; k < a.count; ++k) push<Ch>(a, acc0, base[a.inner.offset(k)], o, k);
+    }
+    reduce_join(a.kind, acc0, acc1);
+    put(a, o, acc0);
+  }
+}
+
+// ---- tail on the R x K intermediate --------------------------------------------------
+
+template <class T, class A>
+struct TailArgs {
+  A* z;  // [R, K], modified in place
+  T* out;
+  Tail<A> tail;
+};
+
+// MODE 0: a thread per row, 1: a warp per row, 2: a block per row.
+template <class T, class A, int MODE>
+__global__ void __launch_bounds__(kThreads, 1) epi_tail(const TailArgs<T, A> a) {
+  __shared__ ReduceAcc<A> wred[33];
+  const int64_t K = a.tail.K;
+  if (MODE == 0) {
+    const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (r >= a.tail.R) return;
+    A* row = a.z + r * K;
+    const int64_t kout = run_tail(ThreadGroup<A>{}, a.tail.ops, a.tail.n, row, r, K);
+    for (int64_t k = 0; k < kout; ++k) a.out[r * kout + k] = to_elem<T>(row[k]);
+  } else if (MODE == 1) {
+    const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5);
+    if (r >= a.tail.R) return;
+    A* row = a.z + r * K;
+    const int64_t kout = run_tail(WarpGroup<A>{}, a.tail.ops, a.tail.n, row, r, K);
+    for (int64_t k = threadIdx.x & 31; k < kout; k += 32) a.out[r * kout + k] = to_elem<T>(row[k]);
+  } else {
+    for (int64_t r = blockIdx.x; r < a.tail.R; r += gridDim.x) {
+      A* row = a.z + r * K;
+      const int64_t kout = run_tail(BlockGroup<A>{wred}, a.tail.ops, a.tail.n, row, r, K);
+      for (int64_t k = threadIdx.x; k < kout; k += blockDim.x) a.out[r * kout + k] = to_elem<T>(row[k]);
+      __syncthreads();
+    }
+  }
+}
+
+// ---- softmax ------------------------------------------------------------------------
+
+template <class T, class A>
+struct SoftmaxArgs {
+  const T* y;
+  T* out;
+  Indexer outer, out_outer;  // kept axes of Y and of the (contiguous) output
+  int64_t ys, os;            // the softmax axis' stride in Y and in the output
+  int64_t count, rows;
+  Chain<A> body, after;
+};
+
+template <class Ch, class T, class A>
+__device__ __forceinline__ A soft_in(const SoftmaxArgs<T, A>& a, const T* base, int64_t o, int64_t j) {
+  return body1<Ch>(a.body, to_acc<A>(base[j * a.ys]), o, j);
+}
+template <class Ch, class T, class A>
+__device__ __forceinline__ void soft_out(const SoftmaxArgs<T, A>& a, T* dst, const ReduceAcc<A>& acc, A v, int64_t o,
+                                         int64_t j) {
+  A w[1] = {softmax_value(acc, v)};
+  Ch::after(a.after, w, o, 0, j, 0);
+  dst[j * a.os] = to_elem<T>(w[0]);
+}
+
+// A warp (WARP) or a block per row: the axis is contiguous in Y. A warp
+// keeps rows of up to 32 * kSoftmaxHold values in registers (one read of Y);
+// longer rows are read twice, the second time mostly from L2.
+constexpr int kSoftmaxHold = 8;
+template <class T, class A, bool WARP, class Ch>
+__global__ void __launch_bounds__(kThreads, 1) epi_softmax_rows(const SoftmaxArgs<T, A> a) {
+  __shared__ ReduceAcc<A> wred[33];
+  const int lane = WARP ? (threadIdx.x & 31) : threadIdx.x;
+  const int width = WARP ? 32 : blockDim.x;
+  const int64_t per_block = WARP ? blockDim.x / 32 : 1;
+  for (int64_t first = int64_t(blockIdx.x) * per_block; first < a.rows; first += int64_t(gridDim.x) * per_block) {
+    const int64_t o = first + (WARP ? threadIdx.x >> 5 : 0);
+    if (WARP && o >= a.rows) return;  // whole warp; later rows of this warp are further out
+    const T* base = a.y + a.outer.offset(o);
+    T* dst = a.out + a.out_outer.offset(o);
+    if (WARP && a.count <= 32 * kSoftmaxHold) {
+      // The row in registers: one read, the max, then the sum of exp(v - max)
+      // (softmax_value's state), then the writes.
+      // The chains run on all kSoftmaxHold values at once (value t at j =
+      // lane + 32 t; an operand constant along the row is loaded once); the
+      // values past the row are computed on and dropped.
+      A v[kSoftmaxHold];
+      ReduceAcc<A> acc{-inf<A>(), A(0)};
+#pragma unroll
+      for (int t = 0; t < kSoftmaxHold; ++t) {
+        const int64_t j = lane + 32 * t;
+        v[t] = j < a.count ? to_acc<A>(base[j * a.ys]) : A(0);
+      }
+      Ch::body(a.body, v, o, 0, lane, 32);
+#pragma unroll
+      for (int t = 0; t < kSoftmaxHold; ++t) {
+        if (lane + 32 * t >= a.count) v[t] = -inf<A>();
+        acc.a = nan_max(acc.a, v[t]);
+      }
+      acc = warp_join(ReduceKind::max, acc);
+#pragma unroll
+      for (int t = 0; t < kSoftmaxHold; ++t)
+        if (lane + 32 * t < a.count) acc.b += std::exp(v[t] - acc.a);
+      acc.b = warp_sum(acc.b);
+#pragma unroll
+      for (int t = 0; t < kSoftmaxHold; ++t) v[t] = softmax_value(acc, v[t]);
+      Ch::after(a.after, v, o, 0, lane, 32);
+#pragma unroll
+      for (int t = 0; t < kSoftmaxHold; ++t)
+        if (lane + 32 * t < a.count) dst[(lane + 32 * t) * a.os] = to_elem<T>(v[t]);
+      continue;
+    }
+    ReduceAcc<A> acc = reduce_init<A>(ReduceKind::logsumexp);
+    for (int64_t j = lane; j < a.count; j += width) reduce_push(ReduceKind::logsumexp, acc, soft_in<Ch>(a, base, o, j));
+    acc = WARP ? warp_join(ReduceKind::logsumexp, acc) : block_join(ReduceKind::logsumexp, acc, wred);
+    for (int64_t j = lane; j < a.count; j += width) soft_out<Ch>(a, dst, acc, soft_in<Ch>(a, base, o, j), o, j);
+  }
+}
+
+// A thread per row (the axis is strided; neighbouring rows are adjacent).
+template <class T, class A, class Ch>
+__global__ void __launch_bounds__(kThreads, 1) epi_softmax_cols(const SoftmaxArgs<T, A> a) {
+  const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < a.rows; o += nthreads) {
+    const T* base = a.y + a.outer.offset(o);
+    T* dst = a.out + a.out_outer.offset(o);
+    // Four values at a time through the chains (their fields read once for the four).
+    constexpr int U = 4;
+    const int64_t full = a.count / U * U;
+    const auto load = [&](int64_t j, A (&v)[U]) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) v[u] = to_acc<A>(base[(j + u) * a.ys]);
+      Ch::body(a.body, v, o, 0, j, 1);
+    };
+    ReduceAcc<A> acc = reduce_init<A>(ReduceKind::logsumexp);
+    for (int64_t j = 0; j < full; j += U) {
+      A v[U];
+      load(j, v);
+#pragma unroll
+      for (int u = 0; u < U; ++u) reduce_push(ReduceKind::logsumexp, acc, v[u]);
+    }
+    for (int64_t j = full; j < a.count; ++j) reduce_push(ReduceKind::logsumexp, acc, soft_in<Ch>(a, base, o, j));
+    for (int64_t j = 0; j < full; j += U) {
+      A v[U];
+      load(j, v);
+#pragma unroll
+      for (int u = 0; u < U; ++u) v[u] = softmax_value(acc, v[u]);
+      Ch::after(a.after, v, o, 0, j, 1);
+#pragma unroll
+      for (int u = 0; u < U; ++u) dst[(j + u) * a.os] = to_elem<T>(v[u]);
+    }
+    for (int64_t j = full; j < a.count; ++j) soft_out<Ch>(a, dst, acc, soft_in<Ch>(a, base, o, j), o, j);
+  }
+}
+
+}  // namespace kfuse::detail::cuda::epi

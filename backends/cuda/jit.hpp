@@ -1,0 +1,45 @@
+// Kernels compiled at plan time with NVRTC: the backend's kernel templates
+// (embedded in the library) instantiated with code generated for one plan,
+// for the device in use. The built-in instantiations stay the fallback.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kfuse/detail/program.hpp"
+
+namespace kfuse::detail::cuda::jit {
+
+// Whether plan-time compilation is on (KFUSE_CUDA_JIT=0 turns it off).
+bool enabled();
+
+// `name` in `source` compiled for sm_<arch> (needs no GPU): the cubin and
+// the kernel's mangled name. Throws kfuse::Error(backend) with NVRTC's log.
+struct Cubin {
+  std::string image;
+  std::string lowered_name;
+};
+Cubin compile(const std::string& source, const std::string& name, int arch);
+
+// Compiles `source` (which may include the backend's headers by their
+// repository paths, e.g. "backends/cuda/epilogue_kernels.cuh") for the
+// current device and returns the kernel named by `name` (a name expression,
+// e.g. "kfuse::detail::cuda::epi::epi_map<float, float, Chains>") as a
+// function handle for the launch and occupancy APIs. Cached per (device,
+// source, name); throws kfuse::Error(backend) with NVRTC's log on failure.
+const void* kernel(const std::string& source, const std::string& name);
+
+// `ops` as C++: a static device function `name` that applies them to N
+// values as apply_chain does, each op through its own function
+// (apply_unary_n, apply_scalar_n, apply_operand_n) with its kind and
+// constants in the code. A tensor operand's pointer and index maps are read
+// from `chain` (the same ops in device memory) at run time, with their
+// structure (how many axes are walked) in the code, so that the loops over
+// axes unroll: the code follows the ops, not the shapes, and one compiled
+// kernel serves a pipeline at every size of the same structure.
+//   template <int N> static void name(const Chain<A>& chain, A (&v)[N],
+//                                     int64_t i, int64_t di, int64_t j, int64_t dj)
+template <class A>
+std::string chain_function(const char* name, const std::vector<PointOp<A>>& ops);
+
+}  // namespace kfuse::detail::cuda::jit
