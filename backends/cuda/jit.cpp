@@ -8,16 +8,20 @@
 #include <cuda_runtime.h>
 #include <nvrtc.h>
 
-#include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <tuple>
+#include <unistd.h>
 
 #include "backends/cuda/context.hpp"
 #include "core/cuda_check.hpp"
+#include "tuning/tuner.hpp"
 
 namespace kfuse::detail::cuda::jit {
 
@@ -58,10 +62,74 @@ std::vector<std::string> include_options() {
   return dirs;
 }
 
+// ---- The cubin cache on disk: one file per program, named by a hash of
+// everything that decides its contents; written to a temporary file and
+// renamed, so a reader sees a whole file or none. ----------------------------
+
+// KFUSE_CUDA_JIT_CACHE (a folder; "0": none), else <cache home>/nvrtc.
+std::string cache_folder() {
+  if (const char* v = std::getenv("KFUSE_CUDA_JIT_CACHE"); v && *v) return std::strcmp(v, "0") == 0 ? "" : v;
+  const std::string home = tuning::cache_home();
+  return home.empty() ? home : home + "/nvrtc";
+}
+
+uint64_t fnv1a(const std::string& s, uint64_t h = 1469598103934665603ull) {
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+constexpr const char* kCacheMagic = "kfuse-nvrtc 1";
+
+// The file holds lines of the magic, the key, the lowered name and the
+// cubin's size, then the cubin.
+bool read_cached(const std::string& path, const std::string& key, Cubin& c) {
+  std::ifstream in(path, std::ios::binary);
+  std::string magic, stored_key, size;
+  if (!in || !std::getline(in, magic) || magic != kCacheMagic || !std::getline(in, stored_key) ||
+      stored_key != key || !std::getline(in, c.lowered_name) || !std::getline(in, size))
+    return false;
+  std::ostringstream rest;
+  rest << in.rdbuf();
+  c.image = rest.str();
+  return !c.image.empty() && size == std::to_string(c.image.size());
+}
+
+// Best effort: a folder that cannot be written only costs the next compile.
+void write_cached(const std::string& path, const std::string& key, const Cubin& c) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(fs::path(path).parent_path(), ec);
+  const std::string tmp = cat(path, ".", ::getpid(), ".tmp");
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << kCacheMagic << '\n' << key << '\n' << c.lowered_name << '\n' << c.image.size() << '\n';
+    out.write(c.image.data(), static_cast<std::streamsize>(c.image.size()));
+    if (!out) return (void)fs::remove(tmp, ec);
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) fs::remove(tmp, ec);
+}
+
 }  // namespace
 
 Cubin compile(const std::string& source, const std::string& name, int arch) {
   const std::string full = std::string(kPrelude) + source;
+  std::vector<std::string> opts = {cat("--gpu-architecture=sm_", arch), "-std=c++17"};
+  for (std::string& d : include_options()) opts.push_back(std::move(d));
+  int major = 0, minor = 0;
+  check_nvrtc(nvrtcVersion(&major, &minor), "nvrtcVersion");
+  // The key: NVRTC's version, the options, the name, the source (and with it the embedded headers it includes).
+  std::string key_text = cat(major, ".", minor, "|", name, "|");
+  for (const std::string& o : opts) key_text += o + "|";
+  for (int h = 0; h < kHeaderCount; ++h) key_text += kHeaderSources[h];
+  key_text += full;
+  char key[17];
+  std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(fnv1a(key_text)));
+  const std::string folder = cache_folder();
+  const std::string path = folder.empty() ? folder : folder + "/" + key + ".cubin";
+  Cubin c;
+  if (!path.empty() && read_cached(path, key, c)) return c;
+
   nvrtcProgram prog = nullptr;
   check_nvrtc(nvrtcCreateProgram(&prog, full.c_str(), "kfuse_jit.cu", kHeaderCount, kHeaderSources, kHeaderNames),
               "nvrtcCreateProgram");
@@ -70,8 +138,6 @@ Cubin compile(const std::string& source, const std::string& name, int arch) {
     ~Destroy() { (void)nvrtcDestroyProgram(&p); }
   } destroy{prog};
   check_nvrtc(nvrtcAddNameExpression(prog, name.c_str()), "nvrtcAddNameExpression", name);
-  std::vector<std::string> opts = {cat("--gpu-architecture=sm_", arch), "-std=c++17"};
-  for (std::string& d : include_options()) opts.push_back(std::move(d));
   std::vector<const char*> argv;
   for (const std::string& o : opts) argv.push_back(o.c_str());
   const nvrtcResult r = nvrtcCompileProgram(prog, static_cast<int>(argv.size()), argv.data());
@@ -85,12 +151,12 @@ Cubin compile(const std::string& source, const std::string& name, int arch) {
   }
   const char* lowered = nullptr;
   check_nvrtc(nvrtcGetLoweredName(prog, name.c_str(), &lowered), "nvrtcGetLoweredName", name);
-  Cubin c;
   c.lowered_name = lowered;
   std::size_t size = 0;
   check_nvrtc(nvrtcGetCUBINSize(prog, &size), "nvrtcGetCUBINSize");
   c.image.resize(size);
   check_nvrtc(nvrtcGetCUBIN(prog, c.image.data()), "nvrtcGetCUBIN");
+  if (!path.empty()) write_cached(path, key, c);
   return c;
 }
 

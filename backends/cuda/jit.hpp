@@ -15,6 +15,9 @@ bool enabled();
 
 // `name` in `source` compiled for sm_<arch> (needs no GPU): the cubin and
 // the kernel's mangled name. Throws kfuse::Error(backend) with NVRTC's log.
+// Cubins are kept on disk, named by a hash of NVRTC's version, the options,
+// the name and the full source: KFUSE_CUDA_JIT_CACHE (a folder; "0": no disk
+// cache), else <tuning::cache_home()>/nvrtc.
 struct Cubin {
   std::string image;
   std::string lowered_name;

@@ -15,6 +15,13 @@ namespace kfuse {
 
 namespace tuning {
 
+std::string cache_home() {
+  // (A relative XDG_CACHE_HOME is invalid by the XDG spec and ignored.)
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x == '/') return std::string(x) + "/kfuse";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/kfuse";
+  return "";
+}
+
 namespace {
 
 void warn(const std::string& message) { std::fprintf(stderr, "kfuse: warning: %s\n", message.c_str()); }
@@ -25,10 +32,8 @@ LaunchChoice choice_of(const LaunchConfig& c) { return LaunchChoice{c.warps, c.d
 
 std::string default_cache_path() {
   if (const char* p = std::getenv("KFUSE_TUNING_CACHE"); p && *p) return p;
-  // (A relative XDG_CACHE_HOME is invalid by the XDG spec and ignored.)
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x == '/') return std::string(x) + "/kfuse/tuning.json";
-  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/kfuse/tuning.json";
-  return "";
+  const std::string home = cache_home();
+  return home.empty() ? home : home + "/tuning.json";
 }
 
 // The memory's order, also between a CacheKey and string views of one (no copies on lookup).

@@ -97,6 +97,11 @@ struct CacheEntry {
 };
 using CacheTable = std::map<CacheKey, CacheEntry>;
 
+// kfuse's cache folder: $XDG_CACHE_HOME/kfuse (an absolute one), else
+// $HOME/.cache/kfuse; "" when neither is set. The tuning file lives there,
+// and the CUDA backend's compiled kernels (backends/cuda/jit.cpp).
+std::string cache_home();
+
 // The file is {"format": "kfuse-tuning", "version": 1, "entries": [{"device",
 // "kernel", "shape_class", "warps", "depth", "ms", "baseline_ms", "date"}, ...]}.
 // An entry of another device is kept but never matches (the key holds the device).

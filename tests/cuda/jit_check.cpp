@@ -3,9 +3,13 @@
 // built for: the device headers must stay NVRTC-clean (no C++ library, no
 // host-only code). Needs no GPU: NVRTC only compiles.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 
 #include "backends/cuda/jit.hpp"
 #include "backends/cuda/kernels.hpp"
@@ -54,8 +58,14 @@ void compile_all(const detail::cuda::JitProgram& p, const std::string& what) {
     }
 }
 
+// These tests compile: no cubin from the disk cache.
+struct NoDiskCache : ::testing::Test {
+  void SetUp() override { setenv("KFUSE_CUDA_JIT_CACHE", "0", 1); }
+  void TearDown() override { unsetenv("KFUSE_CUDA_JIT_CACHE"); }
+};
+
 // Every op of the vocabulary in one chain, through the map kernel.
-TEST(Nvrtc, EveryOpCompiles) {
+TEST_F(NoDiskCache, EveryOpCompiles) {
   std::vector<PointOp<float>> body;
   for (UnaryKind k : {UnaryKind::relu, UnaryKind::leaky_relu, UnaryKind::tanh, UnaryKind::sigmoid, UnaryKind::gelu,
                       UnaryKind::gelu_tanh, UnaryKind::silu, UnaryKind::mish, UnaryKind::hardtanh,
@@ -73,11 +83,46 @@ TEST(Nvrtc, EveryOpCompiles) {
 }
 
 // Every kernel a stage may launch, in each dtype they read.
-TEST(Nvrtc, EveryKernelCompiles) {
+TEST_F(NoDiskCache, EveryKernelCompiles) {
   const std::vector<PointOp<float>> body = {unary(UnaryKind::gelu), per_channel(BinaryKind::mul)};
   const std::vector<PointOp<float>> after = {scalar(BinaryKind::mul, 2.0f)};
   for (DType dt : {DType::f32, DType::bf16, DType::f16})
     compile_all(detail::cuda::epilogue_program(body, after, dt), to_string(dt));
+}
+
+// A compiled program is kept on disk and read back whole; a damaged file is
+// compiled again and replaced.
+TEST(Nvrtc, CubinsAreCachedOnDisk) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / detail::cat("kfuse-jit-cache-", ::getpid());
+  fs::remove_all(dir);
+  setenv("KFUSE_CUDA_JIT_CACHE", dir.c_str(), 1);
+  const detail::cuda::JitProgram p =
+      detail::cuda::epilogue_program({unary(UnaryKind::tanh), per_channel(BinaryKind::add)}, {}, DType::f32);
+  const int arch = architectures().front();
+  const detail::cuda::jit::Cubin first = detail::cuda::jit::compile(p.source, p.kernels[0], arch);
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir)) files.push_back(e.path());
+  ASSERT_EQ(files.size(), 1u);
+  const detail::cuda::jit::Cubin again = detail::cuda::jit::compile(p.source, p.kernels[0], arch);
+  EXPECT_TRUE(again.image == first.image) << "the cached cubin differs from the compiled one";
+  EXPECT_EQ(again.lowered_name, first.lowered_name);
+  // Another kernel of the same program: another file.
+  (void)detail::cuda::jit::compile(p.source, p.kernels[1], arch);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 2);
+  // A truncated file is not used: compiled again (NVRTC's internal names
+  // differ from one compilation to the next, not the size), the file whole again.
+  const auto whole = fs::file_size(files[0]);
+  for (uintmax_t cut : {uintmax_t(20), whole - 100}) {
+    fs::resize_file(files[0], cut);
+    const detail::cuda::jit::Cubin rebuilt = detail::cuda::jit::compile(p.source, p.kernels[0], arch);
+    EXPECT_EQ(rebuilt.image.size(), first.image.size());
+    EXPECT_EQ(fs::file_size(files[0]), whole);
+    const detail::cuda::jit::Cubin reread = detail::cuda::jit::compile(p.source, p.kernels[0], arch);
+    EXPECT_TRUE(reread.image == rebuilt.image) << "the file holds another cubin than the one compiled";
+  }
+  unsetenv("KFUSE_CUDA_JIT_CACHE");
+  fs::remove_all(dir);
 }
 
 }  // namespace
