@@ -32,11 +32,13 @@
 #include <array>
 #include <cmath>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "kfuse/detail/math.hpp"
 #include "kfuse/ops.hpp"
 #include "reference.hpp"
 
@@ -56,6 +58,42 @@ template <class T>
 class Ops : public ::testing::Test {};
 using Types = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(Ops, Types);
+
+// ---------------------------------------------------------------------------
+// reduce_push_n (four values pushed as one block; logsumexp merges the block
+// by its max) against four pushes one by one, from fresh and running states,
+// with NaN and infinities among the values: the same result, NaN where NaN.
+
+TEST(ReduceMath, BlockPushesMatchOneByOne) {
+  using kfuse::detail::ReduceAcc;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-30.0f, 30.0f);
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const auto value = [&]() {
+    const int pick = int(rng() % 16);
+    return pick == 0 ? nan : pick == 1 ? inf : pick == 2 ? -inf : u(rng);
+  };
+  for (kfuse::ReduceKind k : {kfuse::ReduceKind::sum, kfuse::ReduceKind::mean, kfuse::ReduceKind::max,
+                              kfuse::ReduceKind::min, kfuse::ReduceKind::logsumexp})
+    for (int trial = 0; trial < 2000; ++trial) {
+      ReduceAcc<float> one = kfuse::detail::reduce_init<float>(k);
+      for (int i = 0, before = trial % 3; i < before; ++i) kfuse::detail::reduce_push(k, one, value());
+      ReduceAcc<float> block = one;
+      float v[4];
+      for (float& x : v) x = value();
+      for (float x : v) kfuse::detail::reduce_push(k, one, x);
+      kfuse::detail::reduce_push_n(k, block, v);
+      const float a = kfuse::detail::reduce_finish(k, one, 7), b = kfuse::detail::reduce_finish(k, block, 7);
+      const std::string what = kfuse::detail::cat(kfuse::to_string(k), " values ", v[0], " ", v[1], " ", v[2], " ",
+                                                  v[3], ": ", a, " one by one, ", b, " as a block");
+      ASSERT_EQ(std::isnan(a), std::isnan(b)) << what;
+      if (std::isnan(a) || std::isinf(a)) {
+        EXPECT_TRUE(std::isnan(a) || a == b) << what;
+      } else {
+        EXPECT_NEAR(a, b, 2e-6f * std::max(1.0f, std::fabs(a))) << what;
+      }
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Indexer: the squeezed, merged axes and the reciprocal division give the

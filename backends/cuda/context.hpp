@@ -55,6 +55,7 @@ Workspace& workspace();
 //                            by default the tensor-core kernel where it applies, else cuDNN, else the gather
 //   KFUSE_CUDA_JIT           0: no kernels compiled at plan time (NVRTC, jit.hpp); the built-in ones interpret
 //                            the point chains
+//   KFUSE_CUDA_JIT_OPTIONS   further NVRTC options, e.g. "-DKFUSE_EPI_MIN_BLOCKS=2"; KFUSE_CUDA_JIT_CACHE: jit.hpp
 enum class ConvPath { automatic, cudnn, gather };
 struct Overrides {
   int fold_chunks = 0;

@@ -23,6 +23,12 @@
 
 #include "backends/cuda/device.cuh"
 
+// Blocks of kThreads each streaming kernel is compiled to fit per SM (its
+// register budget); plan-time compilation may set it per kernel.
+#ifndef KFUSE_EPI_MIN_BLOCKS
+#define KFUSE_EPI_MIN_BLOCKS 1
+#endif
+
 namespace kfuse::detail::cuda::epi {
 
 // The plan's ops interpreted one by one (their kinds read at run time).
@@ -85,7 +91,7 @@ __device__ __forceinline__ void map_vectors(const MapArgs<T, A>& a, int64_t v) {
 }
 
 template <class T, class A, class Ch>
-__global__ void __launch_bounds__(kThreads, 1) epi_map(const MapArgs<T, A> a) {
+__global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_map(const MapArgs<T, A> a) {
   constexpr int VEC = Vec16<T>::kVec;
   constexpr int U = 4;
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -138,7 +144,7 @@ __device__ __forceinline__ void put(const ReduceArgs<T, A>& a, int64_t o, const 
 // CONTIG: the reduced elements of an output are base[0 .. count). WARP: a warp
 // per output (no block barriers), else a block per (output, part).
 template <class T, class A, bool CONTIG, bool WARP, class Ch>
-__global__ void __launch_bounds__(kThreads, 1) epi_reduce_rows(const ReduceArgs<T, A> a) {
+__global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_rows(const ReduceArgs<T, A> a) {
   constexpr int VEC = Vec16<T>::kVec;
   __shared__ ReduceAcc<A> wred[33];
   const int lane = WARP ? (threadIdx.x & 31) : threadIdx.x;
@@ -219,7 +225,7 @@ __global__ void __launch_bounds__(kThreads, 1) epi_reduce_rows(const ReduceArgs<
 // MODE 0: the reduced axes as one stride and no point ops (the lean kernel:
 // fewer registers, more loads in flight); 1: one stride; 2: any layout.
 template <class T, class A, int MODE, class Ch>
-__global__ void __launch_bounds__(kThreads, 1) epi_reduce_cols(const ReduceArgs<T, A> a) {
+__global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_cols(const ReduceArgs<T, A> a) {
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
   for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < a.outputs; o += nthreads) {
     const T* base = a.y + a.outer.offset(o);
@@ -234,10 +240,14 @@ __global__ void __launch_bounds__(kThreads, 1) epi_reduce_cols(const ReduceArgs<
 #pragma unroll
         for (int u = 0; u < U; ++u) v[u] = to_acc<A>(base[(k + u) * a.stride]);
         if (MODE == 1) Ch::body(a.body, v, o, 0, k, 1);  // the chain's fields read once for the U
+        if (a.kind == ReduceKind::logsumexp) {
+          reduce_push_n(a.kind, acc0, v);
+        } else {
 #pragma unroll
-        for (int u = 0; u < U; u += 2) {
-          reduce_push(a.kind, acc0, v[u]);
-          reduce_push(a.kind, acc1, v[u + 1]);
+          for (int u = 0; u < U; u += 2) {
+            reduce_push(a.kind, acc0, v[u]);
+            reduce_push(a.kind, acc1, v[u + 1]);
+          }
         }
       }
       for (; k < a.count; ++k) push<Ch>(a, acc0, base[k * a.stride], o, k);
@@ -314,7 +324,7 @@ __device__ __forceinline__ void soft_out(const SoftmaxArgs<T, A>& a, T* dst, con
 // longer rows are read twice, the second time mostly from L2.
 constexpr int kSoftmaxHold = 8;
 template <class T, class A, bool WARP, class Ch>
-__global__ void __launch_bounds__(kThreads, 1) epi_softmax_rows(const SoftmaxArgs<T, A> a) {
+__global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_softmax_rows(const SoftmaxArgs<T, A> a) {
   __shared__ ReduceAcc<A> wred[33];
   const int lane = WARP ? (threadIdx.x & 31) : threadIdx.x;
   const int width = WARP ? 32 : blockDim.x;
@@ -365,7 +375,7 @@ __global__ void __launch_bounds__(kThreads, 1) epi_softmax_rows(const SoftmaxArg
 
 // A thread per row (the axis is strided; neighbouring rows are adjacent).
 template <class T, class A, class Ch>
-__global__ void __launch_bounds__(kThreads, 1) epi_softmax_cols(const SoftmaxArgs<T, A> a) {
+__global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_softmax_cols(const SoftmaxArgs<T, A> a) {
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
   for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < a.rows; o += nthreads) {
     const T* base = a.y + a.outer.offset(o);
@@ -382,8 +392,7 @@ __global__ void __launch_bounds__(kThreads, 1) epi_softmax_cols(const SoftmaxArg
     for (int64_t j = 0; j < full; j += U) {
       A v[U];
       load(j, v);
-#pragma unroll
-      for (int u = 0; u < U; ++u) reduce_push(ReduceKind::logsumexp, acc, v[u]);
+      reduce_push_n(ReduceKind::logsumexp, acc, v);
     }
     for (int64_t j = full; j < a.count; ++j) reduce_push(ReduceKind::logsumexp, acc, soft_in<Ch>(a, base, o, j));
     for (int64_t j = 0; j < full; j += U) {

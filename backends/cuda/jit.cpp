@@ -62,6 +62,15 @@ std::vector<std::string> include_options() {
   return dirs;
 }
 
+// KFUSE_CUDA_JIT_OPTIONS: further NVRTC options, separated by spaces (experiments).
+std::vector<std::string> extra_options() {
+  std::vector<std::string> out;
+  const char* v = std::getenv("KFUSE_CUDA_JIT_OPTIONS");
+  std::istringstream in(v ? v : "");
+  for (std::string o; in >> o;) out.push_back(o);
+  return out;
+}
+
 // ---- The cubin cache on disk: one file per program, named by a hash of
 // everything that decides its contents; written to a temporary file and
 // renamed, so a reader sees a whole file or none. ----------------------------
@@ -116,6 +125,7 @@ Cubin compile(const std::string& source, const std::string& name, int arch) {
   const std::string full = std::string(kPrelude) + source;
   std::vector<std::string> opts = {cat("--gpu-architecture=sm_", arch), "-std=c++17"};
   for (std::string& d : include_options()) opts.push_back(std::move(d));
+  for (std::string& o : extra_options()) opts.push_back(std::move(o));
   int major = 0, minor = 0;
   check_nvrtc(nvrtcVersion(&major, &minor), "nvrtcVersion");
   // The key: NVRTC's version, the options, the name, the source (and with it the embedded headers it includes).

@@ -217,6 +217,12 @@ struct Conv {
   Shape w_shape() const { return {Cin, Cout / G, kH, kW}; }
   int64_t Hout() const { return conv_transpose_out_extent(H, kH, p.stride[0], p.padding[0], p.output_padding[0], p.dilation[0]); }
   int64_t Wout() const { return conv_transpose_out_extent(W, kW, p.stride[1], p.padding[1], p.output_padding[1], p.dilation[1]); }
+  // Weights and bias uniform in [-wb, wb], x in [xlo, xhi].
+  void fill(Rng& rng, double wb, double xlo, double xhi) {
+    w = uniform(numel(w_shape()), rng, -wb, wb);
+    b = uniform(Cout, rng, -wb, wb);
+    x = uniform(numel(x_shape()), rng, xlo, xhi);
+  }
   void add_to(Pipeline& pl, DType dt) const {
     pl.conv_transpose2d(host(w_shape(), w, param_dtype(dt)),
                         bias ? std::optional<Tensor>(host({Cout}, b, param_dtype(dt))) : std::nullopt, p);
@@ -329,9 +335,7 @@ TEST_F(CudaFold, SeedLikeShapes) {
     c.N = 3, c.Cin = 8, c.Cout = 16, c.G = 1, c.kH = c.kW = 3;
     c.H = seed == 0 ? 96 : 130, c.W = seed == 0 ? 100 : 131;
     if (seed == 1) c.p.stride = {2, 2}, c.p.padding = {1, 1}, c.p.output_padding = {1, 1};
-    c.w = uniform(numel(c.w_shape()), rng, -0.1, 0.1);
-    c.b = uniform(c.Cout, rng, -0.1, 0.1);
-    c.x = uniform(numel(c.x_shape()), rng, 0.0, 1.0);
+    c.fill(rng, 0.1, 0.0, 1.0);
     const Maker make = fold_pipeline(c, seed == 0 ? 0 : 1, seed == 0 ? 2 : 0, rng);
     for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
       expect_close(run_both(make, dt, Strategy::fold, c.x_shape(), c.x), tolerance(dt), text(c) + " " + to_string(dt));
@@ -369,9 +373,7 @@ TEST_F(CudaFold, LongTailRow) {
   Rng rng(3);
   Conv c;
   c.N = 2, c.Cin = 2, c.Cout = 4500, c.G = 1, c.kH = 1, c.kW = 2, c.H = 5, c.W = 7;
-  c.w = uniform(numel(c.w_shape()), rng, -0.5, 0.5);
-  c.b = uniform(c.Cout, rng, -0.5, 0.5);
-  c.x = uniform(numel(c.x_shape()), rng, 0.0, 1.0);
+  c.fill(rng, 0.5, 0.0, 1.0);
   const Maker make = [c](DType dt) {
     Pipeline p(c.x_shape(), dt);
     c.add_to(p, dt);
@@ -453,9 +455,7 @@ TEST_F(CudaEpilogue, LargeShapesTakeTheOtherPaths) {
   Rng rng(11);
   Conv c;
   c.N = 2, c.Cin = 3, c.Cout = 4, c.G = 1, c.kH = c.kW = 3, c.H = 301, c.W = 299;
-  c.w = uniform(numel(c.w_shape()), rng, -0.3, 0.3);
-  c.b = uniform(c.Cout, rng, -0.3, 0.3);
-  c.x = uniform(numel(c.x_shape()), rng, 0.0, 1.0);
+  c.fill(rng, 0.3, 0.0, 1.0);
   for (int kind : {1, 2, 3, 4, 7}) {
     const Maker make = epilogue_pipeline(c, kind, rng);
     expect_close(run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x), 1e-5, detail::cat("large epilogue ", kind));
@@ -484,9 +484,7 @@ TEST_F(CudaEpilogue, CompiledAndInterpretedChainsAgree) {
   Rng rng(77);
   Conv c;
   c.N = 2, c.Cin = 3, c.Cout = 5, c.G = 1, c.kH = 3, c.kW = 2, c.H = 13, c.W = 11;
-  c.w = uniform(numel(c.w_shape()), rng, -0.3, 0.3);
-  c.b = uniform(c.Cout, rng, -0.3, 0.3);
-  c.x = uniform(numel(c.x_shape()), rng, -1.0, 1.0);
+  c.fill(rng, 0.3, -1.0, 1.0);
   const auto compiled = [](const std::string& d) { return d.find("compiled at plan time (NVRTC)") != std::string::npos; };
   for (int kind = 0; kind < 10; ++kind) {
     const Maker make = epilogue_pipeline(c, kind, rng);
@@ -521,9 +519,7 @@ TEST_F(CudaEpilogue, Tf32ConvolutionIsClose) {
   Rng rng(8);
   Conv c;
   c.N = 2, c.Cin = 16, c.Cout = 8, c.G = 1, c.kH = c.kW = 3, c.H = 33, c.W = 35;
-  c.w = uniform(numel(c.w_shape()), rng, -0.3, 0.3);
-  c.b = uniform(c.Cout, rng, -0.3, 0.3);
-  c.x = uniform(numel(c.x_shape()), rng, 0.0, 1.0);
+  c.fill(rng, 0.3, 0.0, 1.0);
   const Maker make = epilogue_pipeline(c, 0, rng);
   expect_close(run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x, {}, true), 5e-3, "tf32");
 }
@@ -577,9 +573,7 @@ TEST_F(CudaTuning, MeasuredRunsStayCorrect) {
 
   Conv c;  // the epilogue kernels of LargeShapesTakeTheOtherPaths
   c.N = 2, c.Cin = 3, c.Cout = 4, c.G = 1, c.kH = c.kW = 3, c.H = 301, c.W = 299;
-  c.w = uniform(numel(c.w_shape()), rng, -0.3, 0.3);
-  c.b = uniform(c.Cout, rng, -0.3, 0.3);
-  c.x = uniform(numel(c.x_shape()), rng, 0.0, 1.0);
+  c.fill(rng, 0.3, 0.0, 1.0);
   for (int kind = 0; kind < 10; ++kind)
     expect_close(run_both(epilogue_pipeline(c, kind, rng), DType::f32, Strategy::fused, c.x_shape(), c.x), 1e-5,
                  detail::cat("tuned epilogue ", kind));

@@ -116,6 +116,25 @@ KFUSE_HDI void reduce_push(ReduceKind k, ReduceAcc<A>& acc, A x) {
   }
 }
 
+// N values at once. logsumexp merges them as one block (their max, then one
+// exp per value and one merge) where value-by-value pushes pay a compare, a
+// branch and an exp each; the other kinds push them in order.
+template <class A, int N>
+KFUSE_HDI void reduce_push_n(ReduceKind k, ReduceAcc<A>& acc, const A (&v)[N]) {
+  if (k != ReduceKind::logsumexp) {
+    KFUSE_UNROLL for (int i = 0; i < N; ++i) reduce_push(k, acc, v[i]);
+    return;
+  }
+  A m = v[0];
+  KFUSE_UNROLL for (int i = 1; i < N; ++i) m = nan_max(m, v[i]);
+  A s = A(1);  // NaN, +inf or -inf: lse_merge decides from m alone
+  if (!is_nan(m) && m != inf<A>() && m != -inf<A>()) {
+    s = A(0);
+    KFUSE_UNROLL for (int i = 0; i < N; ++i) s += std::exp(v[i] - m);
+  }
+  lse_merge(acc, m, s);
+}
+
 template <class A>
 KFUSE_HDI void reduce_join(ReduceKind k, ReduceAcc<A>& acc, const ReduceAcc<A>& other) {
   switch (k) {
