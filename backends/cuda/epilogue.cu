@@ -73,12 +73,6 @@ std::string program_source(const std::vector<PointOp<A>>& body, const std::vecto
              "};\n}  // namespace kfuse::detail::cuda::epi\n");
 }
 
-template <class T> const char* type_name();
-template <> const char* type_name<float>() { return "float"; }
-template <> const char* type_name<double>() { return "double"; }
-template <> const char* type_name<__half>() { return "__half"; }
-template <> const char* type_name<__nv_bfloat16>() { return "__nv_bfloat16"; }
-
 // The single stride of an Indexer with at most one axis of extent > 1 (false otherwise).
 bool single_stride(const Indexer& ix, int64_t& stride) {
   stride = 1;
@@ -156,7 +150,9 @@ void tuned_launch(Fn kernel, const char* name, std::string shape, bool measurabl
 template <class T, class A>
 class StageKernels {
  public:
-  explicit StageKernels(const EpilogueStep<A>& e) {
+  // Y and the output of `dtype` (T's), accumulated in A.
+  StageKernels(const EpilogueStep<A>& e, DType dtype)
+      : elem_(jit::type_name(dtype)), acc_(jit::acc_type_name<A>()) {
     if (!jit::enabled())
       why_built_in_ = "plan-time compilation is off (KFUSE_CUDA_JIT=0)";
     else if (e.body.n == 0 && e.after.n == 0)
@@ -172,7 +168,7 @@ class StageKernels {
     const void*& slot = compiled_[static_cast<int>(k)];
     if (!slot && why_built_in_.empty()) {
       try {
-        slot = jit::kernel(source_, kernel_name(k, type_name<T>(), type_name<A>(), kPlanChains));
+        slot = jit::kernel(source_, kernel_name(k, elem_, acc_, kPlanChains));
       } catch (const Error& err) {
         why_built_in_ = cat("NVRTC failed: ", err.what());
       }
@@ -196,6 +192,8 @@ class StageKernels {
     return ops;
   }
 
+  const char* elem_;
+  const char* acc_;
   std::string source_;
   mutable std::mutex mutex_;
   mutable std::string why_built_in_;
@@ -339,7 +337,7 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
 template <class T, class A>
 class PreparedEpilogue final : public PreparedStep {
  public:
-  explicit PreparedEpilogue(const EpilogueStep<A>& step) : step_(step), kernels_(step) {
+  PreparedEpilogue(const EpilogueStep<A>& step, DType dtype) : step_(step), kernels_(step, dtype) {
     const Layout l = layout_of(step_, step_.y_shape, contiguous_strides(step_.y_shape));
     (void)kernels_.get(choose_kernel(step_, l, device_info().limits.sm_count));
   }
@@ -364,25 +362,24 @@ class PreparedEpilogue final : public PreparedStep {
 
 JitProgram epilogue_program(const std::vector<PointOp<float>>& body, const std::vector<PointOp<float>>& after,
                             DType dtype) {
-  const char* t = dtype == DType::bf16 ? "__nv_bfloat16" : dtype == DType::f16 ? "__half" : "float";
   JitProgram p{program_source(body, after), {}};
   for (int k = 0; k < static_cast<int>(Kernel::count); ++k)
-    p.kernels.push_back(kernel_name(Kernel(k), t, "float", kPlanChains));
+    p.kernels.push_back(kernel_name(Kernel(k), jit::type_name(dtype), "float", kPlanChains));
   return p;
 }
 
 Preparation prepare_epilogue(const EpilogueStep<float>& step, DType dtype) {
   switch (dtype) {
-    case DType::f32: return Preparation::of<PreparedEpilogue<float, float>>(step);
-    case DType::bf16: return Preparation::of<PreparedEpilogue<__nv_bfloat16, float>>(step);
-    case DType::f16: return Preparation::of<PreparedEpilogue<__half, float>>(step);
+    case DType::f32: return Preparation::of<PreparedEpilogue<float, float>>(step, dtype);
+    case DType::bf16: return Preparation::of<PreparedEpilogue<__nv_bfloat16, float>>(step, dtype);
+    case DType::f16: return Preparation::of<PreparedEpilogue<__half, float>>(step, dtype);
     default: return Preparation::refuse(cat("a float32-accumulating epilogue does not read ", to_string(dtype)));
   }
 }
 
 Preparation prepare_epilogue(const EpilogueStep<double>& step, DType dtype) {
   if (dtype != DType::f64) return Preparation::refuse(cat("a float64 epilogue does not read ", to_string(dtype)));
-  return Preparation::of<PreparedEpilogue<double, double>>(step);
+  return Preparation::of<PreparedEpilogue<double, double>>(step, dtype);
 }
 
 }  // namespace kfuse::detail::cuda

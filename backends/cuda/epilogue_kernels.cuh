@@ -41,7 +41,7 @@ struct InterpretedChains {
   template <class A, int N>
   __device__ __forceinline__ static void after(const Chain<A>& c, A (&v)[N], int64_t i, int64_t di, int64_t j,
                                                int64_t dj) {
-    apply_chain(c.ops, c.n, v, i, di, j, dj);
+    body(c, v, i, di, j, dj);  // the same interpreter
   }
 };
 

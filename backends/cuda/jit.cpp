@@ -200,12 +200,18 @@ std::string structure(const char* name, const Indexer& ix) {
              ix.fast ? "true" : "false", ";");
 }
 
-const char* type_name(float) { return "float"; }
-const char* type_name(double) { return "double"; }
-
 }  // namespace
 
 bool enabled() { return overrides().jit; }
+
+const char* type_name(DType dtype) {
+  switch (dtype) {
+    case DType::f64: return "double";
+    case DType::f16: return "__half";
+    case DType::bf16: return "__nv_bfloat16";
+    default: return "float";
+  }
+}
 
 const void* kernel(const std::string& source, const std::string& name) {
   static std::mutex mutex;
@@ -218,7 +224,7 @@ const void* kernel(const std::string& source, const std::string& name) {
 
 template <class A>
 std::string chain_function(const char* name, const std::vector<PointOp<A>>& ops) {
-  const char* a = type_name(A());
+  const char* a = acc_type_name<A>();
   std::string s = cat("template <int N>\n__device__ __forceinline__ static void ", name, "(const Chain<", a,
                       ">& chain, ", a, " (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {\n");
   for (std::size_t k = 0; k < ops.size(); ++k) {

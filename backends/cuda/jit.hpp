@@ -4,9 +4,11 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kfuse/detail/program.hpp"
+#include "kfuse/tensor.hpp"
 
 namespace kfuse::detail::cuda::jit {
 
@@ -31,6 +33,15 @@ Cubin compile(const std::string& source, const std::string& name, int arch);
 // function handle for the launch and occupancy APIs. Cached per (device,
 // source, name); throws kfuse::Error(backend) with NVRTC's log on failure.
 const void* kernel(const std::string& source, const std::string& name);
+
+// The C++ type of `dtype`'s elements in device code: "float", "double",
+// "__half", "__nv_bfloat16".
+const char* type_name(DType dtype);
+// ... of the accumulation type A (float or double).
+template <class A>
+const char* acc_type_name() {
+  return type_name(std::is_same_v<A, double> ? DType::f64 : DType::f32);
+}
 
 // `ops` as C++: a static device function `name` that applies them to N
 // values as apply_chain does, each op through its own function
