@@ -11,13 +11,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
 #include <sstream>
 #include <tuple>
-#include <unistd.h>
 
 #include "backends/cuda/context.hpp"
 #include "core/cuda_check.hpp"
@@ -72,8 +70,7 @@ std::vector<std::string> extra_options() {
 }
 
 // ---- The cubin cache on disk: one file per program, named by a hash of
-// everything that decides its contents; written to a temporary file and
-// renamed, so a reader sees a whole file or none. ----------------------------
+// everything that decides its contents, written whole or not at all. --------
 
 // KFUSE_CUDA_JIT_CACHE (a folder; "0": none), else <cache home>/nvrtc.
 std::string cache_folder() {
@@ -105,18 +102,11 @@ bool read_cached(const std::string& path, const std::string& key, Cubin& c) {
 
 // Best effort: a folder that cannot be written only costs the next compile.
 void write_cached(const std::string& path, const std::string& key, const Cubin& c) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::create_directories(fs::path(path).parent_path(), ec);
-  const std::string tmp = cat(path, ".", ::getpid(), ".tmp");
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << kCacheMagic << '\n' << key << '\n' << c.lowered_name << '\n' << c.image.size() << '\n';
-    out.write(c.image.data(), static_cast<std::streamsize>(c.image.size()));
-    if (!out) return (void)fs::remove(tmp, ec);
+  try {
+    tuning::write_file_atomically(
+        path, cat(kCacheMagic, '\n', key, '\n', c.lowered_name, '\n', c.image.size(), '\n') + c.image);
+  } catch (const Error&) {
   }
-  fs::rename(tmp, path, ec);
-  if (ec) fs::remove(tmp, ec);
 }
 
 }  // namespace

@@ -204,11 +204,21 @@ void write_cache(const std::string& path, const CacheTable& entries) {
     if (m.date.empty()) m.date = now;
   }
 
+  write_file_atomically(path, to_json(merged));
+}
+
+void write_file_atomically(const std::string& path, const std::string& contents) {
+  const fs::path target(path);
+  if (target.has_parent_path()) {
+    std::error_code ec;
+    fs::create_directories(target.parent_path(), ec);
+    if (ec) fail_io(target.parent_path().string(), "create the folder", ec.value());
+  }
   const std::string tmp = temporary_name(path);
   {
     const Fd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
     if (out.get() < 0) fail_io(tmp, "create", errno);
-    if (!write_all(out.get(), to_json(merged))) {
+    if (!write_all(out.get(), contents)) {
       const int err = errno;
       ::unlink(tmp.c_str());
       fail_io(tmp, "write", err);

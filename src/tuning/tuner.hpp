@@ -102,6 +102,13 @@ using CacheTable = std::map<CacheKey, CacheEntry>;
 // and the CUDA backend's compiled kernels (backends/cuda/jit.cpp).
 std::string cache_home();
 
+// Writes `contents` to `path` whole or not at all: a temporary file in the
+// same folder (a name no other thread or process uses), then rename(), so a
+// reader sees the old file or the new one, never a partial one. Creates the
+// folder. Throws Error(backend) naming the path when it cannot write. (The
+// tuning file, and the CUDA backend's compiled kernels.)
+void write_file_atomically(const std::string& path, const std::string& contents);
+
 // The file is {"format": "kfuse-tuning", "version": 1, "entries": [{"device",
 // "kernel", "shape_class", "warps", "depth", "ms", "baseline_ms", "date"}, ...]}.
 // An entry of another device is kept but never matches (the key holds the device).
