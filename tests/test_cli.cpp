@@ -110,6 +110,11 @@ TEST_F(Cli, EveryApplicableStrategyPassesItsCheck) {
   }
   const Result r = kfuse_cli("run " + spec("small/convt_relu_gap_softmax.json") + " --check --strategy fused --repeat 1");
   EXPECT_EQ(r.code, 0) << r.output;
+  // Y written channels-last, read so by the epilogue.
+  const Result cl = kfuse_cli("run " + spec("small/convt_relu_gap_softmax.json") +
+                              " --check --strategy fused --y-layout nhwc --repeat 1");
+  EXPECT_EQ(cl.code, 0) << cl.output;
+  EXPECT_TRUE(contains(cl.output, "channels-last (NHWC)")) << cl.output;
   // A float64 run checks against float64 with a tight tolerance.
   const Result d = kfuse_cli("run " + spec("small/convt_mul_gap.json") + " --check --dtype float64 --repeat 1");
   EXPECT_EQ(d.code, 0) << d.output;
@@ -172,6 +177,7 @@ TEST_F(Cli, BadArgumentsExitWithTwo) {
   expect_usage_error(kfuse_cli("run " + spec("small/convt_mul_gap.json") + " --repeat -3"), "-3");
   expect_usage_error(kfuse_cli("run " + spec("small/convt_mul_gap.json") + " --no-such-flag"), "--no-such-flag");
   expect_usage_error(kfuse_cli("run " + spec("small/convt_mul_gap.json") + " --tuning sometimes"), "sometimes");
+  expect_usage_error(kfuse_cli("run " + spec("small/convt_mul_gap.json") + " --y-layout nchwc"), "nchwc");
   expect_usage_error(kfuse_cli("tune"), "spec");
 }
 

@@ -312,6 +312,64 @@ TEST(Plan, MultiStageEpiloguesMatchReference) {
   }
 }
 
+// Y written channels-last (forced; on a GPU the plan measures both layouts):
+// the conv writes through Y's strides and the first stage reads through
+// them, for every stage kind, against the reference in float64.
+TEST(Plan, ChannelsLastYMatchesReference) {
+  PlanOptions nhwc;
+  nhwc.strategy = Strategy::fused;
+  nhwc.y_layout = YLayout::nhwc;
+  for (int which = 0; which < 16; ++which) {
+    SCOPED_TRACE(which);
+    Rng rng(500 + which);
+    const Pipeline p = which < 8 ? epilogue_pipeline(which, rng, DType::f64) : staged_pipeline(which - 8, rng, DType::f64);
+    const HostTensor<double> x = random_tensor<double>(p.input_shape(), rng, Layout::contiguous, 0, 1);
+    const Plan plan(p, nhwc);
+    EXPECT_NE(plan.describe().find("channels-last (NHWC)"), std::string::npos) << plan.describe();
+    EXPECT_LE(rel_error(run_poisoned(plan, x), run_poisoned(Plan(p, {Strategy::reference}), x)), 1e-12)
+        << plan.describe();
+  }
+}
+
+// Channels-last Y needs a first stage that reads Y as it is. Forced, the
+// fused strategy does not apply without one (an error when it is forced too,
+// one of the reasons when the planner goes on to the reference); automatic,
+// the plan keeps NCHW. Where the plan writes no Y (the fold), the layout does
+// not apply.
+TEST(Plan, ChannelsLastYRefusedWhereNoStageReadsY) {
+  Rng rng(9);
+  PlanOptions nhwc, fused_nhwc;
+  nhwc.y_layout = fused_nhwc.y_layout = YLayout::nhwc;
+  fused_nhwc.strategy = Strategy::fused;
+  Pipeline expands({2, 3, 5, 4}, DType::f64);  // the first op after the conv broadcasts Y to rank 5
+  expands.conv_transpose2d(host_random({3, 4, 3, 3}, DType::f64, rng, -1, 1))
+      .add(host_random({2, 1, 1, 1, 1}, DType::f64, rng, -1, 1))
+      .sum({1});
+  const std::string why = "channels-last Y: the first stage reads Y as [2, 2, 4, 7, 6]";
+  try {
+    Plan plan(expands, fused_nhwc);
+    ADD_FAILURE() << plan.describe();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+  }
+  const Plan fallback(expands, nhwc);
+  EXPECT_EQ(fallback.strategy(), Strategy::reference);
+  EXPECT_NE(fallback.describe().find("not fused: " + why), std::string::npos) << fallback.describe();
+  const Plan automatic(expands);
+  EXPECT_EQ(automatic.strategy(), Strategy::fused);
+  EXPECT_EQ(automatic.describe().find("channels-last"), std::string::npos) << automatic.describe();
+
+  Pipeline conv_only({2, 3, 5, 4}, DType::f64);
+  conv_only.conv_transpose2d(host_random({3, 4, 3, 3}, DType::f64, rng, -1, 1));
+  EXPECT_THROW(Plan(conv_only, fused_nhwc), Error);
+
+  Pipeline fold({2, 3, 5, 4}, DType::f64);
+  fold.conv_transpose2d(host_random({3, 4, 3, 3}, DType::f64, rng, -1, 1)).mean({2, 3});
+  EXPECT_EQ(Plan(fold, nhwc).strategy(), Strategy::fold);
+  EXPECT_THROW(y_layout_from("nchwc"), Error);
+  EXPECT_EQ(y_layout_from(to_string(YLayout::nhwc)), YLayout::nhwc);
+}
+
 TEST(Plan, PipelineWithoutFrontOpRunsFused) {
   Rng rng(3);
   Pipeline p({3, 5, 4, 7}, DType::f64);

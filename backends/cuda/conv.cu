@@ -32,16 +32,19 @@ int64_t grid_stride_blocks(Kernel kernel, int64_t total) {
 
 // ---- The gather kernel ------------------------------------------------------------
 
+// Y element i (row-major over [N, C, H, W]) at y[yix.offset(i)]: any layout of Y.
 template <class T>
-__global__ void __launch_bounds__(256, 1)
-    conv_transpose_gather(const ConvTransposeGather g, const T* x, const T* w, const T* b, T* y, int64_t total) {
+__global__ void __launch_bounds__(256, 1) conv_transpose_gather(const ConvTransposeGather g, const T* x, const T* w,
+                                                                const T* b, T* y, const Indexer yix, int64_t total) {
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += nthreads)
-    y[i] = to_elem<T>(g.at<acc_t<T>>(x, w, b, i));
+    y[yix.offset(i)] = to_elem<T>(g.at<acc_t<T>>(x, w, b, i));
 }
 
 // ---- The conv bias after cuDNN --------------------------------------------------------
 
+// Element i of Y in memory order has channel (i / plane) % channels: plane is
+// H x W for NCHW, 1 for channels-last.
 template <class T>
 __global__ void __launch_bounds__(256, 1)
     add_channel_bias(T* y, const T* b, int64_t plane, int64_t channels, int64_t total) {
@@ -51,12 +54,12 @@ __global__ void __launch_bounds__(256, 1)
 }
 
 template <class T>
-void add_bias(const TensorView& b, const TensorView& y) {
+void add_bias(const TensorView& b, const TensorView& y, bool channels_last) {
   const int64_t total = y.numel();
   if (total == 0) return;
   launch("kfuse::cuda::add_channel_bias", add_channel_bias<T>,
-         dim3(grid_of(grid_stride_blocks(add_channel_bias<T>, total))), dim3(256), 0, false,
-         static_cast<T*>(y.data), static_cast<const T*>(b.data), y.shape[2] * y.shape[3], y.shape[1], total);
+         dim3(grid_of(grid_stride_blocks(add_channel_bias<T>, total))), dim3(256), 0, false, static_cast<T*>(y.data),
+         static_cast<const T*>(b.data), channels_last ? int64_t(1) : y.shape[2] * y.shape[3], y.shape[1], total);
 }
 
 template <class F>
@@ -71,7 +74,7 @@ void by_dtype(DType t, const F& f) {
 
 // Prepared once per plan, in order of preference: the implicit-GEMM
 // tensor-core kernel with no epilogue (float32: 3xTF32 for strict precision,
-// TF32 when the plan asks; the half types; contiguous x), cuDNN's
+// TF32 when the plan asks; the half types; contiguous x, NCHW Y), cuDNN's
 // backward-data convolution (its engine chosen and timed for the contiguous
 // input, other input strides and alignments set up on their first run), the
 // gather kernel. The weight and bias in the pipeline's dtype, once.
@@ -83,7 +86,7 @@ class PreparedConv final : public PreparedStep {
         weight_(in_dtype(step.weight, dtype)),
         bias_(step.bias ? in_dtype(*step.bias, dtype) : Tensor()) {
     const ConvPath path = overrides().conv;
-    if (path == ConvPath::automatic && dtype != DType::f64) {
+    if (path == ConvPath::automatic && dtype != DType::f64 && !step.channels_last) {
       const IgemmProblem p = igemm_problem(step);
       const IgemmPrecision prec = igemm_precision(dtype, step.precision);
       if (igemm_why_not(p, prec).empty())
@@ -136,8 +139,10 @@ class PreparedConv final : public PreparedStep {
     if (total == 0) return;
     const ConvTransposeGather g(x, weight_.view(), bias_.defined() ? &bias_.view() : nullptr, step_.params, y.shape);
     launch("kfuse::cuda::conv_transpose_gather", conv_transpose_gather<T>,
-           dim3(grid_of(grid_stride_blocks(conv_transpose_gather<T>, total))), dim3(256), 0, false, g, static_cast<const T*>(x.data), static_cast<const T*>(weight_.view().data),
-           bias_.defined() ? static_cast<const T*>(bias_.view().data) : nullptr, static_cast<T*>(y.data), total);
+           dim3(grid_of(grid_stride_blocks(conv_transpose_gather<T>, total))), dim3(256), 0, false, g,
+           static_cast<const T*>(x.data), static_cast<const T*>(weight_.view().data),
+           bias_.defined() ? static_cast<const T*>(bias_.view().data) : nullptr, static_cast<T*>(y.data),
+           make_indexer(y.shape, y.strides), total);
     t_conv_path = "gather";
   }
 
@@ -145,14 +150,15 @@ class PreparedConv final : public PreparedStep {
   // The conv, then the bias when the step has one.
   void run_cudnn(const CudnnConv& c, const TensorView& x, const TensorView& y) const {
     c.run(x.data, weight_.view().data, y.data);
-    if (bias_.defined()) by_dtype(dtype_, [&](auto t) { add_bias<decltype(t)>(bias_.view(), y); });
+    if (bias_.defined()) by_dtype(dtype_, [&](auto t) { add_bias<decltype(t)>(bias_.view(), y, step_.channels_last); });
   }
 
   // Both timed once on scratch tensors of the step's shapes (the second of
   // two runs each); the tensor-core kernel is kept only when it is at least
   // 2% faster (the tuner's rule), with the times in describe().
   void keep_the_faster(const CudnnConv& c) {
-    const Tensor x = Tensor::empty(step_.in_shape, dtype_, Memory::cuda), y = Tensor::empty(step_.out_shape, dtype_, Memory::cuda);
+    const Tensor x = Tensor::empty(step_.in_shape, dtype_, Memory::cuda);
+    const Tensor y = Tensor::empty(step_.out_shape, dtype_, Memory::cuda);
     KFUSE_CUDA_CHECK(cudaMemsetAsync(x.view().data, 0x3c, x.view().bytes(), stream()), "conv timing input");
     const auto twice = [](const auto& f) {
       f();

@@ -191,7 +191,8 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
     const Shape& w_shape = step.weight.shape();
     impl->keep.push_back(tensor(kX, dtype, step.in_shape, x_strides, align));
     impl->keep.push_back(tensor(kW, dtype, w_shape, contiguous_strides(w_shape), 16));
-    impl->keep.push_back(tensor(kY, dtype, step.out_shape, contiguous_strides(step.out_shape), align));
+    const Shape y_strides = step.channels_last ? channels_last_strides(step.out_shape) : contiguous_strides(step.out_shape);
+    impl->keep.push_back(tensor(kY, dtype, step.out_shape, y_strides, align));
     const Desc &xd = impl->keep[0], &wd = impl->keep[1], &yd = impl->keep[2];
 
     Desc conv(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);

@@ -23,7 +23,7 @@ namespace kfuse::detail::cuda {
 // Non-deterministic engines are never taken: a plan's results are the same run to run.
 class CudnnConv {
  public:
-  // Builds the graph for x with `x_strides` and the contiguous Y, both of
+  // Builds the graph for x with `x_strides` and Y in the step's layout, both of
   // `dtype` and with pointers aligned to `align` bytes; the weight is
   // [Cin, Cout/G, kH, kW] contiguous in `dtype` at `weight` (device memory,
   // used for the timing runs). With `time_candidates` false (a graph built

@@ -4,6 +4,7 @@
 // (NVRTC, jit.hpp), as straight-line code; the built-in kernels, which
 // interpret them, run when that is off or fails (describe() says which).
 #include <algorithm>
+#include <limits>
 #include <mutex>
 
 #include "backends/cuda/epilogue_kernels.cuh"
@@ -19,10 +20,10 @@ using namespace epi;
 
 // The kernels a stage may launch; Y's layout picks one (choose_kernel).
 enum class Kernel {
-  map,
+  map, map_nhwc,
   rows_warp, rows_warp_strided, rows_block, rows_block_strided,  // reduce: rows
   cols_lean, cols, cols_generic,                                  // reduce: columns
-  softmax_rows_warp, softmax_rows_block, softmax_cols,
+  softmax_rows_warp, softmax_rows_block, softmax_cols, softmax_nhwc,
   count
 };
 
@@ -31,6 +32,7 @@ std::string kernel_name(Kernel k, const std::string& t, const std::string& a, co
   const std::string ns = "kfuse::detail::cuda::epi::", ta = t + ", " + a + ", ", c = ch + ">";
   switch (k) {
     case Kernel::map: return ns + "epi_map<" + ta + c;
+    case Kernel::map_nhwc: return ns + "epi_map_nhwc<" + ta + c;
     case Kernel::rows_warp: return ns + "epi_reduce_rows<" + ta + "true, true, " + c;
     case Kernel::rows_warp_strided: return ns + "epi_reduce_rows<" + ta + "false, true, " + c;
     case Kernel::rows_block: return ns + "epi_reduce_rows<" + ta + "true, false, " + c;
@@ -40,7 +42,8 @@ std::string kernel_name(Kernel k, const std::string& t, const std::string& a, co
     case Kernel::cols_generic: return ns + "epi_reduce_cols<" + ta + "2, " + c;
     case Kernel::softmax_rows_warp: return ns + "epi_softmax_rows<" + ta + "true, " + c;
     case Kernel::softmax_rows_block: return ns + "epi_softmax_rows<" + ta + "false, " + c;
-    default: return ns + "epi_softmax_cols<" + ta + c;
+    case Kernel::softmax_cols: return ns + "epi_softmax_cols<" + ta + c;
+    default: return ns + "epi_softmax_nhwc<" + ta + c;
   }
 }
 
@@ -51,6 +54,7 @@ const void* builtin(Kernel k) {
   const auto fn = [](auto kernel) { return reinterpret_cast<const void*>(kernel); };
   switch (k) {
     case Kernel::map: return fn(epi_map<T, A, I>);
+    case Kernel::map_nhwc: return fn(epi_map_nhwc<T, A, I>);
     case Kernel::rows_warp: return fn(epi_reduce_rows<T, A, true, true, I>);
     case Kernel::rows_warp_strided: return fn(epi_reduce_rows<T, A, false, true, I>);
     case Kernel::rows_block: return fn(epi_reduce_rows<T, A, true, false, I>);
@@ -60,7 +64,8 @@ const void* builtin(Kernel k) {
     case Kernel::cols_generic: return fn(epi_reduce_cols<T, A, 2, I>);
     case Kernel::softmax_rows_warp: return fn(epi_softmax_rows<T, A, true, I>);
     case Kernel::softmax_rows_block: return fn(epi_softmax_rows<T, A, false, I>);
-    default: return fn(epi_softmax_cols<T, A, I>);
+    case Kernel::softmax_cols: return fn(epi_softmax_cols<T, A, I>);
+    default: return fn(epi_softmax_nhwc<T, A, I>);
   }
 }
 
@@ -103,26 +108,66 @@ bool overlaps(const TensorView& a, const TensorView& b) {
 // Y's layout for a stage: its kept and main axes, and what the kernels need of them.
 struct Layout {
   Indexer outer, inner;
+  Indexer order;         // reductions: the walk over the kept axes -> the output index (ordered)
+  bool ordered = false;
   int64_t n = 0;         // Y's elements
   int64_t stride = 1;    // the main axes as one stride (one_axis)
   bool contig = false;   // the main axes dense and trailing
   bool one_axis = false;
+  bool nhwc = false;     // Y [N, C, H, W] stored channels-last (C and H x W > 1):
+  int64_t batch = 0, channels = 0, plane = 0;  // N, C, H x W
 };
+
+// A reduction walks its outputs in Y's memory order (the kept axes by
+// descending stride; broadcast axes, stride 0, outermost), so that
+// neighbouring threads read neighbouring elements whatever Y's layout:
+// `outer` over that walk, `order` from it to the output's row-major index. A
+// contiguous Y's walk is the output's order.
+void walk_in_memory_order(const Shape& shape, const Shape& strides, uint32_t mask, Layout& l) {
+  std::vector<int> kept;
+  for (int d = 0; d < int(shape.size()); ++d)
+    if (!(mask & (1u << d))) kept.push_back(d);
+  std::vector<int> walk = kept;
+  const auto key = [&](int d) { return strides[d] == 0 ? std::numeric_limits<int64_t>::max() : strides[d]; };
+  std::stable_sort(walk.begin(), walk.end(), [&](int a, int b) { return key(a) > key(b); });
+  l.ordered = walk != kept;
+  if (!l.ordered) return;
+  Shape out_stride(shape.size(), 0);
+  int64_t s = 1;
+  for (auto d = kept.rbegin(); d != kept.rend(); ++d) out_stride[*d] = s, s *= shape[*d];
+  Shape ws, wst, wo;
+  for (int d : walk) ws.push_back(shape[d]), wst.push_back(strides[d]), wo.push_back(out_stride[d]);
+  l.outer = make_indexer(ws, wst);
+  l.order = make_indexer(ws, wo);
+}
 
 template <class A>
 Layout layout_of(const EpilogueStep<A>& e, const Shape& shape, const Shape& strides) {
   Layout l;
   split_axes(shape, strides, e.mask, l.outer, l.inner);
+  if (e.main == MainKind::reduce) walk_in_memory_order(shape, strides, e.mask, l);
   l.n = checked_numel(shape, "epilogue", "Y");
   l.contig = l.inner.is_dense();
   l.one_axis = single_stride(l.inner, l.stride);
+  l.nhwc = shape.size() == 4 && strides == channels_last_strides(shape) && shape[1] > 1 && shape[2] * shape[3] > 1;
+  if (l.nhwc) l.batch = shape[0], l.channels = shape[1], l.plane = shape[2] * shape[3];
   return l;
+}
+
+// The shared memory epi_softmax_nhwc takes: the block's 32 rows.
+template <class A>
+std::size_t softmax_nhwc_smem(int64_t count) {
+  return std::size_t(count) * 33 * sizeof(A);
 }
 
 // The kernel for a stage over Y of this layout on a device of `sms` SMs.
 template <class A>
 Kernel choose_kernel(const EpilogueStep<A>& e, const Layout& l, int sms) {
-  if (e.main == MainKind::map) return Kernel::map;
+  // Y channels-last to the NCHW output: through shared-memory tiles (within their grids' reach).
+  if (e.main == MainKind::map)
+    return l.nhwc && l.batch <= 65535 && (l.channels + 31) / 32 <= 65535 && (l.plane + 31) / 32 <= 0x7fffffff
+               ? Kernel::map_nhwc
+               : Kernel::map;
   if (e.main == MainKind::reduce) {
     // Columns (a thread per output) when outputs alone fill the device.
     const int64_t outputs = e.tail.R * e.tail.K;
@@ -132,6 +177,9 @@ Kernel choose_kernel(const EpilogueStep<A>& e, const Layout& l, int sms) {
     return l.contig ? Kernel::rows_block : Kernel::rows_block_strided;
   }
   const int64_t rows = e.count > 0 ? l.n / e.count : 0;
+  if (l.nhwc && e.mask == 2u && e.count <= 32 * kSoftmaxHold && softmax_nhwc_smem<A>(e.count) <= 48 * 1024 &&
+      l.batch * ((l.plane + 31) / 32) <= 0x7fffffff)
+    return Kernel::softmax_nhwc;
   if (l.stride != 1 && e.count > 1 && rows >= int64_t(sms) * 1024) return Kernel::softmax_cols;
   return e.count <= 1024 ? Kernel::softmax_rows_warp : Kernel::softmax_rows_block;
 }
@@ -212,9 +260,15 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
   const std::string dtype = cat(to_string(y.dtype), kernels.compiled(k) ? ",nvrtc" : "");
   Workspace& ws = workspace();
   try {
-    if (e.main == MainKind::map) {
+    if (k == Kernel::map_nhwc) {
       if (l.n > 0) {
-        MapArgs<T, A> a{yp, op, l.n, l.outer, e.body, 2};
+        MapArgs<T, A> a{yp, op, l.n, l.outer, e.body, 2, l.channels, l.plane};
+        const dim3 grid(grid_of((l.plane + 31) / 32), unsigned((l.channels + 31) / 32), unsigned(l.batch));
+        launch("kfuse::cuda::epilogue_map_nhwc", fn, grid, dim3(256), 0, false, a);
+      }
+    } else if (e.main == MainKind::map) {
+      if (l.n > 0) {
+        MapArgs<T, A> a{yp, op, l.n, l.outer, e.body, 2, 0, 0};
         if (y.is_contiguous()) a.mode = aligned16(yp) && aligned16(op) ? 0 : 1;
         const char* layout = a.mode == 0 ? "vec16" : a.mode == 1 ? "contiguous" : "strided";
         tuned_launch(fn, "cuda::epilogue_map", tuning::shape_class({{"n", l.n}}) + "," + dtype + "," + layout,
@@ -233,6 +287,8 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
       a.y = yp;
       a.outer = l.outer;
       a.inner = l.inner;
+      a.order = l.order;
+      a.ordered = l.ordered;
       a.body = e.body;
       a.kind = e.reduce;
       a.count = e.count;
@@ -303,10 +359,14 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
       if (rows > 0 && count > 0) {
         int64_t os = 1;
         single_stride(out_inner, os);
-        const SoftmaxArgs<T, A> a{yp, op, l.outer, out_outer, l.stride, os, count, rows, e.body, e.after};
+        const SoftmaxArgs<T, A> a{yp, op, l.outer, out_outer, l.stride, os, count, rows, e.body, e.after, l.plane};
         const std::string shape = tuning::shape_class({{"rows", rows}, {"count", count}}) + "," + dtype + "," +
                                   (l.stride == 1 ? "contiguous" : "strided");
-        if (k == Kernel::softmax_cols) {
+        if (k == Kernel::softmax_nhwc) {
+          const int64_t blocks = l.batch * ((l.plane + 31) / 32);
+          launch("kfuse::cuda::epilogue_softmax_nhwc", fn, dim3(grid_of(blocks)), dim3(256),
+                 softmax_nhwc_smem<A>(count), false, a);
+        } else if (k == Kernel::softmax_cols) {
           tuned_launch(fn, "cuda::epilogue_softmax_cols", shape, measurable, [&](int threads) {
             launch("kfuse::cuda::epilogue_softmax_cols", fn, dim3(grid_of((rows + threads - 1) / threads)),
                    dim3(threads), 0, false, a);
@@ -332,20 +392,21 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
 
 // The kernel of each stage and its launch shape follow from Y's strides,
 // which only the run knows (Y is x itself when there is no conv): a few
-// integer operations per run, then the launches. The kernel a contiguous Y
-// takes is compiled here, so that Plan::run only launches.
+// integer operations per run, then the launches. The kernel the plan's
+// layout of Y takes is compiled here, so that Plan::run only launches.
 template <class T, class A>
 class PreparedEpilogue final : public PreparedStep {
  public:
   PreparedEpilogue(const EpilogueStep<A>& step, DType dtype) : step_(step), kernels_(step, dtype) {
-    const Layout l = layout_of(step_, step_.y_shape, contiguous_strides(step_.y_shape));
+    const Shape& y = step_.y_shape;
+    const Layout l = layout_of(step_, y, step_.y_strides.empty() ? contiguous_strides(y) : step_.y_strides);
     (void)kernels_.get(choose_kernel(step_, l, device_info().limits.sm_count));
   }
   void run(const TensorView& y, const TensorView& out) const override { epilogue<T>(step_, kernels_, y, out); }
   std::string describe() const override {
     const std::string chains = kernels_.describe();
     switch (step_.main) {
-      case MainKind::map: return cat("epilogue_map; ", chains);
+      case MainKind::map: return cat("epilogue_map (_nhwc for a channels-last Y); ", chains);
       case MainKind::reduce:
         return cat("epilogue_reduce_rows or _cols by Y's layout", step_.tail.n ? ", then epilogue_tail" : "", "; ",
                    chains);

@@ -6,7 +6,10 @@
 // intermediates in A.
 //
 //  map      a grid-stride stream over Y (16-byte loads and stores when Y is
-//           contiguous and both ends are aligned), the body chain per element.
+//           contiguous and both ends are aligned), the body chain per element;
+//           Y channels-last to the NCHW output through shared-memory tiles.
+//           Reductions walk their outputs in Y's memory order (`order`), so
+//           neighbouring threads read neighbouring elements of any layout.
 //  reduce   reduced axes trailing and contiguous ("rows"): a warp per output
 //           for short rows, else a block per output (several blocks per
 //           output when there are few, joined by the last one to finish);
@@ -15,7 +18,9 @@
 //           Then the tail on the R x K intermediate (a second kernel; a
 //           thread, a warp or a block per row by K), unless there is none.
 //  softmax  a warp/block per row when the axis is contiguous, else a thread
-//           per row; the row is read twice (the second read mostly from L2).
+//           per row; the row is read twice (the second read mostly from L2),
+//           or once when a warp holds it; over C of a channels-last Y, a
+//           warp per pixel and the output written through shared memory.
 //
 // `Ch` runs the chains: Ch::body(chain, v, i, di, j, dj) and Ch::after(...)
 // apply a chain to N values, value k at the coordinate (i + k di, j + k dj).
@@ -65,6 +70,7 @@ struct MapArgs {
   Indexer ix;  // Y's strides (mode 2)
   Chain<A> body;
   int mode;    // 0: contiguous and aligned (16-byte vectors), 1: contiguous, 2: strided
+  int64_t channels, plane;  // epi_map_nhwc: Y [N, plane, channels] written [N, channels, plane]
 };
 
 // N adjacent 16-byte vectors from vector index v: loaded, the chain run once
@@ -111,12 +117,46 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_map(const 
   }
 }
 
+// Y channels-last to the NCHW output: 32 x 32 tiles of (pixels, channels)
+// through shared memory, read along C and written along the pixels (both
+// coalesced); grid (pixel tiles, channel tiles, N), 256 threads. Thread
+// (lane, warp) writes pixel p0 + lane of channels c0 + warp + 8u, u < 4.
+template <class T, class A, class Ch>
+__global__ void __launch_bounds__(256, KFUSE_EPI_MIN_BLOCKS) epi_map_nhwc(const MapArgs<T, A> a) {
+  __shared__ A tile[32][33];
+  const int64_t C = a.channels, P = a.plane;
+  const int64_t n = blockIdx.z, c0 = int64_t(blockIdx.y) * 32, p0 = int64_t(blockIdx.x) * 32;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const T* y = a.y + n * P * C;
+#pragma unroll
+  for (int r = warp; r < 32; r += 8)
+    if (p0 + r < P && c0 + lane < C) tile[r][lane] = to_acc<A>(y[(p0 + r) * C + c0 + lane]);
+  __syncthreads();
+  const int64_t p = p0 + lane;
+  if (p >= P) return;
+  const int64_t i0 = (n * C + c0 + warp) * P + p;  // the output index of u = 0
+  A v[4];
+#pragma unroll
+  for (int u = 0; u < 4; ++u) v[u] = tile[lane][warp + 8 * u];
+  if (c0 + warp + 24 < C) {
+    Ch::body(a.body, v, i0, 8 * P, 0, 0);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) a.out[i0 + u * 8 * P] = to_elem<T>(v[u]);
+  } else {
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      if (c0 + warp + 8 * u < C) a.out[i0 + u * 8 * P] = to_elem<T>(body1<Ch>(a.body, v[u], i0 + u * 8 * P, 0));
+  }
+}
+
 // ---- reduce: rows (reduced axes trailing and contiguous, or any, by a group) ------
 
 template <class T, class A>
 struct ReduceArgs {
   const T* y;
-  Indexer outer, inner;  // kept / reduced axes of Y
+  Indexer outer, inner;  // kept axes of Y in its memory order / reduced axes of Y
+  Indexer order;         // the walk over the kept axes -> the output's index (when `ordered`)
+  bool ordered;          // false: the walk is the output's row-major order
   Chain<A> body;
   ReduceKind kind;
   int64_t count;    // elements per output
@@ -134,6 +174,12 @@ __device__ __forceinline__ void push(const ReduceArgs<T, A>& a, ReduceAcc<A>& ac
   reduce_push(a.kind, acc, body1<Ch>(a.body, to_acc<A>(v), o, k));
 }
 
+// The output index of the walk's t-th output.
+template <class T, class A>
+__device__ __forceinline__ int64_t output_of(const ReduceArgs<T, A>& a, int64_t t) {
+  return a.ordered ? a.order.offset(t) : t;
+}
+
 template <class T, class A>
 __device__ __forceinline__ void put(const ReduceArgs<T, A>& a, int64_t o, const ReduceAcc<A>& r) {
   const A v = reduce_finish(a.kind, r, a.count);
@@ -149,16 +195,17 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_row
   __shared__ ReduceAcc<A> wred[33];
   const int lane = WARP ? (threadIdx.x & 31) : threadIdx.x;
   const int width = WARP ? 32 : blockDim.x;
-  int64_t o, part = 0;
+  int64_t t, part = 0;  // the walk's output t, o in the output
   if (WARP) {
-    o = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5);
-    if (o >= a.outputs) return;  // whole warps leave; no block barrier below in warp mode
+    t = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5);
+    if (t >= a.outputs) return;  // whole warps leave; no block barrier below in warp mode
   } else {
-    o = blockIdx.x / a.parts;
-    part = blockIdx.x - o * a.parts;
+    t = blockIdx.x / a.parts;
+    part = blockIdx.x - t * a.parts;
   }
+  const int64_t o = output_of(a, t);
   const int64_t k0 = part * a.part_len, k1 = min(a.count, k0 + a.part_len);
-  const T* base = a.y + a.outer.offset(o);
+  const T* base = a.y + a.outer.offset(t);
   ReduceAcc<A> acc[VEC];
 #pragma unroll
   for (int k = 0; k < VEC; ++k) acc[k] = reduce_init<A>(a.kind);
@@ -204,31 +251,33 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_row
   }
   // Several blocks per output: the last to finish joins the parts in order.
   if (threadIdx.x == 0) {
-    a.partials[o * a.parts + part] = r;
+    a.partials[t * a.parts + part] = r;
     __threadfence();
-    if (atomicAdd(&a.counters[o], 1u) == unsigned(a.parts - 1)) {
+    if (atomicAdd(&a.counters[t], 1u) == unsigned(a.parts - 1)) {
       __threadfence();
-      ReduceAcc<A> t = reduce_init<A>(a.kind);
+      ReduceAcc<A> all = reduce_init<A>(a.kind);
       for (int64_t q = 0; q < a.parts; ++q) {
-        const ReduceAcc<A>* pp = a.partials + o * a.parts + q;
+        const ReduceAcc<A>* pp = a.partials + t * a.parts + q;
         const ReduceAcc<A> pq{__ldcg(&pp->a), __ldcg(&pp->b)};
-        reduce_join(a.kind, t, pq);
+        reduce_join(a.kind, all, pq);
       }
-      put(a, o, t);
-      a.counters[o] = 0u;
+      put(a, o, all);
+      a.counters[t] = 0u;
     }
   }
 }
 
 // A thread per output: for reduced axes that are not contiguous (e.g. C of
-// NCHW); consecutive outputs are adjacent in memory, so loads coalesce.
+// NCHW); the walk puts neighbouring outputs' elements next to each other in
+// memory, so loads coalesce.
 // MODE 0: the reduced axes as one stride and no point ops (the lean kernel:
 // fewer registers, more loads in flight); 1: one stride; 2: any layout.
 template <class T, class A, int MODE, class Ch>
 __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_cols(const ReduceArgs<T, A> a) {
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < a.outputs; o += nthreads) {
-    const T* base = a.y + a.outer.offset(o);
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < a.outputs; t += nthreads) {
+    const int64_t o = output_of(a, t);
+    const T* base = a.y + a.outer.offset(t);
     ReduceAcc<A> acc0 = reduce_init<A>(a.kind), acc1 = acc0;
     int64_t k = 0;
     if (MODE < 2) {
@@ -305,6 +354,7 @@ struct SoftmaxArgs {
   int64_t ys, os;            // the softmax axis' stride in Y and in the output
   int64_t count, rows;
   Chain<A> body, after;
+  int64_t plane;             // epi_softmax_nhwc: pixels per sample
 };
 
 template <class Ch, class T, class A>
@@ -319,10 +369,41 @@ __device__ __forceinline__ void soft_out(const SoftmaxArgs<T, A>& a, T* dst, con
   dst[j * a.os] = to_elem<T>(w[0]);
 }
 
+// Row o's softmax (its axis contiguous in Y at `base`, count <= 32 *
+// kSoftmaxHold) by one warp with the row in registers: one read, the max,
+// then the sum of exp(v - max) (softmax_value's state); v[t] ends as the
+// value at j = lane + 32 t, its `after` chain applied. The chains run on all
+// kSoftmaxHold values at once (an operand constant along the row is loaded
+// once); the values past the row are computed on and dropped.
+constexpr int kSoftmaxHold = 8;
+template <class Ch, class T, class A>
+__device__ __forceinline__ void softmax_in_registers(const SoftmaxArgs<T, A>& a, const T* base, int64_t o, int lane,
+                                                     A (&v)[kSoftmaxHold]) {
+  ReduceAcc<A> acc{-inf<A>(), A(0)};
+#pragma unroll
+  for (int t = 0; t < kSoftmaxHold; ++t) {
+    const int64_t j = lane + 32 * t;
+    v[t] = j < a.count ? to_acc<A>(base[j * a.ys]) : A(0);
+  }
+  Ch::body(a.body, v, o, 0, lane, 32);
+#pragma unroll
+  for (int t = 0; t < kSoftmaxHold; ++t) {
+    if (lane + 32 * t >= a.count) v[t] = -inf<A>();
+    acc.a = nan_max(acc.a, v[t]);
+  }
+  acc = warp_join(ReduceKind::max, acc);
+#pragma unroll
+  for (int t = 0; t < kSoftmaxHold; ++t)
+    if (lane + 32 * t < a.count) acc.b += std::exp(v[t] - acc.a);
+  acc.b = warp_sum(acc.b);
+#pragma unroll
+  for (int t = 0; t < kSoftmaxHold; ++t) v[t] = softmax_value(acc, v[t]);
+  Ch::after(a.after, v, o, 0, lane, 32);
+}
+
 // A warp (WARP) or a block per row: the axis is contiguous in Y. A warp
 // keeps rows of up to 32 * kSoftmaxHold values in registers (one read of Y);
 // longer rows are read twice, the second time mostly from L2.
-constexpr int kSoftmaxHold = 8;
 template <class T, class A, bool WARP, class Ch>
 __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_softmax_rows(const SoftmaxArgs<T, A> a) {
   __shared__ ReduceAcc<A> wred[33];
@@ -335,32 +416,8 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_softmax_ro
     const T* base = a.y + a.outer.offset(o);
     T* dst = a.out + a.out_outer.offset(o);
     if (WARP && a.count <= 32 * kSoftmaxHold) {
-      // The row in registers: one read, the max, then the sum of exp(v - max)
-      // (softmax_value's state), then the writes.
-      // The chains run on all kSoftmaxHold values at once (value t at j =
-      // lane + 32 t; an operand constant along the row is loaded once); the
-      // values past the row are computed on and dropped.
       A v[kSoftmaxHold];
-      ReduceAcc<A> acc{-inf<A>(), A(0)};
-#pragma unroll
-      for (int t = 0; t < kSoftmaxHold; ++t) {
-        const int64_t j = lane + 32 * t;
-        v[t] = j < a.count ? to_acc<A>(base[j * a.ys]) : A(0);
-      }
-      Ch::body(a.body, v, o, 0, lane, 32);
-#pragma unroll
-      for (int t = 0; t < kSoftmaxHold; ++t) {
-        if (lane + 32 * t >= a.count) v[t] = -inf<A>();
-        acc.a = nan_max(acc.a, v[t]);
-      }
-      acc = warp_join(ReduceKind::max, acc);
-#pragma unroll
-      for (int t = 0; t < kSoftmaxHold; ++t)
-        if (lane + 32 * t < a.count) acc.b += std::exp(v[t] - acc.a);
-      acc.b = warp_sum(acc.b);
-#pragma unroll
-      for (int t = 0; t < kSoftmaxHold; ++t) v[t] = softmax_value(acc, v[t]);
-      Ch::after(a.after, v, o, 0, lane, 32);
+      softmax_in_registers<Ch>(a, base, o, lane, v);
 #pragma unroll
       for (int t = 0; t < kSoftmaxHold; ++t)
         if (lane + 32 * t < a.count) dst[(lane + 32 * t) * a.os] = to_elem<T>(v[t]);
@@ -371,6 +428,32 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_softmax_ro
     acc = WARP ? warp_join(ReduceKind::logsumexp, acc) : block_join(ReduceKind::logsumexp, acc, wred);
     for (int64_t j = lane; j < a.count; j += width) soft_out<Ch>(a, dst, acc, soft_in<Ch>(a, base, o, j), o, j);
   }
+}
+
+// Softmax over C of a channels-last Y [N, H, W, C] into the NCHW output:
+// a block per 32 pixels of one sample; each warp takes a pixel's row into
+// registers (softmax_in_registers, C <= 32 * kSoftmaxHold), the results go
+// through shared memory and out along the pixels, coalesced. 256 threads.
+template <class T, class A, class Ch>
+__global__ void __launch_bounds__(256, KFUSE_EPI_MIN_BLOCKS) epi_softmax_nhwc(const SoftmaxArgs<T, A> a) {
+  extern __shared__ unsigned char smem[];
+  A* tile = reinterpret_cast<A*>(smem);  // [count][33]
+  const int64_t tiles = (a.plane + 31) / 32;
+  const int64_t n = blockIdx.x / tiles, p0 = (blockIdx.x - n * tiles) * 32;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int q = warp; q < 32; q += 8) {
+    if (p0 + q >= a.plane) break;
+    const int64_t o = n * a.plane + p0 + q;
+    A v[kSoftmaxHold];
+    softmax_in_registers<Ch>(a, a.y + a.outer.offset(o), o, lane, v);
+#pragma unroll
+    for (int t = 0; t < kSoftmaxHold; ++t)
+      if (lane + 32 * t < a.count) tile[(lane + 32 * t) * 33 + q] = v[t];
+  }
+  __syncthreads();
+  if (p0 + lane >= a.plane) return;
+  T* dst = a.out + a.out_outer.offset(n * a.plane + p0 + lane);
+  for (int64_t c = warp; c < a.count; c += 8) dst[c * a.os] = to_elem<T>(tile[c * 33 + lane]);
 }
 
 // A thread per row (the axis is strided; neighbouring rows are adjacent).

@@ -27,7 +27,7 @@ struct JitProgram {
 JitProgram epilogue_program(const std::vector<PointOp<float>>& body, const std::vector<PointOp<float>>& after,
                             DType dtype);
 
-// conv_transpose2d into the contiguous Y, any dtype (conv.cu): the
+// conv_transpose2d into Y (NCHW or channels-last), any dtype (conv.cu): the
 // tensor-core kernel or cuDNN's backward-data convolution, whichever
 // measures faster, else a plain CUDA gather kernel.
 Preparation prepare_conv(const ConvStep& step, DType dtype);

@@ -8,7 +8,7 @@
 
 namespace kfuse::kokkos {
 
-// Writes conv_transpose2d(x, w, bias) into the contiguous `y` (arguments already checked).
+// Writes conv_transpose2d(x, w, bias) into `y`, any strides (arguments already checked).
 void conv_transpose2d_into(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
                            const ConvTranspose2dParams& p, const TensorView& y);
 

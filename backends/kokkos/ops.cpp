@@ -27,8 +27,11 @@ void conv_kernel(const TensorView& x, const TensorView& w, const std::optional<T
   const T* bp = bias ? static_cast<const T*>(bias->data) : nullptr;
   T* yp = static_cast<T*>(y.data);
   const detail::ConvTransposeGather gather(x, w, bias ? &*bias : nullptr, p, y.shape);
-  Kokkos::parallel_for("kfuse::conv_transpose2d", Range(0, y.numel()),
-                       KOKKOS_LAMBDA(int64_t i) { yp[i] = T(gather.at<A>(xp, wp, bp, i)); });
+  const Indexer yix = make_indexer(y.shape, y.strides);
+  const bool dense = y.is_contiguous();
+  Kokkos::parallel_for("kfuse::conv_transpose2d", Range(0, y.numel()), KOKKOS_LAMBDA(int64_t i) {
+    yp[dense ? i : yix.offset(i)] = T(gather.at<A>(xp, wp, bp, i));
+  });
 }
 
 template <class T>

@@ -24,19 +24,27 @@ enum class BackendChoice { automatic, kokkos, cuda };
 // relative error). float64 pipelines are always strict; float16/bfloat16
 // pipelines multiply in their dtype and accumulate in fp32.
 enum class Precision { strict, tf32 };
+// The layout of the conv output Y where the fused strategy writes it: NCHW
+// (contiguous), or channels-last NHWC, cuDNN's own (no transpose of Y; the
+// epilogue reads it through its strides). automatic: measured at plan time on
+// a GPU (tuning on), else NCHW.
+enum class YLayout { automatic, nchw, nhwc };
 
 const char* to_string(Strategy s) noexcept;
 const char* to_string(BackendChoice b) noexcept;
 const char* to_string(Precision p) noexcept;
+const char* to_string(YLayout l) noexcept;
 Strategy strategy_from(const std::string& name);      // "auto", "fold", "fused_conv", "fused", "reference"
 BackendChoice backend_from(const std::string& name);  // "auto", "kokkos", "cuda"
 Precision precision_from(const std::string& name);    // "strict", "tf32"
+YLayout y_layout_from(const std::string& name);       // "auto", "nchw", "nhwc"
 
 struct PlanOptions {
   Strategy strategy = Strategy::automatic;  // a forced strategy that cannot apply is an error
   Memory memory = kokkos_memory();          // where inputs and outputs live
   BackendChoice backend = BackendChoice::automatic;
   Precision precision = Precision::strict;
+  YLayout y_layout = YLayout::automatic;  // nhwc: the fused strategy applies only where it can take it
 };
 
 namespace detail {

@@ -24,6 +24,8 @@ int64_t checked_numel(const Shape& shape, const std::string& op, const std::stri
 
 // Row-major (C order) strides, in elements.
 Shape contiguous_strides(const Shape& shape);
+// The strides of a rank-4 [N, C, H, W] tensor stored channels-last (NHWC).
+Shape channels_last_strides(const Shape& nchw);
 
 // NumPy broadcasting of two shapes; throws shape_mismatch naming op and both shapes.
 Shape broadcast_shapes(const Shape& a, const Shape& b, const std::string& op);

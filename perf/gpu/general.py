@@ -283,7 +283,9 @@ def compare(args):
             comp, comp_b = t.get(f"compile_{prec}_ms", nan), t.get(f"compile_{prec}_ms_cudnn_benchmark", nan)
             best = lambda a, b: min(v for v in (a, b) if v == v) if (a == a or b == b) else nan
             steps = " + ".join(f"{s:.3f}" for s in c.get("step_device_ms_median", []))
-            f.write(f"| {c['name'].rsplit('-', 1)[0]} | {prec} | {c['strategy']} | {c['device_ms_median']:.3f} | "
+            # The plan's layout of Y, as its description names it.
+            strategy = c["strategy"] + (", Y NHWC" if "channels-last (NHWC)" in c.get("describe", "") else "")
+            f.write(f"| {c['name'].rsplit('-', 1)[0]} | {prec} | {strategy} | {c['device_ms_median']:.3f} | "
                     f"{steps} | {c['wall_ms_median']:.3f} | {c['floor_ms']:.3f} | {c['tf32_compute_floor_ms']:.3f} | "
                     f"{eager:.3f} / {eager_b:.3f} | {comp:.3f} / {comp_b:.3f} | "
                     f"{c['device_ms_median'] / best(eager, eager_b):.2f} | {c['device_ms_median'] / best(comp, comp_b):.2f} | "

@@ -3,6 +3,7 @@
 //
 //   kfuse run specs/small/convt_gap_bias_lse.json --check
 //   kfuse run SPEC [--input x.npy] [--output out.npy] [--strategy auto|fold|fused|reference]
+//                  [--y-layout auto|nchw|nhwc]
 //                  [--backend auto|kokkos|cuda] [--dtype float32|float64|float16|bfloat16]
 //                  [--check] [--check-samples K] [--tolerance T] [--repeat N] [--warmup N]
 //                  [--tuning off|cached|auto] [--progress S] [--dry-run]
@@ -80,6 +81,7 @@ struct RunArgs {
   std::string input;
   std::string output;
   std::string strategy = "auto";
+  std::string y_layout = "auto";
   std::string backend = "auto";
   std::string dtype;
   std::string precision;  // --precision (empty: the spec's)
@@ -173,6 +175,7 @@ kfuse::PlanOptions plan_options(const RunArgs& a, const kfuse::Spec& spec) {
   kfuse::PlanOptions opt;
   opt.precision = a.precision.empty() ? spec.precision : kfuse::precision_from(a.precision);
   opt.strategy = kfuse::strategy_from(a.strategy);
+  opt.y_layout = kfuse::y_layout_from(a.y_layout);
   opt.backend = kfuse::backend_from(a.backend);
   opt.memory = memory_for(opt.backend);
   return opt;
@@ -727,6 +730,11 @@ int main(int argc, char** argv) {
   run->add_option("--strategy", a.strategy, "auto, fold, fused_conv, fused or reference")
       ->check(CLI::IsMember({"auto", "fold", "fused_conv", "fused", "reference"}))
       ->capture_default_str();
+  run->add_option("--y-layout", a.y_layout,
+                  "Where the fused strategy writes the conv output Y: nchw, nhwc (channels-last, cuDNN's own "
+                  "order) or auto (both measured at plan time on a GPU with tuning on, else nchw)")
+      ->check(CLI::IsMember({"auto", "nchw", "nhwc"}))
+      ->capture_default_str();
   run->add_option("--backend", a.backend, backend_help)
       ->check(CLI::IsMember({"auto", "kokkos", "cuda"}))
       ->capture_default_str();
@@ -770,6 +778,11 @@ int main(int argc, char** argv) {
   tune->add_option("spec", t.spec, "The JSON pipeline spec")->required();
   tune->add_option("--strategy", t.strategy, "auto, fold, fused_conv, fused or reference")
       ->check(CLI::IsMember({"auto", "fold", "fused_conv", "fused", "reference"}))
+      ->capture_default_str();
+  tune->add_option("--y-layout", t.y_layout,
+                  "Where the fused strategy writes the conv output Y: nchw, nhwc (channels-last, cuDNN's own "
+                  "order) or auto (both measured at plan time on a GPU with tuning on, else nchw)")
+      ->check(CLI::IsMember({"auto", "nchw", "nhwc"}))
       ->capture_default_str();
   tune->add_option("--backend", t.backend, backend_help)
       ->check(CLI::IsMember({"auto", "kokkos", "cuda"}))

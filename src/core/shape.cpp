@@ -37,6 +37,12 @@ Shape contiguous_strides(const Shape& shape) {
   return st;
 }
 
+Shape channels_last_strides(const Shape& s) {
+  if (s.size() != 4) fail(ErrorCategory::invalid_argument, "channels_last_strides", "shape ", to_string(s), " is not [N, C, H, W]");
+  const Shape nhwc = contiguous_strides({s[0], s[2], s[3], s[1]});
+  return {nhwc[0], nhwc[3], nhwc[1], nhwc[2]};
+}
+
 Shape broadcast_shapes(const Shape& a, const Shape& b, const std::string& op) {
   const std::size_t r = std::max(a.size(), b.size());
   if (r > static_cast<std::size_t>(kMaxRank))

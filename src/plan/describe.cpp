@@ -51,7 +51,8 @@ std::string op_text(const Op& op) {
 std::string step_text(const Step& s) {
   return std::visit([](const auto& f) -> std::string {
     using S = std::decay_t<decltype(f)>;
-    if constexpr (std::is_same_v<S, ConvStep>) return "conv_transpose2d materialising Y " + to_string(f.out_shape);
+    if constexpr (std::is_same_v<S, ConvStep>)
+      return cat("conv_transpose2d materialising Y ", to_string(f.out_shape), f.channels_last ? " channels-last (NHWC)" : "");
     else if constexpr (std::is_same_v<S, ReferenceStep>) return cat("reference: ", f.ops.size(), " eager ops");
     else if constexpr (std::is_same_v<S, ConvEpilogueStep>)
       return cat("conv_transpose2d ", to_string(f.conv.in_shape), " -> ", to_string(f.conv.out_shape),
@@ -77,7 +78,8 @@ std::string describe_plan(const PlanImpl& impl, const Description& d) {
   for (const std::string& n : d.notes) os << "  rewrite: " << n << "\n";
   // Y and every intermediate are written once and read once.
   int64_t moved = impl.floor_bytes;
-  for (const Shape& b : impl.buffers) moved += 2 * checked_numel(b, "plan", "intermediate") * int64_t(size_of(impl.dtype));
+  for (const Buffer& b : impl.buffers)
+    moved += 2 * checked_numel(b.shape, "plan", "intermediate") * int64_t(size_of(impl.dtype));
   for (std::size_t k = 0; k < impl.steps.size(); ++k)
     os << "  step " << k + 1 << ": " << step_text(impl.steps[k]) << " [" << impl.backends[k]->name() << ": "
        << impl.prepared[k]->describe() << "]\n";

@@ -18,7 +18,7 @@ struct Lowering {
   std::string why;  // why it applies, or why not
   std::vector<Step> steps;
   std::vector<StepIO> io;
-  std::vector<Shape> buffers;
+  std::vector<Buffer> buffers;
 };
 
 // Copies of operands and op arrays in the memory the plan runs on, owned by the plan.
@@ -51,8 +51,11 @@ template <class A>
 Lowering lower_fold(const Pipeline& p, const Stages& st, Store<A>& store, std::vector<std::string>& notes);
 template <class A>
 Lowering lower_fused_conv(const Pipeline& p, const Stages& st, Store<A>& store, const PlanOptions& opt);
+// With y_channels_last the conv writes Y channels-last and the first stage
+// reads it so (refused when that stage does not read Y as it is).
 template <class A>
-Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const PlanOptions& opt);
+Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const PlanOptions& opt,
+                     bool y_channels_last);
 Lowering lower_reference(const Pipeline& p);
 
 // Shared pieces of the lowerings.

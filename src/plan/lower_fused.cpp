@@ -90,14 +90,15 @@ Stage<A> next_stage(const Stages& st, std::size_t i, Store<A>& store) {
 }  // namespace
 
 template <class A>
-Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const PlanOptions& opt) {
+Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const PlanOptions& opt,
+                     bool y_channels_last) {
   Lowering at;
   std::size_t i = 0;
   int slot = 0;  // where the running value is
   Stages ops = st;  // with the conv bias moved into the first epilogue stage
   const auto next_slot = [&](std::size_t end, const Shape& shape) {
     if (end == ops.size()) return kOutput;
-    at.buffers.push_back(shape);
+    at.buffers.push_back(Buffer{shape, {}});
     return static_cast<int>(at.buffers.size());
   };
   if (!ops.empty()) {
@@ -125,6 +126,17 @@ Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const
   int stages = 0;
   while (i < ops.size()) {
     Stage<A> s = next_stage(ops, i, store);
+    if (y_channels_last && stages == 0) {
+      // Y channels-last: the first stage reads it through its strides, as it is.
+      if (i != 1 || s.step.y_shape != ops[0].out_shape) {
+        at.why = i != 1 ? "channels-last Y: the pipeline has no conv_transpose2d followed by another op"
+                        : cat("channels-last Y: the first stage reads Y as ", to_string(s.step.y_shape));
+        return at;
+      }
+      s.step.y_strides = channels_last_strides(s.step.y_shape);
+      at.buffers[0].strides = s.step.y_strides;
+      std::get<ConvStep>(at.steps[0]).channels_last = true;
+    }
     const int out = next_slot(s.end, ops[s.end - 1].out_shape);
     at.io.push_back(StepIO{slot, out, s.step.y_shape});
     at.steps.push_back(s.step);
@@ -132,15 +144,19 @@ Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const
     i = s.end;
     ++stages;
   }
+  if (y_channels_last && stages == 0) {
+    at.why = "channels-last Y: the pipeline has no conv_transpose2d followed by another op";
+    return at;
+  }
   at.ok = true;
   const bool conv = !ops.empty() && std::holds_alternative<ConvTranspose2dOp>(ops[0].op);
-  at.why = cat(conv ? "the conv output Y is written once; " : "",
+  at.why = cat(conv ? cat("the conv output Y is written once", y_channels_last ? " (channels-last)" : "", "; ") : "",
                stages <= 1 ? "one epilogue stage reads it once and writes only the output"
                            : cat(stages, " epilogue stages, each reading its input once (the ops do not fit one row program)"));
   return at;
 }
-template Lowering lower_fused(const Pipeline&, const Stages&, Store<float>&, const PlanOptions&);
-template Lowering lower_fused(const Pipeline&, const Stages&, Store<double>&, const PlanOptions&);
+template Lowering lower_fused(const Pipeline&, const Stages&, Store<float>&, const PlanOptions&, bool);
+template Lowering lower_fused(const Pipeline&, const Stages&, Store<double>&, const PlanOptions&, bool);
 
 template <class A>
 Lowering lower_fused_conv(const Pipeline& p, const Stages& st, Store<A>& store, const PlanOptions& opt) {

@@ -25,6 +25,15 @@ const char* to_string(Precision p) noexcept {
   return "unknown";
 }
 
+const char* to_string(YLayout l) noexcept {
+  switch (l) {
+    case YLayout::automatic: return "auto";
+    case YLayout::nchw: return "nchw";
+    case YLayout::nhwc: return "nhwc";
+  }
+  return "unknown";
+}
+
 const char* to_string(BackendChoice b) noexcept {
   switch (b) {
     case BackendChoice::automatic: return "auto";
@@ -51,6 +60,12 @@ Precision precision_from(const std::string& n) {
   for (Precision p : {Precision::strict, Precision::tf32})
     if (n == to_string(p)) return p;
   fail(ErrorCategory::invalid_argument, "plan", "unknown precision '", n, "' (valid: strict, tf32)");
+}
+
+YLayout y_layout_from(const std::string& n) {
+  for (YLayout l : {YLayout::automatic, YLayout::nchw, YLayout::nhwc})
+    if (n == to_string(l)) return l;
+  fail(ErrorCategory::invalid_argument, "plan", "unknown Y layout '", n, "' (valid: auto, nchw, nhwc)");
 }
 
 namespace detail {
@@ -151,12 +166,16 @@ void Plan::run(const TensorView& x, const TensorView& out) const {
 namespace detail {
 
 void run_steps(const PlanImpl& p, const TensorView& x, const TensorView& out, device::RunTimer* timer) {
-  std::vector<std::unique_ptr<BufferPool::Lease>> buffers;
-  for (const Shape& shape : p.buffers)
-    buffers.push_back(std::make_unique<BufferPool::Lease>(p.pool, shape, p.dtype, p.options.memory));
+  std::vector<std::unique_ptr<BufferPool::Lease>> leases;
+  std::vector<TensorView> buffers;
+  for (const Buffer& b : p.buffers) {
+    leases.push_back(std::make_unique<BufferPool::Lease>(p.pool, b.shape, p.dtype, p.options.memory));
+    const TensorView& v = leases.back()->view();
+    buffers.push_back(b.strides.empty() ? v : TensorView(v.data, v.dtype, v.shape, b.strides, v.memory));
+  }
   const TensorView output(out.data, out.dtype, p.output_shape, out.memory);
   const auto slot = [&](int k) -> const TensorView& {
-    return k == 0 ? x : k == kOutput ? output : buffers[std::size_t(k - 1)]->view();
+    return k == 0 ? x : k == kOutput ? output : buffers[std::size_t(k - 1)];
   };
   for (std::size_t k = 0; k < p.steps.size(); ++k) {
     const TraceRange range(trace_name(p.steps[k]));

@@ -14,14 +14,20 @@
 namespace kfuse::detail {
 
 // Where a step reads and writes. Slot 0 is the plan's input, kOutput its
-// output, k >= 1 the intermediate buffers[k - 1] (contiguous, the plan's
-// dtype). The step reads its slot viewed as `in_shape`: the same elements
+// output, k >= 1 the intermediate buffers[k - 1] (the plan's dtype). The step reads its slot viewed as `in_shape`: the same elements
 // reshaped, or broadcast (a point op whose operand expands the running value).
 inline constexpr int kOutput = -1;
 struct StepIO {
   int in = 0;
   int out = kOutput;
   Shape in_shape;
+};
+
+// An intermediate: its shape, and its strides when it is not contiguous (a
+// conv output written channels-last).
+struct Buffer {
+  Shape shape;
+  Shape strides;  // empty: contiguous
 };
 
 // Intermediate buffers kept between runs: on a GPU an allocation per run
@@ -61,7 +67,7 @@ struct PlanImpl {
   Shape input_shape, output_shape;
   std::vector<Step> steps;
   std::vector<StepIO> io;                                   // one per step
-  std::vector<Shape> buffers;                               // intermediate slots 1..
+  std::vector<Buffer> buffers;                              // intermediate slots 1..
   std::vector<const Backend*> backends;                     // one per step
   std::vector<std::unique_ptr<const PreparedStep>> prepared;  // one per step
   std::vector<Tensor> storage;                              // operand data and op arrays the steps point into

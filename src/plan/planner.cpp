@@ -74,21 +74,24 @@ class Planner {
                                                                     Strategy::fused, Strategy::reference}
                                             : std::vector<Strategy>{opt_.strategy};
     for (Strategy s : order) {
-      std::optional<PlanImpl> impl = build(s);
+      double ms = 0;
+      std::optional<PlanImpl> impl = s == Strategy::fused ? build_fused(ms) : build(s);
       if (!impl) continue;
       std::string why = last_why_;
       // The conv with its epilogue inside moves the fewest bytes, but the
       // tensor-core kernel is not always the fastest conv: on a GPU, with
       // tuning on, it must beat the fused strategy by 2% (the tuner's rule).
-      if (s == Strategy::fused_conv && opt_.strategy == Strategy::automatic && opt_.memory == Memory::cuda &&
-          tuning_mode() != TuningMode::off) {
-        if (std::optional<PlanImpl> fused = build(Strategy::fused)) {
-          const double t_conv = measure(*impl), t_fused = measure(*fused);
+      if (s == Strategy::fused_conv && opt_.strategy == Strategy::automatic && measured_choices()) {
+        double t_fused = 0;
+        if (std::optional<PlanImpl> fused = build_fused(t_fused)) {
+          const std::string fused_why = last_why_;
+          const double t_conv = measure(*impl);
+          if (t_fused == 0) t_fused = measure(*fused);
           notes_.push_back(cat("measured on the device: fused_conv ", t_conv, " ms, fused ", t_fused, " ms"));
           if (!(t_conv < 0.98 * t_fused)) {
             rejected_.push_back("fused_conv: measured slower than fused (" + cat(t_conv, " ms against ", t_fused, " ms)"));
             impl.emplace(std::move(*fused));
-            why = last_why_;
+            why = fused_why;
           }
         }
       }
@@ -104,8 +107,38 @@ class Planner {
   }
 
  private:
+  // Choices between plans measured on the device: a GPU, with tuning on.
+  bool measured_choices() const { return opt_.memory == Memory::cuda && tuning_mode() != TuningMode::off; }
+
+  // The fused strategy with Y in the layout asked for. Automatic, where
+  // choices are measured: both layouts, channels-last kept when 2% faster
+  // (the tuner's rule; `ms` its time, else 0); otherwise NCHW.
+  std::optional<PlanImpl> build_fused(double& ms) {
+    ms = 0;
+    if (opt_.y_layout == YLayout::nhwc) return build(Strategy::fused, true);
+    std::optional<PlanImpl> nchw = build(Strategy::fused, false);
+    if (!nchw || opt_.y_layout == YLayout::nchw || !measured_choices()) return nchw;
+    const std::string why = last_why_;
+    std::optional<PlanImpl> nhwc = build(Strategy::fused, true);
+    if (!nhwc) {  // not a strategy rejected: a layout the fused plan cannot take
+      notes_.push_back(rejected_.back());
+      rejected_.pop_back();
+      last_why_ = why;
+      return nchw;
+    }
+    const double t_nchw = measure(*nchw), t_nhwc = measure(*nhwc);
+    notes_.push_back(cat("measured on the device: Y NCHW ", t_nchw, " ms, channels-last ", t_nhwc, " ms"));
+    if (t_nhwc < 0.98 * t_nchw) {
+      ms = t_nhwc;
+      return nhwc;
+    }
+    ms = t_nchw;
+    last_why_ = why;
+    return nchw;
+  }
+
   // The plan of strategy `s`, lowered and prepared; nullopt with the reason noted.
-  std::optional<PlanImpl> build(Strategy s) {
+  std::optional<PlanImpl> build(Strategy s, bool y_channels_last = false) {
     std::optional<PlanImpl> impl(std::in_place);
     impl->options = opt_;
     impl->dtype = p_.dtype();
@@ -116,7 +149,7 @@ class Planner {
     std::vector<std::string> notes;
     Lowering at = s == Strategy::fold         ? lower_fold(p_, st_, store, notes)
                   : s == Strategy::fused_conv ? lower_fused_conv(p_, st_, store, opt_)
-                  : s == Strategy::fused      ? lower_fused(p_, st_, store, opt_)
+                  : s == Strategy::fused      ? lower_fused(p_, st_, store, opt_, y_channels_last)
                                               : lower_reference(p_);
     if (at.ok && !prepare_steps(at, opt_, p_.dtype(), *impl, at.why)) at.ok = false;
     if (!at.ok) {

@@ -13,13 +13,15 @@
 
 namespace kfuse::detail {
 
-// conv_transpose2d materialising Y, contiguous NCHW.
+// conv_transpose2d materialising Y: NCHW, or channels-last (Y's strides
+// channels_last_strides(out_shape), the order cuDNN computes in).
 struct ConvStep {
   ConvTranspose2dParams params;
   Tensor weight;  // plan memory, the pipeline's dtype
   std::optional<Tensor> bias;
   Shape in_shape, out_shape;
   Precision precision = Precision::strict;
+  bool channels_last = false;
 };
 
 // The fold (DESIGN.md section 4): one pass over x for the segment-block sums
@@ -46,6 +48,7 @@ struct EpilogueStep {
   Tail<A> tail;                         // main == reduce
   Chain<A> after;                       // point ops after a main softmax
   Shape y_shape;
+  Shape y_strides;                      // the layout the plan gives Y (empty: contiguous)
 };
 
 // The conv with its epilogue inside (DESIGN.md section 11): the conv's

@@ -121,10 +121,11 @@ struct Layout {
   int64_t offset = 0;    // elements before the first
 };
 
-// Runs `make(dtype)` planned for CUDA (strategy `s`) and `make(f64)` with the
-// reference strategy on the host, on input values `x` of shape `xs`.
+// Runs `make(dtype)` planned for CUDA (strategy `s`, Y's layout `y`) and
+// `make(f64)` with the reference strategy on the host, on input values `x` of
+// shape `xs`.
 Result run_both(const Maker& make, DType dtype, Strategy s, const Shape& xs, const std::vector<double>& x,
-                Layout layout = {}, bool tf32 = false) {
+                Layout layout = {}, bool tf32 = false, YLayout y = YLayout::automatic) {
   Result r;
   // Reference: float64 on the host, on x as the dtype under test holds it.
   const std::vector<double> xr = rounded(x, dtype);
@@ -140,6 +141,7 @@ Result run_both(const Maker& make, DType dtype, Strategy s, const Shape& xs, con
   o.memory = Memory::cuda;
   o.backend = BackendChoice::cuda;
   o.precision = tf32 ? Precision::tf32 : Precision::strict;
+  o.y_layout = y;
   Plan plan(make(dtype), o);
   r.describe = plan.describe();
   const Tensor hx = host(xs, x, dtype);
@@ -512,6 +514,46 @@ TEST_F(CudaEpilogue, CompiledAndInterpretedChainsAgree) {
     const Result r = run_both(chain, DType::f32, Strategy::fused, xs, x, l);
     expect_close(r, 1e-5, detail::cat("map chain, pad ", l.pad_w, " off ", l.offset));
     EXPECT_TRUE(compiled(r.describe)) << r.describe;
+  }
+}
+
+// Y written channels-last (forced): every epilogue kind with the conv
+// through cuDNN and through the gather kernel, in float32, float64 and
+// bfloat16; channels and pixels not multiples of the transposing map's 32 x
+// 32 tiles; a reduction over H with a thread per output (the walk along C).
+// Automatic: both layouts measured, the choice in describe().
+TEST_F(CudaEpilogue, ChannelsLastYMatchesReference) {
+  Rng rng(91);
+  Conv c;
+  c.N = 2, c.Cin = 3, c.Cout = 37, c.G = 1, c.kH = 3, c.kW = 2, c.H = 13, c.W = 11;
+  c.fill(rng, 0.3, -1.0, 1.0);
+  const auto nhwc = [](const Result& r) { return r.describe.find("channels-last (NHWC)") != std::string::npos; };
+  for (int kind = 0; kind < 10; ++kind) {
+    const Maker make = epilogue_pipeline(c, kind, rng);
+    const std::string what = detail::cat("channels-last epilogue ", kind);
+    for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
+      const Result r = run_both(make, dt, Strategy::fused, c.x_shape(), c.x, {}, false, YLayout::nhwc);
+      expect_close(r, dt == DType::bf16 ? 3e-2 : tolerance(dt), what + " " + to_string(dt));
+      EXPECT_TRUE(nhwc(r)) << r.describe;
+    }
+    EnvOverride gather("KFUSE_CUDA_CONV", "gather");
+    expect_close(run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x, {}, false, YLayout::nhwc), 1e-5,
+                 what + " gather");
+  }
+  Conv wide;  // sum over H: N x C x Wout = 154K outputs, a thread each
+  wide.N = 4, wide.Cin = 5, wide.Cout = 64, wide.G = 1, wide.kH = wide.kW = 3, wide.H = 4, wide.W = 300;
+  wide.p = ConvTranspose2dParams{}.with_stride(2);
+  wide.fill(rng, 0.3, -1.0, 1.0);
+  const Maker sum_h = [&wide](DType dt) {
+    Pipeline p(wide.x_shape(), dt);
+    wide.add_to(p, dt);
+    return std::move(p.gelu().sum({2}).tanh());
+  };
+  for (YLayout y : {YLayout::nhwc, YLayout::nchw, YLayout::automatic}) {
+    const Result r = run_both(sum_h, DType::f32, Strategy::fused, wide.x_shape(), wide.x, {}, false, y);
+    expect_close(r, 1e-5, detail::cat("sum over H, Y ", to_string(y)));
+    if (y != YLayout::automatic) EXPECT_EQ(nhwc(r), y == YLayout::nhwc) << r.describe;
+    else EXPECT_NE(r.describe.find("measured on the device: Y NCHW"), std::string::npos) << r.describe;
   }
 }
 
