@@ -42,6 +42,13 @@ template <class T> __device__ __forceinline__ Vec16<T> load_stream(const T* p) {
   v.raw = __ldcs(reinterpret_cast<const uint4*>(p));
   return v;
 }
+// A 16-byte load kept in L1: a thread walking its own row takes the rest of
+// the sector with its next load.
+template <class T> __device__ __forceinline__ Vec16<T> load16(const T* p) {
+  Vec16<T> v;
+  v.raw = *reinterpret_cast<const uint4*>(p);
+  return v;
+}
 template <class T> __device__ __forceinline__ void store16(T* p, const Vec16<T>& v) {
   *reinterpret_cast<uint4*>(p) = v.raw;
 }

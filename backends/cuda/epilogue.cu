@@ -22,8 +22,9 @@ using namespace epi;
 enum class Kernel {
   map, map_nhwc,
   rows_warp, rows_warp_strided, rows_block, rows_block_strided,  // reduce: rows
-  cols_lean, cols, cols_generic,                                  // reduce: columns
-  softmax_rows_warp, softmax_rows_block, softmax_cols, softmax_nhwc,
+  cols_lean, cols, cols_generic, rows_thread,                     // reduce: a thread per output
+  softmax_rows_warp, softmax_rows_block, softmax_cols,
+  softmax_nhwc4, softmax_nhwc8,  // over C of a channels-last Y: C <= 128, C <= 256
   count
 };
 
@@ -40,10 +41,12 @@ std::string kernel_name(Kernel k, const std::string& t, const std::string& a, co
     case Kernel::cols_lean: return ns + "epi_reduce_cols<" + ta + "0, " + c;
     case Kernel::cols: return ns + "epi_reduce_cols<" + ta + "1, " + c;
     case Kernel::cols_generic: return ns + "epi_reduce_cols<" + ta + "2, " + c;
+    case Kernel::rows_thread: return ns + "epi_reduce_cols<" + ta + "3, " + c;
     case Kernel::softmax_rows_warp: return ns + "epi_softmax_rows<" + ta + "true, " + c;
     case Kernel::softmax_rows_block: return ns + "epi_softmax_rows<" + ta + "false, " + c;
     case Kernel::softmax_cols: return ns + "epi_softmax_cols<" + ta + c;
-    default: return ns + "epi_softmax_nhwc<" + ta + c;
+    case Kernel::softmax_nhwc4: return ns + "epi_softmax_nhwc<" + ta + "4, " + c;
+    default: return ns + "epi_softmax_nhwc<" + ta + "8, " + c;
   }
 }
 
@@ -62,10 +65,12 @@ const void* builtin(Kernel k) {
     case Kernel::cols_lean: return fn(epi_reduce_cols<T, A, 0, I>);
     case Kernel::cols: return fn(epi_reduce_cols<T, A, 1, I>);
     case Kernel::cols_generic: return fn(epi_reduce_cols<T, A, 2, I>);
+    case Kernel::rows_thread: return fn(epi_reduce_cols<T, A, 3, I>);
     case Kernel::softmax_rows_warp: return fn(epi_softmax_rows<T, A, true, I>);
     case Kernel::softmax_rows_block: return fn(epi_softmax_rows<T, A, false, I>);
     case Kernel::softmax_cols: return fn(epi_softmax_cols<T, A, I>);
-    default: return fn(epi_softmax_nhwc<T, A, I>);
+    case Kernel::softmax_nhwc4: return fn(epi_softmax_nhwc<T, A, 4, I>);
+    default: return fn(epi_softmax_nhwc<T, A, 8, I>);
   }
 }
 
@@ -160,26 +165,31 @@ std::size_t softmax_nhwc_smem(int64_t count) {
   return std::size_t(count) * 33 * sizeof(A);
 }
 
+// Rows a thread reduces alone (16-byte loads along it) when there are outputs enough.
+constexpr int64_t kShortRow = 128;
+
 // The kernel for a stage over Y of this layout on a device of `sms` SMs.
 template <class A>
 Kernel choose_kernel(const EpilogueStep<A>& e, const Layout& l, int sms) {
   // Y channels-last to the NCHW output: through shared-memory tiles (within their grids' reach).
   if (e.main == MainKind::map)
-    return l.nhwc && l.batch <= 65535 && (l.channels + 31) / 32 <= 65535 && (l.plane + 31) / 32 <= 0x7fffffff
+    return l.nhwc && l.batch <= 65535 && (l.channels + 31) / 32 <= 65535 && l.plane / kMapTileP < 0x7fffffff
                ? Kernel::map_nhwc
                : Kernel::map;
   if (e.main == MainKind::reduce) {
-    // Columns (a thread per output) when outputs alone fill the device.
+    // A thread per output when outputs alone fill the device: columns, or
+    // short contiguous rows (at most kShortRow elements).
     const int64_t outputs = e.tail.R * e.tail.K;
     if (!l.contig && outputs >= int64_t(sms) * 1024)
       return !l.one_axis ? Kernel::cols_generic : e.body.n == 0 ? Kernel::cols_lean : Kernel::cols;
+    if (e.count <= kShortRow && outputs >= int64_t(sms) * 1024) return Kernel::rows_thread;
     if (e.count < 2048) return l.contig ? Kernel::rows_warp : Kernel::rows_warp_strided;
     return l.contig ? Kernel::rows_block : Kernel::rows_block_strided;
   }
   const int64_t rows = e.count > 0 ? l.n / e.count : 0;
   if (l.nhwc && e.mask == 2u && e.count <= 32 * kSoftmaxHold && softmax_nhwc_smem<A>(e.count) <= 48 * 1024 &&
       l.batch * ((l.plane + 31) / 32) <= 0x7fffffff)
-    return Kernel::softmax_nhwc;
+    return e.count <= 128 ? Kernel::softmax_nhwc4 : Kernel::softmax_nhwc8;
   if (l.stride != 1 && e.count > 1 && rows >= int64_t(sms) * 1024) return Kernel::softmax_cols;
   return e.count <= 1024 ? Kernel::softmax_rows_warp : Kernel::softmax_rows_block;
 }
@@ -263,7 +273,8 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
     if (k == Kernel::map_nhwc) {
       if (l.n > 0) {
         MapArgs<T, A> a{yp, op, l.n, l.outer, e.body, 2, l.channels, l.plane};
-        const dim3 grid(grid_of((l.plane + 31) / 32), unsigned((l.channels + 31) / 32), unsigned(l.batch));
+        const dim3 grid(grid_of((l.plane + kMapTileP - 1) / kMapTileP), unsigned((l.channels + 31) / 32),
+                        unsigned(l.batch));
         launch("kfuse::cuda::epilogue_map_nhwc", fn, grid, dim3(256), 0, false, a);
       }
     } else if (e.main == MainKind::map) {
@@ -295,7 +306,7 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
       a.outputs = outputs;
       a.stride = l.stride;
       if (outputs > 0) {
-        const bool cols = k == Kernel::cols_lean || k == Kernel::cols || k == Kernel::cols_generic;
+        const bool cols = k == Kernel::cols_lean || k == Kernel::cols || k == Kernel::cols_generic || k == Kernel::rows_thread;
         const bool warp = k == Kernel::rows_warp || k == Kernel::rows_warp_strided;
         const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
         const std::size_t z_bytes = direct ? 0 : align(std::size_t(outputs) * sizeof(A));
@@ -362,7 +373,7 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
         const SoftmaxArgs<T, A> a{yp, op, l.outer, out_outer, l.stride, os, count, rows, e.body, e.after, l.plane};
         const std::string shape = tuning::shape_class({{"rows", rows}, {"count", count}}) + "," + dtype + "," +
                                   (l.stride == 1 ? "contiguous" : "strided");
-        if (k == Kernel::softmax_nhwc) {
+        if (k == Kernel::softmax_nhwc4 || k == Kernel::softmax_nhwc8) {
           const int64_t blocks = l.batch * ((l.plane + 31) / 32);
           launch("kfuse::cuda::epilogue_softmax_nhwc", fn, dim3(grid_of(blocks)), dim3(256),
                  softmax_nhwc_smem<A>(count), false, a);

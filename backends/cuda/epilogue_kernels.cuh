@@ -117,35 +117,42 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_map(const 
   }
 }
 
-// Y channels-last to the NCHW output: 32 x 32 tiles of (pixels, channels)
-// through shared memory, read along C and written along the pixels (both
-// coalesced); grid (pixel tiles, channel tiles, N), 256 threads. Thread
-// (lane, warp) writes pixel p0 + lane of channels c0 + warp + 8u, u < 4.
+// Y channels-last to the NCHW output, through shared memory: a block per
+// tile of kMapTileP pixels x 32 channels of one sample (grid: pixel tiles,
+// channel tiles, N; 256 threads). Warp w reads pixel rows w, w + 8, ... along
+// C (a lane per channel: 16 loads in flight per thread); then channels w, w +
+// 8, w + 16, w + 24, each as 4 values per lane at pixels lane + 32k, through
+// the chain (an operand per channel read once) and stored along the pixels.
+// Both sides coalesced, no bank conflicts (rows of 129).
+constexpr int kMapTileP = 128;
 template <class T, class A, class Ch>
-__global__ void __launch_bounds__(256, KFUSE_EPI_MIN_BLOCKS) epi_map_nhwc(const MapArgs<T, A> a) {
-  __shared__ A tile[32][33];
+__global__ void __launch_bounds__(256, 2) epi_map_nhwc(const MapArgs<T, A> a) {
+  __shared__ A tile[32][kMapTileP + 1];
   const int64_t C = a.channels, P = a.plane;
-  const int64_t n = blockIdx.z, c0 = int64_t(blockIdx.y) * 32, p0 = int64_t(blockIdx.x) * 32;
+  const int64_t n = blockIdx.z, c0 = int64_t(blockIdx.y) * 32, p0 = int64_t(blockIdx.x) * kMapTileP;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const T* y = a.y + n * P * C;
+  const T* y = a.y + (n * P + p0) * C + c0 + lane;
+  const bool channel_in = c0 + lane < C;
 #pragma unroll
-  for (int r = warp; r < 32; r += 8)
-    if (p0 + r < P && c0 + lane < C) tile[r][lane] = to_acc<A>(y[(p0 + r) * C + c0 + lane]);
+  for (int r = warp; r < kMapTileP; r += 8)
+    if (channel_in && p0 + r < P) tile[lane][r] = to_acc<A>(y[r * C]);
   __syncthreads();
-  const int64_t p = p0 + lane;
-  if (p >= P) return;
-  const int64_t i0 = (n * C + c0 + warp) * P + p;  // the output index of u = 0
-  A v[4];
 #pragma unroll
-  for (int u = 0; u < 4; ++u) v[u] = tile[lane][warp + 8 * u];
-  if (c0 + warp + 24 < C) {
-    Ch::body(a.body, v, i0, 8 * P, 0, 0);
+  for (int w = warp; w < 32; w += 8) {
+    if (c0 + w >= C) break;
+    const int64_t i0 = (n * C + c0 + w) * P + p0 + lane;  // the output index of k = 0
+    A v[4];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) a.out[i0 + u * 8 * P] = to_elem<T>(v[u]);
-  } else {
+    for (int k = 0; k < 4; ++k) v[k] = tile[w][lane + 32 * k];
+    if (p0 + kMapTileP <= P) {
+      Ch::body(a.body, v, i0, 32, 0, 0);
 #pragma unroll
-    for (int u = 0; u < 4; ++u)
-      if (c0 + warp + 8 * u < C) a.out[i0 + u * 8 * P] = to_elem<T>(body1<Ch>(a.body, v[u], i0 + u * 8 * P, 0));
+      for (int k = 0; k < 4; ++k) a.out[i0 + 32 * k] = to_elem<T>(v[k]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        if (p0 + lane + 32 * k < P) a.out[i0 + 32 * k] = to_elem<T>(body1<Ch>(a.body, v[k], i0 + 32 * k, 0));
+    }
   }
 }
 
@@ -269,9 +276,11 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_row
 
 // A thread per output: for reduced axes that are not contiguous (e.g. C of
 // NCHW); the walk puts neighbouring outputs' elements next to each other in
-// memory, so loads coalesce.
+// memory, so loads coalesce. Or for short contiguous rows (e.g. C of a
+// channels-last Y), where a warp per row would leave lanes idle.
 // MODE 0: the reduced axes as one stride and no point ops (the lean kernel:
-// fewer registers, more loads in flight); 1: one stride; 2: any layout.
+// fewer registers, more loads in flight); 1: one stride; 2: any layout;
+// 3: a contiguous row (16-byte loads when it is aligned).
 template <class T, class A, int MODE, class Ch>
 __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_cols(const ReduceArgs<T, A> a) {
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
@@ -280,7 +289,28 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
     const T* base = a.y + a.outer.offset(t);
     ReduceAcc<A> acc0 = reduce_init<A>(a.kind), acc1 = acc0;
     int64_t k = 0;
-    if (MODE < 2) {
+    if (MODE == 3) {
+      constexpr int VEC = Vec16<T>::kVec;
+      if ((reinterpret_cast<uintptr_t>(base) & 15u) == 0) {
+        for (; k + VEC <= a.count; k += VEC) {
+          const Vec16<T> d = load16(base + k);
+          A v[VEC];
+#pragma unroll
+          for (int u = 0; u < VEC; ++u) v[u] = to_acc<A>(d.get(u));
+          Ch::body(a.body, v, o, 0, k, 1);
+          if (a.kind == ReduceKind::logsumexp) {
+            reduce_push_n(a.kind, acc0, v);
+          } else {
+#pragma unroll
+            for (int u = 0; u < VEC; u += 2) {
+              reduce_push(a.kind, acc0, v[u]);
+              reduce_push(a.kind, acc1, v[u + 1]);
+            }
+          }
+        }
+      }
+      for (; k < a.count; ++k) push<Ch>(a, acc0, base[k], o, k);
+    } else if (MODE < 2) {
       // Four values per call: eight made reductions over C (an operand that
       // varies along k) 1.7x slower on the H200 (2026-12-01, run 17).
       constexpr int U = 4;
@@ -369,35 +399,35 @@ __device__ __forceinline__ void soft_out(const SoftmaxArgs<T, A>& a, T* dst, con
   dst[j * a.os] = to_elem<T>(w[0]);
 }
 
-// Row o's softmax (its axis contiguous in Y at `base`, count <= 32 *
-// kSoftmaxHold) by one warp with the row in registers: one read, the max,
-// then the sum of exp(v - max) (softmax_value's state); v[t] ends as the
-// value at j = lane + 32 t, its `after` chain applied. The chains run on all
-// kSoftmaxHold values at once (an operand constant along the row is loaded
-// once); the values past the row are computed on and dropped.
-constexpr int kSoftmaxHold = 8;
-template <class Ch, class T, class A>
+// Row o's softmax (its axis contiguous in Y at `base`, count <= 32 * H) by
+// one warp with the row in registers: one read, the max, then the sum of
+// exp(v - max) (softmax_value's state); v[t] ends as the value at j = lane +
+// 32 t, its `after` chain applied. The chains run on all H values at once (an
+// operand constant along the row is loaded once); the values past the row
+// are computed on and dropped.
+constexpr int kSoftmaxHold = 8;  // the most values a lane holds
+template <int H, class Ch, class T, class A>
 __device__ __forceinline__ void softmax_in_registers(const SoftmaxArgs<T, A>& a, const T* base, int64_t o, int lane,
-                                                     A (&v)[kSoftmaxHold]) {
+                                                     A (&v)[H]) {
   ReduceAcc<A> acc{-inf<A>(), A(0)};
 #pragma unroll
-  for (int t = 0; t < kSoftmaxHold; ++t) {
+  for (int t = 0; t < H; ++t) {
     const int64_t j = lane + 32 * t;
     v[t] = j < a.count ? to_acc<A>(base[j * a.ys]) : A(0);
   }
   Ch::body(a.body, v, o, 0, lane, 32);
 #pragma unroll
-  for (int t = 0; t < kSoftmaxHold; ++t) {
+  for (int t = 0; t < H; ++t) {
     if (lane + 32 * t >= a.count) v[t] = -inf<A>();
     acc.a = nan_max(acc.a, v[t]);
   }
   acc = warp_join(ReduceKind::max, acc);
 #pragma unroll
-  for (int t = 0; t < kSoftmaxHold; ++t)
+  for (int t = 0; t < H; ++t)
     if (lane + 32 * t < a.count) acc.b += std::exp(v[t] - acc.a);
   acc.b = warp_sum(acc.b);
 #pragma unroll
-  for (int t = 0; t < kSoftmaxHold; ++t) v[t] = softmax_value(acc, v[t]);
+  for (int t = 0; t < H; ++t) v[t] = softmax_value(acc, v[t]);
   Ch::after(a.after, v, o, 0, lane, 32);
 }
 
@@ -417,7 +447,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_softmax_ro
     T* dst = a.out + a.out_outer.offset(o);
     if (WARP && a.count <= 32 * kSoftmaxHold) {
       A v[kSoftmaxHold];
-      softmax_in_registers<Ch>(a, base, o, lane, v);
+      softmax_in_registers<kSoftmaxHold, Ch>(a, base, o, lane, v);
 #pragma unroll
       for (int t = 0; t < kSoftmaxHold; ++t)
         if (lane + 32 * t < a.count) dst[(lane + 32 * t) * a.os] = to_elem<T>(v[t]);
@@ -432,9 +462,9 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_softmax_ro
 
 // Softmax over C of a channels-last Y [N, H, W, C] into the NCHW output:
 // a block per 32 pixels of one sample; each warp takes a pixel's row into
-// registers (softmax_in_registers, C <= 32 * kSoftmaxHold), the results go
-// through shared memory and out along the pixels, coalesced. 256 threads.
-template <class T, class A, class Ch>
+// registers (softmax_in_registers, C <= 32 * H), the results go through
+// shared memory and out along the pixels, coalesced. 256 threads.
+template <class T, class A, int H, class Ch>
 __global__ void __launch_bounds__(256, KFUSE_EPI_MIN_BLOCKS) epi_softmax_nhwc(const SoftmaxArgs<T, A> a) {
   extern __shared__ unsigned char smem[];
   A* tile = reinterpret_cast<A*>(smem);  // [count][33]
@@ -444,10 +474,10 @@ __global__ void __launch_bounds__(256, KFUSE_EPI_MIN_BLOCKS) epi_softmax_nhwc(co
   for (int q = warp; q < 32; q += 8) {
     if (p0 + q >= a.plane) break;
     const int64_t o = n * a.plane + p0 + q;
-    A v[kSoftmaxHold];
-    softmax_in_registers<Ch>(a, a.y + a.outer.offset(o), o, lane, v);
+    A v[H];
+    softmax_in_registers<H, Ch>(a, a.y + a.outer.offset(o), o, lane, v);
 #pragma unroll
-    for (int t = 0; t < kSoftmaxHold; ++t)
+    for (int t = 0; t < H; ++t)
       if (lane + 32 * t < a.count) tile[(lane + 32 * t) * 33 + q] = v[t];
   }
   __syncthreads();

@@ -24,7 +24,7 @@
 // measured candidates.
 //
 //   kfuse_perf --specs specs --out perf/results [--reps 50] [--export DIR]
-//              [--only NAME] [--no-weak] [--tuning] [--ncu-mode] [--general DIR]
+//              [--only NAME] [--no-weak] [--tuning] [--ncu-mode] [--general DIR] [--y-layout L]
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -71,6 +71,7 @@ struct Options {
   std::string export_dir;
   std::string only;
   std::string general;  // --general DIR: the benchmark set that general.py prepared
+  YLayout y_layout = YLayout::automatic;  // --y-layout: the conv output's layout in the set's plans
   int reps = 50;
   int warmup = 5;
   bool weak = true;
@@ -401,6 +402,7 @@ void run_general(Context& c, const std::string& dir) {
       PlanOptions po;
       po.memory = Memory::cuda;
       po.precision = bf16 ? Precision::strict : precision_from(prec);
+      po.y_layout = c.opt.y_layout;
       std::unique_ptr<Plan> plan;
       try {
         plan = std::make_unique<Plan>(spec.pipeline, po);
@@ -496,13 +498,14 @@ int main(int argc, char** argv) {
     else if (a == "--export") o.export_dir = next();
     else if (a == "--only") o.only = next();
     else if (a == "--general") o.general = next();
+    else if (a == "--y-layout") o.y_layout = y_layout_from(next());
     else if (a == "--reps") o.reps = std::max(50, std::atoi(next().c_str()));
     else if (a == "--no-weak") o.weak = false;
     else if (a == "--tuning") o.tuning = true;
     else if (a == "--ncu-mode") o.ncu = true, o.weak = false;
     else {
       std::fprintf(stderr, "usage: kfuse_perf [--specs DIR] [--out DIR] [--export DIR] [--only NAME] [--reps N>=50] "
-                           "[--no-weak] [--tuning] [--ncu-mode] [--general DIR]\n");
+                           "[--no-weak] [--tuning] [--ncu-mode] [--general DIR] [--y-layout auto|nchw|nhwc]\n");
       return 2;
     }
   }

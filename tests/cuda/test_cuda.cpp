@@ -555,6 +555,33 @@ TEST_F(CudaEpilogue, ChannelsLastYMatchesReference) {
     if (y != YLayout::automatic) EXPECT_EQ(nhwc(r), y == YLayout::nhwc) << r.describe;
     else EXPECT_NE(r.describe.find("measured on the device: Y NCHW"), std::string::npos) << r.describe;
   }
+  // Reductions over C with 181K outputs (a thread per row of C when Y is
+  // channels-last), and softmax over 150 channels (8 values a lane).
+  const auto over_c = [&rng](int64_t n, int64_t cout, int64_t hw) {
+    Conv k;
+    k.N = n, k.Cin = 3, k.Cout = cout, k.G = 1, k.kH = k.kW = 3, k.H = k.W = hw;
+    k.p = ConvTranspose2dParams{}.with_stride(2);
+    k.fill(rng, 0.3, -1.0, 1.0);
+    return k;
+  };
+  const Conv many = over_c(2, 20, 150), wide_c = over_c(1, 150, 10);
+  const auto chain = [](const Conv& k, int which) -> Maker {
+    return [k, which](DType dt) {
+      Pipeline p(k.x_shape(), dt);
+      k.add_to(p, dt);
+      if (which == 0) return std::move(p.logsumexp({1}));
+      if (which == 1) return std::move(p.gelu().max({1}, true).tanh());
+      return std::move(p.softmax(1).mul(3.0).sigmoid());
+    };
+  };
+  for (int which = 0; which < 3; ++which) {
+    const Conv& k = which < 2 ? many : wide_c;
+    for (YLayout y : {YLayout::nhwc, YLayout::nchw})
+      for (DType dt : {DType::f32, DType::bf16}) {
+        const Result r = run_both(chain(k, which), dt, Strategy::fused, k.x_shape(), k.x, {}, false, y);
+        expect_close(r, dt == DType::bf16 ? 3e-2 : 1e-5, detail::cat("over C ", which, " Y ", to_string(y), " ", to_string(dt)));
+      }
+  }
 }
 
 TEST_F(CudaEpilogue, Tf32ConvolutionIsClose) {
