@@ -119,6 +119,7 @@ struct Layout {
   int64_t stride = 1;    // the main axes as one stride (one_axis)
   bool contig = false;   // the main axes dense and trailing
   bool one_axis = false;
+  bool walk_unit = false;  // a reduction's walk reads neighbouring elements at its fastest 32 or more outputs
   bool nhwc = false;     // Y [N, C, H, W] stored channels-last (C and H x W > 1):
   int64_t batch = 0, channels = 0, plane = 0;  // N, C, H x W
 };
@@ -154,6 +155,8 @@ Layout layout_of(const EpilogueStep<A>& e, const Shape& shape, const Shape& stri
   l.n = checked_numel(shape, "epilogue", "Y");
   l.contig = l.inner.is_dense();
   l.one_axis = single_stride(l.inner, l.stride);
+  const Indexer& w = l.outer;
+  l.walk_unit = w.rank > 0 && w.stride[w.rank - 1] == 1 && w.size[w.rank - 1] >= 32;
   l.nhwc = shape.size() == 4 && strides == channels_last_strides(shape) && shape[1] > 1 && shape[2] * shape[3] > 1;
   if (l.nhwc) l.batch = shape[0], l.channels = shape[1], l.plane = shape[2] * shape[3];
   return l;
@@ -177,10 +180,11 @@ Kernel choose_kernel(const EpilogueStep<A>& e, const Layout& l, int sms) {
                ? Kernel::map_nhwc
                : Kernel::map;
   if (e.main == MainKind::reduce) {
-    // A thread per output when outputs alone fill the device: columns, or
-    // short contiguous rows (at most kShortRow elements).
+    // A thread per output when outputs alone fill the device, or per part of
+    // an output when the walk reads neighbouring elements (columns); short
+    // contiguous rows (at most kShortRow elements) a thread each.
     const int64_t outputs = e.tail.R * e.tail.K;
-    if (!l.contig && outputs >= int64_t(sms) * 1024)
+    if (!l.contig && (outputs >= int64_t(sms) * 1024 || l.walk_unit))
       return !l.one_axis ? Kernel::cols_generic : e.body.n == 0 ? Kernel::cols_lean : Kernel::cols;
     if (e.count <= kShortRow && outputs >= int64_t(sms) * 1024) return Kernel::rows_thread;
     if (e.count < 2048) return l.contig ? Kernel::rows_warp : Kernel::rows_warp_strided;
@@ -310,16 +314,16 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
         const bool warp = k == Kernel::rows_warp || k == Kernel::rows_warp_strided;
         const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
         const std::size_t z_bytes = direct ? 0 : align(std::size_t(outputs) * sizeof(A));
-        // Blocks per output (a block per output: they follow the resident
-        // blocks at `threads`), then the scratch they need.
+        // Parts per output, so that there are twice the resident blocks (a
+        // block per output) or threads (columns), then the scratch they need.
         const auto prepare = [&](int threads) {
           a.parts = 1;
           a.part_len = e.count;
-          if (!cols && !warp) {
-            const int64_t resident = int64_t(occupancy(fn, threads, 0)) * sms;
-            const int64_t want = (2 * resident + outputs - 1) / outputs;
-            const int64_t most = (e.count + 8191) / 8192;  // parts of at least 8K elements
-            a.parts = std::max<int64_t>(1, std::min(want, most));
+          if (!warp && k != Kernel::rows_thread) {
+            const int64_t resident = int64_t(occupancy(fn, threads, 0)) * sms * (cols ? threads : 1);
+            const int64_t want = outputs >= resident ? 1 : (2 * resident + outputs - 1) / outputs;
+            const int64_t least = cols ? 256 : 8192;  // elements a part
+            a.parts = std::max<int64_t>(1, std::min(want, (e.count + least - 1) / least));
             const int64_t vec = Vec16<T>::kVec;
             a.part_len = ((e.count + a.parts - 1) / a.parts + vec - 1) / vec * vec;
             a.parts = (e.count + a.part_len - 1) / a.part_len;
@@ -336,7 +340,7 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
         const std::string shape = tuning::shape_class({{"outputs", outputs}, {"count", count}}) + "," + dtype + "," +
                                   (l.contig ? "contiguous" : l.one_axis ? "strided" : "generic");
         const auto blocks = [&](int threads) -> int64_t {
-          if (cols) return (outputs + threads - 1) / threads;
+          if (cols) return (outputs * a.parts + threads - 1) / threads;
           if (warp) return (outputs + threads / 32 - 1) / (threads / 32);
           const int64_t b = outputs * a.parts;
           if (b > 0x7fffffff)

@@ -120,10 +120,11 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_map(const 
 // Y channels-last to the NCHW output, through shared memory: a block per
 // tile of kMapTileP pixels x 32 channels of one sample (grid: pixel tiles,
 // channel tiles, N; 256 threads). Warp w reads pixel rows w, w + 8, ... along
-// C (a lane per channel: 16 loads in flight per thread); then channels w, w +
-// 8, w + 16, w + 24, each as 4 values per lane at pixels lane + 32k, through
-// the chain (an operand per channel read once) and stored along the pixels.
-// Both sides coalesced, no bank conflicts (rows of 129).
+// C (a lane per channel: 16 loads in flight per thread); then takes channels
+// w + 8j, j < 4, as 4 values a lane at pixels lane + 32k. The four chains run
+// before any store, so that the op fields they read are loaded once and the
+// operands (one per channel) together; the stores go along the pixels. Both
+// sides coalesced, no bank conflicts (rows of kMapTileP + 1).
 constexpr int kMapTileP = 128;
 template <class T, class A, class Ch>
 __global__ void __launch_bounds__(256, 2) epi_map_nhwc(const MapArgs<T, A> a) {
@@ -137,22 +138,27 @@ __global__ void __launch_bounds__(256, 2) epi_map_nhwc(const MapArgs<T, A> a) {
   for (int r = warp; r < kMapTileP; r += 8)
     if (channel_in && p0 + r < P) tile[lane][r] = to_acc<A>(y[r * C]);
   __syncthreads();
+  A v[4][4];
 #pragma unroll
-  for (int w = warp; w < 32; w += 8) {
-    if (c0 + w >= C) break;
-    const int64_t i0 = (n * C + c0 + w) * P + p0 + lane;  // the output index of k = 0
-    A v[4];
+  for (int j = 0; j < 4; ++j)
 #pragma unroll
-    for (int k = 0; k < 4; ++k) v[k] = tile[w][lane + 32 * k];
-    if (p0 + kMapTileP <= P) {
-      Ch::body(a.body, v, i0, 32, 0, 0);
+    for (int k = 0; k < 4; ++k) v[j][k] = tile[warp + 8 * j][lane + 32 * k];
+  const int64_t i0 = (n * C + c0 + warp) * P + p0 + lane;  // the output index of (j, k) = (0, 0)
+  if (c0 + 32 <= C && p0 + kMapTileP <= P) {
 #pragma unroll
-      for (int k = 0; k < 4; ++k) a.out[i0 + 32 * k] = to_elem<T>(v[k]);
-    } else {
+    for (int j = 0; j < 4; ++j) Ch::body(a.body, v[j], i0 + 8 * j * P, 32, 0, 0);
 #pragma unroll
-      for (int k = 0; k < 4; ++k)
-        if (p0 + lane + 32 * k < P) a.out[i0 + 32 * k] = to_elem<T>(body1<Ch>(a.body, v[k], i0 + 32 * k, 0));
-    }
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) a.out[i0 + 8 * j * P + 32 * k] = to_elem<T>(v[j][k]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int64_t i = i0 + 8 * j * P + 32 * k;
+        if (c0 + warp + 8 * j < C && p0 + lane + 32 * k < P) a.out[i] = to_elem<T>(body1<Ch>(a.body, v[j][k], i, 0));
+      }
   }
 }
 
@@ -192,6 +198,27 @@ __device__ __forceinline__ void put(const ReduceArgs<T, A>& a, int64_t o, const 
   const A v = reduce_finish(a.kind, r, a.count);
   if (a.z) a.z[o] = v;
   else a.out[o] = to_elem<T>(v);
+}
+
+// Part `part` of the walk's output t (o in the output) is r: kept; the last
+// of the output's parts to arrive joins them in order (deterministic) and
+// puts the result.
+template <class T, class A>
+__device__ __forceinline__ void join_parts(const ReduceArgs<T, A>& a, int64_t t, int64_t o, int64_t part,
+                                           const ReduceAcc<A>& r) {
+  a.partials[t * a.parts + part] = r;
+  __threadfence();
+  if (atomicAdd(&a.counters[t], 1u) == unsigned(a.parts - 1)) {
+    __threadfence();
+    ReduceAcc<A> all = reduce_init<A>(a.kind);
+    for (int64_t q = 0; q < a.parts; ++q) {
+      const ReduceAcc<A>* pp = a.partials + t * a.parts + q;
+      const ReduceAcc<A> pq{__ldcg(&pp->a), __ldcg(&pp->b)};
+      reduce_join(a.kind, all, pq);
+    }
+    put(a, o, all);
+    a.counters[t] = 0u;
+  }
 }
 
 // CONTIG: the reduced elements of an output are base[0 .. count). WARP: a warp
@@ -257,21 +284,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_row
     return;
   }
   // Several blocks per output: the last to finish joins the parts in order.
-  if (threadIdx.x == 0) {
-    a.partials[t * a.parts + part] = r;
-    __threadfence();
-    if (atomicAdd(&a.counters[t], 1u) == unsigned(a.parts - 1)) {
-      __threadfence();
-      ReduceAcc<A> all = reduce_init<A>(a.kind);
-      for (int64_t q = 0; q < a.parts; ++q) {
-        const ReduceAcc<A>* pp = a.partials + t * a.parts + q;
-        const ReduceAcc<A> pq{__ldcg(&pp->a), __ldcg(&pp->b)};
-        reduce_join(a.kind, all, pq);
-      }
-      put(a, o, all);
-      a.counters[t] = 0u;
-    }
-  }
+  if (threadIdx.x == 0) join_parts(a, t, o, part, r);
 }
 
 // A thread per output: for reduced axes that are not contiguous (e.g. C of
@@ -280,19 +293,24 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_row
 // channels-last Y), where a warp per row would leave lanes idle.
 // MODE 0: the reduced axes as one stride and no point ops (the lean kernel:
 // fewer registers, more loads in flight); 1: one stride; 2: any layout;
-// 3: a contiguous row (16-byte loads when it is aligned).
+// 3: a contiguous row (16-byte loads when it is aligned). With few outputs
+// each takes `parts` threads (neighbouring threads still on neighbouring
+// outputs), joined by the last to finish.
 template <class T, class A, int MODE, class Ch>
 __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_cols(const ReduceArgs<T, A> a) {
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < a.outputs; t += nthreads) {
+  for (int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; g < a.outputs * a.parts; g += nthreads) {
+    const int64_t part = a.parts > 1 ? g / a.outputs : 0;
+    const int64_t t = g - part * a.outputs;
     const int64_t o = output_of(a, t);
     const T* base = a.y + a.outer.offset(t);
+    const int64_t end = min(a.count, (part + 1) * a.part_len);
     ReduceAcc<A> acc0 = reduce_init<A>(a.kind), acc1 = acc0;
-    int64_t k = 0;
+    int64_t k = part * a.part_len;
     if (MODE == 3) {
       constexpr int VEC = Vec16<T>::kVec;
-      if ((reinterpret_cast<uintptr_t>(base) & 15u) == 0) {
-        for (; k + VEC <= a.count; k += VEC) {
+      if ((reinterpret_cast<uintptr_t>(base + k) & 15u) == 0) {
+        for (; k + VEC <= end; k += VEC) {
           const Vec16<T> d = load16(base + k);
           A v[VEC];
 #pragma unroll
@@ -309,12 +327,12 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
           }
         }
       }
-      for (; k < a.count; ++k) push<Ch>(a, acc0, base[k], o, k);
+      for (; k < end; ++k) push<Ch>(a, acc0, base[k], o, k);
     } else if (MODE < 2) {
       // Four values per call: eight made reductions over C (an operand that
       // varies along k) 1.7x slower on the H200 (2026-12-01, run 17).
       constexpr int U = 4;
-      for (; k + U - 1 < a.count; k += U) {
+      for (; k + U - 1 < end; k += U) {
         A v[U];
 #pragma unroll
         for (int u = 0; u < U; ++u) v[u] = to_acc<A>(base[(k + u) * a.stride]);
@@ -329,12 +347,13 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
           }
         }
       }
-      for (; k < a.count; ++k) push<Ch>(a, acc0, base[k * a.stride], o, k);
+      for (; k < end; ++k) push<Ch>(a, acc0, base[k * a.stride], o, k);
     } else {
-      for (; k < a.count; ++k) push<Ch>(a, acc0, base[a.inner.offset(k)], o, k);
+      for (; k < end; ++k) push<Ch>(a, acc0, base[a.inner.offset(k)], o, k);
     }
     reduce_join(a.kind, acc0, acc1);
-    put(a, o, acc0);
+    if (a.parts == 1) put(a, o, acc0);
+    else join_parts(a, t, o, part, acc0);
   }
 }
 

@@ -555,6 +555,26 @@ TEST_F(CudaEpilogue, ChannelsLastYMatchesReference) {
     if (y != YLayout::automatic) EXPECT_EQ(nhwc(r), y == YLayout::nhwc) << r.describe;
     else EXPECT_NE(r.describe.find("measured on the device: Y NCHW"), std::string::npos) << r.describe;
   }
+  // Over H and W: 256 outputs of 5409 elements, a thread per part of an
+  // output reading along C (channels-last) or along W (the sum over H).
+  const Maker gap = [&wide](DType dt) {
+    Pipeline p(wide.x_shape(), dt);
+    wide.add_to(p, dt);
+    return std::move(p.silu().mean({2, 3}).softmax(1));
+  };
+  const Maker sum_h_only = [&wide](DType dt) {
+    Pipeline p(wide.x_shape(), dt);
+    wide.add_to(p, dt);
+    return std::move(p.sum({2}, true).mish());
+  };
+  for (YLayout y : {YLayout::nhwc, YLayout::nchw})
+    for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
+      const double tol = dt == DType::bf16 ? 3e-2 : tolerance(dt);
+      expect_close(run_both(gap, dt, Strategy::fused, wide.x_shape(), wide.x, {}, false, y), tol,
+                   detail::cat("mean over HW, Y ", to_string(y), " ", to_string(dt)));
+      expect_close(run_both(sum_h_only, dt, Strategy::fused, wide.x_shape(), wide.x, {}, false, y), tol,
+                   detail::cat("sum over H, Y ", to_string(y), " ", to_string(dt)));
+    }
   // Reductions over C with 181K outputs (a thread per row of C when Y is
   // channels-last), and softmax over 150 channels (8 values a lane).
   const auto over_c = [&rng](int64_t n, int64_t cout, int64_t hw) {
