@@ -184,9 +184,10 @@ Kernel choose_kernel(const EpilogueStep<A>& e, const Layout& l, int sms) {
     // an output when the walk reads neighbouring elements (columns); short
     // contiguous rows (at most kShortRow elements) a thread each.
     const int64_t outputs = e.tail.R * e.tail.K;
-    if (!l.contig && (outputs >= int64_t(sms) * 1024 || l.walk_unit))
-      return !l.one_axis ? Kernel::cols_generic : e.body.n == 0 ? Kernel::cols_lean : Kernel::cols;
-    if (e.count <= kShortRow && outputs >= int64_t(sms) * 1024) return Kernel::rows_thread;
+    const bool many = outputs >= int64_t(sms) * 1024;
+    if (!l.contig && (many || l.walk_unit))
+      return !l.one_axis ? Kernel::cols_generic : e.body.n == 0 && many ? Kernel::cols_lean : Kernel::cols;
+    if (e.count <= kShortRow && many) return Kernel::rows_thread;
     if (e.count < 2048) return l.contig ? Kernel::rows_warp : Kernel::rows_warp_strided;
     return l.contig ? Kernel::rows_block : Kernel::rows_block_strided;
   }
@@ -319,7 +320,7 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
         const auto prepare = [&](int threads) {
           a.parts = 1;
           a.part_len = e.count;
-          if (!warp && k != Kernel::rows_thread) {
+          if (!warp && k != Kernel::rows_thread && k != Kernel::cols_lean) {
             const int64_t resident = int64_t(occupancy(fn, threads, 0)) * sms * (cols ? threads : 1);
             const int64_t want = outputs >= resident ? 1 : (2 * resident + outputs - 1) / outputs;
             const int64_t least = cols ? 256 : 8192;  // elements a part

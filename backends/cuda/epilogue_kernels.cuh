@@ -298,11 +298,13 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_row
 // outputs), joined by the last to finish.
 template <class T, class A, int MODE, class Ch>
 __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_cols(const ReduceArgs<T, A> a) {
+  constexpr bool kParts = MODE == 1 || MODE == 2;  // the lean kernel and rows take one thread an output
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
   for (int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; g < a.outputs * a.parts; g += nthreads) {
-    const int64_t part = a.parts > 1 ? g / a.outputs : 0;
+    const int64_t part = kParts && a.parts > 1 ? g / a.outputs : 0;
     const int64_t t = g - part * a.outputs;
-    const int64_t o = output_of(a, t);
+    // (The lean kernel, with no chain, finds the output index after its loop: fewer registers live in it.)
+    const int64_t o = MODE == 0 ? 0 : output_of(a, t);
     const T* base = a.y + a.outer.offset(t);
     const int64_t end = min(a.count, (part + 1) * a.part_len);
     ReduceAcc<A> acc0 = reduce_init<A>(a.kind), acc1 = acc0;
@@ -352,7 +354,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
       for (; k < end; ++k) push<Ch>(a, acc0, base[a.inner.offset(k)], o, k);
     }
     reduce_join(a.kind, acc0, acc1);
-    if (a.parts == 1) put(a, o, acc0);
+    if (!kParts || a.parts == 1) put(a, MODE == 0 ? output_of(a, t) : o, acc0);
     else join_parts(a, t, o, part, acc0);
   }
 }
