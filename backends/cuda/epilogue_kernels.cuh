@@ -287,6 +287,21 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_row
   if (threadIdx.x == 0) join_parts(a, t, o, part, r);
 }
 
+// N (even) values of one output into a thread's two accumulators, in turn
+// (two dependency chains); a logsumexp takes them as one block.
+template <class A, int N>
+__device__ __forceinline__ void push_pairs(ReduceKind kind, ReduceAcc<A>& acc0, ReduceAcc<A>& acc1, const A (&v)[N]) {
+  if (kind == ReduceKind::logsumexp) {
+    reduce_push_n(kind, acc0, v);
+    return;
+  }
+#pragma unroll
+  for (int u = 0; u < N; u += 2) {
+    reduce_push(kind, acc0, v[u]);
+    reduce_push(kind, acc1, v[u + 1]);
+  }
+}
+
 // A thread per output: for reduced axes that are not contiguous (e.g. C of
 // NCHW); the walk puts neighbouring outputs' elements next to each other in
 // memory, so loads coalesce. Or for short contiguous rows (e.g. C of a
@@ -318,15 +333,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
 #pragma unroll
           for (int u = 0; u < VEC; ++u) v[u] = to_acc<A>(d.get(u));
           Ch::body(a.body, v, o, 0, k, 1);
-          if (a.kind == ReduceKind::logsumexp) {
-            reduce_push_n(a.kind, acc0, v);
-          } else {
-#pragma unroll
-            for (int u = 0; u < VEC; u += 2) {
-              reduce_push(a.kind, acc0, v[u]);
-              reduce_push(a.kind, acc1, v[u + 1]);
-            }
-          }
+          push_pairs(a.kind, acc0, acc1, v);
         }
       }
       for (; k < end; ++k) push<Ch>(a, acc0, base[k], o, k);
@@ -339,15 +346,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
 #pragma unroll
         for (int u = 0; u < U; ++u) v[u] = to_acc<A>(base[(k + u) * a.stride]);
         if (MODE == 1) Ch::body(a.body, v, o, 0, k, 1);  // the chain's fields read once for the U
-        if (a.kind == ReduceKind::logsumexp) {
-          reduce_push_n(a.kind, acc0, v);
-        } else {
-#pragma unroll
-          for (int u = 0; u < U; u += 2) {
-            reduce_push(a.kind, acc0, v[u]);
-            reduce_push(a.kind, acc1, v[u + 1]);
-          }
-        }
+        push_pairs(a.kind, acc0, acc1, v);
       }
       for (; k < end; ++k) push<Ch>(a, acc0, base[k * a.stride], o, k);
     } else {
