@@ -227,6 +227,20 @@ TEST(FuzzRegressions, ReductionOfAnEmptyAxisThatOverflows) {
   EXPECT_NO_THROW(p.mean({1}, true));  // still empty: fine
 }
 
+// floor_bytes_overflow: a conv output of valid element count but more than
+// 2^63 bytes made the planner's bytes floor a signed overflow; the builder
+// now rejects such a pipeline, as it rejects element counts past 2^63.
+TEST(FuzzRegressions, BytesThatOverflow) {
+  try {
+    Pipeline p({1, 1, 2, int64_t(1) << 60}, DType::f64);  // 2^61 elements, 2^64 bytes
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.category(), ErrorCategory::overflow);
+    EXPECT_NE(std::string(e.what()).find("exceed 2^63 (at its input)"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(Pipeline({1, 1, 1, int64_t(1) << 58}, DType::f64));  // 2^61 bytes in and out
+}
+
 // softmax_empty_axis_80M_empty_rows: a softmax over an empty axis launched a
 // team per row of the other axes (80 million) to write nothing.
 TEST(FuzzRegressions, SoftmaxOverAnEmptyAxisDoesNoWork) {

@@ -22,6 +22,7 @@ Pipeline::Pipeline(Shape input_shape, DType dtype) : input_shape_(std::move(inpu
     fail(ErrorCategory::shape_mismatch, "Pipeline", "input rank must be 1 to ", kMaxRank, ", got ",
          input_shape_.size(), " ", to_string(input_shape_));
   checked_numel(input_shape_, "Pipeline", "input shape");
+  (void)floor_bytes();  // its bytes must fit 64 bits too
 }
 
 std::string Pipeline::where(const std::string& name) const {
@@ -33,7 +34,14 @@ DType Pipeline::operand_dtype() const {
 }
 
 void Pipeline::push(Op op, Shape out_shape) {
+  const std::string w = where(op_name(op));
   stages_.push_back({std::move(op), output_shape(), std::move(out_shape)});
+  try {
+    (void)floor_bytes();  // the bytes the pipeline moves must fit 64 bits, as its element counts do
+  } catch (const Error& e) {
+    stages_.pop_back();
+    fail(e.category(), w, e.what());
+  }
 }
 
 namespace {
@@ -156,14 +164,22 @@ Pipeline Pipeline::with_batch(int64_t n) const {
 }
 
 int64_t Pipeline::floor_bytes() const {
-  const auto bytes = [](const Tensor& t) { return t.numel() * int64_t(size_of(t.dtype())); };
-  int64_t total = checked_numel(input_shape_, "pipeline", "input") * int64_t(size_of(dtype_)) +
-                  checked_numel(output_shape(), "pipeline", "output") * int64_t(size_of(dtype_));
+  // Element counts fit 64 bits (checked_numel); their bytes and the sum may not.
+  int64_t total = 0;
+  const auto add = [&](int64_t numel, DType dtype, const char* what) {
+    int64_t bytes = 0;
+    if (__builtin_mul_overflow(numel, int64_t(size_of(dtype)), &bytes) || __builtin_add_overflow(total, bytes, &total))
+      fail(ErrorCategory::overflow, "pipeline", "the bytes it must move exceed 2^63 (at its ", what, ")");
+  };
+  add(checked_numel(input_shape_, "pipeline", "input"), dtype_, "input");
+  add(checked_numel(output_shape(), "pipeline", "output"), dtype_, "output");
   for (const PipelineStage& s : stages_) {
-    if (const auto* c = std::get_if<ConvTranspose2dOp>(&s.op))
-      total += bytes(c->weight) + (c->bias ? bytes(*c->bias) : 0);
-    else if (const auto* b = std::get_if<BinaryOp>(&s.op); b && b->operand)
-      total += bytes(*b->operand);
+    if (const auto* c = std::get_if<ConvTranspose2dOp>(&s.op)) {
+      add(c->weight.numel(), c->weight.dtype(), "conv weight");
+      if (c->bias) add(c->bias->numel(), c->bias->dtype(), "conv bias");
+    } else if (const auto* b = std::get_if<BinaryOp>(&s.op); b && b->operand) {
+      add(b->operand->numel(), b->operand->dtype(), "operand");
+    }
   }
   return total;
 }
