@@ -14,3 +14,14 @@ function(kfuse_fix_kokkos_target)
     endforeach()
   endif()
 endfunction()
+
+# The Kokkos Kernels target to link, in `var`: Kokkos::kokkoskernels (Kokkos
+# Kernels 4), else what KokkosKernels_LIBRARIES names (Debian's Trilinos build:
+# trilinos_kokkoskernels and the Kokkos libraries under it).
+function(kfuse_kokkos_kernels_target var)
+  if(TARGET Kokkos::kokkoskernels)
+    set(${var} Kokkos::kokkoskernels PARENT_SCOPE)
+  else()
+    set(${var} ${KokkosKernels_LIBRARIES} PARENT_SCOPE)
+  endif()
+endfunction()

@@ -226,6 +226,72 @@ void check_seed(const Seed& s, bool gap_bias_lse) {
 TEST(Plan, SeedConvtGapBiasLseMatchesFloat64Reference) { check_seed({{2, 8, 33, 31}, 16, 3, 1, 0, 0}, true); }
 TEST(Plan, SeedConvtMulGapMatchesFloat64Reference) { check_seed({{2, 8, 17, 19}, 16, 3, 2, 1, 1}, false); }
 
+// ---- The conv of a plan on the Kokkos path ----------------------------------------
+// A GEMM over the input channels (Kokkos Kernels) and a column-to-image gather
+// (backends/kokkos/conv_gemm.cpp; the direct gather in a build without Kokkos
+// Kernels), against the direct gather run in float64 by
+// the reference strategy: random geometries (strides, dilations, paddings,
+// output paddings, groups, kernels 1-5, odd sizes), float32 and float64, with
+// and without a bias; an input that is not dense takes the direct gather.
+TEST(KokkosConv, GemmMatchesFloat64GatherOverRandomGeometries) {
+  Rng rng(20261201);
+  for (int trial = 0; trial < 120; ++trial) {
+    const ConvConfig c = random_conv(rng);
+    SCOPED_TRACE(::testing::Message() << "trial " << trial << " x " << to_string(c.x) << " w " << to_string(c.w)
+                                      << " stride " << c.p.stride[0] << "," << c.p.stride[1] << " pad " << c.p.padding[0]
+                                      << "," << c.p.padding[1] << " opad " << c.p.output_padding[0] << ","
+                                      << c.p.output_padding[1] << " dil " << c.p.dilation[0] << "," << c.p.dilation[1]
+                                      << " groups " << c.p.groups);
+    const std::vector<double> w = rounded<float>(random_values(numel_of(c.w), -1, 1, rng));
+    const std::vector<double> b = rounded<float>(random_values(c.w[1] * c.p.groups, -1, 1, rng));
+    const auto pipeline = [&](DType dt) {
+      Pipeline p(c.x, dt);
+      std::optional<Tensor> bias;
+      if (trial % 3) bias = host_tensor({c.w[1] * c.p.groups}, b, dt);
+      p.conv_transpose2d(host_tensor(c.w, w, dt), bias, c.p).add(0.25);
+      return p;
+    };
+    const Layout layout = trial % 4 == 3 ? Layout::every_other : Layout::contiguous;
+    const std::vector<double> v = rounded<float>(random_values(numel_of(c.x), -1, 1, rng));
+    const HostTensor<double> x64(c.x, v, layout);
+    const HostTensor<float> x32(c.x, v, layout);
+    const std::vector<double> ref = run_poisoned(Plan(pipeline(DType::f64), {Strategy::reference}), x64);
+    const Plan p64(pipeline(DType::f64), {Strategy::fused}), p32(pipeline(DType::f32), {Strategy::fused});
+#ifdef KFUSE_HAVE_KOKKOS_KERNELS
+    EXPECT_NE(p32.describe().find("GEMM over the input channels"), std::string::npos) << p32.describe();
+#else
+    EXPECT_NE(p32.describe().find("built without Kokkos Kernels"), std::string::npos) << p32.describe();
+#endif
+    EXPECT_LE(rel_error(run_poisoned(p64, x64), ref), 1e-12) << p64.describe();
+    EXPECT_LE(rel_error(run_poisoned(p32, x32), ref), 1e-6) << p32.describe();
+  }
+}
+
+// KFUSE_KOKKOS_CONV=gather keeps the direct gather (describe() says so); any
+// other value than gemm or gather is an error that names it.
+TEST(KokkosConv, GatherOnRequestAndBadRequestNamed) {
+  Rng rng(11);
+  Pipeline p({2, 3, 5, 4}, DType::f64);
+  p.conv_transpose2d(host_random({3, 4, 3, 3}, DType::f64, rng, -1, 1), std::nullopt,
+                     ConvTranspose2dParams{}.with_stride(2)).relu();
+  const HostTensor<double> x = random_tensor<double>(p.input_shape(), rng, Layout::contiguous, -1, 1);
+  const std::vector<double> ref = run_poisoned(Plan(p, {Strategy::reference}), x);
+  setenv("KFUSE_KOKKOS_CONV", "gather", 1);
+  const Plan gather(p, {Strategy::fused});
+  EXPECT_NE(gather.describe().find("direct gather, a thread per output element (KFUSE_KOKKOS_CONV=gather)"),
+            std::string::npos) << gather.describe();
+  EXPECT_LE(rel_error(run_poisoned(gather, x), ref), 1e-12);
+  setenv("KFUSE_KOKKOS_CONV", "blas", 1);
+  try {
+    const Plan bad(p, {Strategy::fused});
+    ADD_FAILURE() << "KFUSE_KOKKOS_CONV=blas accepted: " << bad.describe();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("KFUSE_KOKKOS_CONV is 'blas'; expected gemm or gather"), std::string::npos)
+        << e.what();
+  }
+  unsetenv("KFUSE_KOKKOS_CONV");
+}
+
 // ---- Non-fold pipelines: the fused epilogue ------------------------------------
 
 Pipeline epilogue_pipeline(int which, Rng& rng, DType dt) {

@@ -1,6 +1,9 @@
 // The portable backend: every plan step as Kokkos kernels, one team per unit
 // of work (a plane chunk of the fold, a row of an epilogue), launch shapes
 // from the tuner (backends/kokkos/launch.hpp).
+#include <cstdlib>
+#include <cstring>
+
 #include "backends/backend.hpp"
 #include "backends/kokkos/dispatch.hpp"
 #include "backends/kokkos/kernels.hpp"
@@ -314,15 +317,38 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
 
 // ---- Prepared steps ----------------------------------------------------------------
 
+// The conv: a GEMM over the input channels through Kokkos Kernels and a
+// column-to-image gather, or the direct gather (the reference's kernel) where
+// the GEMM does not apply, the build has no Kokkos Kernels, or
+// KFUSE_KOKKOS_CONV=gather asks for it.
 struct PreparedConv final : PreparedStep {
   ConvStep step;
-  explicit PreparedConv(const ConvStep& s) : step(s) {}
+  std::string why_gather;  // empty: the GEMM where the input allows it
+  explicit PreparedConv(const ConvStep& s) : step(s) {
+    if (const char* v = std::getenv("KFUSE_KOKKOS_CONV"); v && *v) {
+      if (std::strcmp(v, "gather") == 0) why_gather = "KFUSE_KOKKOS_CONV=gather";
+      else if (std::strcmp(v, "gemm") != 0)
+        fail(ErrorCategory::invalid_argument, "conv_transpose2d", "KFUSE_KOKKOS_CONV is '", v,
+             "'; expected gemm or gather");
+    }
+#ifndef KFUSE_HAVE_KOKKOS_KERNELS
+    if (why_gather.empty()) why_gather = "this kfuse was built without Kokkos Kernels";
+#endif
+  }
   void run(const TensorView& x, const TensorView& y) const override {
     const kokkos::DispatchLock lock(kokkos::dispatch_mutex());
-    kokkos::conv_transpose2d_into(x, step.weight, step.bias ? std::optional<TensorView>(step.bias->view()) : std::nullopt,
-                                  step.params, y);
+    const auto bias = step.bias ? std::optional<TensorView>(step.bias->view()) : std::nullopt;
+#ifdef KFUSE_HAVE_KOKKOS_KERNELS
+    if (why_gather.empty() && kokkos::gemm_conv_refusal(x, step.weight, step.params).empty())
+      return kokkos::conv_transpose2d_gemm_into(x, step.weight, bias, step.params, y);
+#endif
+    kokkos::conv_transpose2d_into(x, step.weight, bias, step.params, y);
   }
-  std::string describe() const override { return "direct gather, a thread per output element"; }
+  std::string describe() const override {
+    if (!why_gather.empty()) return cat("direct gather, a thread per output element (", why_gather, ")");
+    return "GEMM over the input channels (KokkosBlas::gemm) and a column-to-image gather (the direct gather "
+           "where the input's channels and pixels are not dense)";
+  }
 };
 
 template <class A>

@@ -13,7 +13,7 @@ namespace kfuse::kokkos {
 
 // One buffer per slot for the process: every Kokkos launch of kfuse holds the
 // dispatch lock (dispatch.hpp). Freed when Kokkos finalizes.
-enum class Slot { tap_sums, partial_sums, z, row_partials, count };
+enum class Slot { tap_sums, partial_sums, z, row_partials, conv_cols, count };
 template <class V>
 inline V* scratch(Slot slot, int64_t n) {
   struct Buffer {

@@ -22,6 +22,7 @@ class Kfuse(CMakePackage, CudaPackage):
 
     # cuda and cuda_arch come from CudaPackage.
     variant("cudnn", default=True, when="+cuda", description="Use cuDNN for conv_transpose2d on CUDA")
+    variant("kokkos_kernels", default=True, description="The Kokkos path's conv_transpose2d as a GEMM (Kokkos Kernels)")
     variant("tests", default=False, description="Build the GoogleTest suite and the perf suites")
     variant("shared", default=True, description="Build libkfuse as a shared library")
 
@@ -39,6 +40,10 @@ class Kfuse(CMakePackage, CudaPackage):
     depends_on("kokkos+cuda_lambda", when="+cuda ^kokkos@:3")
     for _arch in CudaPackage.cuda_arch_values:
         depends_on(f"kokkos cuda_arch={_arch}", when=f"+cuda cuda_arch={_arch}")
+
+    # The GEMM on the GPU through cuBLAS when Kokkos runs on CUDA.
+    depends_on("kokkos-kernels@3.4:4", when="+kokkos_kernels")
+    depends_on("kokkos-kernels+cublas", when="+kokkos_kernels+cuda")
 
     depends_on("cuda@12:", when="+cuda")  # cudaLaunchKernelEx
     depends_on("cudnn@8:", when="+cudnn")  # the cuDNN 7/8 convolution API, kept in 9
@@ -60,6 +65,7 @@ class Kfuse(CMakePackage, CudaPackage):
             self.define("CMAKE_CXX_COMPILER", spec["kokkos"].kokkos_cxx),
             self.define_from_variant("KFUSE_ENABLE_CUDA", "cuda"),
             self.define_from_variant("KFUSE_ENABLE_CUDNN", "cudnn"),
+            self.define_from_variant("KFUSE_ENABLE_KOKKOS_KERNELS", "kokkos_kernels"),
             self.define_from_variant("KFUSE_ENABLE_TESTS", "tests"),
             self.define_from_variant("KFUSE_ENABLE_PERF", "tests"),
             self.define_from_variant("KFUSE_ENABLE_GPU_PERF", "tests"),

@@ -1,0 +1,119 @@
+// conv_transpose2d on the Kokkos path as a GEMM over the input channels
+// (Kokkos Kernels: a BLAS on the host, cuBLAS when Kokkos Kernels has it) and
+// a column-to-image gather. The direct gather (ops.cpp) stays the reference.
+//
+// For sample n and group g, with X = x[n, the group's Cin_g channels] as a
+// [Cin_g, H*W] matrix and Wg = w[the group's Cin_g rows] as [Cin_g, Cout_g*kH*kW]:
+//   cols = Wg^T X                                     [Cout_g*kH*kW, H*W]
+//   y[n, co, oh, ow] = bias[co] + sum of cols[(co, kh, kw), (ih, iw)] over the
+//                      taps (kh, kw) whose input (ih, iw) lands on (oh, ow)
+// Every multiply-add of the GEMM is one of the convolution (no inserted zeros),
+// and the gather sums a fixed set of taps per output: no atomics, the same
+// result run to run.
+#include <climits>
+
+#include "kfuse/kokkos.hpp"  // before Kokkos Kernels' headers (Kokkos' CUDA 13 shims)
+
+#include <KokkosBlas3_gemm.hpp>
+
+#include "backends/kokkos/dispatch.hpp"
+#include "backends/kokkos/kernels.hpp"
+#include "backends/kokkos/workspace.hpp"
+#include "kfuse/detail/conv.hpp"
+#include "kfuse/detail/math.hpp"
+
+namespace kfuse::kokkos {
+
+namespace {
+
+// A row-major [rows, cols] block with leading dimension ld is the column-major
+// [cols, rows] matrix that BLAS (and Kokkos Kernels' TPL path) takes.
+template <class T>
+using Matrix = Kokkos::View<T**, Kokkos::LayoutLeft, DeviceMemSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+
+// The input index each tap brings to each output index along one axis, -1
+// where none ([out, k]): the column-to-image gather's divisions done once per
+// output row and column, not once per tap of every output element.
+Kokkos::View<int*, DeviceMemSpace> tap_table(int64_t out, int64_t k, int64_t stride, int64_t pad, int64_t dilation,
+                                             int64_t in) {
+  Kokkos::View<int*, DeviceMemSpace> t("kfuse::conv_tap_table", std::size_t(out * k));
+  const auto h = Kokkos::create_mirror_view(t);
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t j = 0; j < k; ++j) {
+      int64_t i;
+      h(o * k + j) = detail::tap_input(o, j, stride, pad, dilation, in, i) ? int(i) : -1;
+    }
+  Kokkos::deep_copy(t, h);
+  return t;
+}
+
+template <class T>
+void gemm_conv(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
+               const ConvTranspose2dParams& p, const TensorView& y) {
+  using A = detail::acc_t<T>;
+  const int64_t N = x.shape[0], H = x.shape[2], W = x.shape[3], HW = H * W;
+  const int64_t kH = w.shape[2], kW = w.shape[3], cout_g = w.shape[1], cin_g = x.shape[1] / p.groups;
+  const int64_t Cout = y.shape[1], Ho = y.shape[2], Wo = y.shape[3], taps = kH * kW, M = cout_g * taps;
+  const T* xp = static_cast<const T*>(x.data);
+  const T* wp = static_cast<const T*>(w.data);
+  const T* bp = bias ? static_cast<const T*>(bias->data) : nullptr;
+  const int64_t bs = bias ? bias->strides[0] : 0;
+  T* yp = static_cast<T*>(y.data);
+  const Indexer yix = make_indexer(y.shape, y.strides);
+  const bool dense = y.is_contiguous();
+  const auto rows = tap_table(Ho, kH, p.stride[0], p.padding[0], p.dilation[0], H);
+  const auto cols_of = tap_table(Wo, kW, p.stride[1], p.padding[1], p.dilation[1], W);
+  const int* th = rows.data();
+  const int* tw = cols_of.data();
+  T* cols = scratch<T>(Slot::conv_cols, p.groups * M * HW);
+  const int64_t per_sample = Cout * Ho * Wo;
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t g = 0; g < p.groups; ++g) {
+      // cols_g (row-major [M, HW]) = Wg^T X, as column-major: [HW, M] = X' [HW, Cin_g] x Wg' [M, Cin_g]^T.
+      const Matrix<const T> xm(xp + n * x.strides[0] + g * cin_g * x.strides[1],
+                               Kokkos::LayoutLeft(std::size_t(HW), std::size_t(cin_g)));
+      const Matrix<const T> wm(wp + g * cin_g * w.strides[0], Kokkos::LayoutLeft(std::size_t(M), std::size_t(cin_g)));
+      const Matrix<T> cm(cols + g * M * HW, Kokkos::LayoutLeft(std::size_t(HW), std::size_t(M)));
+      KokkosBlas::gemm("N", "T", T(1), xm, wm, T(0), cm);
+    }
+    const int64_t y0 = n * per_sample;
+    Kokkos::parallel_for("kfuse::conv_transpose2d::col2im", Range(0, per_sample), KOKKOS_LAMBDA(int64_t i) {
+      const int64_t ow = i % Wo, oh = (i / Wo) % Ho, co = i / (Wo * Ho);
+      A acc = bp ? A(bp[co * bs]) : A(0);
+      const T* c = cols + co * taps * HW;  // group-major rows: (g * cout_g + col) = co
+      for (int64_t kh = 0; kh < kH; ++kh) {
+        const int ih = th[oh * kH + kh];
+        if (ih < 0) continue;
+        const T* row = c + kh * kW * HW + ih * W;
+        for (int64_t kw = 0; kw < kW; ++kw) {
+          const int iw = tw[ow * kW + kw];
+          if (iw >= 0) acc += A(row[kw * HW + iw]);
+        }
+      }
+      yp[dense ? y0 + i : yix.offset(y0 + i)] = T(acc);
+    });
+  }
+  Kokkos::fence();
+}
+
+}  // namespace
+
+std::string gemm_conv_refusal(const TensorView& x, const TensorView& w, const ConvTranspose2dParams& p) {
+  const int64_t H = x.shape[2], W = x.shape[3], cin_g = x.shape[1] / p.groups;
+  const int64_t M = w.shape[1] * w.shape[2] * w.shape[3];
+  if (x.strides[3] != 1 || x.strides[2] != W || x.strides[1] != H * W)
+    return "the input's channels and pixels are not dense (the GEMM reads each sample as one matrix)";
+  if (w.strides[3] != 1 || w.strides[2] != w.shape[3] || w.strides[1] != w.shape[2] * w.shape[3] || w.strides[0] != M)
+    return "the weight is not contiguous";
+  if (H * W > INT_MAX || M > INT_MAX || cin_g > INT_MAX)
+    return "a GEMM dimension passes 2^31 - 1 (BLAS takes 32-bit sizes)";
+  if (x.numel() == 0 || w.numel() == 0) return "there is nothing to multiply";
+  return "";
+}
+
+void conv_transpose2d_gemm_into(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
+                                const ConvTranspose2dParams& p, const TensorView& y) {
+  dispatch_float(x.dtype, "conv_transpose2d", [&](auto tag) { gemm_conv<decltype(tag)>(x, w, bias, p, y); });
+}
+
+}  // namespace kfuse::kokkos
