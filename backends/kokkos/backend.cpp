@@ -295,11 +295,23 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
   A* op = static_cast<A*>(out.data);
 
   if (e.main == MainKind::map) {
+    // kMapRun consecutive elements a thread: the chain once on all of them.
+    constexpr int kMapRun = 8;
     const A* yp = row.x;
     const Indexer outer = row.outer;
     const bool dense = outer.is_dense();  // no index arithmetic per element
-    Kokkos::parallel_for("kfuse::epilogue::map", Range(0, y.numel()),
-                         KOKKOS_LAMBDA(int64_t i) { op[i] = body(yp[dense ? i : outer.offset(i)], i, 0); });
+    const int64_t n = y.numel();
+    Kokkos::parallel_for("kfuse::epilogue::map", Range(0, (n + kMapRun - 1) / kMapRun), KOKKOS_LAMBDA(int64_t r) {
+      const int64_t i0 = r * kMapRun;
+      if (i0 + kMapRun <= n) {
+        A v[kMapRun];
+        for (int k = 0; k < kMapRun; ++k) v[k] = yp[dense ? i0 + k : outer.offset(i0 + k)];
+        body(v, i0, 1, 0, 0);
+        for (int k = 0; k < kMapRun; ++k) op[i0 + k] = v[k];
+      } else {
+        for (int64_t i = i0; i < n; ++i) op[i] = body(yp[dense ? i : outer.offset(i)], i, 0);
+      }
+    });
   } else if (e.main == MainKind::reduce) {
     const Tail<A>& tail = e.tail;
     A* z = kokkos::scratch<A>(kokkos::Slot::z, tail.R * tail.K);

@@ -29,11 +29,17 @@ struct Row {
 };
 
 // Point ops applied to each element before it is reduced (row o, column k).
+// On N values at once (value m at row o + m do, column k + m dk), each op's
+// fields are read and its kind dispatched once for the N.
 template <class T>
 struct Body {
   const detail::PointOp<T>* ops = nullptr;
   int n = 0;
   KOKKOS_INLINE_FUNCTION T operator()(T v, int64_t o, int64_t k) const { return detail::apply_chain(ops, n, v, o, k); }
+  template <int N>
+  KOKKOS_INLINE_FUNCTION void operator()(T (&v)[N], int64_t o, int64_t d_o, int64_t k, int64_t dk) const {
+    detail::apply_chain(ops, n, v, o, d_o, k, dk);
+  }
 };
 
 // The reduction of elements [k0, k0 + n) of row o after `body` (the identity
@@ -48,7 +54,10 @@ KOKKOS_INLINE_FUNCTION detail::ReduceAcc<R> reduce_row(const Team& team, ReduceK
     stream_contiguous<D>(
         team, base + k0, n,
         [&](const Vec16<T>& d, int64_t e) {
-          for (int k = 0; k < Vec16<T>::kVec; ++k) detail::reduce_push(kind, acc, f(d.v[k], k0 + e + k));
+          T v[Vec16<T>::kVec];
+          for (int k = 0; k < Vec16<T>::kVec; ++k) v[k] = d.v[k];
+          if (kChain) body(v, o, 0, k0 + e, 1);
+          for (int k = 0; k < Vec16<T>::kVec; ++k) detail::reduce_push(kind, acc, R(v[k]));
         },
         [&](T v, int64_t e) { detail::reduce_push(kind, acc, f(v, k0 + e)); });
   } else {
@@ -91,22 +100,54 @@ void join_chunks(ReduceKind kind, const detail::ReduceAcc<R>* partial, int64_t r
   });
 }
 
-// Whether rows are better walked by one thread each: on a GPU, when the
-// reduced elements are strided but the kept axes hold the contiguous one
-// (e.g. over the channels of NCHW), so neighbouring threads read neighbours.
+// Whether rows are better walked across (reduce_columns): when the reduced
+// elements are strided but the kept axes hold the contiguous one (e.g. over
+// the channels of NCHW), so that neighbouring outputs read neighbours.
 template <class T>
 bool by_columns(const Row<T>& row) {
-  return kOnDevice && !row.dense && row.outer.rank > 0 && row.outer.stride[row.outer.rank - 1] == 1;
+  return !row.dense && row.outer.rank > 0 && row.outer.stride[row.outer.rank - 1] == 1;
 }
 
-// out[o] = the reduction of row o after `body`, one thread per row.
+// Outputs one thread walks together across their rows: on a GPU one
+// (neighbouring threads read neighbouring elements), on the host a block
+// whose elements at each k sit side by side, so that a core reads whole cache
+// lines where one output a time would read one element of each.
+constexpr int kColumns = kOnDevice ? 1 : 16;
+
+// The first element of each output of the block from o0 (nb of them), and
+// the number nb.
+KOKKOS_INLINE_FUNCTION int column_block(const Indexer& outer, int64_t rows, int64_t o0, int64_t (&base)[kColumns]) {
+  const int nb = rows - o0 < kColumns ? int(rows - o0) : kColumns;
+  for (int m = 0; m < nb; ++m) base[m] = outer.offset(o0 + m);
+  return nb;
+}
+
+// The block's elements k of its rows after `body`, into v (nb of them).
+template <class T>
+KOKKOS_INLINE_FUNCTION void column_values(const Row<T>& row, const Body<T>& body, const int64_t (&base)[kColumns],
+                                          int nb, int64_t o0, int64_t k, T (&v)[kColumns]) {
+  const int64_t ko = row.inner.offset(k);
+  for (int m = 0; m < nb; ++m) v[m] = row.x[base[m] + ko];
+  if (nb == kColumns) body(v, o0, 1, k, 0);
+  else
+    for (int m = 0; m < nb; ++m) v[m] = body(v[m], o0 + m, k);
+}
+
+// out[o] = the reduction of row o after `body`, walked across (by_columns).
 template <class T, class R>
 void reduce_columns(const char* label, const Row<T>& row, const Body<T>& body, ReduceKind kind, int64_t rows, T* out) {
-  Kokkos::parallel_for(label, Range(0, rows), KOKKOS_LAMBDA(int64_t o) {
-    const T* base = row.base(o);
-    detail::ReduceAcc<R> acc = detail::reduce_init<R>(kind);
-    for (int64_t k = 0; k < row.count; ++k) detail::reduce_push(kind, acc, R(body(base[row.inner.offset(k)], o, k)));
-    out[o] = T(detail::reduce_finish(kind, acc, row.count));
+  Kokkos::parallel_for(label, Range(0, (rows + kColumns - 1) / kColumns), KOKKOS_LAMBDA(int64_t b) {
+    const int64_t o0 = b * kColumns;
+    int64_t base[kColumns];
+    const int nb = column_block(row.outer, rows, o0, base);
+    detail::ReduceAcc<R> acc[kColumns];
+    for (int m = 0; m < kColumns; ++m) acc[m] = detail::reduce_init<R>(kind);
+    for (int64_t k = 0; k < row.count; ++k) {
+      T v[kColumns];
+      column_values(row, body, base, nb, o0, k, v);
+      for (int m = 0; m < nb; ++m) detail::reduce_push(kind, acc[m], R(v[m]));
+    }
+    for (int m = 0; m < nb; ++m) out[o0 + m] = T(detail::reduce_finish(kind, acc[m], row.count));
   });
 }
 
@@ -174,18 +215,31 @@ struct SoftmaxRows {
   }
 };
 
-// Softmax rows walked by one thread each (by_columns).
+// Softmax rows walked across (by_columns): the (max, sum of exponentials)
+// pass, then the outputs.
 template <class T, class R>
 void softmax_columns(const char* label, const SoftmaxRows<2, T, R>& s, int64_t rows) {
-  Kokkos::parallel_for(label, Range(0, rows), KOKKOS_LAMBDA(int64_t o) {
-    const T* base = s.row.base(o);
-    T* dst = s.out + s.out_outer.offset(o);
-    detail::ReduceAcc<R> acc = detail::reduce_init<R>(ReduceKind::logsumexp);
-    for (int64_t k = 0; k < s.row.count; ++k)
-      detail::reduce_push(ReduceKind::logsumexp, acc, R(s.body(base[s.row.inner.offset(k)], o, k)));
+  Kokkos::parallel_for(label, Range(0, (rows + kColumns - 1) / kColumns), KOKKOS_LAMBDA(int64_t b) {
+    const int64_t o0 = b * kColumns;
+    int64_t base[kColumns], dst[kColumns];
+    const int nb = column_block(s.row.outer, rows, o0, base);
+    column_block(s.out_outer, rows, o0, dst);
+    detail::ReduceAcc<R> acc[kColumns];
+    for (int m = 0; m < kColumns; ++m) acc[m] = detail::reduce_init<R>(ReduceKind::logsumexp);
     for (int64_t k = 0; k < s.row.count; ++k) {
-      const T v = s.body(base[s.row.inner.offset(k)], o, k);
-      dst[s.out_inner.offset(k)] = s.after(T(detail::softmax_value(acc, R(v))), o, k);
+      T v[kColumns];
+      column_values(s.row, s.body, base, nb, o0, k, v);
+      for (int m = 0; m < nb; ++m) detail::reduce_push(ReduceKind::logsumexp, acc[m], R(v[m]));
+    }
+    for (int64_t k = 0; k < s.row.count; ++k) {
+      T v[kColumns];
+      column_values(s.row, s.body, base, nb, o0, k, v);
+      for (int m = 0; m < nb; ++m) v[m] = T(detail::softmax_value(acc[m], R(v[m])));
+      if (nb == kColumns) s.after(v, o0, 1, k, 0);
+      else
+        for (int m = 0; m < nb; ++m) v[m] = s.after(v[m], o0 + m, k);
+      const int64_t ko = s.out_inner.offset(k);
+      for (int m = 0; m < nb; ++m) s.out[dst[m] + ko] = v[m];
     }
   });
 }
