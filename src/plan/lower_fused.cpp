@@ -123,14 +123,14 @@ Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const
     at.steps.push_back(e);
     at.io.push_back(StepIO{0, kOutput, p.input_shape()});
   }
+  const char* const no_stage_reads_y = "channels-last Y: the pipeline has no conv_transpose2d followed by another op";
   int stages = 0;
   while (i < ops.size()) {
     Stage<A> s = next_stage(ops, i, store);
     if (y_channels_last && stages == 0) {
       // Y channels-last: the first stage reads it through its strides, as it is.
       if (i != 1 || s.step.y_shape != ops[0].out_shape) {
-        at.why = i != 1 ? "channels-last Y: the pipeline has no conv_transpose2d followed by another op"
-                        : cat("channels-last Y: the first stage reads Y as ", to_string(s.step.y_shape));
+        at.why = i != 1 ? no_stage_reads_y : cat("channels-last Y: the first stage reads Y as ", to_string(s.step.y_shape));
         return at;
       }
       s.step.y_strides = channels_last_strides(s.step.y_shape);
@@ -145,7 +145,7 @@ Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const
     ++stages;
   }
   if (y_channels_last && stages == 0) {
-    at.why = "channels-last Y: the pipeline has no conv_transpose2d followed by another op";
+    at.why = no_stage_reads_y;
     return at;
   }
   at.ok = true;

@@ -74,19 +74,18 @@ class Planner {
                                                                     Strategy::fused, Strategy::reference}
                                             : std::vector<Strategy>{opt_.strategy};
     for (Strategy s : order) {
-      double ms = 0;
-      std::optional<PlanImpl> impl = s == Strategy::fused ? build_fused(ms) : build(s);
+      std::optional<PlanImpl> impl = s == Strategy::fused ? build_fused() : build(s);
       if (!impl) continue;
       std::string why = last_why_;
       // The conv with its epilogue inside moves the fewest bytes, but the
       // tensor-core kernel is not always the fastest conv: on a GPU, with
       // tuning on, it must beat the fused strategy by 2% (the tuner's rule).
       if (s == Strategy::fused_conv && opt_.strategy == Strategy::automatic && measured_choices()) {
-        double t_fused = 0;
-        if (std::optional<PlanImpl> fused = build_fused(t_fused)) {
+        std::optional<double> measured_fused;
+        if (std::optional<PlanImpl> fused = build_fused(&measured_fused)) {
           const std::string fused_why = last_why_;
           const double t_conv = measure(*impl);
-          if (t_fused == 0) t_fused = measure(*fused);
+          const double t_fused = measured_fused ? *measured_fused : measure(*fused);
           notes_.push_back(cat("measured on the device: fused_conv ", t_conv, " ms, fused ", t_fused, " ms"));
           if (!(t_conv < 0.98 * t_fused)) {
             rejected_.push_back("fused_conv: measured slower than fused (" + cat(t_conv, " ms against ", t_fused, " ms)"));
@@ -112,9 +111,9 @@ class Planner {
 
   // The fused strategy with Y in the layout asked for. Automatic, where
   // choices are measured: both layouts, channels-last kept when 2% faster
-  // (the tuner's rule; `ms` its time, else 0); otherwise NCHW.
-  std::optional<PlanImpl> build_fused(double& ms) {
-    ms = 0;
+  // (the tuner's rule; the kept plan's time into *ms when it was measured);
+  // otherwise NCHW.
+  std::optional<PlanImpl> build_fused(std::optional<double>* ms = nullptr) {
     if (opt_.y_layout == YLayout::nhwc) return build(Strategy::fused, true);
     std::optional<PlanImpl> nchw = build(Strategy::fused, false);
     if (!nchw || opt_.y_layout == YLayout::nchw || !measured_choices()) return nchw;
@@ -129,10 +128,10 @@ class Planner {
     const double t_nchw = measure(*nchw), t_nhwc = measure(*nhwc);
     notes_.push_back(cat("measured on the device: Y NCHW ", t_nchw, " ms, channels-last ", t_nhwc, " ms"));
     if (t_nhwc < 0.98 * t_nchw) {
-      ms = t_nhwc;
+      if (ms) *ms = t_nhwc;
       return nhwc;
     }
-    ms = t_nchw;
+    if (ms) *ms = t_nchw;
     last_why_ = why;
     return nchw;
   }
