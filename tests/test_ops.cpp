@@ -131,22 +131,33 @@ TEST(Indexer, OffsetsMatchThePlainWalk) {
     for (int k = 0; k < 2000; ++k) probes.push_back(int64_t(rng() % uint64_t(n)));
     for (int64_t i : probes) {
       ASSERT_EQ(ix.offset(i), plain_offset(size, stride, i)) << kfuse::to_string(size) << " at " << i;
-      // same_offset: true only for runs of one offset, and true for a run inside a broadcast innermost axis.
+      // run: when it answers true, every offset of the run is first + t * step.
       const int64_t span = std::min<int64_t>(int64_t(rng() % 8), n - 1 - i);
-      bool same = true;
-      for (int64_t t = 1; t <= span; ++t) same = same && plain_offset(size, stride, i + t) == plain_offset(size, stride, i);
-      if (ix.same_offset(i, span)) {
-        ASSERT_TRUE(same) << kfuse::to_string(size) << " at " << i << " span " << span;
+      int64_t first = -1, step = -1;
+      if (ix.run(i, span, first, step)) {
+        for (int64_t t = 0; t <= span; ++t)
+          ASSERT_EQ(plain_offset(size, stride, i + t), first + t * step)
+              << kfuse::to_string(size) << " at " << i << " + " << t << " of a run of " << span;
       }
-      EXPECT_TRUE(ix.same_offset(i, 0));
+      ASSERT_TRUE(ix.run(i, 0, first, step));
+      ASSERT_EQ(first, plain_offset(size, stride, i));
     }
     EXPECT_LE(ix.rank, int(size.size()));
   }
   // Squeezed and merged: a per-channel operand over NCHW walks 3 axes; contiguous data 1.
   const kfuse::Indexer per_channel = kfuse::make_indexer({3, 64, 256, 256}, {0, 1, 0, 0});
   EXPECT_EQ(per_channel.rank, 3);
-  EXPECT_TRUE(per_channel.same_offset(65536 * 5 + 100, 7));     // 8 values inside one channel's plane
-  EXPECT_FALSE(per_channel.same_offset(65536 * 5 + 65530, 7));  // across two channels
+  int64_t first = 0, step = 0;
+  EXPECT_TRUE(per_channel.run(65536 * 5 + 100, 7, first, step));  // 8 values inside one channel's plane
+  EXPECT_EQ(first, 5);
+  EXPECT_EQ(step, 0);
+  EXPECT_FALSE(per_channel.run(65536 * 5 + 65530, 7, first, step));  // across two channels
+  // Along the innermost walked axis: a unit step, until the run leaves it.
+  const kfuse::Indexer per_row = kfuse::make_indexer({4, 9}, {0, 1});
+  EXPECT_TRUE(per_row.run(9 * 2 + 1, 7, first, step));
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(step, 1);
+  EXPECT_FALSE(per_row.run(9 * 2 + 1, 8, first, step));
   EXPECT_EQ(kfuse::make_indexer({2, 3, 1, 5}, {15, 5, 5, 1}).rank, 1);
   EXPECT_TRUE(kfuse::make_indexer({2, 3, 1, 5}, {15, 5, 5, 1}).is_dense());
   EXPECT_FALSE(kfuse::make_indexer({2, 3}, {0, 1}).is_dense());

@@ -74,13 +74,16 @@ const void* builtin(Kernel k) {
   }
 }
 
-// The NVRTC program of a stage: the kernels' header and its chains as code.
+// The NVRTC program of a stage: the kernels' header, its chains as code and
+// its reduction kind as a constant.
 constexpr const char* kPlanChains = "kfuse::detail::cuda::epi::PlanChains";
 template <class A>
-std::string program_source(const std::vector<PointOp<A>>& body, const std::vector<PointOp<A>>& after) {
+std::string program_source(const std::vector<PointOp<A>>& body, const std::vector<PointOp<A>>& after,
+                           ReduceKind reduce) {
   return cat("#include \"backends/cuda/epilogue_kernels.cuh\"\nnamespace kfuse::detail::cuda::epi {\n",
              "struct PlanChains {\n", jit::chain_function("body", body), jit::chain_function("after", after),
-             "};\n}  // namespace kfuse::detail::cuda::epi\n");
+             "__device__ __forceinline__ static constexpr ReduceKind reduce_kind(ReduceKind) { return ReduceKind(",
+             int(reduce), "); }\n};\n}  // namespace kfuse::detail::cuda::epi\n");
 }
 
 // The single stride of an Indexer with at most one axis of extent > 1 (false otherwise).
@@ -221,7 +224,7 @@ class StageKernels {
     else if (e.body.n == 0 && e.after.n == 0)
       why_built_in_ = "no point ops";
     else
-      source_ = program_source(host_copy(e.body), host_copy(e.after));
+      source_ = program_source(host_copy(e.body), host_copy(e.after), e.reduce);
   }
 
   // Compiles the kernel on first use; a failure is remembered and every
@@ -438,8 +441,8 @@ class PreparedEpilogue final : public PreparedStep {
 }  // namespace
 
 JitProgram epilogue_program(const std::vector<PointOp<float>>& body, const std::vector<PointOp<float>>& after,
-                            DType dtype) {
-  JitProgram p{program_source(body, after), {}};
+                            ReduceKind reduce, DType dtype) {
+  JitProgram p{program_source(body, after, reduce), {}};
   for (int k = 0; k < static_cast<int>(Kernel::count); ++k)
     p.kernels.push_back(kernel_name(Kernel(k), jit::type_name(dtype), "float", kPlanChains));
   return p;

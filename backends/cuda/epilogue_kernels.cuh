@@ -23,7 +23,8 @@
 //           warp per pixel and the output written through shared memory.
 //
 // `Ch` runs the chains: Ch::body(chain, v, i, di, j, dj) and Ch::after(...)
-// apply a chain to N values, value k at the coordinate (i + k di, j + k dj).
+// apply a chain to N values, value k at the coordinate (i + k di, j + k dj);
+// Ch::reduce_kind(a.kind) is the reduction the per-element loops push into.
 #pragma once
 
 #include "backends/cuda/device.cuh"
@@ -48,6 +49,9 @@ struct InterpretedChains {
                                                int64_t dj) {
     body(c, v, i, di, j, dj);  // the same interpreter
   }
+  // The stage's reduction, as the arguments say (a plan's chains give it as
+  // a constant: no dispatch per element).
+  __device__ __forceinline__ static ReduceKind reduce_kind(ReduceKind k) { return k; }
 };
 
 // The body chain on one value at (i, j).
@@ -184,7 +188,7 @@ struct ReduceArgs {
 
 template <class Ch, class T, class A>
 __device__ __forceinline__ void push(const ReduceArgs<T, A>& a, ReduceAcc<A>& acc, T v, int64_t o, int64_t k) {
-  reduce_push(a.kind, acc, body1<Ch>(a.body, to_acc<A>(v), o, k));
+  reduce_push(Ch::reduce_kind(a.kind), acc, body1<Ch>(a.body, to_acc<A>(v), o, k));
 }
 
 // The output index of the walk's t-th output.
@@ -263,7 +267,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_row
       for (int k = 0; k < VEC; ++k) e[k] = to_acc<A>(d.get(k));
       Ch::body(a.body, e, o, 0, kfirst, 1);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) reduce_push(a.kind, acc[k], e[k]);
+      for (int k = 0; k < VEC; ++k) reduce_push(Ch::reduce_kind(a.kind), acc[k], e[k]);
     };
     for (; v + (U - 1) * width < nvec; v += U * width) {
       Vec16<T> d[U];
@@ -333,7 +337,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
 #pragma unroll
           for (int u = 0; u < VEC; ++u) v[u] = to_acc<A>(d.get(u));
           Ch::body(a.body, v, o, 0, k, 1);
-          push_pairs(a.kind, acc0, acc1, v);
+          push_pairs(Ch::reduce_kind(a.kind), acc0, acc1, v);
         }
       }
       for (; k < end; ++k) push<Ch>(a, acc0, base[k], o, k);
@@ -346,7 +350,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
 #pragma unroll
         for (int u = 0; u < U; ++u) v[u] = to_acc<A>(base[(k + u) * a.stride]);
         if (MODE == 1) Ch::body(a.body, v, o, 0, k, 1);  // the chain's fields read once for the U
-        push_pairs(a.kind, acc0, acc1, v);
+        push_pairs(Ch::reduce_kind(a.kind), acc0, acc1, v);
       }
       for (; k < end; ++k) push<Ch>(a, acc0, base[k * a.stride], o, k);
     } else {

@@ -17,7 +17,7 @@ Preparation prepare_epilogue(const EpilogueStep<float>& step, DType dtype);
 Preparation prepare_epilogue(const EpilogueStep<double>& step, DType dtype);
 
 // The NVRTC program of a float32-accumulating epilogue stage with these
-// chains (ops in host memory) over Y of `dtype`, and the name of every kernel
+// chains (ops in host memory) and reduction over Y of `dtype`, and the name of every kernel
 // it may launch: what prepare_epilogue compiles, for the check that each
 // compiles (tests/cuda/jit_check.cpp, which needs no GPU).
 struct JitProgram {
@@ -25,7 +25,7 @@ struct JitProgram {
   std::vector<std::string> kernels;
 };
 JitProgram epilogue_program(const std::vector<PointOp<float>>& body, const std::vector<PointOp<float>>& after,
-                            DType dtype);
+                            ReduceKind reduce, DType dtype);
 
 // conv_transpose2d into Y (NCHW or channels-last), any dtype (conv.cu): the
 // tensor-core kernel or cuDNN's backward-data convolution, whichever

@@ -58,35 +58,48 @@ struct Indexer {
   bool fast = false;              // every extent at most 2^31: the reciprocals are set
 
   KFUSE_HDI int64_t offset(int64_t linear) const {
+    int64_t innermost = 0;
+    return offset(linear, innermost);
+  }
+
+  // offset(linear), and the coordinate along the innermost walked axis
+  // (rank - 1; left as it is when no axis is walked).
+  KFUSE_HDI int64_t offset(int64_t linear, int64_t& innermost) const {
     int64_t off = 0;
     if (fast && static_cast<uint64_t>(linear) < (uint64_t(1) << 32)) {
       uint32_t n = static_cast<uint32_t>(linear);
       for (int d = rank - 1; d >= live; --d) {
         const uint32_t q = divide(n, d);
-        off += static_cast<int64_t>(n - q * static_cast<uint32_t>(size[d])) * stride[d];
+        const int64_t c = n - q * static_cast<uint32_t>(size[d]);
+        if (d == rank - 1) innermost = c;
+        off += c * stride[d];
         n = q;
       }
       return off;
     }
     for (int d = rank - 1; d >= live; --d) {
-      const int64_t i = linear % size[d];
+      const int64_t c = linear % size[d];
+      if (d == rank - 1) innermost = c;
       linear /= size[d];
-      off += i * stride[d];
+      off += c * stride[d];
     }
     return off;
   }
 
-  // Whether offset(linear + t) == offset(linear) for every t in [0, span]
-  // (span >= 0): no walked axis, or a run that stays inside a broadcast
-  // innermost axis. May answer false for runs that do have one offset.
-  KFUSE_HDI bool same_offset(int64_t linear, int64_t span) const {
-    if (span == 0 || live == rank) return true;
-    const int d = rank - 1;
-    if (stride[d] != 0) return false;
-    const int64_t pos = fast && static_cast<uint64_t>(linear) < (uint64_t(1) << 32)
-                            ? int64_t(uint32_t(linear) - divide(uint32_t(linear), d) * uint32_t(size[d]))
-                            : linear % size[d];
-    return pos + span < size[d];
+  // Whether offset(linear + t) == first + t * step for every t in [0, span]
+  // (span >= 0): a run inside the innermost axis, or no walked axis at all
+  // (step 0 where the innermost axis broadcasts: one element for the run).
+  // One walk for the run where offset() per element takes one each. May
+  // answer false for runs that are affine; first and step are set either way.
+  KFUSE_HDI bool run(int64_t linear, int64_t span, int64_t& first, int64_t& step) const {
+    if (live == rank) {
+      first = step = 0;
+      return true;
+    }
+    int64_t innermost = 0;
+    first = offset(linear, innermost);
+    step = stride[rank - 1];
+    return innermost + span < size[rank - 1];
   }
 
   KFUSE_HDI uint32_t divide(uint32_t n, int d) const {

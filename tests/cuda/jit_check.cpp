@@ -77,17 +77,19 @@ TEST_F(NoDiskCache, EveryOpCompiles) {
     body.push_back(scalar(k, 1.25f));
     body.push_back(per_channel(k));
   }
-  detail::cuda::JitProgram p = detail::cuda::epilogue_program(body, {}, DType::f32);
+  detail::cuda::JitProgram p = detail::cuda::epilogue_program(body, {}, ReduceKind::sum, DType::f32);
   p.kernels.resize(1);  // epi_map
   compile_all(p, "every op");
 }
 
-// Every kernel a stage may launch, in each dtype they read.
+// Every kernel a stage may launch, in each dtype they read (each with another
+// reduction kind, a constant in the program).
 TEST_F(NoDiskCache, EveryKernelCompiles) {
   const std::vector<PointOp<float>> body = {unary(UnaryKind::gelu), per_channel(BinaryKind::mul)};
   const std::vector<PointOp<float>> after = {scalar(BinaryKind::mul, 2.0f)};
-  for (DType dt : {DType::f32, DType::bf16, DType::f16})
-    compile_all(detail::cuda::epilogue_program(body, after, dt), to_string(dt));
+  for (auto [dt, kind] : {std::pair(DType::f32, ReduceKind::logsumexp), std::pair(DType::bf16, ReduceKind::max),
+                          std::pair(DType::f16, ReduceKind::mean)})
+    compile_all(detail::cuda::epilogue_program(body, after, kind, dt), detail::cat(to_string(dt), ", ", to_string(kind)));
 }
 
 // A compiled program is kept on disk and read back whole; a damaged file is
@@ -98,7 +100,8 @@ TEST(Nvrtc, CubinsAreCachedOnDisk) {
   fs::remove_all(dir);
   setenv("KFUSE_CUDA_JIT_CACHE", dir.c_str(), 1);
   const detail::cuda::JitProgram p =
-      detail::cuda::epilogue_program({unary(UnaryKind::tanh), per_channel(BinaryKind::add)}, {}, DType::f32);
+      detail::cuda::epilogue_program({unary(UnaryKind::tanh), per_channel(BinaryKind::add)}, {}, ReduceKind::sum,
+                                      DType::f32);
   const int arch = architectures().front();
   const detail::cuda::jit::Cubin first = detail::cuda::jit::compile(p.source, p.kernels[0], arch);
   std::vector<fs::path> files;

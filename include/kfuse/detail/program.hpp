@@ -73,13 +73,21 @@ KFUSE_HDI void apply_binary_n(BinaryKind kind, A s, A (&v)[N]) {
   }
 }
 
-// A tensor operand's op on N values.
+// A tensor operand's op on N values. Where the N elements of the operand lie
+// at a constant step (one walk of its index maps, not N): loaded together,
+// or once and applied as a scalar when the step is 0 (e.g. a per-channel
+// operand along a row of one channel).
 template <class A, int N>
 KFUSE_HDI void apply_operand_n(const PointOp<A>& op, A (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {
-  if (op.outer.same_offset(i, (N - 1) * di) && op.inner.same_offset(j, (N - 1) * dj)) {
-    // One operand element for all N values (e.g. a per-channel operand
-    // along a row of one channel): loaded once, applied as a scalar.
-    apply_binary_n(op.binary, op.operand[op.outer.offset(i) + op.inner.offset(j)], v);
+  int64_t oi, si, oj, sj;
+  if (op.outer.run(i, (N - 1) * di, oi, si) && op.inner.run(j, (N - 1) * dj, oj, sj)) {
+    const A* p = op.operand + oi + oj;
+    const int64_t step = si * di + sj * dj;
+    if (step == 0) {
+      apply_binary_n(op.binary, *p, v);
+    } else {
+      KFUSE_UNROLL for (int k = 0; k < N; ++k) v[k] = apply(op.binary, v[k], p[k * step]);
+    }
   } else {
     KFUSE_UNROLL for (int k = 0; k < N; ++k)
       v[k] = apply(op.binary, v[k], op.operand[op.outer.offset(i + k * di) + op.inner.offset(j + k * dj)]);
