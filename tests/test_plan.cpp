@@ -281,6 +281,16 @@ TEST(KokkosConv, GatherOnRequestAndBadRequestNamed) {
   EXPECT_NE(gather.describe().find("direct gather, a thread per output element (KFUSE_KOKKOS_CONV=gather)"),
             std::string::npos) << gather.describe();
   EXPECT_LE(rel_error(run_poisoned(gather, x), ref), 1e-12);
+#ifdef KFUSE_HAVE_KOKKOS_KERNELS
+  // A geometry the GEMM does not take: the gather, and describe() says why.
+  Pipeline empty({0, 3, 5, 4}, DType::f64);
+  empty.conv_transpose2d(host_random({3, 4, 3, 3}, DType::f64, rng, -1, 1)).relu();
+  unsetenv("KFUSE_KOKKOS_CONV");
+  EXPECT_NE(Plan(empty, {Strategy::fused}).describe().find("direct gather, a thread per output element (there is "
+                                                            "nothing to multiply)"),
+            std::string::npos)
+      << Plan(empty, {Strategy::fused}).describe();
+#endif
   setenv("KFUSE_KOKKOS_CONV", "blas", 1);
   try {
     const Plan bad(p, {Strategy::fused});

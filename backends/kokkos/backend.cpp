@@ -295,19 +295,38 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
   A* op = static_cast<A*>(out.data);
 
   if (e.main == MainKind::map) {
-    // kMapRun consecutive elements a thread: the chain once on all of them.
+    // kMapRun consecutive elements a thread: the chain once on all of them,
+    // moved as 16-byte vectors when Y is dense and both ends are aligned.
+    using V = kokkos::Vec16<A>;
     constexpr int kMapRun = 8;
+    static_assert(kMapRun % V::kVec == 0, "whole vectors a run");
     const A* yp = row.x;
     const Indexer outer = row.outer;
     const bool dense = outer.is_dense();  // no index arithmetic per element
+    const bool vectors = dense && reinterpret_cast<uintptr_t>(yp) % 16 == 0 && reinterpret_cast<uintptr_t>(op) % 16 == 0;
     const int64_t n = y.numel();
     Kokkos::parallel_for("kfuse::epilogue::map", Range(0, (n + kMapRun - 1) / kMapRun), KOKKOS_LAMBDA(int64_t r) {
       const int64_t i0 = r * kMapRun;
       if (i0 + kMapRun <= n) {
         A v[kMapRun];
-        for (int k = 0; k < kMapRun; ++k) v[k] = yp[dense ? i0 + k : outer.offset(i0 + k)];
+        if (vectors) {
+          for (int q = 0; q < kMapRun / V::kVec; ++q) {
+            const V d = reinterpret_cast<const V*>(yp + i0)[q];
+            for (int k = 0; k < V::kVec; ++k) v[q * V::kVec + k] = d.v[k];
+          }
+        } else {
+          for (int k = 0; k < kMapRun; ++k) v[k] = yp[dense ? i0 + k : outer.offset(i0 + k)];
+        }
         body(v, i0, 1, 0, 0);
-        for (int k = 0; k < kMapRun; ++k) op[i0 + k] = v[k];
+        if (vectors) {
+          for (int q = 0; q < kMapRun / V::kVec; ++q) {
+            V d;
+            for (int k = 0; k < V::kVec; ++k) d.v[k] = v[q * V::kVec + k];
+            reinterpret_cast<V*>(op + i0)[q] = d;
+          }
+        } else {
+          for (int k = 0; k < kMapRun; ++k) op[i0 + k] = v[k];
+        }
       } else {
         for (int64_t i = i0; i < n; ++i) op[i] = body(yp[dense ? i : outer.offset(i)], i, 0);
       }
@@ -336,6 +355,9 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
 struct PreparedConv final : PreparedStep {
   ConvStep step;
   std::string why_gather;  // empty: the GEMM where the input allows it
+#ifdef KFUSE_HAVE_KOKKOS_KERNELS
+  std::optional<kokkos::GemmConv> gemm;
+#endif
   explicit PreparedConv(const ConvStep& s) : step(s) {
     if (const char* v = std::getenv("KFUSE_KOKKOS_CONV"); v && *v) {
       if (std::strcmp(v, "gather") == 0) why_gather = "KFUSE_KOKKOS_CONV=gather";
@@ -343,7 +365,11 @@ struct PreparedConv final : PreparedStep {
         fail(ErrorCategory::invalid_argument, "conv_transpose2d", "KFUSE_KOKKOS_CONV is '", v,
              "'; expected gemm or gather");
     }
-#ifndef KFUSE_HAVE_KOKKOS_KERNELS
+#ifdef KFUSE_HAVE_KOKKOS_KERNELS
+    if (why_gather.empty())
+      why_gather = kokkos::GemmConv::refusal(step.in_shape, step.weight.shape(), step.params, step.out_shape);
+    if (why_gather.empty()) gemm.emplace(step.in_shape, step.weight.shape(), step.params, step.out_shape);
+#else
     if (why_gather.empty()) why_gather = "this kfuse was built without Kokkos Kernels";
 #endif
   }
@@ -351,8 +377,8 @@ struct PreparedConv final : PreparedStep {
     const kokkos::DispatchLock lock(kokkos::dispatch_mutex());
     const auto bias = step.bias ? std::optional<TensorView>(step.bias->view()) : std::nullopt;
 #ifdef KFUSE_HAVE_KOKKOS_KERNELS
-    if (why_gather.empty() && kokkos::gemm_conv_refusal(x, step.weight, step.params).empty())
-      return kokkos::conv_transpose2d_gemm_into(x, step.weight, bias, step.params, y);
+    if (gemm && kokkos::GemmConv::refusal(x, step.weight).empty())
+      return gemm->run(x, step.weight, bias, step.params, y);
 #endif
     kokkos::conv_transpose2d_into(x, step.weight, bias, step.params, y);
   }

@@ -10,6 +10,7 @@
 // Every multiply-add of the GEMM is one of the convolution (no inserted zeros),
 // and the gather sums a fixed set of taps per output: no atomics, the same
 // result run to run.
+#include <algorithm>
 #include <climits>
 
 #include "kfuse/kokkos.hpp"  // before Kokkos Kernels' headers (Kokkos' CUDA 13 shims)
@@ -33,7 +34,7 @@ using Matrix = Kokkos::View<T**, Kokkos::LayoutLeft, DeviceMemSpace, Kokkos::Mem
 
 // The input index each tap brings to each output index along one axis, -1
 // where none ([out, k]): the column-to-image gather's divisions done once per
-// output row and column, not once per tap of every output element.
+// plan, not once per tap of every output element.
 Kokkos::View<int*, DeviceMemSpace> tap_table(int64_t out, int64_t k, int64_t stride, int64_t pad, int64_t dilation,
                                              int64_t in) {
   Kokkos::View<int*, DeviceMemSpace> t("kfuse::conv_tap_table", std::size_t(out * k));
@@ -49,7 +50,7 @@ Kokkos::View<int*, DeviceMemSpace> tap_table(int64_t out, int64_t k, int64_t str
 
 template <class T>
 void gemm_conv(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
-               const ConvTranspose2dParams& p, const TensorView& y) {
+               const ConvTranspose2dParams& p, const TensorView& y, const int* th, const int* tw) {
   using A = detail::acc_t<T>;
   const int64_t N = x.shape[0], H = x.shape[2], W = x.shape[3], HW = H * W;
   const int64_t kH = w.shape[2], kW = w.shape[3], cout_g = w.shape[1], cin_g = x.shape[1] / p.groups;
@@ -61,10 +62,6 @@ void gemm_conv(const TensorView& x, const TensorView& w, const std::optional<Ten
   T* yp = static_cast<T*>(y.data);
   const Indexer yix = make_indexer(y.shape, y.strides);
   const bool dense = y.is_contiguous();
-  const auto rows = tap_table(Ho, kH, p.stride[0], p.padding[0], p.dilation[0], H);
-  const auto cols_of = tap_table(Wo, kW, p.stride[1], p.padding[1], p.dilation[1], W);
-  const int* th = rows.data();
-  const int* tw = cols_of.data();
   T* cols = scratch<T>(Slot::conv_cols, p.groups * M * HW);
   const int64_t per_sample = Cout * Ho * Wo;
   for (int64_t n = 0; n < N; ++n) {
@@ -98,22 +95,35 @@ void gemm_conv(const TensorView& x, const TensorView& w, const std::optional<Ten
 
 }  // namespace
 
-std::string gemm_conv_refusal(const TensorView& x, const TensorView& w, const ConvTranspose2dParams& p) {
-  const int64_t H = x.shape[2], W = x.shape[3], cin_g = x.shape[1] / p.groups;
-  const int64_t M = w.shape[1] * w.shape[2] * w.shape[3];
-  if (x.strides[3] != 1 || x.strides[2] != W || x.strides[1] != H * W)
-    return "the input's channels and pixels are not dense (the GEMM reads each sample as one matrix)";
-  if (w.strides[3] != 1 || w.strides[2] != w.shape[3] || w.strides[1] != w.shape[2] * w.shape[3] || w.strides[0] != M)
-    return "the weight is not contiguous";
-  if (H * W > INT_MAX || M > INT_MAX || cin_g > INT_MAX)
+std::string GemmConv::refusal(const Shape& x, const Shape& w, const ConvTranspose2dParams& p, const Shape& y) {
+  const int64_t HW = x[2] * x[3], cin_g = x[1] / p.groups, M = w[1] * w[2] * w[3];
+  const auto empty = [](const Shape& s) { return std::find(s.begin(), s.end(), int64_t(0)) != s.end(); };
+  if (empty(x) || empty(w) || empty(y)) return "there is nothing to multiply";
+  if (x[2] > INT_MAX / x[3] || M > INT_MAX || cin_g > INT_MAX)
     return "a GEMM dimension passes 2^31 - 1 (BLAS takes 32-bit sizes)";
-  if (x.numel() == 0 || w.numel() == 0) return "there is nothing to multiply";
+  if (y[2] > INT_MAX / w[2] || y[3] > INT_MAX / w[3]) return "its tap tables would pass 2^31 - 1 entries";
+  if (M > (INT64_MAX / 8) / HW / p.groups) return "its column buffer would pass 2^63 bytes";
   return "";
 }
 
-void conv_transpose2d_gemm_into(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
-                                const ConvTranspose2dParams& p, const TensorView& y) {
-  dispatch_float(x.dtype, "conv_transpose2d", [&](auto tag) { gemm_conv<decltype(tag)>(x, w, bias, p, y); });
+GemmConv::GemmConv(const Shape& x, const Shape& w, const ConvTranspose2dParams& p, const Shape& y)
+    : rows_(tap_table(y[2], w[2], p.stride[0], p.padding[0], p.dilation[0], x[2])),
+      cols_(tap_table(y[3], w[3], p.stride[1], p.padding[1], p.dilation[1], x[3])) {}
+
+std::string GemmConv::refusal(const TensorView& x, const TensorView& w) {
+  const int64_t H = x.shape[2], W = x.shape[3];
+  if (x.strides[3] != 1 || x.strides[2] != W || x.strides[1] != H * W)
+    return "the input's channels and pixels are not dense (the GEMM reads each sample as one matrix)";
+  if (w.strides[3] != 1 || w.strides[2] != w.shape[3] || w.strides[1] != w.shape[2] * w.shape[3] ||
+      w.strides[0] != w.shape[1] * w.shape[2] * w.shape[3])
+    return "the weight is not contiguous";
+  return "";
+}
+
+void GemmConv::run(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
+                   const ConvTranspose2dParams& p, const TensorView& y) const {
+  dispatch_float(x.dtype, "conv_transpose2d",
+                 [&](auto tag) { gemm_conv<decltype(tag)>(x, w, bias, p, y, rows_.data(), cols_.data()); });
 }
 
 }  // namespace kfuse::kokkos

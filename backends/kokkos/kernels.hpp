@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 
+#include "kfuse/kokkos.hpp"
 #include "kfuse/op_types.hpp"
 #include "kfuse/tensor.hpp"
 
@@ -15,9 +16,19 @@ void conv_transpose2d_into(const TensorView& x, const TensorView& w, const std::
 
 // The same as a GEMM over the input channels (Kokkos Kernels) and a
 // column-to-image gather (conv_gemm.cpp, built with KFUSE_HAVE_KOKKOS_KERNELS),
-// where gemm_conv_refusal is empty; else that says why it does not apply.
-std::string gemm_conv_refusal(const TensorView& x, const TensorView& w, const ConvTranspose2dParams& p);
-void conv_transpose2d_gemm_into(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
-                                const ConvTranspose2dParams& p, const TensorView& y);
+// prepared for one geometry (the gather's tap tables, in device memory).
+class GemmConv {
+ public:
+  // Why the GEMM does not take this geometry ("" when it does): constructible then.
+  static std::string refusal(const Shape& x, const Shape& w, const ConvTranspose2dParams& p, const Shape& y);
+  GemmConv(const Shape& x, const Shape& w, const ConvTranspose2dParams& p, const Shape& y);
+  // Why it does not take these views of that geometry ("" when it does).
+  static std::string refusal(const TensorView& x, const TensorView& w);
+  void run(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
+           const ConvTranspose2dParams& p, const TensorView& y) const;
+
+ private:
+  Kokkos::View<int*, DeviceMemSpace> rows_, cols_;  // [Ho, kH] / [Wo, kW]: the input row / column of each tap
+};
 
 }  // namespace kfuse::kokkos
