@@ -8,26 +8,15 @@
 // items/second counts the conv's multiply-adds (every one of them is needed:
 // neither form multiplies an inserted zero). The conv is timed through a plan
 // of conv -> relu (the fused strategy: the conv step, then a map over Y).
-#include <benchmark/benchmark.h>
-
 #include <cstdlib>
-#include <random>
 
+#include "bench_common.hpp"
 #include "kfuse/plan.hpp"
-#include "kfuse/runtime.hpp"
 
 namespace {
 
 using namespace kfuse;
-
-Tensor uniform(const Shape& s, uint64_t seed, double lo, double hi) {
-  Tensor t = Tensor::empty(s, DType::f32);
-  std::mt19937_64 gen(seed);
-  std::uniform_real_distribution<double> dist(lo, hi);
-  float* p = t.data<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<float>(dist(gen));
-  return t;
-}
+using kfuse_bench::uniform;
 
 struct Geometry {
   const char* name;
@@ -70,12 +59,8 @@ BENCHMARK_CAPTURE(BM_KokkosConv, gather, "gather")->DenseRange(0, 2)->ArgName("g
 }  // namespace
 
 int main(int argc, char** argv) {
-  kfuse::ScopeGuard guard;
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("geometries", "0 = k3 s2 64->64 on [1,64,128,128], 1 = k5 s1 32->96 on [1,32,160,160], "
-                                            "2 = k2 s2 128->64 on [1,128,128,128]");
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return kfuse_bench::run(argc, argv, "geometries",
+                          "0 = k3 s2 64->64 on [1,64,128,128], 1 = k5 s1 32->96 on [1,32,160,160], "
+                          "2 = k2 s2 128->64 on [1,128,128,128]",
+                          [] {});
 }

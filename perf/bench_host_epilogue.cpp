@@ -8,30 +8,18 @@
 //
 // bytes/second counts the plan's floor bytes (Y and the operands read once,
 // the output written once).
-#include <benchmark/benchmark.h>
-
 #include <cstring>
 #include <memory>
-#include <random>
 
+#include "bench_common.hpp"
 #include "kfuse/plan.hpp"
-#include "kfuse/runtime.hpp"
 
 namespace {
 
 using namespace kfuse;
+using kfuse_bench::uniform;
 
 const Shape kY{8, 64, 128, 128};
-
-Tensor uniform(const Shape& s, uint64_t seed, double lo, double hi) {
-  Tensor t = Tensor::empty(s, DType::f32);
-  std::mt19937_64 gen(seed);
-  std::uniform_real_distribution<double> dist(lo, hi);
-  float* p = t.data<float>();
-  const int64_t n = t.numel();
-  for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>(dist(gen));
-  return t;
-}
 
 // Built on first use, released in main() before Kokkos is finalised.
 std::unique_ptr<Tensor> g_y;
@@ -87,13 +75,8 @@ BENCHMARK(BM_Epilogue)->DenseRange(0, 3)->ArgName("chain")->Unit(benchmark::kMil
 }  // namespace
 
 int main(int argc, char** argv) {
-  kfuse::ScopeGuard guard;
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("chains", "0 = map (chan_affine), 1 = lse over C, 2 = gelu, sum over H, "
-                                        "3 = softmax over C; Y = [8,64,128,128] float32");
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  g_y.reset();
-  return 0;
+  return kfuse_bench::run(argc, argv, "chains",
+                          "0 = map (chan_affine), 1 = lse over C, 2 = gelu, sum over H, 3 = softmax over C; "
+                          "Y = [8,64,128,128] float32",
+                          [] { g_y.reset(); });
 }

@@ -6,26 +6,15 @@
 //
 // bytes/second counts the plan's floor bytes (x, weights and operands read
 // once, the output written once).
-#include <benchmark/benchmark.h>
-
 #include <memory>
-#include <random>
 
+#include "bench_common.hpp"
 #include "kfuse/plan.hpp"
-#include "kfuse/runtime.hpp"
 
 namespace {
 
 using namespace kfuse;
-
-Tensor uniform(const Shape& s, uint64_t seed, double lo, double hi) {
-  Tensor t = Tensor::empty(s, DType::f32);
-  std::mt19937_64 gen(seed);
-  std::uniform_real_distribution<double> dist(lo, hi);
-  float* p = t.data<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<float>(dist(gen));
-  return t;
-}
+using kfuse_bench::uniform;
 
 struct Problem {
   Pipeline pipeline;
@@ -97,12 +86,8 @@ BENCHMARK(BM_Fold)->Arg(0)->Arg(1)->ArgName("problem")->Unit(benchmark::kMillise
 }  // namespace
 
 int main(int argc, char** argv) {
-  kfuse::ScopeGuard guard;
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("problems", "0 = convt_gap_bias_lse [16,64,512,512], 1 = convt_mul_gap [16,64,128,128]");
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  for (auto& p : g_problems) p.reset();
-  return 0;
+  return kfuse_bench::run(argc, argv, "problems", "0 = convt_gap_bias_lse [16,64,512,512], 1 = convt_mul_gap [16,64,128,128]",
+                          [] {
+                            for (auto& p : g_problems) p.reset();
+                          });
 }

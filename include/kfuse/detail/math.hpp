@@ -20,29 +20,22 @@ template <class T> KFUSE_HDI T quiet_nan() { return T(NAN); }
 template <class T> struct is_f32 { static constexpr bool value = false; };
 template <> struct is_f32<float> { static constexpr bool value = true; };
 
-// NaN-propagating max/min (torch.maximum / torch.minimum, amax / amin). On
-// sm_80 and later a float takes one instruction (max.NaN) for the six of the
-// compares: reductions over C do little else per element.
-template <class T> KFUSE_HDI T nan_max(T a, T b) {
+// NaN-propagating max (kMax) or min (torch.maximum / torch.minimum, amax /
+// amin). On sm_80 and later a float takes one instruction (max.NaN, min.NaN)
+// where the compares take six: reductions over C do little else per element.
+template <bool kMax, class T> KFUSE_HDI T nan_extreme(T a, T b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   if constexpr (is_f32<T>::value) {
     float r;
-    asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    if constexpr (kMax) asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    else asm("min.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
     return r;
   }
 #endif
-  return is_nan(a) ? a : (is_nan(b) ? b : (a > b ? a : b));
+  return is_nan(a) ? a : (is_nan(b) ? b : ((kMax ? a > b : a < b) ? a : b));
 }
-template <class T> KFUSE_HDI T nan_min(T a, T b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  if constexpr (is_f32<T>::value) {
-    float r;
-    asm("min.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-  }
-#endif
-  return is_nan(a) ? a : (is_nan(b) ? b : (a < b ? a : b));
-}
+template <class T> KFUSE_HDI T nan_max(T a, T b) { return nan_extreme<true>(a, b); }
+template <class T> KFUSE_HDI T nan_min(T a, T b) { return nan_extreme<false>(a, b); }
 
 template <class T> KFUSE_HDI T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
