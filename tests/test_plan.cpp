@@ -235,6 +235,7 @@ TEST(Plan, SeedConvtMulGapMatchesFloat64Reference) { check_seed({{2, 8, 17, 19},
 // and without a bias; an input that is not dense takes the direct gather.
 TEST(KokkosConv, GemmMatchesFloat64GatherOverRandomGeometries) {
   Rng rng(20261201);
+  int gemm_trials = 0;
   for (int trial = 0; trial < 120; ++trial) {
     const ConvConfig c = random_conv(rng);
     SCOPED_TRACE(::testing::Message() << "trial " << trial << " x " << to_string(c.x) << " w " << to_string(c.w)
@@ -258,13 +259,20 @@ TEST(KokkosConv, GemmMatchesFloat64GatherOverRandomGeometries) {
     const std::vector<double> ref = run_poisoned(Plan(pipeline(DType::f64), {Strategy::reference}), x64);
     const Plan p64(pipeline(DType::f64), {Strategy::fused}), p32(pipeline(DType::f32), {Strategy::fused});
 #ifdef KFUSE_HAVE_KOKKOS_KERNELS
-    EXPECT_NE(p32.describe().find("GEMM over the input channels"), std::string::npos) << p32.describe();
+    // The GEMM, or the gather where the padding crops most of the GEMM's products.
+    const std::string d = p32.describe();
+    const bool gemm = d.find("GEMM over the input channels") != std::string::npos;
+    EXPECT_TRUE(gemm || d.find("(the padding crops ") != std::string::npos) << d;
+    gemm_trials += gemm;
 #else
     EXPECT_NE(p32.describe().find("built without Kokkos Kernels"), std::string::npos) << p32.describe();
 #endif
     EXPECT_LE(rel_error(run_poisoned(p64, x64), ref), 1e-12) << p64.describe();
     EXPECT_LE(rel_error(run_poisoned(p32, x32), ref), 1e-6) << p32.describe();
   }
+#ifdef KFUSE_HAVE_KOKKOS_KERNELS
+  EXPECT_GE(gemm_trials, 90);  // 100 of these 120 geometries
+#endif
 }
 
 // KFUSE_KOKKOS_CONV=gather keeps the direct gather (describe() says so); any

@@ -103,6 +103,21 @@ std::string GemmConv::refusal(const Shape& x, const Shape& w, const ConvTranspos
     return "a GEMM dimension passes 2^31 - 1 (BLAS takes 32-bit sizes)";
   if (y[2] > INT_MAX / w[2] || y[3] > INT_MAX / w[3]) return "its tap tables would pass 2^31 - 1 entries";
   if (M > (INT64_MAX / 8) / HW / p.groups) return "its column buffer would pass 2^63 bytes";
+  // The GEMM multiplies every (input, tap) pair; those that land outside the
+  // output (cropped by the padding) are work the gather never does.
+  const auto landing = [](int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad, int64_t dilation) {
+    int64_t pairs = 0;
+    for (int64_t t = 0; t < k; ++t) {
+      const detail::TapRange r = detail::tap_range(in, out, t, stride, pad, dilation);
+      pairs += r.hi - r.lo;
+    }
+    return double(pairs) / (double(in) * double(k));
+  };
+  const double useful = landing(x[2], y[2], w[2], p.stride[0], p.padding[0], p.dilation[0]) *
+                        landing(x[3], y[3], w[3], p.stride[1], p.padding[1], p.dilation[1]);
+  if (useful < 0.5)
+    return detail::cat("the padding crops ", int(100 * (1 - useful) + 0.5), "% of its products (the gather computes only ",
+               "those that land in the output)");
   return "";
 }
 
