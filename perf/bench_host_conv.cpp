@@ -5,9 +5,10 @@
 //
 //   bench_host_conv [--benchmark_filter=...]
 //
-// items/second counts the conv's multiply-adds (every one of them is needed:
-// neither form multiplies an inserted zero). The conv is timed through a plan
-// of conv -> relu (the fused strategy: the conv step, then a map over Y).
+// items/second counts the input-tap products (neither form multiplies an
+// inserted zero; padding 1 or 2 crops a few of the GEMM's). The conv is timed
+// through a plan of conv -> relu (the fused strategy: the conv step, then a
+// map over Y, the same in both).
 #include <cstdlib>
 
 #include "bench_common.hpp"

@@ -7,9 +7,11 @@
 //   cols = Wg^T X                                     [Cout_g*kH*kW, H*W]
 //   y[n, co, oh, ow] = bias[co] + sum of cols[(co, kh, kw), (ih, iw)] over the
 //                      taps (kh, kw) whose input (ih, iw) lands on (oh, ow)
-// Every multiply-add of the GEMM is one of the convolution (no inserted zeros),
-// and the gather sums a fixed set of taps per output: no atomics, the same
-// result run to run.
+// No multiply-add of the GEMM touches an inserted zero, but those of (input,
+// tap) pairs that land outside the output (cropped by the padding) are wasted:
+// a geometry where most would be is left to the gather. The column-to-image
+// gather sums a fixed set of taps per output: no atomics, the same result run
+// to run.
 #include <algorithm>
 #include <climits>
 
@@ -27,8 +29,8 @@ namespace kfuse::kokkos {
 
 namespace {
 
-// A row-major [rows, cols] block with leading dimension ld is the column-major
-// [cols, rows] matrix that BLAS (and Kokkos Kernels' TPL path) takes.
+// A row-major [rows, cols] block is the column-major [cols, rows] matrix that
+// BLAS (and Kokkos Kernels' TPL path) takes.
 template <class T>
 using Matrix = Kokkos::View<T**, Kokkos::LayoutLeft, DeviceMemSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
 
@@ -116,14 +118,14 @@ std::string GemmConv::refusal(const Shape& x, const Shape& w, const ConvTranspos
   const double useful = landing(x[2], y[2], w[2], p.stride[0], p.padding[0], p.dilation[0]) *
                         landing(x[3], y[3], w[3], p.stride[1], p.padding[1], p.dilation[1]);
   if (useful < 0.5)
-    return detail::cat("the padding crops ", int(100 * (1 - useful) + 0.5), "% of its products (the gather computes only ",
-               "those that land in the output)");
+    return detail::cat("the padding crops ", int(100 * (1 - useful) + 0.5),
+                       "% of its products (the gather computes only those that land in the output)");
   return "";
 }
 
 GemmConv::GemmConv(const Shape& x, const Shape& w, const ConvTranspose2dParams& p, const Shape& y)
-    : rows_(tap_table(y[2], w[2], p.stride[0], p.padding[0], p.dilation[0], x[2])),
-      cols_(tap_table(y[3], w[3], p.stride[1], p.padding[1], p.dilation[1], x[3])) {}
+    : tap_rows_(tap_table(y[2], w[2], p.stride[0], p.padding[0], p.dilation[0], x[2])),
+      tap_cols_(tap_table(y[3], w[3], p.stride[1], p.padding[1], p.dilation[1], x[3])) {}
 
 std::string GemmConv::refusal(const TensorView& x, const TensorView& w) {
   const int64_t H = x.shape[2], W = x.shape[3];
@@ -138,7 +140,7 @@ std::string GemmConv::refusal(const TensorView& x, const TensorView& w) {
 void GemmConv::run(const TensorView& x, const TensorView& w, const std::optional<TensorView>& bias,
                    const ConvTranspose2dParams& p, const TensorView& y) const {
   dispatch_float(x.dtype, "conv_transpose2d",
-                 [&](auto tag) { gemm_conv<decltype(tag)>(x, w, bias, p, y, rows_.data(), cols_.data()); });
+                 [&](auto tag) { gemm_conv<decltype(tag)>(x, w, bias, p, y, tap_rows_.data(), tap_cols_.data()); });
 }
 
 }  // namespace kfuse::kokkos

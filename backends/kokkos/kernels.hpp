@@ -28,7 +28,7 @@ class GemmConv {
            const ConvTranspose2dParams& p, const TensorView& y) const;
 
  private:
-  Kokkos::View<int*, DeviceMemSpace> rows_, cols_;  // [Ho, kH] / [Wo, kW]: the input row / column of each tap
+  Kokkos::View<int*, DeviceMemSpace> tap_rows_, tap_cols_;  // [Ho, kH] / [Wo, kW]: each tap's input row / column
 };
 
 }  // namespace kfuse::kokkos
