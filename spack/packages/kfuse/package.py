@@ -41,9 +41,9 @@ class Kfuse(CMakePackage, CudaPackage):
     for _arch in CudaPackage.cuda_arch_values:
         depends_on(f"kokkos cuda_arch={_arch}", when=f"+cuda cuda_arch={_arch}")
 
-    # The GEMM on the GPU through cuBLAS when Kokkos runs on CUDA.
-    depends_on("kokkos-kernels@3.4:4", when="+kokkos_kernels")
-    depends_on("kokkos-kernels+cublas", when="+kokkos_kernels+cuda")
+    # The GEMM through a BLAS on the host, through cuBLAS when Kokkos runs on CUDA.
+    depends_on("kokkos-kernels@3.4:4+blas", when="+kokkos_kernels")
+    depends_on("kokkos-kernels+cuda+cublas", when="+kokkos_kernels+cuda")
 
     depends_on("cuda@12:", when="+cuda")  # cudaLaunchKernelEx
     depends_on("cudnn@8:", when="+cudnn")  # the cuDNN 7/8 convolution API, kept in 9
