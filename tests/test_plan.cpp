@@ -276,8 +276,9 @@ TEST(KokkosConv, GemmMatchesFloat64GatherOverRandomGeometries) {
 }
 
 // KFUSE_KOKKOS_CONV=gather keeps the direct gather (describe() says so); any
-// other value than gemm or gather is an error that names it.
-TEST(KokkosConv, GatherOnRequestAndBadRequestNamed) {
+// other value than gemm or gather is an error that names it; TF32 asked for
+// is strict fp32 on this path, and describe() says that too.
+TEST(KokkosConv, DescribeSaysWhichConvAndWhy) {
   Rng rng(11);
   Pipeline p({2, 3, 5, 4}, DType::f64);
   p.conv_transpose2d(host_random({3, 4, 3, 3}, DType::f64, rng, -1, 1), std::nullopt,
@@ -299,6 +300,13 @@ TEST(KokkosConv, GatherOnRequestAndBadRequestNamed) {
             std::string::npos)
       << Plan(empty, {Strategy::fused}).describe();
 #endif
+  // Asked for TF32, the Kokkos conv multiplies in strict fp32 and says so.
+  PlanOptions tf32{Strategy::fused};
+  tf32.precision = Precision::tf32;
+  const Plan rounded_allowed(p, tf32);
+  EXPECT_NE(rounded_allowed.describe().find("strict fp32: the Kokkos path has no TF32 conv"), std::string::npos)
+      << rounded_allowed.describe();
+  EXPECT_LE(rel_error(run_poisoned(rounded_allowed, x), ref), 1e-12);
   setenv("KFUSE_KOKKOS_CONV", "blas", 1);
   try {
     const Plan bad(p, {Strategy::fused});

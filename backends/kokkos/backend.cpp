@@ -385,9 +385,12 @@ struct PreparedConv final : PreparedStep {
     kokkos::conv_transpose2d_into(x, step.weight, bias, step.params, y);
   }
   std::string describe() const override {
-    if (!why_gather.empty()) return cat("direct gather, a thread per output element (", why_gather, ")");
-    return "GEMM over the input channels (KokkosBlas::gemm) and a column-to-image gather (the direct gather "
-           "where the input's channels and pixels are not dense)";
+    // TF32 allows a rounded multiply; the Kokkos path multiplies in strict fp32 all the same.
+    const char* strict = step.precision == Precision::tf32 ? "; strict fp32: the Kokkos path has no TF32 conv" : "";
+    if (!why_gather.empty()) return cat("direct gather, a thread per output element (", why_gather, ")", strict);
+    return cat("GEMM over the input channels (KokkosBlas::gemm) and a column-to-image gather (the direct gather "
+               "where the input's channels and pixels are not dense)",
+               strict);
   }
 };
 
