@@ -40,6 +40,14 @@ struct Body {
   KOKKOS_INLINE_FUNCTION void operator()(T (&v)[N], int64_t o, int64_t d_o, int64_t k, int64_t dk) const {
     detail::apply_chain(ops, n, v, o, d_o, k, dk);
   }
+  // Column k of rows o0, o0 + 1, ... for the first nb of the N values: all at
+  // once when nb == N, else one by one.
+  template <int N>
+  KOKKOS_INLINE_FUNCTION void across(T (&v)[N], int nb, int64_t o0, int64_t k) const {
+    if (nb == N) (*this)(v, o0, 1, k, 0);
+    else
+      for (int m = 0; m < nb; ++m) v[m] = (*this)(v[m], o0 + m, k);
+  }
 };
 
 // The reduction of elements [k0, k0 + n) of row o after `body` (the identity
@@ -128,9 +136,7 @@ KOKKOS_INLINE_FUNCTION void column_values(const Row<T>& row, const Body<T>& body
                                           int nb, int64_t o0, int64_t k, T (&v)[kColumns]) {
   const int64_t ko = row.inner.offset(k);
   for (int m = 0; m < nb; ++m) v[m] = row.x[base[m] + ko];
-  if (nb == kColumns) body(v, o0, 1, k, 0);
-  else
-    for (int m = 0; m < nb; ++m) v[m] = body(v[m], o0 + m, k);
+  body.across(v, nb, o0, k);
 }
 
 // out[o] = the reduction of row o after `body`, walked across (by_columns).
@@ -235,9 +241,7 @@ void softmax_columns(const char* label, const SoftmaxRows<2, T, R>& s, int64_t r
       T v[kColumns];
       column_values(s.row, s.body, base, nb, o0, k, v);
       for (int m = 0; m < nb; ++m) v[m] = T(detail::softmax_value(acc[m], R(v[m])));
-      if (nb == kColumns) s.after(v, o0, 1, k, 0);
-      else
-        for (int m = 0; m < nb; ++m) v[m] = s.after(v[m], o0 + m, k);
+      s.after.across(v, nb, o0, k);
       const int64_t ko = s.out_inner.offset(k);
       for (int m = 0; m < nb; ++m) s.out[dst[m] + ko] = v[m];
     }
