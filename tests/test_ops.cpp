@@ -118,6 +118,8 @@ TEST(Indexer, OffsetsMatchThePlainWalk) {
       {{5, 6, 7}, {-42, 7, -1}},                      // negative strides
       {{1, 1, 1}, {3, 2, 1}},                         // one element
       {{3, 1 << 16, 1 << 15}, {int64_t(1) << 31, 1 << 15, 1}},  // 2^32 and more elements
+      {{1 << 16, 1 << 16}, {1, 1 << 16}},             // 2^32 elements: the last index is 2^32 - 1
+      {{(1 << 16) + 1, 1 << 16}, {1, (1 << 16) + 1}},  // just past 2^32
       {{int64_t(1) << 31, 3}, {1, int64_t(1) << 31}},  // an extent of 2^31
       {{int64_t(1) << 31 | 1, 2}, {2, 1}},           // past 2^31: the 64-bit division only
       {{7, 11, 13, 17, 19, 23, 29, 31}, {0, 1, 0, 0, 3, 0, 0, 1}},
@@ -144,6 +146,11 @@ TEST(Indexer, OffsetsMatchThePlainWalk) {
     }
     EXPECT_LE(ix.rank, int(size.size()));
   }
+  // The 32-bit walk takes every extent of at most 2^31 whose product (the
+  // indices it is given) is at most 2^32; the 64-bit one the rest.
+  EXPECT_TRUE(kfuse::make_indexer({1 << 16, 1 << 16}, {1, 1 << 16}).fast);
+  EXPECT_FALSE(kfuse::make_indexer({(1 << 16) + 1, 1 << 16}, {1, (1 << 16) + 1}).fast);
+  EXPECT_FALSE(kfuse::make_indexer({int64_t(1) << 31 | 1, 2}, {2, 1}).fast);
   // Squeezed and merged: a per-channel operand over NCHW walks 3 axes; contiguous data 1.
   const kfuse::Indexer per_channel = kfuse::make_indexer({3, 64, 256, 256}, {0, 1, 0, 0});
   EXPECT_EQ(per_channel.rank, 3);

@@ -380,7 +380,6 @@ void run_general(Context& c, const std::string& dir) {
   std::ifstream(dir + "/cases.json") >> cases;
   for (const json& k : cases) {
     const std::string name = k["name"].get<std::string>();
-    if (!c.opt.only.empty() && name.find(c.opt.only) == std::string::npos) continue;
     // "strict" and "tf32": the float32 spec; "bf16": the spec in bfloat16 (fp32 accumulation).
     // Each dtype's spec and input on the device are made once.
     std::map<bool, std::pair<Spec, Tensor>> loaded;
@@ -397,6 +396,7 @@ void run_general(Context& c, const std::string& dir) {
     for (const json& pj : k["precisions"]) {
       const std::string prec = pj.get<std::string>();
       const std::string label = name + "-" + prec;
+      if (label.find(c.opt.only) == std::string::npos) continue;  // --only: part of "<case>-<precision>"
       const bool bf16 = prec == "bf16";
       const auto& [spec, dx] = in_dtype(bf16);
       PlanOptions po;
