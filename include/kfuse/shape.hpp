@@ -43,12 +43,11 @@ Shape reduced_shape(const Shape& shape, uint32_t mask, bool keepdim);
 // `stride`. A zero stride broadcasts. Plain data: passed by value to kernels.
 // make_indexer builds it with the axes of extent 1 dropped and neighbours
 // that walk as one axis merged (the same offsets, fewer divisions), and with
-// each extent's 32-bit reciprocal: when the extents' product is at most
-// 2^32, a linear index is split into coordinates by a multiply-high and a
-// shift per axis (Granlund-Montgomery, as PyTorch's IntDivider), where a
-// 64-bit division costs tens of instructions on a GPU; past it, by 64-bit
-// division. Outer axes of stride 0 (an operand broadcast over them) are not
-// split off at all.
+// each extent's 32-bit reciprocal: below 2^32 a linear index is split into
+// coordinates by a multiply-high and a shift per axis (Granlund-Montgomery,
+// as PyTorch's IntDivider), where a 64-bit division costs tens of
+// instructions on a GPU; above it, by 64-bit division. Outer axes of stride
+// 0 (an operand broadcast over them) are not split off at all.
 struct Indexer {
   int rank = 0;
   int live = 0;  // axes [live, rank) are walked: those before have stride 0
@@ -56,11 +55,7 @@ struct Indexer {
   int64_t stride[kMaxRank] = {};
   uint32_t magic[kMaxRank] = {};  // q = (umulhi(n, magic) + n) >> shift  (n < 2^32)
   uint32_t shift[kMaxRank] = {};
-  // Every extent at most 2^31 and their product at most 2^32: the reciprocals
-  // are set and every index walked (below the product) fits 32 bits, so
-  // offset() takes the 32-bit walk without a test per call (a plan's
-  // compiled kernels know `fast` as a constant: no 64-bit path in their code).
-  bool fast = false;
+  bool fast = false;              // every extent at most 2^31: the reciprocals are set
 
   KFUSE_HDI int64_t offset(int64_t linear) const {
     int64_t innermost = 0;
@@ -71,7 +66,7 @@ struct Indexer {
   // (rank - 1; left as it is when no axis is walked).
   KFUSE_HDI int64_t offset(int64_t linear, int64_t& innermost) const {
     int64_t off = 0;
-    if (fast) {
+    if (fast && static_cast<uint64_t>(linear) < (uint64_t(1) << 32)) {
       uint32_t n = static_cast<uint32_t>(linear);
       for (int d = rank - 1; d >= live; --d) {
         const uint32_t q = divide(n, d);

@@ -103,11 +103,9 @@ Indexer make_indexer(const Shape& size, const Shape& stride) {
   }
   while (ix.live < ix.rank && ix.stride[ix.live] == 0) ++ix.live;
   ix.fast = true;
-  uint64_t product = 1;
   for (int d = 0; d < ix.rank; ++d) {
     const uint64_t divisor = static_cast<uint64_t>(ix.size[d]);
-    product *= divisor;  // no overflow: each factor and the product so far at most 2^32
-    if (divisor == 0 || divisor > (uint64_t(1) << 31) || product > (uint64_t(1) << 32)) {
+    if (divisor == 0 || divisor > (uint64_t(1) << 31)) {
       ix.fast = false;
       break;
     }
