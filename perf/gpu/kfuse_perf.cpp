@@ -69,7 +69,7 @@ struct Options {
   std::string specs = "specs";
   std::string out = "perf/results";
   std::string export_dir;
-  std::string only;
+  std::string only;     // --only: run the cases whose name (in the set: "<case>-<precision>") contains it
   std::string general;  // --general DIR: the benchmark set that general.py prepared
   YLayout y_layout = YLayout::automatic;  // --y-layout: the conv output's layout in the set's plans
   int reps = 50;
@@ -77,6 +77,8 @@ struct Options {
   bool weak = true;
   bool tuning = false;
   bool ncu = false;  // one run per case, no flush, no copy benchmark (under ncu)
+
+  bool wants(const std::string& name) const { return name.find(only) != std::string::npos; }
 };
 
 struct Stats {
@@ -396,7 +398,7 @@ void run_general(Context& c, const std::string& dir) {
     for (const json& pj : k["precisions"]) {
       const std::string prec = pj.get<std::string>();
       const std::string label = name + "-" + prec;
-      if (label.find(c.opt.only) == std::string::npos) continue;  // --only: part of "<case>-<precision>"
+      if (!c.opt.wants(label)) continue;
       const bool bf16 = prec == "bf16";
       const auto& [spec, dx] = in_dtype(bf16);
       PlanOptions po;
@@ -520,7 +522,6 @@ int main(int argc, char** argv) {
   c.copy_gbps = o.ncu ? 0.0 : copy_bandwidth(std::size_t(1) << 30, *c.flusher);
   std::printf("device-to-device copy: %.1f GB/s (read + write)\n", c.copy_gbps);
 
-  const auto want = [&](const std::string& n) { return o.only.empty() || n.find(o.only) != std::string::npos; };
   const std::string s1 = o.specs + "/convt_gap_bias_lse.json", s2 = o.specs + "/convt_mul_gap.json";
 #ifdef KFUSE_HAVE_CUDA
   constexpr bool kCudaBackend = true;
@@ -531,25 +532,25 @@ int main(int argc, char** argv) {
     if (!o.general.empty()) {
       run_general(c, o.general);
     } else {
-      if (want("convt_gap_bias_lse")) run_spec(c, s1, "convt_gap_bias_lse", std::nullopt);
-      if (want("convt_mul_gap")) run_spec(c, s2, "convt_mul_gap", std::nullopt);
-      if (want("spatial_mean")) run_spec(c, o.specs + "/spatial_mean.json", "spatial_mean", std::nullopt);
-      if (kCudaBackend && want("convt_gap_bias_lse_bf16")) run_spec(c, s1, "convt_gap_bias_lse_bf16", DType::bf16);
-      if (kCudaBackend && want("convt_mul_gap_bf16")) run_spec(c, s2, "convt_mul_gap_bf16", DType::bf16);
-      if (kCudaBackend && want("convt_mul_gap_fused"))
+      if (o.wants("convt_gap_bias_lse")) run_spec(c, s1, "convt_gap_bias_lse", std::nullopt);
+      if (o.wants("convt_mul_gap")) run_spec(c, s2, "convt_mul_gap", std::nullopt);
+      if (o.wants("spatial_mean")) run_spec(c, o.specs + "/spatial_mean.json", "spatial_mean", std::nullopt);
+      if (kCudaBackend && o.wants("convt_gap_bias_lse_bf16")) run_spec(c, s1, "convt_gap_bias_lse_bf16", DType::bf16);
+      if (kCudaBackend && o.wants("convt_mul_gap_bf16")) run_spec(c, s2, "convt_mul_gap_bf16", DType::bf16);
+      if (kCudaBackend && o.wants("convt_mul_gap_fused"))
         run_spec(c, s2, "convt_mul_gap_fused_cudnn", std::nullopt, Strategy::fused);
       const Shape big{16, 128, 256, 256};
-      if (want("epi_mean_hw")) run_epilogue(c, "epi_mean_hw", big, [](Pipeline& p) { p.mean({2, 3}); });
-      if (want("epi_lse_c")) run_epilogue(c, "epi_lse_c", big, [](Pipeline& p) { p.logsumexp({1}, true); });
-      if (want("epi_relu_map")) run_epilogue(c, "epi_relu_mul_map", big, [](Pipeline& p) { p.relu().mul(2.0); });
-      if (want("epi_softmax_w")) run_epilogue(c, "epi_softmax_w", big, [](Pipeline& p) { p.softmax(3); });
-      if (want("epi_softmax_c")) run_epilogue(c, "epi_softmax_c", big, [](Pipeline& p) { p.softmax(1); });
-      if (want("epi_gap_tail")) run_epilogue(c, "epi_mean_bias_lse_tail", big, [](Pipeline& p) {
+      if (o.wants("epi_mean_hw")) run_epilogue(c, "epi_mean_hw", big, [](Pipeline& p) { p.mean({2, 3}); });
+      if (o.wants("epi_lse_c")) run_epilogue(c, "epi_lse_c", big, [](Pipeline& p) { p.logsumexp({1}, true); });
+      if (o.wants("epi_relu_map")) run_epilogue(c, "epi_relu_mul_map", big, [](Pipeline& p) { p.relu().mul(2.0); });
+      if (o.wants("epi_softmax_w")) run_epilogue(c, "epi_softmax_w", big, [](Pipeline& p) { p.softmax(3); });
+      if (o.wants("epi_softmax_c")) run_epilogue(c, "epi_softmax_c", big, [](Pipeline& p) { p.softmax(1); });
+      if (o.wants("epi_gap_tail")) run_epilogue(c, "epi_mean_bias_lse_tail", big, [](Pipeline& p) {
         Tensor b = Tensor::empty({128, 1, 1}, DType::f32, Memory::host);
         for (int64_t i = 0; i < 128; ++i) b.data<float>()[i] = float(0.01 * i);
         p.mean({2, 3}, true).add(b).logsumexp({1}, true).mul(10.0);
       });
-      if (o.weak && want("fold_weak"))
+      if (o.weak && o.wants("fold_weak"))
         for (int64_t hw : {64, 128, 256, 512, 1024}) run_weak(c, hw, DType::f32);
     }
   } catch (const std::exception& e) {
