@@ -102,7 +102,7 @@ class PreparedConv final : public PreparedStep {
 
   void run(const TensorView& x, const TensorView& y) const override {
     if (igemm_ && x.is_contiguous()) {
-      igemm_->run(x.data, y.data, nullptr, 0, stream());
+      igemm_->run(x.data, y.data, stream());
       t_conv_path = "igemm";
       return;
     }
@@ -165,7 +165,7 @@ class PreparedConv final : public PreparedStep {
       return f();
     };
     const double t_igemm =
-        twice([&] { return time_launches([&] { igemm_->run(x.view().data, y.view().data, nullptr, 0, stream()); }); });
+        twice([&] { return time_launches([&] { igemm_->run(x.view().data, y.view().data, stream()); }); });
     const double t_cudnn = twice([&] { return time_launches([&] { run_cudnn(c, x.view(), y.view()); }); });
     timing_ = cat(" (measured: tensor-core kernel ", t_igemm, " ms, cuDNN ", t_cudnn, " ms)");
     if (!(t_igemm < 0.98 * t_cudnn)) igemm_.reset();

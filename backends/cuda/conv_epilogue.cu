@@ -12,29 +12,30 @@ namespace kfuse::detail::cuda {
 
 namespace {
 
+// The epilogue step's chains as the kernel's epilogue (the plan's memory
+// holds them as long as the step).
+IgemmEpilogue igemm_epilogue(const EpilogueStep<float>& e) {
+  IgemmEpilogue ep;
+  ep.body = e.body;
+  ep.mode = e.main == MainKind::map ? 0 : e.main == MainKind::reduce ? 1 : 2;
+  ep.kind = e.reduce;
+  ep.after = e.after;
+  return ep;
+}
+
 class PreparedConvEpilogue final : public PreparedStep {
  public:
   PreparedConvEpilogue(const ConvEpilogueStep& step, DType dtype, IgemmPrecision precision)
       : step_(step),
         weight_(in_dtype(step.conv.weight, dtype)),
         bias_(step.conv.bias ? in_dtype(*step.conv.bias, dtype) : Tensor()),
-        conv_(igemm_problem(step.conv), precision, weight_.view().data, bias_.defined() ? bias_.view().data : nullptr) {}
+        conv_(igemm_problem(step.conv), precision, weight_.view().data, bias_.defined() ? bias_.view().data : nullptr,
+              igemm_epilogue(step_.epilogue)) {}
 
   void run(const TensorView& x, const TensorView& out) const override {
     // The kernel reads x as contiguous NCHW: a strided x is copied once first.
     const Tensor packed = x.is_contiguous() ? Tensor() : Tensor::copy_of(x, Memory::cuda);
-    const void* xp = packed.defined() ? packed.view().data : x.data;
-    const EpilogueStep<float>& e = step_.epilogue;
-    if (e.main == MainKind::map) {
-      conv_.run(xp, out.data, e.body.ops, e.body.n, stream());
-      return;
-    }
-    IgemmReduceC r;
-    r.softmax = e.main == MainKind::softmax;
-    r.kind = e.reduce;
-    r.post = e.after.ops;
-    r.post_len = e.after.n;
-    conv_.run_reduce_c(xp, out.data, e.body.ops, e.body.n, r, stream());
+    conv_.run(packed.defined() ? packed.view().data : x.data, out.data, stream());
   }
 
   std::string describe() const override { return conv_.describe(); }

@@ -123,6 +123,31 @@ __device__ __forceinline__ S block_sum(S v, S* scratch /* >= 33 */) {
   return scratch[32];
 }
 
+// ---- Point chains in kernels ----------------------------------------------------------
+// A kernel template takes `Ch`, which runs its chains: Ch::body(chain, v, i,
+// di, j, dj) and Ch::after(...) apply a chain to N values, value k at the
+// coordinate (i + k di, j + k dj); Ch::reduce_kind(k) is the reduction the
+// per-element loops push into. Built into the library with InterpretedChains;
+// compiled again at plan time with a plan's PlanChains (jit::chains_struct):
+// its ops as straight-line code, its reduction kind a constant.
+
+// The plan's ops interpreted one by one (their kinds read at run time).
+struct InterpretedChains {
+  template <class A, int N>
+  __device__ __forceinline__ static void body(const Chain<A>& c, A (&v)[N], int64_t i, int64_t di, int64_t j,
+                                              int64_t dj) {
+    apply_chain(c.ops, c.n, v, i, di, j, dj);
+  }
+  template <class A, int N>
+  __device__ __forceinline__ static void after(const Chain<A>& c, A (&v)[N], int64_t i, int64_t di, int64_t j,
+                                               int64_t dj) {
+    body(c, v, i, di, j, dj);  // the same interpreter
+  }
+  // The stage's reduction, as the arguments say (a plan's chains give it as
+  // a constant: no dispatch per element).
+  __device__ __forceinline__ static ReduceKind reduce_kind(ReduceKind k) { return k; }
+};
+
 // ---- Groups for detail::run_tail ----------------------------------------------------
 // for_each(n, f): f(k) for k in [0, n) spread over the group, then a barrier.
 // reduce(kind, n, f): ReduceAcc over f(k), the same in every member.

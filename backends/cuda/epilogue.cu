@@ -76,14 +76,10 @@ const void* builtin(Kernel k) {
 
 // The NVRTC program of a stage: the kernels' header, its chains as code and
 // its reduction kind as a constant.
-constexpr const char* kPlanChains = "kfuse::detail::cuda::epi::PlanChains";
 template <class A>
 std::string program_source(const std::vector<PointOp<A>>& body, const std::vector<PointOp<A>>& after,
                            ReduceKind reduce) {
-  return cat("#include \"backends/cuda/epilogue_kernels.cuh\"\nnamespace kfuse::detail::cuda::epi {\n",
-             "struct PlanChains {\n", jit::chain_function("body", body), jit::chain_function("after", after),
-             "__device__ __forceinline__ static constexpr ReduceKind reduce_kind(ReduceKind) { return ReduceKind(",
-             int(reduce), "); }\n};\n}  // namespace kfuse::detail::cuda::epi\n");
+  return "#include \"backends/cuda/epilogue_kernels.cuh\"\n" + jit::chains_struct(body, after, reduce);
 }
 
 // The single stride of an Indexer with at most one axis of extent > 1 (false otherwise).
@@ -224,7 +220,7 @@ class StageKernels {
     else if (e.body.n == 0 && e.after.n == 0)
       why_built_in_ = "no point ops";
     else
-      source_ = program_source(host_copy(e.body), host_copy(e.after), e.reduce);
+      source_ = program_source(jit::host_ops(e.body), jit::host_ops(e.after), e.reduce);
   }
 
   // Compiles the kernel on first use; a failure is remembered and every
@@ -234,7 +230,7 @@ class StageKernels {
     const void*& slot = compiled_[static_cast<int>(k)];
     if (!slot && why_built_in_.empty()) {
       try {
-        slot = jit::kernel(source_, kernel_name(k, elem_, acc_, kPlanChains));
+        slot = jit::kernel(source_, kernel_name(k, elem_, acc_, jit::kPlanChains));
       } catch (const Error& err) {
         why_built_in_ = cat("NVRTC failed: ", err.what());
       }
@@ -252,12 +248,6 @@ class StageKernels {
   }
 
  private:
-  static std::vector<PointOp<A>> host_copy(const Chain<A>& c) {
-    std::vector<PointOp<A>> ops(static_cast<std::size_t>(c.n));
-    if (c.n > 0) KFUSE_CUDA_CHECK(cudaMemcpy(ops.data(), c.ops, ops.size() * sizeof(PointOp<A>), cudaMemcpyDefault));
-    return ops;
-  }
-
   const char* elem_;
   const char* acc_;
   std::string source_;
@@ -444,7 +434,7 @@ JitProgram epilogue_program(const std::vector<PointOp<float>>& body, const std::
                             ReduceKind reduce, DType dtype) {
   JitProgram p{program_source(body, after, reduce), {}};
   for (int k = 0; k < static_cast<int>(Kernel::count); ++k)
-    p.kernels.push_back(kernel_name(Kernel(k), jit::type_name(dtype), "float", kPlanChains));
+    p.kernels.push_back(kernel_name(Kernel(k), jit::type_name(dtype), "float", jit::kPlanChains));
   return p;
 }
 

@@ -22,9 +22,8 @@
 //           or once when a warp holds it; over C of a channels-last Y, a
 //           warp per pixel and the output written through shared memory.
 //
-// `Ch` runs the chains: Ch::body(chain, v, i, di, j, dj) and Ch::after(...)
-// apply a chain to N values, value k at the coordinate (i + k di, j + k dj);
-// Ch::reduce_kind(a.kind) is the reduction the per-element loops push into.
+// `Ch` runs the chains (device.cuh: InterpretedChains, or a plan's compiled
+// PlanChains).
 #pragma once
 
 #include "backends/cuda/device.cuh"
@@ -36,23 +35,6 @@
 #endif
 
 namespace kfuse::detail::cuda::epi {
-
-// The plan's ops interpreted one by one (their kinds read at run time).
-struct InterpretedChains {
-  template <class A, int N>
-  __device__ __forceinline__ static void body(const Chain<A>& c, A (&v)[N], int64_t i, int64_t di, int64_t j,
-                                              int64_t dj) {
-    apply_chain(c.ops, c.n, v, i, di, j, dj);
-  }
-  template <class A, int N>
-  __device__ __forceinline__ static void after(const Chain<A>& c, A (&v)[N], int64_t i, int64_t di, int64_t j,
-                                               int64_t dj) {
-    body(c, v, i, di, j, dj);  // the same interpreter
-  }
-  // The stage's reduction, as the arguments say (a plan's chains give it as
-  // a constant: no dispatch per element).
-  __device__ __forceinline__ static ReduceKind reduce_kind(ReduceKind k) { return k; }
-};
 
 // The body chain on one value at (i, j).
 template <class Ch, class A>

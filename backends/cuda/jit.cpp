@@ -244,4 +244,25 @@ std::string chain_function(const char* name, const std::vector<PointOp<A>>& ops)
 template std::string chain_function(const char*, const std::vector<PointOp<float>>&);
 template std::string chain_function(const char*, const std::vector<PointOp<double>>&);
 
+template <class A>
+std::vector<PointOp<A>> host_ops(const Chain<A>& chain) {
+  std::vector<PointOp<A>> ops(static_cast<std::size_t>(chain.n));
+  if (chain.n > 0)
+    KFUSE_CUDA_CHECK(cudaMemcpy(ops.data(), chain.ops, ops.size() * sizeof(PointOp<A>), cudaMemcpyDefault), "a point chain");
+  return ops;
+}
+template std::vector<PointOp<float>> host_ops(const Chain<float>&);
+template std::vector<PointOp<double>> host_ops(const Chain<double>&);
+
+template <class A>
+std::string chains_struct(const std::vector<PointOp<A>>& body, const std::vector<PointOp<A>>& after, ReduceKind reduce) {
+  return cat("namespace kfuse::detail::cuda {\nstruct PlanChains {\n", chain_function("body", body),
+             chain_function("after", after),
+             "__device__ __forceinline__ static constexpr ReduceKind reduce_kind(ReduceKind) { return ReduceKind(",
+             int(reduce), "); }\n};\n}  // namespace kfuse::detail::cuda\n");
+}
+
+template std::string chains_struct(const std::vector<PointOp<float>>&, const std::vector<PointOp<float>>&, ReduceKind);
+template std::string chains_struct(const std::vector<PointOp<double>>&, const std::vector<PointOp<double>>&, ReduceKind);
+
 }  // namespace kfuse::detail::cuda::jit

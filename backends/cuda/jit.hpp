@@ -56,4 +56,15 @@ const char* acc_type_name() {
 template <class A>
 std::string chain_function(const char* name, const std::vector<PointOp<A>>& ops);
 
+// A kernel template's `Ch` (device.cuh) for one plan: the struct kPlanChains
+// with the chains `body` and `after` as code (chain_function) and `reduce`
+// as its reduction kind, to append to a program that includes the kernels.
+// A chain's ops (in device or host memory) copied to the host, for chains_struct.
+template <class A>
+std::vector<PointOp<A>> host_ops(const Chain<A>& chain);
+
+constexpr const char* kPlanChains = "kfuse::detail::cuda::PlanChains";
+template <class A>
+std::string chains_struct(const std::vector<PointOp<A>>& body, const std::vector<PointOp<A>>& after, ReduceKind reduce);
+
 }  // namespace kfuse::detail::cuda::jit

@@ -6,6 +6,8 @@
 
 namespace kfuse::detail::cuda {
 
+enum class IgemmPrecision;
+
 // The fold (DESIGN.md section 4): x of dtype f32/f16/bf16 (A = float, output
 // in x's dtype) or f64; two launches, the plane sums, then the contraction
 // fused with the tail.
@@ -27,6 +29,13 @@ struct JitProgram {
 JitProgram epilogue_program(const std::vector<PointOp<float>>& body, const std::vector<PointOp<float>>& after,
                             ReduceKind reduce, DType dtype);
 
+// The NVRTC program of the implicit-GEMM conv kernel (convt_igemm.cuh) of a
+// precision with these chains (host memory) and reduction kind: its generic
+// and its fast-path kernel, in that order. What IgemmConv compiles, for the
+// same check.
+JitProgram igemm_program(IgemmPrecision precision, const std::vector<PointOp<float>>& body,
+                         const std::vector<PointOp<float>>& after, ReduceKind reduce);
+
 // conv_transpose2d into Y (NCHW or channels-last), any dtype (conv.cu): the
 // tensor-core kernel or cuDNN's backward-data convolution, whichever
 // measures faster, else a plain CUDA gather kernel.
@@ -41,7 +50,6 @@ Preparation prepare_conv_epilogue(const ConvEpilogueStep& step, DType dtype);
 // The implicit-GEMM kernel's description of a conv step's geometry, and its
 // product for a dtype and precision (float32: 3xTF32 strict, or TF32).
 struct IgemmProblem;
-enum class IgemmPrecision;
 IgemmProblem igemm_problem(const ConvStep& step);
 IgemmPrecision igemm_precision(DType dtype, Precision precision);
 

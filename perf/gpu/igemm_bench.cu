@@ -318,10 +318,12 @@ CheckResult check_case(const IgemmProblem& pb, IgemmPrecision prec, bool with_bi
   PointOp<double>* chd = upload(build_chain<double>(specs));
   const int chain_len = int(specs.size());
 
-  IgemmConv conv(q, prec, w, b);
+  IgemmEpilogue ep;
+  ep.body = Chain<float>{chf, chain_len};
+  IgemmConv conv(q, prec, w, b, ep);
   if (desc) *desc = conv.describe();
   CK(cudaMemset(y, 0xFF, ny * sizeof(T)));  // NaN in every type
-  conv.run(x, y, chf, chain_len, 0);
+  conv.run(x, y, 0);
   CK(cudaGetLastError());
   CK(cudaDeviceSynchronize());
   if (ms_out) *ms_out = 0;
@@ -344,8 +346,7 @@ CheckResult check_case(const IgemmProblem& pb, IgemmPrecision prec, bool with_bi
 // `chain` and post ops `post` (chain_specs indices).
 template <class T>
 CheckResult check_reduce_case(const IgemmProblem& pb, IgemmPrecision prec, int mode, ReduceKind kind, int chain,
-                              int post, uint64_t seed, int64_t sample_step, std::string* desc,
-                              const char** skip = nullptr) {
+                              int post, uint64_t seed, int64_t sample_step, std::string* desc) {
   const IgemmProblem q = igemm_normalized(pb);
   const int64_t nx = q.N * q.Cin * q.H * q.W, nw = q.Cin * q.Cout * q.kH * q.kW;
   const int64_t ny = mode == 2 ? q.N * q.Cout * q.Hout * q.Wout : q.N * q.Hout * q.Wout;
@@ -363,15 +364,15 @@ CheckResult check_reduce_case(const IgemmProblem& pb, IgemmPrecision prec, int m
   PointOp<double>* chd = upload(build_chain<double>(specs));
   PointOp<float>* pf = upload(build_chain<float>(pspecs));
   PointOp<double>* pd = upload(build_chain<double>(pspecs));
-  IgemmConv conv(q, prec, w, b);
+  IgemmEpilogue ep;
+  ep.body = Chain<float>{chf, int(specs.size())};
+  ep.mode = mode;
+  ep.kind = kind;
+  ep.after = Chain<float>{pf, int(pspecs.size())};
+  IgemmConv conv(q, prec, w, b, ep);
   if (desc) *desc = conv.describe();
-  IgemmReduceC red;
-  red.softmax = mode == 2;
-  red.kind = kind;
-  red.post = pf;
-  red.post_len = int(pspecs.size());
   CK(cudaMemset(y, 0xFF, ny * sizeof(T)));
-  conv.run_reduce_c(x, y, chf, int(specs.size()), red, 0);
+  conv.run(x, y, 0);
   CK(cudaGetLastError());
   CK(cudaDeviceSynchronize());
   const int64_t count = (ny + sample_step - 1) / sample_step;
@@ -387,7 +388,6 @@ CheckResult check_reduce_case(const IgemmProblem& pb, IgemmPrecision prec, int m
   for (void* p : {(void*)x, (void*)w, (void*)b, (void*)y, (void*)ref, (void*)chf, (void*)chd, (void*)pf,
                   (void*)pd})
     if (p) CK(cudaFree(p));
-  (void)skip;
   return r;
 }
 
@@ -592,13 +592,13 @@ void bench_reduce(const IgemmProblem& q, IgemmPrecision prec, int mode, ReduceKi
   const float bound = 1.0f / std::sqrt(float(q.Cout * q.kH * q.kW));
   fill(w, nw, -bound, bound, 12);
   fill(b, q.Cout, -bound, bound, 13);
-  IgemmConv conv(q, prec, w, b);
-  IgemmReduceC red;
-  red.softmax = mode == 2;
-  red.kind = kind;
-  conv.run_reduce_c(x, y, nullptr, 0, red, 0);
+  IgemmEpilogue ep;
+  ep.mode = mode;
+  ep.kind = kind;
+  IgemmConv conv(q, prec, w, b, ep);
+  conv.run(x, y, 0);
   CK(cudaDeviceSynchronize());
-  const std::vector<float> ms = timed_runs(reps, [&] { conv.run_reduce_c(x, y, nullptr, 0, red, 0); });
+  const std::vector<float> ms = timed_runs(reps, [&] { conv.run(x, y, 0); });
   const double med = ms[ms.size() / 2];
   const double bytes = double(nx + ny) * sizeof(T);
   const double floor_b = bytes / bw * 1e3, floor_c = flop / (peak_tflops * 1e12) * 1e3;
@@ -628,11 +628,13 @@ void bench_one(const IgemmProblem& q, IgemmPrecision prec, int with_chain, doubl
   const auto specs = chain_specs(with_chain);
   PointOp<float>* chf = upload(build_chain<float>(specs));
   const int chain_len = int(specs.size());
-  IgemmConv conv(q, prec, w, b);
+  IgemmEpilogue ep;
+  ep.body = Chain<float>{chf, chain_len};
+  IgemmConv conv(q, prec, w, b, ep);
   CK(cudaMemset(y, 0xFF, ny * sizeof(T)));
-  conv.run(x, y, chf, chain_len, 0);  // warm-up, and the first of the two results compared bitwise
+  conv.run(x, y, 0);  // warm-up, and the first of the two results compared bitwise
   CK(cudaDeviceSynchronize());
-  const std::vector<float> ms = timed_runs(reps, [&] { conv.run(x, y2, chf, chain_len, 0); });
+  const std::vector<float> ms = timed_runs(reps, [&] { conv.run(x, y2, 0); });
   const double med = ms[ms.size() / 2];
   unsigned long long* diff;
   CK(cudaMalloc(&diff, 8));
@@ -714,8 +716,10 @@ int profile_one(IgemmPrecision prec, int with_chain) {
   fill(b, q.Cout, -0.04f, 0.04f, 13);
   const auto specs = chain_specs(with_chain);
   PointOp<float>* chf = upload(build_chain<float>(specs));
-  IgemmConv conv(q, prec, w, b);
-  for (int r = 0; r < 3; ++r) conv.run(x, y, chf, int(specs.size()), 0);
+  IgemmEpilogue ep;
+  ep.body = Chain<float>{chf, int(specs.size())};
+  IgemmConv conv(q, prec, w, b, ep);
+  for (int r = 0; r < 3; ++r) conv.run(x, y, 0);
   CK(cudaDeviceSynchronize());
   std::printf("profile %s chain%d: %s\n", to_string(prec), int(with_chain), conv.describe().c_str());
   return 0;

@@ -1,7 +1,8 @@
 // Every kernel of the fused epilogue, compiled by NVRTC as plan time would
 // compile it (backends/cuda/jit.hpp), for each architecture the library is
 // built for: the device headers must stay NVRTC-clean (no C++ library, no
-// host-only code). Needs no GPU: NVRTC only compiles.
+// host-only code); likewise the tensor-core conv kernel. Needs no GPU: NVRTC
+// only compiles.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -90,6 +91,20 @@ TEST_F(NoDiskCache, EveryKernelCompiles) {
   for (auto [dt, kind] : {std::pair(DType::f32, ReduceKind::logsumexp), std::pair(DType::bf16, ReduceKind::max),
                           std::pair(DType::f16, ReduceKind::mean)})
     compile_all(detail::cuda::epilogue_program(body, after, kind, dt), detail::cat(to_string(dt), ", ", to_string(kind)));
+}
+
+// The implicit-GEMM conv kernel with its epilogue's chains (convt_igemm.cuh),
+// both tile paths, in a 32-bit and a 16-bit precision.
+TEST_F(NoDiskCache, ConvKernelCompiles) {
+  const std::vector<PointOp<float>> body = {unary(UnaryKind::mish), per_channel(BinaryKind::add),
+                                            unary(UnaryKind::hardtanh, -1.0, 1.0)};
+  const std::vector<PointOp<float>> after = {scalar(BinaryKind::mul, 2.0f)};
+  using detail::cuda::igemm_precision;
+  compile_all(detail::cuda::igemm_program(igemm_precision(DType::f32, Precision::tf32), body, {}, ReduceKind::sum),
+              "tf32 map");
+  compile_all(detail::cuda::igemm_program(igemm_precision(DType::bf16, Precision::strict), body, after,
+                                          ReduceKind::logsumexp),
+              "bf16 logsumexp over C");
 }
 
 // A compiled program is kept on disk and read back whole; a damaged file is
