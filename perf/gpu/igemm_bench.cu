@@ -1,8 +1,11 @@
 // Check and benchmark driver of the implicit-GEMM conv_transpose2d
-// (backends/cuda/convt_igemm.cuh), standalone (no kfuse library needed):
+// (backends/cuda/convt_igemm.cuh), linked with libkfuse (the kernel, and NVRTC
+// for its chains):
 //
 //   igemm_bench check [geometries] [seed]   random geometries x every precision
 //                                            x {no chain, mish->+0.5->hardtanh(-1,1)->x2}
+//                                            (chains compiled as plans compile them,
+//                                            unless KFUSE_CUDA_JIT=0)
 //   igemm_bench small                        a few small cases (for compute-sanitizer)
 //   igemm_bench bench                        the DESIGN.md section 11 example, timed
 //
@@ -243,6 +246,12 @@ PointOp<A>* upload(const std::vector<PointOp<A>>& ops) {
   CK(cudaMemcpy(d, ops.data(), ops.size() * sizeof(PointOp<A>), cudaMemcpyHostToDevice));
   return d;
 }
+// A map epilogue: the chain of `n` ops at `ops` (device memory).
+IgemmEpilogue map_epilogue(const PointOp<float>* ops, int n) {
+  IgemmEpilogue ep;
+  ep.body = Chain<float>{ops, n};
+  return ep;
+}
 
 // ---- One check -------------------------------------------------------------------------
 double tolerance(IgemmPrecision p) {
@@ -318,9 +327,7 @@ CheckResult check_case(const IgemmProblem& pb, IgemmPrecision prec, bool with_bi
   PointOp<double>* chd = upload(build_chain<double>(specs));
   const int chain_len = int(specs.size());
 
-  IgemmEpilogue ep;
-  ep.body = Chain<float>{chf, chain_len};
-  IgemmConv conv(q, prec, w, b, ep);
+  IgemmConv conv(q, prec, w, b, map_epilogue(chf, chain_len));
   if (desc) *desc = conv.describe();
   CK(cudaMemset(y, 0xFF, ny * sizeof(T)));  // NaN in every type
   conv.run(x, y, 0);
@@ -364,8 +371,7 @@ CheckResult check_reduce_case(const IgemmProblem& pb, IgemmPrecision prec, int m
   PointOp<double>* chd = upload(build_chain<double>(specs));
   PointOp<float>* pf = upload(build_chain<float>(pspecs));
   PointOp<double>* pd = upload(build_chain<double>(pspecs));
-  IgemmEpilogue ep;
-  ep.body = Chain<float>{chf, int(specs.size())};
+  IgemmEpilogue ep = map_epilogue(chf, int(specs.size()));
   ep.mode = mode;
   ep.kind = kind;
   ep.after = Chain<float>{pf, int(pspecs.size())};
@@ -628,9 +634,7 @@ void bench_one(const IgemmProblem& q, IgemmPrecision prec, int with_chain, doubl
   const auto specs = chain_specs(with_chain);
   PointOp<float>* chf = upload(build_chain<float>(specs));
   const int chain_len = int(specs.size());
-  IgemmEpilogue ep;
-  ep.body = Chain<float>{chf, chain_len};
-  IgemmConv conv(q, prec, w, b, ep);
+  IgemmConv conv(q, prec, w, b, map_epilogue(chf, chain_len));
   CK(cudaMemset(y, 0xFF, ny * sizeof(T)));
   conv.run(x, y, 0);  // warm-up, and the first of the two results compared bitwise
   CK(cudaDeviceSynchronize());
@@ -716,9 +720,7 @@ int profile_one(IgemmPrecision prec, int with_chain) {
   fill(b, q.Cout, -0.04f, 0.04f, 13);
   const auto specs = chain_specs(with_chain);
   PointOp<float>* chf = upload(build_chain<float>(specs));
-  IgemmEpilogue ep;
-  ep.body = Chain<float>{chf, int(specs.size())};
-  IgemmConv conv(q, prec, w, b, ep);
+  IgemmConv conv(q, prec, w, b, map_epilogue(chf, int(specs.size())));
   for (int r = 0; r < 3; ++r) conv.run(x, y, 0);
   CK(cudaDeviceSynchronize());
   std::printf("profile %s chain%d: %s\n", to_string(prec), int(with_chain), conv.describe().c_str());

@@ -188,14 +188,19 @@ void expect_close(const Result& r, double tol, const std::string& what) {
 }
 
 // Sets an override for the duration of a scope.
+// (The variable's previous value comes back after, e.g. a KFUSE_CUDA_JIT=0
+// that the whole run was started with.)
 struct EnvOverride {
   std::string name;
+  std::optional<std::string> before;
   EnvOverride(const char* n, const char* v) : name(n) {
+    if (const char* old = std::getenv(n)) before = old;
     setenv(n, v, 1);
     detail::cuda::reload_overrides();
   }
   ~EnvOverride() {
-    unsetenv(name.c_str());
+    if (before) setenv(name.c_str(), before->c_str(), 1);
+    else unsetenv(name.c_str());
     detail::cuda::reload_overrides();
   }
 };
@@ -491,8 +496,7 @@ TEST_F(CudaEpilogue, CompiledAndInterpretedChainsAgree) {
   for (int kind = 0; kind < 10; ++kind) {
     const Maker make = epilogue_pipeline(c, kind, rng);
     for (bool jit : {true, false}) {
-      std::optional<EnvOverride> off;
-      if (!jit) off.emplace("KFUSE_CUDA_JIT", "0");
+      const EnvOverride mode("KFUSE_CUDA_JIT", jit ? "1" : "0");
       const std::string what = detail::cat("epilogue ", kind, jit ? " compiled" : " interpreted");
       for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
         const Result r = run_both(make, dt, Strategy::fused, c.x_shape(), c.x);
