@@ -359,14 +359,18 @@ IgemmConv::~IgemmConv() {
 }
 
 void IgemmConv::run(const void* x, void* y, cudaStream_t stream) const {
-  IgemmArgs a{prm_, x, static_cast<const uint32_t*>(wpack_), bias_, y, ep_};
-  if (!aligned16(x)) a.p.vec_ok = 0;  // 16-byte copies of x rows need the base aligned too
+  IgemmParams prm = prm_;
+  if (!aligned16(x)) prm.vec_ok = 0;  // 16-byte copies of x rows need the base aligned too
+  const void* wp = wpack_;
+  IgemmEpilogue ep = ep_;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(unsigned(grid_));
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = smem_;
   cfg.stream = stream;
-  void* params[] = {&a};
+  // The kernel's parameters in order (the pointers' bytes are the typed ones').
+  const void* bias = bias_;
+  void* params[] = {&prm, &x, &wp, &bias, &y, &ep};
   KFUSE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, kernel_, params), "igemm_convt_kernel, grid ", grid_, ", dynamic shared memory ", smem_);
   check_launch("igemm_convt_kernel");
 }

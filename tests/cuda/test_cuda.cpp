@@ -508,6 +508,7 @@ TEST_F(CudaEpilogue, CompiledAndInterpretedChainsAgree) {
   }
   // A pipeline without a conv reads strided x directly: the map stage's
   // strided path, compiled.
+  const EnvOverride on("KFUSE_CUDA_JIT", "1");
   const Shape xs{2, 3, 5, 9};
   const std::vector<double> x = uniform(numel(xs), rng, -2.0, 2.0);
   const std::vector<double> t = uniform(3, rng, 0.5, 1.5);
