@@ -305,11 +305,13 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
     fail(ErrorCategory::unsupported, "IgemmConv", "needs ", smem_, " bytes of shared memory per block, the device ",
          optin);
 
-  // The kernel: compiled with the chains when there are any and NVRTC is on.
+  // The kernel: compiled when NVRTC is on and there is a chain, or a
+  // reduction whose kind becomes a constant there (the built-in kernel
+  // dispatches it per value).
   const bool fast = use_fast(prm_, prec_);
   kernel_ = builtin_kernel(prec_, fast);
   bool compiled = false;
-  if (ep_.body.n == 0 && ep_.after.n == 0) {
+  if (ep_.mode == 0 && ep_.body.n == 0) {
     kernel_text_ = "no point ops";
   } else if (!jit::enabled()) {
     kernel_text_ = "point chains interpreted: plan-time compilation is off (KFUSE_CUDA_JIT=0)";
@@ -317,7 +319,8 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
     try {
       kernel_ = compiled_kernel(prec_, fast, ep_);
       compiled = true;
-      kernel_text_ = "point chains compiled at plan time (NVRTC)";
+      kernel_text_ = ep_.mode == 0 ? "point chains compiled at plan time (NVRTC)"
+                                   : "point chains and reduction kind compiled at plan time (NVRTC)";
     } catch (const Error& err) {
       kernel_text_ = cat("point chains interpreted: NVRTC failed: ", err.what());
     }
