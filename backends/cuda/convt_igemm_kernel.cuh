@@ -163,7 +163,8 @@ __device__ __forceinline__ void stage_vector(T* dst, const T* src, const T* x, i
 // segment width of the fast path (tiles of 2 rows x 128 columns): fragment
 // offsets become immediates and the stage loads divide by constants.
 // Parameters: x, bias and y of the pipeline's type; wp the packed weights.
-// (One __grid_constant__ struct of them all measured 3-16% slower, H200.)
+// (One __grid_constant__ struct of them all ran it 3% slower without a chain:
+// H200, 2026-12-02, perf/results/NVIDIA-H200-2026-12-02-summary.md.)
 template <IgemmPrecision P, int kSWc, class Ch>
 __global__ void __launch_bounds__(igemm::kThreads, 2)
     igemm_convt_kernel(const __grid_constant__ IgemmParams p, const typename igemm::Traits<P>::T* __restrict__ x,
