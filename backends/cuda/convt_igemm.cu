@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <sstream>
 
-#include "backends/cuda/context.hpp"
 #include "backends/cuda/jit.hpp"
 #include "backends/cuda/kernels.hpp"
 #include "core/cuda_check.hpp"
