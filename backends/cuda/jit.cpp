@@ -185,17 +185,9 @@ std::string literal(double v) {
   return cat("__longlong_as_double(", static_cast<long long>(bits), "ll)");
 }
 
-// An index map's structure as constants (axes walked, fast division) and the
-// fields of its walked axes from `from` (the op in device memory): only what
-// a walk reads. (A copy of the whole op, two maps of kMaxRank axes, was
-// reloaded for every call on N values where the compiler did not keep it.)
-std::string walked_axes(const std::string& name, const std::string& from, const Indexer& ix) {
-  std::string s = cat(" ", name, ".rank = ", ix.rank, "; ", name, ".live = ", ix.live, "; ", name, ".fast = ",
-                      ix.fast ? "true" : "false", ";");
-  for (int d = ix.live; d < ix.rank; ++d)
-    for (const char* f : {"size", "stride", "magic", "shift"})
-      s += cat("\n    ", name, ".", f, "[", d, "] = ", from, ".", f, "[", d, "];");
-  return s;
+std::string structure(const char* name, const Indexer& ix) {
+  return cat(" ", name, ".rank = ", ix.rank, "; ", name, ".live = ", ix.live, "; ", name, ".fast = ",
+             ix.fast ? "true" : "false", ";");
 }
 
 }  // namespace
@@ -239,9 +231,8 @@ std::string chain_function(const char* name, const std::vector<PointOp<A>>& ops)
         // The operand's pointer and index maps read at run time, their
         // structure (axes walked, fast division) in the code: the loops over
         // axes unroll, and one kernel serves every shape of that structure.
-        s += cat("  { const PointOp<", a, ">& src = chain.ops[", k, "];\n    PointOp<", a,
-                 "> op;\n    op.binary = BinaryKind(", int(op.binary), ");\n    op.operand = src.operand;",
-                 walked_axes("op.outer", "src.outer", op.outer), walked_axes("op.inner", "src.inner", op.inner),
+        s += cat("  { PointOp<", a, "> op = chain.ops[", k, "];\n    op.binary = BinaryKind(", int(op.binary), ");",
+                 structure("op.outer", op.outer), structure("op.inner", op.inner),
                  "\n    apply_operand_n(op, v, i, di, j, dj); }\n");
         break;
     }
