@@ -133,15 +133,25 @@ TEST(Indexer, OffsetsMatchThePlainWalk) {
     for (int k = 0; k < 2000; ++k) probes.push_back(int64_t(rng() % uint64_t(n)));
     for (int64_t i : probes) {
       ASSERT_EQ(ix.offset(i), plain_offset(size, stride, i)) << kfuse::to_string(size) << " at " << i;
-      // run: when it answers true, every offset of the run is first + t * step.
-      const int64_t span = std::min<int64_t>(int64_t(rng() % 8), n - 1 - i);
-      int64_t first = -1, step = -1;
-      if (ix.run(i, span, first, step)) {
-        for (int64_t t = 0; t <= span; ++t)
-          ASSERT_EQ(plain_offset(size, stride, i + t), first + t * step)
-              << kfuse::to_string(size) << " at " << i << " + " << t << " of a run of " << span;
+      // run: when it answers true, every offset of the run is first + k * step;
+      // at the step of each axis (the product of the extents inside it: 1 for
+      // the innermost) and at a step of 2.
+      std::vector<int64_t> steps = {2};
+      for (std::size_t a = 0; a < size.size(); ++a) {
+        int64_t inner = 1;
+        for (std::size_t e = a + 1; e < size.size(); ++e) inner *= size[e];
+        steps.push_back(inner);
       }
-      ASSERT_TRUE(ix.run(i, 0, first, step));
+      int64_t first = -1, step = -1;
+      for (int64_t di : steps) {
+        const int64_t count = 1 + std::min<int64_t>(int64_t(rng() % 8), (n - 1 - i) / di);
+        if (ix.run(i, di, count, first, step)) {
+          for (int64_t k = 0; k < count; ++k)
+            ASSERT_EQ(plain_offset(size, stride, i + k * di), first + k * step)
+                << kfuse::to_string(size) << " at " << i << " + " << k << " x " << di << " of " << count;
+        }
+      }
+      ASSERT_TRUE(ix.run(i, 1, 1, first, step));
       ASSERT_EQ(first, plain_offset(size, stride, i));
     }
     EXPECT_LE(ix.rank, int(size.size()));
@@ -150,16 +160,24 @@ TEST(Indexer, OffsetsMatchThePlainWalk) {
   const kfuse::Indexer per_channel = kfuse::make_indexer({3, 64, 256, 256}, {0, 1, 0, 0});
   EXPECT_EQ(per_channel.rank, 3);
   int64_t first = 0, step = 0;
-  EXPECT_TRUE(per_channel.run(65536 * 5 + 100, 7, first, step));  // 8 values inside one channel's plane
+  EXPECT_TRUE(per_channel.run(65536 * 5 + 100, 1, 8, first, step));  // 8 values inside one channel's plane
   EXPECT_EQ(first, 5);
   EXPECT_EQ(step, 0);
-  EXPECT_FALSE(per_channel.run(65536 * 5 + 65530, 7, first, step));  // across two channels
+  EXPECT_FALSE(per_channel.run(65536 * 5 + 65530, 1, 8, first, step));  // across two channels
+  // Across channels at the step H x W (one pixel, 4 channels), until the run leaves the sample.
+  EXPECT_TRUE(per_channel.run(65536 * (64 + 5) + 100, 65536, 4, first, step));
+  EXPECT_EQ(first, 5);
+  EXPECT_EQ(step, 1);
+  EXPECT_TRUE(per_channel.run(65536 * 60 + 100, 65536, 4, first, step));
+  EXPECT_FALSE(per_channel.run(65536 * 61 + 100, 65536, 4, first, step));
   // Along the innermost walked axis: a unit step, until the run leaves it.
   const kfuse::Indexer per_row = kfuse::make_indexer({4, 9}, {0, 1});
-  EXPECT_TRUE(per_row.run(9 * 2 + 1, 7, first, step));
+  EXPECT_TRUE(per_row.run(9 * 2 + 1, 1, 8, first, step));
   EXPECT_EQ(first, 1);
   EXPECT_EQ(step, 1);
-  EXPECT_FALSE(per_row.run(9 * 2 + 1, 8, first, step));
+  EXPECT_FALSE(per_row.run(9 * 2 + 1, 1, 9, first, step));
+  EXPECT_TRUE(per_row.run(9 * 2 + 1, 2, 4, first, step));  // a step of 2 inside the row
+  EXPECT_EQ(step, 2);
   EXPECT_EQ(kfuse::make_indexer({2, 3, 1, 5}, {15, 5, 5, 1}).rank, 1);
   EXPECT_TRUE(kfuse::make_indexer({2, 3, 1, 5}, {15, 5, 5, 1}).is_dense());
   EXPECT_FALSE(kfuse::make_indexer({2, 3}, {0, 1}).is_dense());

@@ -86,20 +86,42 @@ struct Indexer {
     return off;
   }
 
-  // Whether offset(linear + t) == first + t * step for every t in [0, span]
-  // (span >= 0): a run inside the innermost axis, or no walked axis at all
-  // (step 0 where the innermost axis broadcasts: one element for the run).
-  // One walk for the run where offset() per element takes one each. May
-  // answer false for runs that are affine; first and step are set either way.
-  KFUSE_HDI bool run(int64_t linear, int64_t span, int64_t& first, int64_t& step) const {
+  // Whether offset(linear + k * di) == first + k * step for every k in
+  // [0, count) (di >= 0, count >= 1): indices along the innermost walked
+  // axis, or at a step di that is the product of the extents inside another
+  // walked axis (e.g. the channels of NCHW data at the step H x W), without
+  // leaving that axis; or no walked axis at all (step 0). One walk for the
+  // run where offset() per index takes one each. May answer false for runs
+  // that are affine; first is set either way.
+  KFUSE_HDI bool run(int64_t linear, int64_t di, int64_t count, int64_t& first, int64_t& step) const {
     if (live == rank) {
       first = step = 0;
       return true;
     }
     int64_t innermost = 0;
     first = offset(linear, innermost);
-    step = stride[rank - 1];
-    return innermost + span < size[rank - 1];
+    step = stride[rank - 1] * di;
+    if (innermost + (count - 1) * di < size[rank - 1]) return true;
+    int64_t inner = size[rank - 1];
+    for (int d = rank - 2; d >= live && inner <= di; --d) {
+      if (inner == di) {
+        step = stride[d];
+        return coordinate(linear, d) + count - 1 < size[d];
+      }
+      inner *= size[d];
+    }
+    return false;
+  }
+
+  // The coordinate of `linear` along axis d.
+  KFUSE_HDI int64_t coordinate(int64_t linear, int d) const {
+    if (fast && static_cast<uint64_t>(linear) < (uint64_t(1) << 32)) {
+      uint32_t n = static_cast<uint32_t>(linear);
+      for (int e = rank - 1; e > d; --e) n = divide(n, e);
+      return n - divide(n, d) * static_cast<uint32_t>(size[d]);
+    }
+    for (int e = rank - 1; e > d; --e) linear /= size[e];
+    return linear % size[d];
   }
 
   KFUSE_HDI uint32_t divide(uint32_t n, int d) const {

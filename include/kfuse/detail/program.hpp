@@ -76,13 +76,13 @@ KFUSE_HDI void apply_binary_n(BinaryKind kind, A s, A (&v)[N]) {
 // A tensor operand's op on N values. Where the N elements of the operand lie
 // at a constant step (one walk of its index maps, not N): loaded together,
 // or once and applied as a scalar when the step is 0 (e.g. a per-channel
-// operand along a row of one channel).
+// operand along a row of one channel; Indexer::run).
 template <class A, int N>
 KFUSE_HDI void apply_operand_n(const PointOp<A>& op, A (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {
   int64_t oi, si, oj, sj;
-  if (op.outer.run(i, (N - 1) * di, oi, si) && op.inner.run(j, (N - 1) * dj, oj, sj)) {
+  if (op.outer.run(i, di, N, oi, si) && op.inner.run(j, dj, N, oj, sj)) {
     const A* p = op.operand + oi + oj;
-    const int64_t step = si * di + sj * dj;
+    const int64_t step = si + sj;
     if (step == 0) {
       apply_binary_n(op.binary, *p, v);
     } else {
