@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "core/cuda_check.hpp"
+#include "core/device_runtime.hpp"
 #include "tuning/device_limits.hpp"
 
 namespace kfuse::detail::cuda {
@@ -47,8 +48,12 @@ std::size_t round_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a;
 void* Workspace::scratch(std::size_t bytes) {
   bytes = round_up(bytes > 0 ? bytes : 1, kAlign);
   if (bytes > scratch_bytes_) {
-    // cudaFree waits for work in flight that may still use the old buffer.
-    if (scratch_) KFUSE_CUDA_CHECK(cudaFree(scratch_), "workspace of ", scratch_bytes_, " bytes");
+    // cudaFree waits for work in flight that may still use the old buffer;
+    // graphs captured with it must capture again.
+    if (scratch_) {
+      device::invalidate_launch_graphs();
+      KFUSE_CUDA_CHECK(cudaFree(scratch_), "workspace of ", scratch_bytes_, " bytes");
+    }
     scratch_ = nullptr;
     scratch_bytes_ = 0;
     const std::size_t grown = std::max(bytes, round_up(bytes + bytes / 2, 1 << 20));
@@ -63,7 +68,10 @@ void* Workspace::scratch(std::size_t bytes) {
 unsigned* Workspace::counters(std::size_t count) {
   count = std::max<std::size_t>(count, 1);
   if (count > counter_count_) {
-    if (counters_) KFUSE_CUDA_CHECK(cudaFree(counters_), "counters of ", counter_count_ * sizeof(unsigned), " bytes");
+    if (counters_) {
+      device::invalidate_launch_graphs();
+      KFUSE_CUDA_CHECK(cudaFree(counters_), "counters of ", counter_count_ * sizeof(unsigned), " bytes");
+    }
     counters_ = nullptr;
     counter_count_ = 0;
     const std::size_t grown = round_up(std::max<std::size_t>(count, 1024), 1024);
@@ -83,6 +91,7 @@ unsigned* Workspace::counters(std::size_t count) {
 
 Workspace::~Workspace() {
   // At thread or process exit the CUDA context may already be gone: nothing to report to.
+  if (scratch_ || counters_) device::invalidate_launch_graphs();
   if (scratch_) (void)cudaFree(scratch_);
   if (counters_) (void)cudaFree(counters_);
   (void)cudaGetLastError();
@@ -109,6 +118,9 @@ Overrides g_overrides = read_overrides();
 }  // namespace
 
 Overrides& overrides() { return g_overrides; }
-void reload_overrides() { g_overrides = read_overrides(); }
+void reload_overrides() {
+  g_overrides = read_overrides();
+  device::invalidate_launch_graphs();  // a graph holds the launches the old settings chose
+}
 
 }  // namespace kfuse::detail::cuda

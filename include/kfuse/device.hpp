@@ -21,8 +21,13 @@ void select_device(int local_rank);
 // steps, and last_run_ms() is the calling thread's last such time (NaN before
 // the first), and last_step_ms() the device time of each of its steps, in
 // plan order (events between the steps; they add up to last_run_ms()).
+// A run replayed from a CUDA graph has no events between its steps: its one
+// entry is the whole run. last_run_host_ms() is the host time of that run
+// from its first launch to its wait for the device (the launches, or the
+// replay of its graph).
 void set_run_timing(bool on);
 double last_run_ms();
+double last_run_host_ms();
 std::vector<double> last_step_ms();
 
 }  // namespace kfuse::device

@@ -9,7 +9,8 @@
 // minima of
 //   device time  events recorded by the CUDA backend around its own launches
 //                (first launch to the last kernel's end, launch gaps included);
-//   wall time    Plan::run on the host (checks, launches, the final synchronize).
+//   wall time    Plan::run on the host (checks, launches, the final synchronize);
+//   host time    Plan::run's launches (or its CUDA graph's replay) up to the wait.
 // floor = floor_bytes / copy bandwidth, copy bandwidth = (read + written bytes)
 // / time of a large cudaMemcpy device to device. The output of each seed
 // problem is checked against kfuse's float64 host plan on the same values.
@@ -180,7 +181,7 @@ double rel_error(const std::vector<double>& out, const std::vector<double>& ref)
 }
 
 struct Timing {
-  Stats device, wall;
+  Stats device, wall, host;
   std::vector<double> step_ms;  // each step's median device time
 };
 
@@ -188,7 +189,7 @@ struct Timing {
 Timing time_plan(const Plan& plan, const TensorView& x, const TensorView& out, const Options& o, Flusher& fl) {
   device::set_run_timing(true);
   for (int i = 0; i < (o.ncu ? 1 : o.warmup); ++i) plan.run(x, out);
-  std::vector<double> dev, wall;
+  std::vector<double> dev, wall, host;
   std::vector<std::vector<double>> steps;
   const int reps = o.ncu ? 1 : o.reps;
   for (int i = 0; i < reps; ++i) {
@@ -198,6 +199,7 @@ Timing time_plan(const Plan& plan, const TensorView& x, const TensorView& out, c
     const auto t1 = std::chrono::steady_clock::now();
     wall.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
     dev.push_back(device::last_run_ms());
+    host.push_back(device::last_run_host_ms());
     const std::vector<double> s = device::last_step_ms();
     steps.resize(s.size());
     for (std::size_t k = 0; k < s.size(); ++k) steps[k].push_back(s[k]);
@@ -205,7 +207,7 @@ Timing time_plan(const Plan& plan, const TensorView& x, const TensorView& out, c
   device::set_run_timing(false);
   std::vector<double> step_ms;
   for (const std::vector<double>& s : steps) step_ms.push_back(stats(s).median);
-  return Timing{stats(dev), stats(wall), step_ms};
+  return Timing{stats(dev), stats(wall), stats(host), step_ms};
 }
 
 struct Context {
@@ -231,6 +233,7 @@ json& record(Context& c, const std::string& name, const std::string& group, cons
   j["device_ms_min"] = t.device.min;
   j["wall_ms_median"] = t.wall.median;
   j["wall_ms_min"] = t.wall.min;
+  j["host_ms_median"] = t.host.median;
   j["GBps"] = double(plan.floor_bytes()) / (t.device.median * 1e-3) / 1e9;
   j["fraction_of_copy_bw"] = c.copy_gbps > 0 ? j["GBps"].get<double>() / c.copy_gbps : 0.0;
   j["time_over_floor"] = floor_ms > 0 ? t.device.median / floor_ms : 0.0;
@@ -240,9 +243,9 @@ json& record(Context& c, const std::string& name, const std::string& group, cons
   j["step_device_ms_median"] = t.step_ms;
   std::string steps;
   for (double s : t.step_ms) steps += detail::cat(steps.empty() ? "  steps " : " + ", s);
-  std::printf("%-34s %-8s %-9s device %9.4f ms (min %9.4f)  wall %9.4f ms  floor %9.4f ms  x%5.2f  %7.1f GB/s%s\n",
+  std::printf("%-34s %-8s %-9s device %9.4f ms (min %9.4f)  wall %9.4f ms  host %7.4f ms  floor %9.4f ms  x%5.2f  %7.1f GB/s%s\n",
               name.c_str(), to_string(plan.dtype()), to_string(plan.strategy()), t.device.median, t.device.min,
-              t.wall.median, floor_ms, floor_ms > 0 ? t.device.median / floor_ms : 0.0, j["GBps"].get<double>(),
+              t.wall.median, t.host.median, floor_ms, floor_ms > 0 ? t.device.median / floor_ms : 0.0, j["GBps"].get<double>(),
               std::isnan(rel_err) ? "" : detail::cat("  rel err ", rel_err).c_str());
   if (t.step_ms.size() > 1) std::printf("%36s%s ms\n", "", steps.c_str());
   std::fflush(stdout);
@@ -350,9 +353,11 @@ void run_epilogue(Context& c, const std::string& name, const Shape& xs, const st
   record(c, name, "epilogue", plan, t);
 }
 
-// The first seed problem's pipeline at x [16, 64, H, W] (the fold's weak scaling).
+// The first seed problem's pipeline at x [N, 64, H, W] (the fold's weak
+// scaling): N = 16 in float32 and 32 in bfloat16, so both dtypes read the same
+// bytes at each size.
 void run_weak(Context& c, int64_t hw, DType dtype) {
-  const Shape xs{16, 64, hw, hw};
+  const Shape xs{dtype == DType::f32 ? 16 : 32, 64, hw, hw};
   std::mt19937_64 rng(5);
   std::uniform_real_distribution<double> u(-1.0 / 24, 1.0 / 24);
   Tensor w = Tensor::empty({64, 128, 3, 3}, DType::f32, Memory::host), b = Tensor::empty({128}, DType::f32, Memory::host),
@@ -368,7 +373,8 @@ void run_weak(Context& c, int64_t hw, DType dtype) {
   fill_random(x.view(), 23);
   Tensor out = Tensor::empty(plan.output_shape(), dtype, Memory::cuda);
   const Timing t = time_plan(plan, x.view(), out.view(), c.opt, *c.flusher);
-  record(c, detail::cat("fold_weak_", double(x.view().bytes()) / (1 << 20), "MiB"), "weak_scaling", plan, t);
+  record(c, detail::cat("fold_weak_", dtype == DType::f32 ? "" : "bf16_", double(x.view().bytes()) / (1 << 20), "MiB"),
+         "weak_scaling", plan, t);
 }
 
 // The public benchmark set (specs/general, real sizes), as perf/gpu/general.py
@@ -443,21 +449,22 @@ void write_markdown(const json& j, const std::string& path) {
      << j["commit"].get<std::string>() << "\n\n";
   md << "Build: " << j["build"].get<std::string>() << "; timing: " << j["timing"].get<std::string>() << ".\n\n";
   md << "Device-to-device copy: " << j["copy_GBps"].get<double>() << " GB/s (read + write). Wall: Plan::run on the "
-        "host. Medians of " << j["reps"].get<int>() << " runs, L2 flushed before each.\n\n";
-  md << "| problem | group | dtype | strategy | device ms (median / min) | wall ms | floor ms | time/floor | GB/s | of copy BW | rel err vs fp64 |\n";
-  md << "|---|---|---|---|---|---|---|---|---|---|---|\n";
+        "host, with its wait; host: its launches (or its CUDA graph's replay) up to the wait. Medians of " << j["reps"].get<int>() << " runs, L2 flushed before each.\n\n";
+  md << "| problem | group | dtype | strategy | device ms (median / min) | wall ms | host ms | floor ms | time/floor | wall/floor | GB/s | of copy BW | rel err vs fp64 |\n";
+  md << "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const json& c : j["cases"]) {
     if (c.contains("refused")) {
       md << "| " << c["name"].get<std::string>() << " | " << c["group"].get<std::string>() << " | refused: "
-         << c["refused"].get<std::string>() << " |||||||||\n";
+         << c["refused"].get<std::string>() << " |||||||||||\n";
       continue;
     }
     char line[512];
-    std::snprintf(line, sizeof line, "| %s | %s | %s | %s | %.4f / %.4f | %.4f | %.4f | %.2f | %.0f | %.0f%% | %s |\n",
+    std::snprintf(line, sizeof line, "| %s | %s | %s | %s | %.4f / %.4f | %.4f | %.4f | %.4f | %.2f | %.2f | %.0f | %.0f%% | %s |\n",
                   c["name"].get<std::string>().c_str(), c["group"].get<std::string>().c_str(),
                   c["dtype"].get<std::string>().c_str(), c["strategy"].get<std::string>().c_str(),
                   c["device_ms_median"].get<double>(), c["device_ms_min"].get<double>(), c["wall_ms_median"].get<double>(),
-                  c["floor_ms"].get<double>(), c["time_over_floor"].get<double>(), c["GBps"].get<double>(),
+                  c.value("host_ms_median", 0.0), c["floor_ms"].get<double>(), c["time_over_floor"].get<double>(),
+                  c["wall_over_floor"].get<double>(), c["GBps"].get<double>(),
                   100 * c["fraction_of_copy_bw"].get<double>(),
                   c.contains("rel_err_vs_fp64_host") ? detail::cat(c["rel_err_vs_fp64_host"].get<double>()).c_str() : "");
     md << line;
@@ -551,7 +558,8 @@ int main(int argc, char** argv) {
         p.mean({2, 3}, true).add(b).logsumexp({1}, true).mul(10.0);
       });
       if (o.weak && o.wants("fold_weak"))
-        for (int64_t hw : {64, 128, 256, 512, 1024}) run_weak(c, hw, DType::f32);
+        for (DType dt : {DType::f32, DType::bf16})
+          for (int64_t hw : {32, 64, 128, 256, 512, 1024}) run_weak(c, hw, dt);  // 4 MiB to 4 GiB
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kfuse_perf: %s\n", e.what());

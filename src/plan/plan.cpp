@@ -111,7 +111,9 @@ const Shape& Plan::input_shape() const { return impl_->input_shape; }
 const Shape& Plan::output_shape() const { return impl_->output_shape; }
 DType Plan::dtype() const { return impl_->dtype; }
 Memory Plan::memory() const { return impl_->options.memory; }
-std::string Plan::describe() const { return impl_->description; }
+std::string Plan::describe() const {
+  return impl_->graph ? impl_->description + "  runs: " + impl_->graph->state() + "\n" : impl_->description;
+}
 int64_t Plan::floor_bytes() const { return impl_->floor_bytes; }
 
 namespace {
@@ -177,11 +179,20 @@ void run_steps(const PlanImpl& p, const TensorView& x, const TensorView& out, de
   const auto slot = [&](int k) -> const TensorView& {
     return k == 0 ? x : k == kOutput ? output : buffers[std::size_t(k - 1)];
   };
-  for (std::size_t k = 0; k < p.steps.size(); ++k) {
-    const TraceRange range(trace_name(p.steps[k]));
-    p.prepared[k]->run(as_shape(slot(p.io[k].in), p.io[k].in_shape), slot(p.io[k].out));
-    if (timer && k + 1 < p.steps.size()) timer->step_done();  // the last step ends at the run's stop event
-  }
+  const auto launches = [&](bool capturing) {
+    for (std::size_t k = 0; k < p.steps.size(); ++k) {
+      const TraceRange range(trace_name(p.steps[k]));
+      p.prepared[k]->run(as_shape(slot(p.io[k].in), p.io[k].in_shape), slot(p.io[k].out));
+      // The last step ends at the run's stop event; a graph has no events between its steps.
+      if (timer && !capturing && k + 1 < p.steps.size()) timer->step_done();
+    }
+  };
+  if (!p.graph || !timer) return launches(false);  // (the planner's measurements run directly)
+  // What the launches depend on that may change between runs.
+  std::vector<uint64_t> key{reinterpret_cast<uintptr_t>(x.data), reinterpret_cast<uintptr_t>(out.data)};
+  for (int64_t s : x.strides) key.push_back(uint64_t(s));
+  for (const TensorView& b : buffers) key.push_back(reinterpret_cast<uintptr_t>(b.data));
+  p.graph->run(std::move(key), launches);
 }
 
 }  // namespace detail

@@ -74,6 +74,7 @@ struct PlanImpl {
   std::string description;
   int64_t floor_bytes = 0;
   mutable BufferPool pool;
+  std::unique_ptr<device::LaunchGraph> graph;  // the steps replayed as a CUDA graph (null: launched directly)
 };
 
 // The plan's steps on checked arguments, stream-ordered (Plan::run waits).

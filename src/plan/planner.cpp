@@ -94,6 +94,12 @@ class Planner {
           }
         }
       }
+      // Replayed as a CUDA graph when every step launches the CUDA backend's
+      // kernels on the thread's stream (Kokkos kernels run on Kokkos's own).
+      if (opt_.memory == Memory::cuda &&
+          std::all_of(impl->backends.begin(), impl->backends.end(),
+                      [](const Backend* b) { return std::string(b->name()) == "cuda"; }))
+        impl->graph = std::make_unique<device::LaunchGraph>();
       Description d{why, rejected_, notes_};
       impl->description = describe_plan(*impl, d);
       return std::move(*impl);

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "core/device_runtime.hpp"
 #include "kfuse/error.hpp"
 
 namespace kfuse {
@@ -83,6 +84,7 @@ struct State {
   void forget() {
     memo.clear();
     table.reset();
+    device::invalidate_launch_graphs();  // a graph holds the launches the old decisions chose
   }
 
   std::string path() const { return cache_path.empty() ? default_cache_path() : cache_path; }

@@ -367,14 +367,14 @@ TEST_F(CudaFold, LayoutsAndChunks) {
       expect_close(run_both(make, dt, Strategy::fold, c.x_shape(), c.x), tolerance(dt), text(c) + " chunks again");
     }
     for (int warps : {4, 8}) {
-      ForcedLaunch f("cuda::fold_plane_sums", warps);
+      ForcedLaunch f("cuda::fold", warps);
       expect_close(run_both(make, dt, Strategy::fold, c.x_shape(), c.x), tolerance(dt),
                    text(c) + detail::cat(" ", warps, " warps"));
     }
   }
 }
 
-// A tail row longer than shared memory holds (K = N * Cout > 8192 floats): the
+// A tail row longer than the kernel keeps in shared memory (K = N * Cout > 2048 floats): the
 // row stays in global memory.
 TEST_F(CudaFold, LongTailRow) {
   Rng rng(3);
@@ -660,7 +660,7 @@ TEST_F(CudaTuning, MeasuredRunsStayCorrect) {
     expect_close(run_both(make, DType::f32, Strategy::fold, c.x_shape(), c.x), tolerance(DType::f32),
                  text(c) + " chunks 7");
   }
-  const auto fold = decision_of("cuda::fold_plane_sums");
+  const auto fold = decision_of("cuda::fold");
   ASSERT_TRUE(fold);
   EXPECT_EQ(fold->source, "measured") << fold->why;
   EXPECT_EQ(fold->candidates.size(), 2u);  // 4 and 8 warps
@@ -857,6 +857,63 @@ TEST_F(CudaEpilogue, NanAndInfinitiesAsPyTorch) {
 }
 
 // ---- Errors and edges ------------------------------------------------------------------
+
+// Plans replay their launches as a CUDA graph: the third run with the same
+// pointers is a replay, new values in the same input go through it, other
+// pointers capture again, and every run writes its whole output (poisoned
+// before each run). One plan of each device strategy with several steps.
+TEST(CudaGraph, PlansReplayTheirLaunches) {
+  REQUIRE_GPU();
+  Rng rng(808);
+  Conv c;
+  c.N = 3, c.Cin = 5, c.Cout = 6, c.G = 1, c.kH = c.kW = 3, c.H = 37, c.W = 41;
+  c.p.stride = {2, 2}, c.p.padding = {1, 1}, c.p.output_padding = {1, 1};
+  c.fill(rng, 0.2, 0.0, 1.0);
+  struct Case {
+    const char* name;
+    Maker make;
+    Shape xs;
+  };
+  const Case cases[] = {{"fold", fold_pipeline(c, 1, 2, rng), c.x_shape()},
+                        {"staged softmax", staged_pipeline(3, rng), Shape{3, 4, 5, 7}},
+                        {"staged min over C", staged_pipeline(0, rng), Shape{3, 4, 5, 7}}};
+  for (const Case& k : cases) {
+    PlanOptions o;
+    o.memory = Memory::cuda;
+    o.backend = BackendChoice::cuda;
+    const Plan plan(k.make(DType::f32), o);
+    PlanOptions ro;
+    ro.strategy = Strategy::reference;
+    const Plan ref(k.make(DType::f64), ro);
+    const auto reference = [&](const std::vector<double>& x) {
+      return values(ref.run(host(k.xs, rounded(x, DType::f32), DType::f64).view()).view());
+    };
+    const std::vector<double> x1 = uniform(numel(k.xs), rng, 0.0, 1.0), x2 = uniform(numel(k.xs), rng, -1.0, 1.0);
+    const std::vector<double> ref1 = reference(x1), ref2 = reference(x2);
+    Tensor dx1 = Tensor::copy_of(host(k.xs, x1, DType::f32).view(), Memory::cuda);
+    const Tensor dx2 = Tensor::copy_of(host(k.xs, x2, DType::f32).view(), Memory::cuda);
+    Tensor o1 = Tensor::empty(plan.output_shape(), DType::f32, Memory::cuda);
+    const Tensor o2 = Tensor::empty(plan.output_shape(), DType::f32, Memory::cuda);
+    const auto check = [&](const TensorView& x, const Tensor& out, const std::vector<double>& want, const char* what) {
+      ASSERT_EQ(cudaMemset(out.view().data, 0xFF, out.view().bytes()), cudaSuccess);
+      plan.run(x, out.view());
+      const Result r{values(Tensor::copy_of(out.view(), Memory::host).view()), want, plan.describe()};
+      expect_close(r, tolerance(DType::f32), detail::cat(k.name, ": ", what));
+    };
+    for (int r = 0; r < 3; ++r) check(dx1.view(), o1, ref1, "the same pointers");
+    EXPECT_NE(plan.describe().find("(1 replays so far)"), std::string::npos) << plan.describe();
+    for (int r = 0; r < 3; ++r) check(dx1.view(), o2, ref1, "another output");
+    ASSERT_EQ(cudaMemcpy(dx1.view().data, dx2.view().data, dx1.view().bytes(), cudaMemcpyDeviceToDevice), cudaSuccess);
+    check(dx1.view(), o2, ref2, "new values in the input");
+    for (int r = 0; r < 2; ++r) check(dx2.view(), o1, ref2, "another input");
+    EXPECT_NE(plan.describe().find("(3 replays so far)"), std::string::npos) << plan.describe();
+  }
+  EnvOverride off("KFUSE_CUDA_GRAPHS", "0");
+  PlanOptions o;
+  o.memory = Memory::cuda;
+  const Plan direct(cases[0].make(DType::f32), o);
+  EXPECT_NE(direct.describe().find("launched directly (KFUSE_CUDA_GRAPHS=0)"), std::string::npos) << direct.describe();
+}
 
 // Half precision runs every strategy but the host reference: the conv with
 // its epilogue inside, or Y materialised in the half type and the epilogue
