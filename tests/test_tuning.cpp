@@ -199,12 +199,12 @@ TEST_F(Tuning, ArchitectureTables) {
   EXPECT_FALSE(arch_limits(75));
 
   for (int arch : {89, 90}) {
-    for (const char* k : {"cuda::fold", "kokkos::fold_plane_sums"}) EXPECT_EQ(arch_default(arch, k)->warps, 4);
+    for (const char* k : {"cuda::fold_plane_sums", "kokkos::fold_plane_sums"}) EXPECT_EQ(arch_default(arch, k)->warps, 4);
     EXPECT_EQ(arch_default(arch, "kokkos::reduce_rows")->warps, 8);
   }
   EXPECT_TRUE(contains(arch_default(89, "kokkos::reduce_rows")->why, "sm_89"));
   EXPECT_FALSE(arch_default(90, "test::kernel"));
-  EXPECT_FALSE(arch_default(80, "cuda::fold"));
+  EXPECT_FALSE(arch_default(80, "cuda::fold_plane_sums"));
 
   // Through the tuner: the starting configuration, clamped to the kernel.
   set_tuning_mode(TuningMode::off);
@@ -632,10 +632,10 @@ TEST_F(Tuning, DefaultCachePath) {
 
 TEST_F(Tuning, ForceSyntax) {
   std::string warning;
-  auto f = parse_forces(" cuda::fold=8x2 , *=4x3,,", &warning);
+  auto f = parse_forces(" cuda::fold_plane_sums=8x2 , *=4x3,,", &warning);
   EXPECT_EQ(warning, "");
   ASSERT_EQ(f.size(), 2u);
-  EXPECT_EQ(f.at("cuda::fold"), (LaunchChoice{8, 2}));
+  EXPECT_EQ(f.at("cuda::fold_plane_sums"), (LaunchChoice{8, 2}));
   EXPECT_EQ(f.at("*"), (LaunchChoice{4, 3}));
   for (const char* bad :
        {"k", "k=8", "k=x2", "k=8x", "=8x2", "k=0x2", "k=8x2x3", "k=-8x2", "k=8 x 2", "k=99999999999x2"}) {

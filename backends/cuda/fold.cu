@@ -1,28 +1,20 @@
-// The fold on CUDA (DESIGN.md section 4), in one launch: a grid of at most
-// the resident blocks whose blocks take work items in order from a queue (a
-// ticket counter), first every (plane, row chunk) unit, then every
-// contraction tile.
+// The fold on CUDA (DESIGN.md section 4), two launches:
 //
-//  - A unit reads its part of x once with 16-byte streaming loads and sums
-//    every segment block of FoldGeometry. Elements of the largest block (the
-//    central one, where every tap's range covers the row and the column) go
-//    to per-thread register accumulators; the few border elements go to
-//    shared-memory block sums (shared atomics). Each tap's rectangle sum is
-//    then a sum of block sums (geom.tap_sum): exact, no cancellation. With
-//    several chunks per plane, the last chunk to finish (a counter per plane)
-//    adds the chunks' tap sums in chunk order (deterministic). A plane whose
-//    sums are complete counts towards its sample.
-//  - A tile computes Z[n, co] = bias[co] + sum_q weight[q*Cout + co] *
-//    S[n, g*cin_g + c, t] for its Z values once the planes of their samples
-//    are complete, then the block that completes a Z row (a counter per row)
-//    runs the tail program on it (detail::run_tail on a block). Only the
-//    output is stored.
-//
-// Tickets are handed out in order, so a waiting tile waits only for units
-// that running blocks hold: no deadlock, however many blocks are resident.
-// Tiles of the first samples overlap the units of the last ones, and there is
-// no second launch to wait for. The last block to leave puts the queue and the
-// sample counters back to zero.
+//  1. fold_plane_sums: one block per (plane, row chunk) reads its part of x
+//     once with 16-byte streaming loads and sums every segment block of
+//     FoldGeometry. Elements of the largest block (the central one, where
+//     every tap's range covers the row and the column) go to per-thread
+//     register accumulators; the few border elements go to shared-memory
+//     block sums (shared atomics). Each tap's rectangle sum is then a sum of
+//     block sums (geom.tap_sum): exact, no cancellation. With several chunks
+//     per plane, the last chunk to finish (a counter per plane) adds the
+//     chunks' tap sums in chunk order (deterministic).
+//  2. fold_contract_tail: Z[n, co] = bias[co] + sum_q weight[q*Cout + co] *
+//     S[n, g*cin_g + c, t] in tiles of Z spread over the SMs, then the tail
+//     program on each Z row (detail::run_tail on a block), run by the block
+//     that completes the row (a counter per row). Only the output is stored.
+//     On sm_90+ it is launched with programmatic dependent launch and waits
+//     for the plane sums inside (griddepcontrol.wait).
 #include <algorithm>
 #include <climits>
 
@@ -37,6 +29,7 @@ namespace {
 constexpr int kMaxBlocks = kFoldMaxSegments * kFoldMaxSegments;
 constexpr int kFoldMaxThreads = 256;
 constexpr int kTileMaxRows = 160;  // rows one contraction tile can touch: tile (<= 128) + 1
+constexpr int kContractThreads = 256;
 
 struct FoldLaunch {
   int64_t units;           // planes * chunks
@@ -50,184 +43,251 @@ struct FoldLaunch {
   int64_t cl2, cr2;
 };
 
-// ---- The work items -----------------------------------------------------------
+// ---- Kernel 1: segment-block sums of each (plane, chunk) ----------------------
 //
-// I is the index type of a unit's hot loop: int when a chunk has fewer than
-// 2^31 elements (fewer registers, more resident blocks), else int64_t.
+// I is the index type of the hot loop: int when a chunk has fewer than 2^31
+// elements (fewer registers, more resident blocks), else int64_t.
 
-// The block sums of one (plane, chunk) unit into B (shared, zero on entry);
-// returns with every thread past a barrier.
 template <class T, class S, class I>
-__device__ __forceinline__ void sum_unit(const T* __restrict__ x, const FoldGeometry& g, const FoldLaunch& L,
-                                         int64_t plane, int64_t ch, S* B, S* red) {
+__global__ void __launch_bounds__(kFoldMaxThreads, 1)
+    fold_plane_sums(const T* __restrict__ x, const FoldGeometry geom, const FoldLaunch L, S* __restrict__ partial,
+                    S* __restrict__ sums, unsigned* __restrict__ counters) {
+  // The contraction (launched with PDL behind this grid) may be scheduled as
+  // soon as every block of this grid has started; it waits for our results.
+  pdl_launch_dependents();
+
   constexpr int VEC = Vec16<T>::kVec;
   constexpr int NACC = VEC < 4 ? VEC : 4;  // independent register accumulators
-  const int tid = threadIdx.x, bd = blockDim.x, cs = g.col_segments;
-  const int64_t H = g.H, W = g.W;
-  const int64_t r0 = ch * L.rows_per_chunk, r1 = min(H, r0 + L.rows_per_chunk);
-  const T* p = x + (plane / g.C) * g.xs[0] + (plane % g.C) * g.xs[1];
-  S acc[NACC];
-#pragma unroll
-  for (int k = 0; k < NACC; ++k) acc[k] = S(0);
-  S acc_left = S(0), acc_right = S(0);
+  // (The geometry is read from the parameter space: a copy in shared memory
+  // made ptxas spill.)
+  const FoldGeometry& g = geom;
+  __shared__ S B[kMaxBlocks];
+  __shared__ S red[33];
+  __shared__ int last_chunk;
 
-  // One border element at (absolute row r, column c): a shared-memory block sum.
-  const auto border = [&](int64_t r, int64_t c, S v) { atomicAdd(&B[g.row_segment(r) * cs + g.col_segment(c)], v); };
+  const int tid = threadIdx.x, bd = blockDim.x;
+  const int taps = geom.kH * geom.kW, nb = geom.row_segments * geom.col_segments;
+  const int cs = geom.col_segments;
+  const int64_t H = geom.H, W = geom.W, C = geom.C;
 
-  if (L.contiguous && r1 > r0 && W > 0) {
-    // Rows relative to r0: the central block is rows [rlo, rhi), columns [clo, chi).
-    const I rlo = I(max(L.rlo - r0, int64_t(0))), rhi = I(max(min(L.rhi, r1) - r0, int64_t(0)));
-    const I clo = I(L.clo), chi = I(L.chi), w = I(W), cl2 = I(L.cl2), cr2 = I(L.cr2);
-    const T* base = p + r0 * W;
-    const I n = I((r1 - r0) * W);
-    const I mis = I((reinterpret_cast<uintptr_t>(base) & 15u) / sizeof(T));
-    const I head = min(n, mis ? I(VEC - mis) : I(0));
-    const I nvec = (n - head) / VEC;
-    const I tail0 = head + nvec * VEC;
-    // Scalar head (up to the first 16-byte boundary) and tail.
-    for (I e = tid; e < head + (n - tail0); e += bd) {
-      const I ee = e < head ? e : tail0 + (e - head);
-      const I r = ee / w, c = ee - r * w;
-      const S v = to_acc<S>(base[ee]);
-      if (r >= rlo && r < rhi && c >= clo && c < chi) acc[0] += v;
-      else border(r0 + r, c, v);
-    }
-    // 16-byte vectors: the row and column of the first element are tracked
-    // incrementally (no division in the loop).
-    const T* vbase = base + head;
-    const I step = I(bd) * VEC, dr = step / w, dc = step - dr * w;
-    I v = tid;
-    I row, col;
-    {
-      const I e = head + v * VEC;
-      row = e / w;
-      col = e - row * w;
-    }
-    const auto consume = [&](const Vec16<T>& d, I rr, I cc) {
-      if (rr >= rlo && rr < rhi && cc >= clo && cc + VEC <= chi) {
+  for (int64_t u = blockIdx.x; u < L.units; u += gridDim.x) {
+    const int64_t plane = u / L.chunks, ch = u - plane * L.chunks;
+    const int64_t r0 = ch * L.rows_per_chunk, r1 = min(H, r0 + L.rows_per_chunk);
+    for (int i = tid; i < nb; i += bd) B[i] = S(0);
+    __syncthreads();
+
+    const T* p = x + (plane / C) * geom.xs[0] + (plane % C) * geom.xs[1];
+    S acc[NACC];
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) acc[k % NACC] += to_acc<S>(d.get(k));
-      } else if (cc + VEC <= w) {
-        // Within one row: the columns next to the central block in registers too.
-        const bool rin = rr >= rlo && rr < rhi;
+    for (int k = 0; k < NACC; ++k) acc[k] = S(0);
+    S acc_left = S(0), acc_right = S(0);
+
+    // One border element at (absolute row r, column c): a shared-memory block sum.
+    const auto border = [&](int64_t r, int64_t c, S v) {
+      atomicAdd(&B[g.row_segment(r) * cs + g.col_segment(c)], v);
+    };
+
+    if (L.contiguous) {
+      // Rows relative to r0: the central block is rows [rlo, rhi), columns [clo, chi).
+      const I rlo = I(max(L.rlo - r0, int64_t(0))), rhi = I(max(min(L.rhi, r1) - r0, int64_t(0)));
+      const I clo = I(L.clo), chi = I(L.chi), w = I(W), cl2 = I(L.cl2), cr2 = I(L.cr2);
+      const T* base = p + r0 * W;
+      const I n = I((r1 - r0) * W);
+      const I mis = I((reinterpret_cast<uintptr_t>(base) & 15u) / sizeof(T));
+      const I head = min(n, mis ? I(VEC - mis) : I(0));
+      const I nvec = (n - head) / VEC;
+      const I tail0 = head + nvec * VEC;
+      // Scalar head (up to the first 16-byte boundary) and tail.
+      for (I e = tid; e < head + (n - tail0); e += bd) {
+        const I ee = e < head ? e : tail0 + (e - head);
+        const I r = ee / w, c = ee - r * w;
+        const S v = to_acc<S>(base[ee]);
+        if (r >= rlo && r < rhi && c >= clo && c < chi) acc[0] += v;
+        else border(r0 + r, c, v);
+      }
+      // 16-byte vectors: the row and column of the first element are tracked
+      // incrementally (no division in the loop).
+      const T* vbase = base + head;
+      const I step = I(bd) * VEC, dr = step / w, dc = step - dr * w;
+      I v = tid;
+      I row, col;
+      {
+        const I e = head + v * VEC;
+        row = e / w;
+        col = e - row * w;
+      }
+      const auto consume = [&](const Vec16<T>& d, I rr, I cc) {
+        if (rr >= rlo && rr < rhi && cc >= clo && cc + VEC <= chi) {
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          const I c = cc + k;
-          const S val = to_acc<S>(d.get(k));
-          if (rin && c >= clo && c < chi) acc[k % NACC] += val;
-          else if (rin && c >= cl2 && c < clo) acc_left += val;
-          else if (rin && c >= chi && c < cr2) acc_right += val;
-          else border(r0 + rr, c, val);
+          for (int k = 0; k < VEC; ++k) acc[k % NACC] += to_acc<S>(d.get(k));
+        } else if (cc + VEC <= w) {
+          // Within one row: the columns next to the central block in registers too.
+          const bool rin = rr >= rlo && rr < rhi;
+#pragma unroll
+          for (int k = 0; k < VEC; ++k) {
+            const I c = cc + k;
+            const S val = to_acc<S>(d.get(k));
+            if (rin && c >= clo && c < chi) acc[k % NACC] += val;
+            else if (rin && c >= cl2 && c < clo) acc_left += val;
+            else if (rin && c >= chi && c < cr2) acc_right += val;
+            else border(r0 + rr, c, val);
+          }
+        } else {
+#pragma unroll
+          for (int k = 0; k < VEC; ++k) {
+            I r = rr, c = cc + k;
+            while (c >= w) c -= w, ++r;
+            const S val = to_acc<S>(d.get(k));
+            if (r >= rlo && r < rhi && c >= clo && c < chi) acc[k % NACC] += val;
+            else border(r0 + r, c, val);
+          }
         }
-      } else {
+      };
+      const auto advance = [&]() {
+        row += dr;
+        col += dc;
+        if (col >= w) col -= w, ++row;
+      };
+      constexpr int U = 4;  // loads in flight per thread
+      for (; v + (U - 1) * bd < nvec; v += U * bd) {
+        Vec16<T> d[U];
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          I r = rr, c = cc + k;
-          while (c >= w) c -= w, ++r;
-          const S val = to_acc<S>(d.get(k));
-          if (r >= rlo && r < rhi && c >= clo && c < chi) acc[k % NACC] += val;
-          else border(r0 + r, c, val);
+        for (int k = 0; k < U; ++k) d[k] = load_stream(vbase + int64_t(v + k * bd) * VEC);
+#pragma unroll
+        for (int k = 0; k < U; ++k) {
+          consume(d[k], row, col);
+          advance();
         }
       }
-    };
-    const auto advance = [&]() {
-      row += dr;
-      col += dc;
-      if (col >= w) col -= w, ++row;
-    };
-    constexpr int U = 4;  // loads in flight per thread
-    for (; v + (U - 1) * bd < nvec; v += U * bd) {
-      Vec16<T> d[U];
-#pragma unroll
-      for (int k = 0; k < U; ++k) d[k] = load_stream(vbase + int64_t(v + k * bd) * VEC);
-#pragma unroll
-      for (int k = 0; k < U; ++k) {
-        consume(d[k], row, col);
+      for (; v < nvec; v += bd) {
+        consume(load_stream(vbase + int64_t(v) * VEC), row, col);
         advance();
       }
+    } else {
+      // Strided planes: element by element.
+      const int64_t n = (r1 - r0) * W;
+      for (int64_t e = tid; e < n; e += bd) {
+        const int64_t r = r0 + e / W, c = e % W;
+        const S v = to_acc<S>(p[r * geom.xs[2] + c * geom.xs[3]]);
+        if (r >= L.rlo && r < L.rhi && c >= L.clo && c < L.chi) acc[0] += v;
+        else border(r, c, v);
+      }
     }
-    for (; v < nvec; v += bd) {
-      consume(load_stream(vbase + int64_t(v) * VEC), row, col);
-      advance();
+
+    if (L.contiguous) {
+      // (Only the vector loop fills these: contiguous planes.)
+      acc_left = warp_sum(acc_left);
+      acc_right = warp_sum(acc_right);
+      if ((tid & 31) == 0 && acc_left != S(0)) atomicAdd(&B[L.main_block - 1], acc_left);
+      if ((tid & 31) == 0 && acc_right != S(0)) atomicAdd(&B[L.main_block + 1], acc_right);
     }
-    // (Only the vector loop fills these: contiguous planes.)
-    acc_left = warp_sum(acc_left);
-    acc_right = warp_sum(acc_right);
-    if ((tid & 31) == 0 && acc_left != S(0)) atomicAdd(&B[L.main_block - 1], acc_left);
-    if ((tid & 31) == 0 && acc_right != S(0)) atomicAdd(&B[L.main_block + 1], acc_right);
-  } else if (!L.contiguous) {
-    // Strided planes: element by element.
-    const int64_t n = (r1 - r0) * W;
-    for (int64_t e = tid; e < n; e += bd) {
-      const int64_t r = r0 + e / W, c = e % W;
-      const S v = to_acc<S>(p[r * g.xs[2] + c * g.xs[3]]);
-      if (r >= L.rlo && r < L.rhi && c >= L.clo && c < L.chi) acc[0] += v;
-      else border(r, c, v);
-    }
-  }
-  S t = S(0);
+    S t = S(0);
 #pragma unroll
-  for (int k = 0; k < NACC; ++k) t += acc[k];
-  t = block_sum(t, red);  // ends with a barrier: the shared atomics are complete too
-  if (tid == 0 && L.main_block >= 0) B[L.main_block] += t;
-  __syncthreads();
+    for (int k = 0; k < NACC; ++k) t += acc[k];
+    t = block_sum(t, red);  // ends with a barrier: the shared atomics are complete too
+    if (tid == 0 && L.main_block >= 0) B[L.main_block] += t;
+    __syncthreads();
+
+    if (L.chunks == 1) {
+      for (int k = tid; k < taps; k += bd) sums[plane * taps + k] = g.tap_sum(B, k);
+    } else {
+      for (int k = tid; k < taps; k += bd) partial[u * taps + k] = g.tap_sum(B, k);
+      __threadfence();
+      __syncthreads();
+      if (tid == 0) last_chunk = atomicAdd(&counters[plane], 1u) == unsigned(L.chunks - 1);
+      __syncthreads();
+      if (last_chunk) {
+        for (int k = tid; k < taps; k += bd) {
+          S s = S(0);
+          for (int64_t c = 0; c < L.chunks; ++c) s += __ldcg(&partial[(plane * L.chunks + c) * taps + k]);
+          sums[plane * taps + k] = s;
+        }
+        if (tid == 0) counters[plane] = 0u;  // back to zero for the next run
+      }
+    }
+    __syncthreads();
+  }
 }
+
+// ---- Kernel 2: contraction fused with the tail ----------------------------------
 
 template <class A, class O>
 struct ContractArgs {
   FoldContraction<A> con;
   Tail<A> tail;
+  const A* sums;           // [N*C, taps]
   int64_t C;
   int taps;
-  int tile;                // Z values per tile: a power of two dividing blockDim
+  int tile;                // Z values per block: a power of two dividing blockDim
   int64_t total;           // R*K
   A* z;                    // [R*K] scratch (rows whose tail runs later)
   unsigned* row_counters;  // [R], zero between runs
   O* out;
   int direct;              // no tail ops: Z is the output
-  int row_in_smem;         // the tail's rows fit in shared memory (dynamic)
+  int row_in_smem;         // the tail's rows fit in shared memory
+  int prefetch;            // the tile's weights [kg, tile] fit in shared memory
 };
 
-// Acquire load: what the block that raised the counter wrote before it is visible.
-__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-// Contraction tile `tile` (its Z values [tile*TZ, +TZ)) once the plane sums of
-// its samples are complete, then the tail of each Z row it completes. `red`
-// holds blockDim values; returns with every thread past a barrier.
 template <class A, class O>
-__device__ __forceinline__ void contract_tile(const ContractArgs<A, O>& a, const A* sums,
-                                              const unsigned* sample_planes, int64_t tile, A* red,
-                                              ReduceAcc<A>* wred, int64_t* mine, int* n_mine, A* zrow) {
+__global__ void __launch_bounds__(kContractThreads, 1) fold_contract_tail(const ContractArgs<A, O> a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  A* red = reinterpret_cast<A*>(smem);                       // [blockDim]
+  A* zrow = red + blockDim.x;                                // [K] when row_in_smem
+  A* wsm = zrow + (a.row_in_smem ? a.tail.K : int64_t(0));   // [kg, tile] when prefetch
+  __shared__ ReduceAcc<A> wred[33];
+  __shared__ int64_t mine[kTileMaxRows];
+  __shared__ int n_mine;
+
   const int tid = threadIdx.x, TZ = a.tile, j = tid % TZ, s = tid / TZ, QS = blockDim.x / TZ;
   const int64_t Cout = a.con.Cout, K = a.tail.K;
-  const int64_t z0 = tile * TZ, zend = min(a.total, z0 + TZ), zi = z0 + j;
-  if (tid == 0) {
-    for (int64_t n = z0 / Cout; n <= (zend - 1) / Cout; ++n)
-      while (load_acquire(sample_planes + n) < unsigned(a.C)) __nanosleep(100);
-  }
-  __syncthreads();
-
+  const int64_t z0 = int64_t(blockIdx.x) * TZ, zi = z0 + j;
   const bool valid = zi < a.total;
   const int64_t n = valid ? zi / Cout : 0, co = valid ? zi - n * Cout : 0, grp = co / a.con.cout_g;
   const int64_t kg = a.con.cin_g * a.taps, per = (kg + QS - 1) / QS;
   const int64_t q0 = min(kg, s * per), q1 = min(kg, q0 + per);
+  const A* wp = a.con.weight + co;
+  const A* sp = a.sums + (n * a.C + grp * a.con.cin_g) * a.taps;
+
+  // The tile's weight columns do not depend on the plane sums: with PDL they
+  // are loaded while the plane sums finish.
+  if (a.prefetch) {
+    // Thread (s, j) loads rows s, s + QS, ... of its own column j (= its co),
+    // eight loads in flight before the stores (a store to shared memory may
+    // alias a generic load, so the compiler would not reorder them).
+    int64_t q = s;
+    for (; q + 7 * QS < kg; q += 8 * QS) {
+      A w8[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) w8[k] = valid ? wp[(q + k * QS) * Cout] : A(0);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) wsm[(q + k * QS) * TZ + j] = w8[k];
+    }
+    for (; q < kg; q += QS) wsm[q * TZ + j] = valid ? wp[q * Cout] : A(0);
+    __syncthreads();
+  }
+
+  pdl_wait();  // the plane sums are complete and visible from here on
+
   A part = A(0);
   if (valid) {
-    const A* wp = a.con.weight + co;
-    const A* sp = sums + (n * a.C + grp * a.con.cin_g) * a.taps;
     A p[8];
 #pragma unroll
     for (int k = 0; k < 8; ++k) p[k] = A(0);
     int64_t q = q0;
-    for (; q + 7 < q1; q += 8) {
+    if (a.prefetch) {
+      const A* w = wsm + j;
+      for (; q + 7 < q1; q += 8) {
 #pragma unroll
-      for (int k = 0; k < 8; ++k) p[k] += wp[(q + k) * Cout] * __ldcg(sp + q + k);
+        for (int k = 0; k < 8; ++k) p[k] += w[(q + k) * TZ] * sp[q + k];
+      }
+      for (; q < q1; ++q) p[0] += w[q * TZ] * sp[q];
+    } else {
+      for (; q + 7 < q1; q += 8) {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) p[k] += wp[(q + k) * Cout] * sp[q + k];
+      }
+      for (; q < q1; ++q) p[0] += wp[q * Cout] * sp[q];
     }
-    for (; q < q1; ++q) p[0] += wp[q * Cout] * __ldcg(sp + q);
     part = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
   }
   red[tid] = part;  // red[s * TZ + j]
@@ -238,24 +298,22 @@ __device__ __forceinline__ void contract_tile(const ContractArgs<A, O>& a, const
     if (a.direct) a.out[zi] = to_elem<O>(v);
     else a.z[zi] = v;
   }
-  if (a.direct) {
-    __syncthreads();  // red is reused by the next item
-    return;
-  }
+  if (a.direct) return;
 
   // The block that completes a row runs its tail.
   __threadfence();
-  if (tid == 0) *n_mine = 0;
+  if (tid == 0) n_mine = 0;
   __syncthreads();
+  const int64_t zend = min(a.total, z0 + TZ);
   const int64_t rfirst = z0 / K, rlast = (zend - 1) / K;
   for (int64_t r = rfirst + tid; r <= rlast; r += blockDim.x) {
     const int64_t lo = max(z0, r * K), hi = min(zend, (r + 1) * K);
     const unsigned cnt = static_cast<unsigned>(hi - lo);
     const unsigned prev = atomicAdd(&a.row_counters[r], cnt);
-    if (int64_t(prev) + cnt == K) mine[atomicAdd(n_mine, 1)] = r;
+    if (int64_t(prev) + cnt == K) mine[atomicAdd(&n_mine, 1)] = r;
   }
   __syncthreads();
-  const int rows = *n_mine;
+  const int rows = n_mine;
   for (int i = 0; i < rows; ++i) {
     const int64_t r = mine[i];
     A* row = a.row_in_smem ? zrow : a.z + r * K;
@@ -270,108 +328,14 @@ __device__ __forceinline__ void contract_tile(const ContractArgs<A, O>& a, const
   }
 }
 
-// The queue's counters (Workspace::counters, zero between runs).
-struct FoldQueue {
-  unsigned* next;           // the next ticket
-  unsigned* left;           // blocks that have left
-  unsigned* sample_planes;  // [N] planes of each sample whose sums are complete
-  unsigned* plane_chunks;   // [N*C] chunks of each plane that are done
-  unsigned units, items;    // units, then tiles
-};
-
-// ---- The kernel ------------------------------------------------------------------
-
-template <class T, class S, class I, class O>
-__global__ void __launch_bounds__(kFoldMaxThreads, sizeof(S) == 4 && sizeof(I) == 4 ? 4 : 1)
-    fold_kernel(const T* __restrict__ x, const FoldGeometry geom, const FoldLaunch L, const ContractArgs<S, O> ca,
-                const FoldQueue q, S* __restrict__ partial, S* __restrict__ sums) {
-  // A kernel launched behind this one with PDL may be scheduled once every
-  // block has started; it waits for our results.
-  pdl_launch_dependents();
-
-  // (The geometry is read from the parameter space: a copy in shared memory
-  // made ptxas spill.)
-  const FoldGeometry& g = geom;
-  extern __shared__ __align__(16) unsigned char smem[];
-  S* zrow = reinterpret_cast<S*>(smem);  // [K] when ca.row_in_smem
-  __shared__ S B[kMaxBlocks];            // a unit's block sums; a tile's partial products
-  __shared__ S red[33];
-  __shared__ ReduceAcc<S> wred[33];
-  __shared__ int64_t mine[kTileMaxRows];
-  __shared__ int n_mine;
-  __shared__ unsigned item_s;
-  __shared__ int flag;
-
-  const int tid = threadIdx.x, bd = blockDim.x;
-  const int taps = g.taps(), nb = g.blocks();
-  if (tid == 0) item_s = atomicAdd(q.next, 1u);
-  __syncthreads();
-  for (;;) {
-    const unsigned item = item_s;
-    if (item >= q.items) break;
-    // The next ticket, taken now so that its latency hides behind this item.
-    unsigned next = 0;
-    if (tid == 0) next = atomicAdd(q.next, 1u);
-
-    if (item < q.units) {
-      const int64_t plane = item / L.chunks, ch = item - plane * L.chunks;
-      for (int i = tid; i < nb; i += bd) B[i] = S(0);
-      __syncthreads();
-      sum_unit<T, S, I>(x, g, L, plane, ch, B, red);
-      bool complete = true;
-      if (L.chunks == 1) {
-        for (int k = tid; k < taps; k += bd) sums[plane * taps + k] = g.tap_sum(B, k);
-      } else {
-        for (int k = tid; k < taps; k += bd) partial[int64_t(item) * taps + k] = g.tap_sum(B, k);
-        __threadfence();
-        __syncthreads();
-        if (tid == 0) flag = atomicAdd(&q.plane_chunks[plane], 1u) == unsigned(L.chunks - 1);
-        __syncthreads();
-        complete = flag;
-        if (complete) {
-          for (int k = tid; k < taps; k += bd) {
-            S s = S(0);
-            for (int64_t c = 0; c < L.chunks; ++c) s += __ldcg(&partial[(plane * L.chunks + c) * taps + k]);
-            sums[plane * taps + k] = s;
-          }
-          if (tid == 0) q.plane_chunks[plane] = 0u;  // back to zero for the next run
-        }
-      }
-      if (complete) {
-        __threadfence();
-        __syncthreads();
-        if (tid == 0) atomicAdd(&q.sample_planes[plane / g.C], 1u);
-      }
-    } else {
-      contract_tile(ca, sums, q.sample_planes, int64_t(item - q.units), B, wred, mine, &n_mine, zrow);
-    }
-    __syncthreads();  // every thread has read item_s
-    if (tid == 0) item_s = next;
-    __syncthreads();
-  }
-
-  // The last block to leave resets the queue.
-  if (tid == 0) {
-    __threadfence();
-    flag = atomicAdd(q.left, 1u) == gridDim.x - 1;
-  }
-  __syncthreads();
-  if (flag) {
-    for (int64_t n = tid; n < g.N; n += bd) q.sample_planes[n] = 0u;
-    if (tid == 0) *q.next = 0u, *q.left = 0u;
-  }
-}
-
 // ---- Host side ----------------------------------------------------------------------
 
-// Prepared once per plan: the typed kernel, the register block, the scratch
-// layout, and the row chunks and grid for each warp count the tuner may choose.
+// Prepared once per plan: the typed kernels, the register block, the scratch
+// layout, and the row chunks for each warp count the tuner may choose.
 template <class T, class A, class O>
 class PreparedFold final : public PreparedStep {
  public:
   using S = A;  // plane sums: fp32 for f32/f16/bf16 inputs, fp64 for f64
-  using Kernel = void (*)(const T*, const FoldGeometry, const FoldLaunch, const ContractArgs<S, O>, const FoldQueue, S*,
-                          S*);
 
   explicit PreparedFold(const FoldStep<A>& step) : step_(step), g_(step.geom) {
     const DeviceInfo& dev = device_info();
@@ -382,8 +346,8 @@ class PreparedFold final : public PreparedStep {
       fail(ErrorCategory::unsupported, "fold (cuda)", "tail rows of ", step.tail.K, " values exceed the row counters");
     // 32-bit indices in the hot loop when a whole plane (the largest chunk) has
     // fewer than 2^31 elements, with room for one step of the loop.
-    kernel_ = g_.H * g_.W < (int64_t(1) << 31) - (int64_t(1) << 16) ? fold_kernel<T, S, int, O>
-                                                                      : fold_kernel<T, S, int64_t, O>;
+    sums_kernel_ = g_.H * g_.W < (int64_t(1) << 31) - (int64_t(1) << 16) ? fold_plane_sums<T, S, int>
+                                                                          : fold_plane_sums<T, S, int64_t>;
     const FoldGeometry::Block m = g_.largest_block();
     L_.main_block = m.index;
     if (m.index >= 0) {
@@ -392,7 +356,23 @@ class PreparedFold final : public PreparedStep {
       L_.cl2 = mc > 0 ? g_.col_cut[mc - 1] : L_.clo;
       L_.cr2 = mc + 1 < g_.col_segments ? g_.col_cut[mc + 2] : L_.chi;
     }
-    // The contraction's tiles and the tail's shared row.
+    // Row chunks per plane at each warp count: they follow the resident blocks.
+    for (int w = 0; w < 2; ++w) {
+      const int warps = 4 << w;
+      const int64_t resident = int64_t(occupancy(sums_kernel_, warps * 32, 0)) * dev.limits.sm_count;
+      const Overrides& ov = overrides();
+      int64_t chunks = ov.fold_chunks ? ov.fold_chunks
+                                      : tuning::fold_chunks(planes_, g_.H, g_.H * g_.W * int64_t(sizeof(T)), resident);
+      const int64_t rows_per_chunk = std::max<int64_t>(1, (g_.H + chunks - 1) / std::max<int64_t>(chunks, 1));
+      chunks = std::max<int64_t>(1, (g_.H + rows_per_chunk - 1) / rows_per_chunk);
+      chunked_[w] = {chunks, rows_per_chunk};
+    }
+    const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
+    sums_bytes_ = align(std::size_t(std::max<int64_t>(planes_ * taps_, 1)) * sizeof(S));
+    z_bytes_ = align(std::size_t(std::max<int64_t>(total_, 1)) * sizeof(A));
+    for (int w = 0; w < 2; ++w)
+      partial_bytes_[w] = chunked_[w].chunks > 1 ? align(std::size_t(planes_ * chunked_[w].chunks * taps_) * sizeof(S)) : 0;
+    // The contraction's tile and shared memory.
     ca_.con = step.contraction;
     ca_.tail = step.tail;
     ca_.C = g_.C;
@@ -400,68 +380,74 @@ class PreparedFold final : public PreparedStep {
     ca_.tile = tuning::contraction_tile(total_, dev.limits.sm_count);
     ca_.total = total_;
     ca_.direct = step.tail.n == 0 && step.tail.K_out == step.tail.K;
-    ca_.row_in_smem = step.tail.K * int64_t(sizeof(A)) <= 8 * 1024;
-    smem_ = ca_.row_in_smem ? std::size_t(step.tail.K) * sizeof(A) : 0;
-    const int64_t tiles = (total_ + ca_.tile - 1) / ca_.tile;
-    // Row chunks per plane and the grid at each warp count: they follow the resident blocks.
-    for (int w = 0; w < 2; ++w) {
-      const int warps = 4 << w;
-      const int64_t resident = int64_t(occupancy(kernel_, warps * 32, smem_)) * dev.limits.sm_count;
-      const Overrides& ov = overrides();
-      int64_t chunks = ov.fold_chunks ? ov.fold_chunks
-                                      : tuning::fold_chunks(planes_, g_.H, g_.H * g_.W * int64_t(sizeof(T)), resident);
-      const int64_t rows_per_chunk = std::max<int64_t>(1, (g_.H + chunks - 1) / std::max<int64_t>(chunks, 1));
-      chunks = std::max<int64_t>(1, (g_.H + rows_per_chunk - 1) / rows_per_chunk);
-      const int64_t items = planes_ * chunks + tiles;
-      if (items + resident >= (int64_t(1) << 32))
-        fail(ErrorCategory::unsupported, "fold (cuda)", planes_, " planes in ", chunks, " chunks and ", tiles,
-             " contraction tiles exceed the work queue's 32-bit tickets");
-      shapes_[w] = {chunks, rows_per_chunk, planes_ * chunks, items, std::min(resident, items)};
-    }
-    const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
-    sums_bytes_ = align(std::size_t(std::max<int64_t>(planes_ * taps_, 1)) * sizeof(S));
-    z_bytes_ = align(std::size_t(std::max<int64_t>(total_, 1)) * sizeof(A));
-    for (int w = 0; w < 2; ++w)
-      partial_bytes_[w] = shapes_[w].chunks > 1 ? align(std::size_t(shapes_[w].units * taps_) * sizeof(S)) : 0;
+    ca_.row_in_smem = step.tail.K * int64_t(sizeof(A)) <= 32 * 1024;
+    contract_smem_ = (kContractThreads + (ca_.row_in_smem ? std::size_t(step.tail.K) : 0)) * sizeof(A);
+    const std::size_t wbytes = std::size_t(ca_.con.cin_g * taps_ * ca_.tile) * sizeof(A);
+    ca_.prefetch = contract_smem_ + wbytes <= 46 * 1024;  // within the default 48 KB of dynamic shared memory
+    if (ca_.prefetch) contract_smem_ += wbytes;
   }
 
   void run(const TensorView& x, const TensorView& out) const override {
-    if (total_ == 0) return;  // an empty output
     FoldGeometry g = g_;
     for (int d = 0; d < 4; ++d) g.xs[d] = x.strides[d];
     FoldLaunch L = L_;
     L.contiguous = (g.W == 1 || g.xs[3] == 1) && (g.H == 1 || g.xs[2] == g.W);
-    Workspace& ws = workspace();
-    // Counters: the queue's ticket and leavers, then per sample, per plane and per Z row.
-    const std::size_t n_counters = std::size_t(2 + g_.N + planes_ + step_.tail.R);
-    const auto fold = [&](int threads) {
-      const WorkShape& sh = shapes_[threads > 128];
-      FoldGeometry gc = g;
-      FoldLaunch lc = L;
-      gc.chunks = lc.chunks = sh.chunks;
-      gc.rows_per_chunk = lc.rows_per_chunk = sh.rows_per_chunk;
-      lc.units = sh.units;
-      char* base = static_cast<char*>(ws.scratch(sums_bytes_ + partial_bytes_[threads > 128] + z_bytes_));
-      unsigned* counters = ws.counters(n_counters);
-      ContractArgs<S, O> ca = ca_;
-      ca.z = reinterpret_cast<A*>(base + sums_bytes_ + partial_bytes_[threads > 128]);
-      ca.row_counters = counters + 2 + g_.N + planes_;
-      ca.out = static_cast<O*>(out.data);
-      const FoldQueue q{counters, counters + 1, counters + 2, counters + 2 + g_.N, unsigned(sh.units),
-                        unsigned(sh.items)};
-      launch("kfuse::cuda::fold_kernel", kernel_, dim3(grid_of(sh.grid)), dim3(threads), smem_, false,
-             static_cast<const T*>(x.data), gc, lc, ca, q, sh.chunks > 1 ? reinterpret_cast<S*>(base + sums_bytes_) : nullptr,
-             reinterpret_cast<S*>(base));
+    const auto with_chunks = [&](int warps, FoldGeometry& gc, FoldLaunch& lc) {
+      const Chunks& c = chunked_[warps > 4];
+      gc.chunks = lc.chunks = c.chunks;
+      gc.rows_per_chunk = lc.rows_per_chunk = c.rows_per_chunk;
+      lc.units = planes_ * c.chunks;
     };
+    Workspace& ws = workspace();
+    const auto scratch = [&](int warps) {
+      return static_cast<char*>(ws.scratch(sums_bytes_ + partial_bytes_[warps > 4] + z_bytes_));
+    };
+    const auto plane_sums = [&](const FoldGeometry& gc, const FoldLaunch& lc, int threads) {
+      char* base = scratch(threads / 32);
+      S* partial = lc.chunks > 1 ? reinterpret_cast<S*>(base + sums_bytes_) : nullptr;
+      launch("kfuse::cuda::fold_plane_sums", sums_kernel_, dim3(grid_of(lc.units)), dim3(threads), 0, false,
+             static_cast<const T*>(x.data), gc, lc, partial, reinterpret_cast<S*>(base),
+             ws.counters(std::size_t(planes_ + step_.tail.R)));
+    };
+    const bool sums_kernel = planes_ > 0 && g.H > 0 && g.W > 0;
     try {
-      // Warps per block (the tuner); a candidate is timed on this very input
-      // (the kernel writes the output and scratch, and puts its counters back).
-      const std::string shape =
-          tuning::shape_class({{"planes", planes_}, {"plane", g.H * g.W}}) + "," + to_string(x.dtype);
-      const int threads = tuned(kernel_, "cuda::fold", shape, true, [&](const tuning::LaunchConfig& c) {
-                            return time_launches([&] { fold(c.threads()); });
-                          }).threads();
-      fold(threads);
+      // Warps per block of the plane sums (the tuner); a candidate is timed on
+      // this very input (the kernel only writes scratch and puts its counters back).
+      int threads = tuning::baseline_launch().threads();  // (no plane sums to launch: unused)
+      if (sums_kernel) {
+        const std::string shape =
+            tuning::shape_class({{"planes", planes_}, {"plane", g.H * g.W}}) + "," + to_string(x.dtype);
+        threads = tuned(sums_kernel_, "cuda::fold_plane_sums", shape, true, [&](const tuning::LaunchConfig& c) {
+                    FoldGeometry gc = g;
+                    FoldLaunch lc = L;
+                    with_chunks(c.warps, gc, lc);
+                    return time_launches([&] { plane_sums(gc, lc, c.threads()); });
+                  }).threads();
+      }
+      with_chunks(threads / 32, g, L);
+      char* base = scratch(threads / 32);
+      S* sums = reinterpret_cast<S*>(base);
+      A* z = reinterpret_cast<A*>(base + sums_bytes_ + partial_bytes_[threads / 32 > 4]);
+      unsigned* counters = ws.counters(std::size_t(planes_ + step_.tail.R));
+
+      bool launched = false;
+      if (L.units > 0 && !sums_kernel) {
+        // Empty planes: every tap sum is zero.
+        KFUSE_CUDA_CHECK(cudaMemsetAsync(sums, 0, std::size_t(planes_ * taps_) * sizeof(S), stream()), "empty planes");
+      } else if (L.units > 0) {
+        plane_sums(g, L, threads);
+        launched = true;
+      }
+      if (total_ > 0) {
+        ContractArgs<A, O> ca = ca_;
+        ca.sums = sums;
+        ca.z = z;
+        ca.row_counters = counters + planes_;
+        ca.out = static_cast<O*>(out.data);
+        launch("kfuse::cuda::fold_contract_tail", fold_contract_tail<A, O>,
+               dim3(grid_of((total_ + ca.tile - 1) / ca.tile)), dim3(kContractThreads), contract_smem_,
+               pdl_enabled() && launched, ca);
+      }
     } catch (...) {
       ws.mark_dirty();  // a kernel may have stopped with counters raised
       throw;
@@ -469,24 +455,23 @@ class PreparedFold final : public PreparedStep {
   }
 
   std::string describe() const override {
-    return cat("one launch: plane sums (", shapes_[0].chunks, " row chunks per plane at 4 warps, ", shapes_[1].chunks,
-               " at 8), contraction tiles of ", ca_.tile, " with the tail, a grid of at most the resident blocks (",
-               shapes_[0].grid, " at 4 warps, ", shapes_[1].grid, " at 8)");
+    return cat("plane sums (", chunked_[0].chunks, " row chunks per plane at 4 warps, ", chunked_[1].chunks,
+               " at 8), contraction tiles of ", ca_.tile, " with the tail");
   }
 
  private:
-  struct WorkShape {
-    int64_t chunks, rows_per_chunk, units, items, grid;
+  struct Chunks {
+    int64_t chunks, rows_per_chunk;
   };
   FoldStep<A> step_;
   FoldGeometry g_;
   FoldLaunch L_{};
-  Kernel kernel_ = nullptr;
+  void (*sums_kernel_)(const T*, const FoldGeometry, const FoldLaunch, S*, S*, unsigned*) = nullptr;
   int64_t planes_ = 0, total_ = 0;
   int taps_ = 0;
-  WorkShape shapes_[2]{};  // at 4 and 8 warps
-  std::size_t sums_bytes_ = 0, z_bytes_ = 0, partial_bytes_[2]{}, smem_ = 0;
-  ContractArgs<S, O> ca_{};
+  Chunks chunked_[2]{};  // at 4 and 8 warps
+  std::size_t sums_bytes_ = 0, z_bytes_ = 0, partial_bytes_[2]{}, contract_smem_ = 0;
+  ContractArgs<A, O> ca_{};
 };
 
 }  // namespace

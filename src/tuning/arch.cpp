@@ -38,7 +38,7 @@ std::optional<LaunchConfig> arch_default(int arch, const std::string& kernel) {
   // starting point: they were not measured on an sm_89 device.
   const char* where = arch == 90 ? "sm_90" : arch == 89 ? "sm_89 (starting point from H100 measurements)" : nullptr;
   if (!where) return std::nullopt;
-  if (kernel == "cuda::fold" || kernel == "kokkos::fold_plane_sums")
+  if (kernel == "cuda::fold_plane_sums" || kernel == "kokkos::fold_plane_sums")
     return LaunchConfig{4, 2, std::string(where) + ": 4 warps (H100 plane sums: as fast as 8 on 1 MB planes, "
                                                    "1-12% faster on 64 KB planes; perf/results run 6)"};
   if (kernel == "kokkos::reduce_rows")

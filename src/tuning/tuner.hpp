@@ -18,7 +18,7 @@
 namespace kfuse::tuning {
 
 struct Request {
-  std::string kernel;       // "cuda::fold", "kokkos::fold_plane_sums", ...
+  std::string kernel;       // "cuda::fold_plane_sums", "kokkos::fold_plane_sums", ...
   std::string shape_class;  // shape_class(): the sizes that change the best launch, bucketed
   std::string device;       // the device's name (cudaDeviceProp::name)
   int arch = 0;             // compute capability, major * 10 + minor (89, 90)
