@@ -48,7 +48,7 @@ struct Workspace {
 Workspace& workspace();
 
 // Overrides for experiments (environment variables, read once; the warps of
-// every kernel come from the tuner: KFUSE_TUNING_FORCE="cuda::fold=8x2"):
+// every kernel come from the tuner: KFUSE_TUNING_FORCE="cuda::fold_plane_sums=8x2"):
 //   KFUSE_CUDA_FOLD_CHUNKS   row chunks per plane in the fold (0: the rule in src/tuning)
 //   KFUSE_CUDA_PDL           0 disables programmatic dependent launch (sm_90+)
 //   (KFUSE_CUDA_GRAPHS=0, plans launching directly instead of replaying a CUDA graph: core/device_runtime.hpp)

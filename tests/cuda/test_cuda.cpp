@@ -367,14 +367,14 @@ TEST_F(CudaFold, LayoutsAndChunks) {
       expect_close(run_both(make, dt, Strategy::fold, c.x_shape(), c.x), tolerance(dt), text(c) + " chunks again");
     }
     for (int warps : {4, 8}) {
-      ForcedLaunch f("cuda::fold", warps);
+      ForcedLaunch f("cuda::fold_plane_sums", warps);
       expect_close(run_both(make, dt, Strategy::fold, c.x_shape(), c.x), tolerance(dt),
                    text(c) + detail::cat(" ", warps, " warps"));
     }
   }
 }
 
-// A tail row longer than the kernel keeps in shared memory (K = N * Cout > 2048 floats): the
+// A tail row longer than shared memory holds (K = N * Cout > 8192 floats): the
 // row stays in global memory.
 TEST_F(CudaFold, LongTailRow) {
   Rng rng(3);
@@ -660,7 +660,7 @@ TEST_F(CudaTuning, MeasuredRunsStayCorrect) {
     expect_close(run_both(make, DType::f32, Strategy::fold, c.x_shape(), c.x), tolerance(DType::f32),
                  text(c) + " chunks 7");
   }
-  const auto fold = decision_of("cuda::fold");
+  const auto fold = decision_of("cuda::fold_plane_sums");
   ASSERT_TRUE(fold);
   EXPECT_EQ(fold->source, "measured") << fold->why;
   EXPECT_EQ(fold->candidates.size(), 2u);  // 4 and 8 warps
