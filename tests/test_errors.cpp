@@ -232,6 +232,11 @@ TEST(Errors, ElementCountOverflow) {
                      ErrorCategory::overflow, {"myop", "x"}));
   EXPECT_EQ(kfuse::checked_numel({big, big / 2 - 1}, "myop", "x"), big * (big / 2 - 1));  // just below: fine
   EXPECT_EQ(kfuse::checked_numel({big, 0, big, big}, "myop", "x"), 0);                  // a zero extent: no overflow
+  // ... but a pipeline's shapes must keep every product of extents in 64 bits (its rows, its strides).
+  EXPECT_TRUE(throws([&] { kfuse::checked_extents({big, 0, big, big}, "myop", "x"); }, ErrorCategory::overflow,
+                     {"myop", "x", "empty", "nonzero extents", "2^63-1"}));
+  EXPECT_EQ(kfuse::checked_extents({big, 0, big / 2 - 1}, "myop", "x"), 0);
+  EXPECT_EQ(kfuse::checked_extents({3, 5}, "myop", "x"), 15);
   EXPECT_TRUE(throws([&] { kfuse::checked_numel({2, -1}, "myop", "x"); }, ErrorCategory::invalid_argument,
                      {"myop", "x", "negative"}));
 

@@ -215,16 +215,30 @@ TEST(FuzzRegressions, GroupsBeyondZeroInputChannels) {
 // reduce_empty_axis_output_overflows: an empty batch let the conv output be
 // [0, 1, 4611686018427387915, 8]; a mean over the empty axis with keepdim
 // then counted 2^65 elements, and the builder accepted it (the planner threw).
-TEST(FuzzRegressions, ReductionOfAnEmptyAxisThatOverflows) {
-  Pipeline p({0, 3, (int64_t(1) << 62), 8}, DType::f64);
+// tail_row_of_empty_shape_overflows: an empty shape whose trailing extents
+// multiply past 2^63 made the planner's row length a signed overflow. Shapes
+// are now rejected when their nonzero extents overflow, empty or not.
+TEST(FuzzRegressions, EmptyShapesWhoseExtentsOverflow) {
   try {
-    p.mean({0}, true);
+    Pipeline p({0, 3, (int64_t(1) << 62), 8}, DType::f64);
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_EQ(e.category(), ErrorCategory::overflow);
-    EXPECT_NE(std::string(e.what()).find("op #1 (mean)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("is empty but its nonzero extents multiply past 2^63-1"), std::string::npos)
+        << e.what();
   }
-  EXPECT_NO_THROW(p.mean({1}, true));  // still empty: fine
+  // Fits: every row and stride fits, and the mean's 2^58 values fit in bytes.
+  const Shape fits = {0, 3, int64_t(1) << 58};
+  EXPECT_NO_THROW(Pipeline(fits, DType::f64).mean({0}, true));
+  EXPECT_NO_THROW(Plan(Pipeline(fits, DType::f64).sum({1, 2}), {Strategy::fused}));
+  // A broadcast that would make such a shape is refused where it happens.
+  try {
+    Pipeline({0, int64_t(1) << 42, 1}, DType::f32).add(filled({1, 1, int64_t(1) << 22}, DType::f32, 0));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.category(), ErrorCategory::overflow);
+    EXPECT_NE(std::string(e.what()).find("op #1 (add)"), std::string::npos) << e.what();
+  }
 }
 
 // floor_bytes_overflow: a conv output of valid element count but more than

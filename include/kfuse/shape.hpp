@@ -21,6 +21,10 @@ std::string to_string(const Shape& s);  // "[16, 64, 512, 512]"
 
 // Product of the extents; throws overflow (naming op and arg) past 2^63-1.
 int64_t checked_numel(const Shape& shape, const std::string& op, const std::string& arg);
+// checked_numel, and the nonzero extents multiply within 2^63-1 as well: then
+// any product of extents (a row, the reduced axes, a stride) fits 64 bits,
+// even where a zero extent empties the shape. Pipelines hold such shapes only.
+int64_t checked_extents(const Shape& shape, const std::string& op, const std::string& arg);
 
 // Row-major (C order) strides, in elements.
 Shape contiguous_strides(const Shape& shape);

@@ -25,6 +25,16 @@ int64_t checked_numel(const Shape& shape, const std::string& op, const std::stri
   return n;
 }
 
+int64_t checked_extents(const Shape& shape, const std::string& op, const std::string& arg) {
+  const int64_t numel = checked_numel(shape, op, arg);
+  int64_t n = 1;
+  for (int64_t e : shape)
+    if (e > 0 && __builtin_mul_overflow(n, e, &n))
+      fail(ErrorCategory::overflow, op, arg, " of shape ", to_string(shape),
+           " is empty but its nonzero extents multiply past 2^63-1");
+  return numel;
+}
+
 Shape contiguous_strides(const Shape& shape) {
   Shape st(shape.size());
   int64_t s = 1;

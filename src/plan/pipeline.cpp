@@ -21,7 +21,7 @@ Pipeline::Pipeline(Shape input_shape, DType dtype) : input_shape_(std::move(inpu
   if (input_shape_.empty() || input_shape_.size() > static_cast<std::size_t>(kMaxRank))
     fail(ErrorCategory::shape_mismatch, "Pipeline", "input rank must be 1 to ", kMaxRank, ", got ",
          input_shape_.size(), " ", to_string(input_shape_));
-  checked_numel(input_shape_, "Pipeline", "input shape");
+  checked_extents(input_shape_, "Pipeline", "input shape");
   (void)floor_bytes();  // its bytes must fit 64 bits too
 }
 
@@ -37,6 +37,7 @@ void Pipeline::push(Op op, Shape out_shape) {
   const std::string w = where(op_name(op));
   stages_.push_back({std::move(op), output_shape(), std::move(out_shape)});
   try {
+    checked_extents(output_shape(), "pipeline", "output");  // a reduction of an empty axis, a broadcast
     (void)floor_bytes();  // the bytes the pipeline moves must fit 64 bits, as its element counts do
   } catch (const Error& e) {
     stages_.pop_back();
@@ -111,11 +112,7 @@ Pipeline& Pipeline::reduce(ReduceKind kind, std::vector<int> axes, bool keepdim)
   std::vector<int> norm;
   for (int d = 0; d < rank; ++d)
     if (mask >> d & 1u) norm.push_back(d);
-  Shape out = reduced_shape(output_shape(), mask, keepdim);
-  // Reducing an empty axis can make an empty shape count past 2^63-1 elements
-  // ([0, 2^62, 8] summed over axis 0): say so here, not when it is planned.
-  at(w, [&] { return checked_numel(out, to_string(kind), "output"); });
-  push(ReduceOp{kind, std::move(norm), keepdim}, std::move(out));
+  push(ReduceOp{kind, std::move(norm), keepdim}, reduced_shape(output_shape(), mask, keepdim));
   return *this;
 }
 
