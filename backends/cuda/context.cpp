@@ -109,7 +109,6 @@ Overrides read_overrides() {
   Overrides o;
   if (const char* v = std::getenv("KFUSE_CUDA_FOLD_CHUNKS")) o.fold_chunks = std::max(0, std::atoi(v));
   if (const char* v = std::getenv("KFUSE_CUDA_PDL")) o.pdl = std::strcmp(v, "0") != 0;
-  if (const char* v = std::getenv("KFUSE_CUDA_FOLD_RING")) o.fold_ring = std::strcmp(v, "0") != 0;
   if (const char* v = std::getenv("KFUSE_CUDA_JIT")) o.jit = std::strcmp(v, "0") != 0;
   if (const char* v = std::getenv("KFUSE_CUDA_CONV"))
     o.conv = std::strcmp(v, "gather") == 0 ? ConvPath::gather : std::strcmp(v, "cudnn") == 0 ? ConvPath::cudnn : ConvPath::automatic;

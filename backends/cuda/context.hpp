@@ -51,7 +51,6 @@ Workspace& workspace();
 // every kernel come from the tuner: KFUSE_TUNING_FORCE="cuda::fold_plane_sums=8x2"):
 //   KFUSE_CUDA_FOLD_CHUNKS   row chunks per plane in the fold (0: the rule in src/tuning)
 //   KFUSE_CUDA_PDL           0 disables programmatic dependent launch (sm_90+)
-//   KFUSE_CUDA_FOLD_RING     0: the fold's plane sums load with registers on sm_90+ too, not through bulk copies
 //   (KFUSE_CUDA_GRAPHS=0, plans launching directly instead of replaying a CUDA graph: core/device_runtime.hpp)
 //   KFUSE_CUDA_CONV          the conv that materialises Y: "cudnn" or "gather" (the plain CUDA kernel);
 //                            by default the tensor-core kernel where it applies, else cuDNN, else the gather
@@ -62,7 +61,6 @@ enum class ConvPath { automatic, cudnn, gather };
 struct Overrides {
   int fold_chunks = 0;
   bool pdl = true;
-  bool fold_ring = true;
   ConvPath conv = ConvPath::automatic;
   bool jit = true;
 };

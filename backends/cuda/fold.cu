@@ -1,10 +1,7 @@
 // The fold on CUDA (DESIGN.md section 4), two launches:
 //
 //  1. fold_plane_sums: one block per (plane, row chunk) reads its part of x
-//     once (on sm_90+, a contiguous plane through a ring of shared-memory
-//     stages filled by bulk copies, cp.async.bulk: the loads in flight do not
-//     wait on the threads' registers; else 16-byte streaming loads, four in
-//     flight per thread) and sums every segment block of
+//     once with 16-byte streaming loads and sums every segment block of
 //     FoldGeometry. Elements of the largest block (the central one, where
 //     every tap's range covers the row and the column) go to per-thread
 //     register accumulators; the few border elements go to shared-memory
@@ -33,9 +30,6 @@ constexpr int kMaxBlocks = kFoldMaxSegments * kFoldMaxSegments;
 constexpr int kFoldMaxThreads = 256;
 constexpr int kTileMaxRows = 160;  // rows one contraction tile can touch: tile (<= 128) + 1
 constexpr int kContractThreads = 256;
-constexpr int kVecsPerStep = 4;                  // 16-byte vectors a thread takes per step: a ring stage
-constexpr std::size_t kRingBytes = 32 * 1024;    // the stages' shared memory (4 at 4 warps, 2 at 8)
-constexpr int kMaxStages = 4;
 
 struct FoldLaunch {
   int64_t units;           // planes * chunks
@@ -47,37 +41,7 @@ struct FoldLaunch {
   // [chi, cr2), in the central rows: two more register accumulators (empty
   // ranges when there are none); blocks main_block - 1 and + 1.
   int64_t cl2, cr2;
-  int ring_stages;  // > 0: contiguous planes go through the bulk-copy ring (sm_90+)
 };
-
-// ---- Bulk copies into shared memory, completed on an mbarrier (sm_90+) ----------
-
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbar_init(uint64_t* bar) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bar)) : "memory");
-}
-// `bytes` from global `src` to shared `dst` (both 16-byte aligned, bytes a
-// multiple of 16); the barrier's phase completes when they have landed.
-__device__ __forceinline__ void bulk_load(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                   smem_addr(dst)),
-               "l"(src), "r"(bytes), "r"(smem_addr(bar))
-               : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
-  unsigned done = 0;
-  while (!done)
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
-        : "=r"(done)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
-}
-#endif
 
 // ---- Kernel 1: segment-block sums of each (plane, chunk) ----------------------
 //
@@ -100,16 +64,6 @@ __global__ void __launch_bounds__(kFoldMaxThreads, 1)
   __shared__ S B[kMaxBlocks];
   __shared__ S red[33];
   __shared__ int last_chunk;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  extern __shared__ uint4 ring[];  // [ring_stages][kVecsPerStep * blockDim]
-  __shared__ uint64_t full[kMaxStages];
-  unsigned seq = 0;  // stages this block has consumed: stage q sits in slot q % stages, phase (q / stages) & 1
-  if (L.ring_stages > 0 && threadIdx.x == 0) {
-    for (int k = 0; k < L.ring_stages; ++k) mbar_init(&full[k]);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  // (The barrier after B is zeroed below orders the init before any use.)
-#endif
 
   const int tid = threadIdx.x, bd = blockDim.x;
   const int taps = geom.kH * geom.kW, nb = geom.row_segments * geom.col_segments;
@@ -194,56 +148,20 @@ __global__ void __launch_bounds__(kFoldMaxThreads, 1)
         col += dc;
         if (col >= w) col -= w, ++row;
       };
-      constexpr int U = kVecsPerStep;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-      if (L.ring_stages > 0) {
-        // Stage s holds vectors [s * SV, (s + 1) * SV); thread tid takes
-        // tid + k * bd of it, the order of the loop below. One thread keeps
-        // up to `stages` bulk copies in flight; a slot is refilled once every
-        // thread has read it.
-        const unsigned stages = unsigned(L.ring_stages), q0 = seq;
-        const I SV = I(U) * I(bd), nst = (nvec + SV - 1) / SV;
-        const auto issue = [&](I st) {
-          const unsigned slot = (q0 + unsigned(st)) % stages;
-          bulk_load(ring + slot * unsigned(SV), vbase + int64_t(st) * SV * VEC,
-                    unsigned(min(SV, nvec - st * SV)) * unsigned(sizeof(uint4)), &full[slot]);
-        };
-        if (tid == 0)
-          for (I st = 0; st < nst && st < I(stages); ++st) issue(st);
-        for (I st = 0; st < nst; ++st) {
-          const unsigned q = q0 + unsigned(st), slot = q % stages;
-          mbar_wait(&full[slot], (q / stages) & 1u);
-          const uint4* stage = ring + slot * unsigned(SV);
+      constexpr int U = 4;  // loads in flight per thread
+      for (; v + (U - 1) * bd < nvec; v += U * bd) {
+        Vec16<T> d[U];
 #pragma unroll
-          for (int k = 0; k < U; ++k)
-            if (st * SV + I(k * bd + tid) < nvec) {
-              Vec16<T> d;
-              d.raw = stage[k * bd + tid];
-              consume(d, row, col);
-              advance();
-            }
-          __syncthreads();
-          if (tid == 0 && st + I(stages) < nst) issue(st + I(stages));
-        }
-        seq = q0 + unsigned(nst);
-      } else
-#endif
-      {
-        // Four loads in flight per thread.
-        for (; v + (U - 1) * bd < nvec; v += U * bd) {
-          Vec16<T> d[U];
+        for (int k = 0; k < U; ++k) d[k] = load_stream(vbase + int64_t(v + k * bd) * VEC);
 #pragma unroll
-          for (int k = 0; k < U; ++k) d[k] = load_stream(vbase + int64_t(v + k * bd) * VEC);
-#pragma unroll
-          for (int k = 0; k < U; ++k) {
-            consume(d[k], row, col);
-            advance();
-          }
-        }
-        for (; v < nvec; v += bd) {
-          consume(load_stream(vbase + int64_t(v) * VEC), row, col);
+        for (int k = 0; k < U; ++k) {
+          consume(d[k], row, col);
           advance();
         }
+      }
+      for (; v < nvec; v += bd) {
+        consume(load_stream(vbase + int64_t(v) * VEC), row, col);
+        advance();
       }
     } else {
       // Strided planes: element by element.
@@ -438,11 +356,10 @@ class PreparedFold final : public PreparedStep {
       L_.cl2 = mc > 0 ? g_.col_cut[mc - 1] : L_.clo;
       L_.cr2 = mc + 1 < g_.col_segments ? g_.col_cut[mc + 2] : L_.chi;
     }
-    ring_ = dev.major >= 9 && overrides().fold_ring;
     // Row chunks per plane at each warp count: they follow the resident blocks.
     for (int w = 0; w < 2; ++w) {
       const int warps = 4 << w;
-      const int64_t resident = int64_t(occupancy(sums_kernel_, warps * 32, ring_ ? kRingBytes : 0)) * dev.limits.sm_count;
+      const int64_t resident = int64_t(occupancy(sums_kernel_, warps * 32, 0)) * dev.limits.sm_count;
       const Overrides& ov = overrides();
       int64_t chunks = ov.fold_chunks ? ov.fold_chunks
                                       : tuning::fold_chunks(planes_, g_.H, g_.H * g_.W * int64_t(sizeof(T)), resident);
@@ -485,13 +402,11 @@ class PreparedFold final : public PreparedStep {
     const auto scratch = [&](int warps) {
       return static_cast<char*>(ws.scratch(sums_bytes_ + partial_bytes_[warps > 4] + z_bytes_));
     };
-    const auto plane_sums = [&](const FoldGeometry& gc, FoldLaunch lc, int threads) {
+    const auto plane_sums = [&](const FoldGeometry& gc, const FoldLaunch& lc, int threads) {
       char* base = scratch(threads / 32);
       S* partial = lc.chunks > 1 ? reinterpret_cast<S*>(base + sums_bytes_) : nullptr;
-      const std::size_t stage = std::size_t(kVecsPerStep) * threads * 16;
-      lc.ring_stages = ring_ && lc.contiguous ? int(std::min<std::size_t>(kRingBytes / stage, kMaxStages)) : 0;
-      launch("kfuse::cuda::fold_plane_sums", sums_kernel_, dim3(grid_of(lc.units)), dim3(threads),
-             lc.ring_stages * stage, false, static_cast<const T*>(x.data), gc, lc, partial, reinterpret_cast<S*>(base),
+      launch("kfuse::cuda::fold_plane_sums", sums_kernel_, dim3(grid_of(lc.units)), dim3(threads), 0, false,
+             static_cast<const T*>(x.data), gc, lc, partial, reinterpret_cast<S*>(base),
              ws.counters(std::size_t(planes_ + step_.tail.R)));
     };
     const bool sums_kernel = planes_ > 0 && g.H > 0 && g.W > 0;
@@ -540,9 +455,8 @@ class PreparedFold final : public PreparedStep {
   }
 
   std::string describe() const override {
-    return cat("plane sums (", chunked_[0].chunks, " row chunks per plane at 4 warps, ", chunked_[1].chunks, " at 8",
-               ring_ ? "; contiguous planes through a ring of bulk copies" : "", "), contraction tiles of ", ca_.tile,
-               " with the tail");
+    return cat("plane sums (", chunked_[0].chunks, " row chunks per plane at 4 warps, ", chunked_[1].chunks,
+               " at 8), contraction tiles of ", ca_.tile, " with the tail");
   }
 
  private:
@@ -552,7 +466,6 @@ class PreparedFold final : public PreparedStep {
   FoldStep<A> step_;
   FoldGeometry g_;
   FoldLaunch L_{};
-  bool ring_ = false;  // sm_90+: contiguous planes through the bulk-copy ring
   void (*sums_kernel_)(const T*, const FoldGeometry, const FoldLaunch, S*, S*, unsigned*) = nullptr;
   int64_t planes_ = 0, total_ = 0;
   int taps_ = 0;

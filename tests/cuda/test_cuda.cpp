@@ -25,7 +25,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <functional>
 #include <limits>
 #include <optional>
@@ -372,35 +371,6 @@ TEST_F(CudaFold, LayoutsAndChunks) {
       expect_close(run_both(make, dt, Strategy::fold, c.x_shape(), c.x), tolerance(dt),
                    text(c) + detail::cat(" ", warps, " warps"));
     }
-  }
-}
-
-// sm_90+: the plane sums through the ring of bulk copies add in the order of
-// the register loads, so both give the same bits. Planes of one stage to
-// several turns of the ring, a last stage cut short, a misaligned start (the
-// scalar head), row chunks, 4 and 8 warps (8 KB and 16 KB stages).
-TEST_F(CudaFold, BulkCopyRingMatchesRegisterLoads) {
-  Rng rng(77);
-  for (int iter = 0; iter < iters(6); ++iter) {
-    Conv c;
-    c.N = pick(rng, 1, 2), c.Cin = pick(rng, 1, 4), c.Cout = pick(rng, 1, 4), c.G = 1;
-    c.H = pick(rng, 1, 190), c.W = pick(rng, 1, 190), c.kH = pick(rng, 1, 3), c.kW = pick(rng, 1, 3);
-    c.p.stride = {pick(rng, 1, 2), pick(rng, 1, 2)};
-    c.fill(rng, 0.2, 0.0, 1.0);
-    const Maker make = fold_pipeline(c, int(pick(rng, 0, 63)), int(pick(rng, 0, 4)), rng);
-    const DType dt = iter % 2 == 0 ? DType::f32 : DType::bf16;
-    const EnvOverride chunks("KFUSE_CUDA_FOLD_CHUNKS", iter % 3 == 2 ? "3" : "0");
-    for (const Layout layout : {Layout{}, Layout{0, 1}})
-      for (int warps : {4, 8}) {
-        const ForcedLaunch f("cuda::fold_plane_sums", warps);
-        const std::string what = text(c) + detail::cat(" ", to_string(dt), " offset ", layout.offset, " ", warps, " warps");
-        const Result ring = run_both(make, dt, Strategy::fold, c.x_shape(), c.x, layout);
-        expect_close(ring, tolerance(dt), what);
-        const EnvOverride off("KFUSE_CUDA_FOLD_RING", "0");
-        const Result regs = run_both(make, dt, Strategy::fold, c.x_shape(), c.x, layout);
-        ASSERT_EQ(ring.out.size(), regs.out.size()) << what;
-        EXPECT_EQ(0, std::memcmp(ring.out.data(), regs.out.data(), ring.out.size() * sizeof(double))) << what;
-      }
   }
 }
 
