@@ -34,6 +34,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -443,7 +444,8 @@ std::string slug(std::string s) {
   return s;
 }
 
-void write_markdown(const json& j, const std::string& path) {
+// Whether the file was written.
+bool write_markdown(const json& j, const std::string& path) {
   std::ofstream md(path);
   md << "# kfuse perf: " << j["device"]["name"].get<std::string>() << ", " << j["date"].get<std::string>() << ", commit "
      << j["commit"].get<std::string>() << "\n\n";
@@ -487,6 +489,8 @@ void write_markdown(const json& j, const std::string& path) {
          << d["source"].get<std::string>() << " |\n";
     }
   }
+  md.close();
+  return bool(md);
 }
 
 }  // namespace
@@ -517,6 +521,13 @@ int main(int argc, char** argv) {
                            "[--no-weak] [--tuning] [--ncu-mode] [--general DIR] [--y-layout auto|nchw|nhwc]\n");
       return 2;
     }
+  }
+  // The results' folder, made now: a run must not end with nowhere to write.
+  std::error_code made;
+  std::filesystem::create_directories(o.out, made);
+  if (made) {
+    std::fprintf(stderr, "kfuse_perf: cannot make --out %s: %s\n", o.out.c_str(), made.message().c_str());
+    return 2;
   }
   ScopeGuard guard;
   Context c;
@@ -582,8 +593,13 @@ int main(int argc, char** argv) {
   j["cases"] = c.cases;
   const std::string base = o.out + "/" + slug(c.prop.name) + "-" + j["date"].get<std::string>() + (o.ncu ? "-ncu" : "") +
                            (o.general.empty() ? "" : "-general");
-  std::ofstream(base + ".json") << j.dump(2) << "\n";
-  write_markdown(j, base + ".md");
+  std::ofstream js(base + ".json");
+  js << j.dump(2) << "\n";
+  js.close();
+  if (!js || !write_markdown(j, base + ".md")) {
+    std::fprintf(stderr, "kfuse_perf: could not write %s.json and .md\n", base.c_str());
+    return 1;
+  }
   std::printf("wrote %s.json and %s.md\n", base.c_str(), base.c_str());
   return 0;
 }
