@@ -44,7 +44,7 @@ typedef unsigned long long uintptr_t;
 #define INFINITY __int_as_float(0x7f800000)
 #define NAN __int_as_float(0x7fc00000)
 namespace std {
-using ::exp; using ::log; using ::tanh; using ::erfc; using ::fabs;
+using ::exp; using ::log; using ::tanh; using ::erf; using ::fabs;
 }
 )";
 
