@@ -175,7 +175,8 @@ template <class A>
 Kernel choose_kernel(const EpilogueStep<A>& e, const Layout& l, int sms) {
   // Y channels-last to the NCHW output: through shared-memory tiles (within their grids' reach).
   if (e.main == MainKind::map)
-    return l.nhwc && l.batch <= 65535 && (l.channels + 31) / 32 <= 65535 && l.plane / kMapTileP < 0x7fffffff
+    return l.nhwc && l.batch <= 65535 && (l.channels + kMapTileC - 1) / kMapTileC <= 65535 &&
+                   l.plane / kMapTileP < 0x7fffffff
                ? Kernel::map_nhwc
                : Kernel::map;
   if (e.main == MainKind::reduce) {
@@ -270,8 +271,10 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
   try {
     if (k == Kernel::map_nhwc) {
       if (l.n > 0) {
-        MapArgs<T, A> a{yp, op, l.n, l.outer, e.body, 2, l.channels, l.plane};
-        const dim3 grid(grid_of((l.plane + kMapTileP - 1) / kMapTileP), unsigned((l.channels + 31) / 32),
+        constexpr int64_t vec = Vec16<T>::kVec;
+        const bool vectors = aligned16(yp) && aligned16(op) && l.channels % vec == 0 && l.plane % vec == 0;
+        MapArgs<T, A> a{yp, op, l.n, l.outer, e.body, vectors ? 0 : 1, l.channels, l.plane};
+        const dim3 grid(grid_of((l.plane + kMapTileP - 1) / kMapTileP), unsigned((l.channels + kMapTileC - 1) / kMapTileC),
                         unsigned(l.batch));
         launch("kfuse::cuda::epilogue_map_nhwc", fn, grid, dim3(256), 0, false, a);
       }

@@ -56,6 +56,7 @@ struct MapArgs {
   Indexer ix;  // Y's strides (mode 2)
   Chain<A> body;
   int mode;    // 0: contiguous and aligned (16-byte vectors), 1: contiguous, 2: strided
+               // (epi_map_nhwc: 0 vectors, 1 element by element)
   int64_t channels, plane;  // epi_map_nhwc: Y [N, plane, channels] written [N, channels, plane]
 };
 
@@ -104,47 +105,86 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_map(const 
 }
 
 // Y channels-last to the NCHW output, through shared memory: a block per
-// tile of kMapTileP pixels x 32 channels of one sample (grid: pixel tiles,
-// channel tiles, N; 256 threads). Warp w reads pixel rows w, w + 8, ... along
-// C (a lane per channel: 16 loads in flight per thread); then takes channels
-// w + 8j, j < 4, as 4 values a lane at pixels lane + 32k. The four chains run
-// before any store, so that the op fields they read are loaded once and the
-// operands (one per channel) together; the stores go along the pixels. Both
-// sides coalesced, no bank conflicts (rows of kMapTileP + 1).
-constexpr int kMapTileP = 128;
+// tile of kMapTileP pixels x kMapTileC channels of one sample (grid: pixel
+// tiles, channel tiles, N; 256 threads). Mode 0 (Y and the output take
+// 16-byte vectors: aligned, C and the plane multiples of a vector): Y is read
+// along C in vectors, then each thread takes kMapRun adjacent pixels of one
+// channel, runs the chain once on them (an operand per channel is read once)
+// and stores them in vectors along the pixels. The tile's rows are swizzled
+// (map_col) so that neither side has bank conflicts. Tiles partial along
+// the pixels, and mode 1, go element by element.
+constexpr int kMapTileP = 128, kMapTileC = 32, kMapRun = kMapTileP * kMapTileC / 256;
+
+// The column of pixel p in the tile's row of channel c: XOR-swizzled in
+// whole 16-byte chunks, by the channel's load vector (VEC channels a load:
+// the 32 lanes of one shared store hit 32 banks) and by p's 32-pixel group
+// (the 8 lanes of a quarter warp reading runs of one row: 8 distinct chunks).
+template <int VEC>
+__device__ __forceinline__ int map_col(int c, int p) {
+  return p ^ (c & ~(VEC - 1)) ^ (((p >> 5) & 3) << 2);
+}
+
 template <class T, class A, class Ch>
 __global__ void __launch_bounds__(256, 2) epi_map_nhwc(const MapArgs<T, A> a) {
-  __shared__ A tile[32][kMapTileP + 1];
+  constexpr int VEC = Vec16<T>::kVec, SV = 16 / int(sizeof(A));  // per 16 bytes: elements of Y, of the tile
+  constexpr int VPP = kMapTileC / VEC, LOADS = kMapTileP * VPP / 256;
+  __shared__ __align__(16) A tile[kMapTileC][kMapTileP];
   const int64_t C = a.channels, P = a.plane;
-  const int64_t n = blockIdx.z, c0 = int64_t(blockIdx.y) * 32, p0 = int64_t(blockIdx.x) * kMapTileP;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const T* y = a.y + (n * P + p0) * C + c0 + lane;
-  const bool channel_in = c0 + lane < C;
+  const int64_t n = blockIdx.z, c0 = int64_t(blockIdx.y) * kMapTileC, p0 = int64_t(blockIdx.x) * kMapTileP;
+  const int tid = threadIdx.x;
+  const bool vec = a.mode == 0 && p0 + kMapTileP <= P;
+  if (vec) {
+    Vec16<T> d[LOADS];
 #pragma unroll
-  for (int r = warp; r < kMapTileP; r += 8)
-    if (channel_in && p0 + r < P) tile[lane][r] = to_acc<A>(y[r * C]);
-  __syncthreads();
-  A v[4][4];
+    for (int u = 0; u < LOADS; ++u) {
+      const int q = tid + 256 * u, r = q / VPP, c = q % VPP * VEC;
+      if (c0 + c < C) d[u] = load_stream(a.y + (n * P + p0 + r) * C + c0 + c);
+    }
 #pragma unroll
-  for (int j = 0; j < 4; ++j)
+    for (int u = 0; u < LOADS; ++u) {
+      const int q = tid + 256 * u, r = q / VPP, c = q % VPP * VEC;
+      if (c0 + c < C)
 #pragma unroll
-    for (int k = 0; k < 4; ++k) v[j][k] = tile[warp + 8 * j][lane + 32 * k];
-  const int64_t i0 = (n * C + c0 + warp) * P + p0 + lane;  // the output index of (j, k) = (0, 0)
-  if (c0 + 32 <= C && p0 + kMapTileP <= P) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) Ch::body(a.body, v[j], i0 + 8 * j * P, 32, 0, 0);
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int k = 0; k < 4; ++k) a.out[i0 + 8 * j * P + 32 * k] = to_elem<T>(v[j][k]);
+        for (int e = 0; e < VEC; ++e) tile[c + e][map_col<VEC>(c + e, r)] = to_acc<A>(d[u].get(e));
+    }
   } else {
+    for (int e = tid; e < kMapTileP * kMapTileC; e += 256) {
+      const int r = e / kMapTileC, c = e % kMapTileC;  // along C: coalesced
+      if (c0 + c < C && p0 + r < P) tile[c][map_col<VEC>(c, r)] = to_acc<A>(a.y[(n * P + p0 + r) * C + c0 + c]);
+    }
+  }
+  __syncthreads();
+  if (vec) {
+    const int c = tid / (kMapTileP / kMapRun), m = tid % (kMapTileP / kMapRun);
+    if (c0 + c >= C) return;
+    A v[kMapRun];
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int w = 0; w < kMapRun / SV; ++w) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(&tile[c][map_col<VEC>(c, kMapRun * m + SV * w)]);
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int64_t i = i0 + 8 * j * P + 32 * k;
-        if (c0 + warp + 8 * j < C && p0 + lane + 32 * k < P) a.out[i] = to_elem<T>(body1<Ch>(a.body, v[j][k], i, 0));
-      }
+      for (int e = 0; e < SV; ++e) v[SV * w + e] = reinterpret_cast<const A*>(&raw)[e];
+    }
+    const int64_t i = (n * C + c0 + c) * P + p0 + kMapRun * m;
+#pragma unroll
+    for (int w = 0; w < kMapRun / 4; ++w) {
+      A u[4] = {v[4 * w], v[4 * w + 1], v[4 * w + 2], v[4 * w + 3]};
+      Ch::body(a.body, u, i + 4 * w, 1, 0, 0);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) v[4 * w + e] = u[e];
+    }
+#pragma unroll
+    for (int s = 0; s < kMapRun / VEC; ++s) {
+      Vec16<T> d;
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) d.set(e, to_elem<T>(v[VEC * s + e]));
+      store16(a.out + i + VEC * s, d);
+    }
+  } else {
+    for (int e = tid; e < kMapTileP * kMapTileC; e += 256) {
+      const int c = e / kMapTileP, r = e % kMapTileP;  // along the pixels: coalesced
+      const int64_t i = (n * C + c0 + c) * P + p0 + r;
+      if (c0 + c < C && p0 + r < P) a.out[i] = to_elem<T>(body1<Ch>(a.body, tile[c][map_col<VEC>(c, r)], i, 0));
+    }
   }
 }
 

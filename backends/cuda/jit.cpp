@@ -185,9 +185,14 @@ std::string literal(double v) {
   return cat("__longlong_as_double(", static_cast<long long>(bits), "ll)");
 }
 
-std::string structure(const char* name, const Indexer& ix) {
-  return cat(" ", name, ".rank = ", ix.rank, "; ", name, ".live = ", ix.live, "; ", name, ".fast = ",
-             ix.fast ? "true" : "false", ";");
+// An Indexer as assignments of its fields' values to `name`.
+std::string indexer_literal(const char* name, const Indexer& ix) {
+  std::string s = cat("\n    ", name, ".rank = ", ix.rank, "; ", name, ".live = ", ix.live, "; ", name,
+                      ".fast = ", ix.fast ? "true" : "false", ";");
+  for (int d = 0; d < ix.rank; ++d)
+    s += cat("\n    ", name, ".size[", d, "] = ", ix.size[d], "ll; ", name, ".stride[", d, "] = ", ix.stride[d], "ll; ",
+             name, ".magic[", d, "] = ", ix.magic[d], "u; ", name, ".shift[", d, "] = ", ix.shift[d], "u;");
+  return s;
 }
 
 }  // namespace
@@ -228,11 +233,12 @@ std::string chain_function(const char* name, const std::vector<PointOp<A>>& ops)
         s += cat("  apply_scalar_n<BinaryKind(", int(op.binary), ")>(", a, "(", literal(op.scalar), "), v);\n");
         break;
       case PointKind::tensor:
-        // The operand's pointer and index maps read at run time, their
-        // structure (axes walked, fast division) in the code: the loops over
-        // axes unroll, and one kernel serves every shape of that structure.
-        s += cat("  { PointOp<", a, "> op = chain.ops[", k, "];\n    op.binary = BinaryKind(", int(op.binary), ");",
-                 structure("op.outer", op.outer), structure("op.inner", op.inner),
+        // The operand's index maps as constants: its walk folds to
+        // multiplies by constants, and the only load is the operand's
+        // element (read at run time with the operand's pointer, which the
+        // code leaves out so that the cubin cache serves every plan alike).
+        s += cat("  { PointOp<", a, "> op{};\n    op.operand = chain.ops[", k, "].operand; op.binary = BinaryKind(",
+                 int(op.binary), ");", indexer_literal("op.outer", op.outer), indexer_literal("op.inner", op.inner),
                  "\n    apply_operand_n(op, v, i, di, j, dj); }\n");
         break;
     }

@@ -529,21 +529,26 @@ TEST_F(CudaEpilogue, CompiledAndInterpretedChainsAgree) {
 // Automatic: both layouts measured, the choice in describe().
 TEST_F(CudaEpilogue, ChannelsLastYMatchesReference) {
   Rng rng(91);
-  Conv c;
-  c.N = 2, c.Cin = 3, c.Cout = 37, c.G = 1, c.kH = 3, c.kW = 2, c.H = 13, c.W = 11;
-  c.fill(rng, 0.3, -1.0, 1.0);
   const auto nhwc = [](const Result& r) { return r.describe.find("channels-last (NHWC)") != std::string::npos; };
-  for (int kind = 0; kind < 10; ++kind) {
-    const Maker make = epilogue_pipeline(c, kind, rng);
-    const std::string what = detail::cat("channels-last epilogue ", kind);
-    for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
-      const Result r = run_both(make, dt, Strategy::fused, c.x_shape(), c.x, {}, false, YLayout::nhwc);
-      expect_close(r, dt == DType::bf16 ? 3e-2 : tolerance(dt), what + " " + to_string(dt));
-      EXPECT_TRUE(nhwc(r)) << r.describe;
+  // 37 channels: element by element; 48 channels of 19 x 16 pixels: the map's
+  // 16-byte vectors in every dtype, a partial channel tile and a partial pixel tile.
+  for (const int64_t cout : {37, 48}) {
+    Conv c;
+    c.N = 2, c.Cin = 3, c.Cout = cout, c.G = 1, c.kH = 3, c.kW = cout == 37 ? 2 : 3;
+    c.H = cout == 37 ? 13 : 17, c.W = cout == 37 ? 11 : 14;
+    c.fill(rng, 0.3, -1.0, 1.0);
+    for (int kind = 0; kind < 10; ++kind) {
+      const Maker make = epilogue_pipeline(c, kind, rng);
+      const std::string what = detail::cat("channels-last epilogue ", kind, ", ", cout, " channels");
+      for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
+        const Result r = run_both(make, dt, Strategy::fused, c.x_shape(), c.x, {}, false, YLayout::nhwc);
+        expect_close(r, dt == DType::bf16 ? 3e-2 : tolerance(dt), what + " " + to_string(dt));
+        EXPECT_TRUE(nhwc(r)) << r.describe;
+      }
+      EnvOverride gather("KFUSE_CUDA_CONV", "gather");
+      expect_close(run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x, {}, false, YLayout::nhwc), 1e-5,
+                   what + " gather");
     }
-    EnvOverride gather("KFUSE_CUDA_CONV", "gather");
-    expect_close(run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x, {}, false, YLayout::nhwc), 1e-5,
-                 what + " gather");
   }
   Conv wide;  // sum over H: N x C x Wout = 154K outputs, a thread each
   wide.N = 4, wide.Cin = 5, wide.Cout = 64, wide.G = 1, wide.kH = wide.kW = 3, wide.H = 4, wide.W = 300;
