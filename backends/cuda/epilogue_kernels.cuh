@@ -109,10 +109,11 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_map(const 
 // tiles, channel tiles, N; 256 threads). Mode 0 (Y and the output take
 // 16-byte vectors: aligned, C and the plane multiples of a vector): Y is read
 // along C in vectors, then each thread takes kMapRun adjacent pixels of one
-// channel, runs the chain once on them (an operand per channel is read once)
-// and stores them in vectors along the pixels. The tile's rows are swizzled
-// (map_col) so that neither side has bank conflicts. Tiles partial along
-// the pixels, and mode 1, go element by element.
+// channel, runs the chain on them four at a time (one call on all 16 put the
+// op in 464 bytes of stack) and stores them in vectors along the pixels.
+// The tile's rows are swizzled (map_col) so that neither side has bank
+// conflicts. Tiles partial along the pixels, and mode 1, go element by
+// element.
 constexpr int kMapTileP = 128, kMapTileC = 32, kMapRun = kMapTileP * kMapTileC / 256;
 
 // The column of pixel p in the tile's row of channel c: XOR-swizzled in
