@@ -114,12 +114,15 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_map(const 
 // The tile's rows are swizzled (map_col) so that neither side has bank
 // conflicts. Tiles partial along the pixels, and mode 1, go element by
 // element.
-constexpr int kMapTileP = 128, kMapTileC = 32, kMapRun = kMapTileP * kMapTileC / 256;
+// 64 channels a tile: a block reads whole 256-byte rows of a 64-channel Y
+// (with 32 it read the halves of each row, and ran at 69% of copy).
+constexpr int kMapTileP = 64, kMapTileC = 64, kMapRun = kMapTileP * kMapTileC / 256;
+static_assert(kMapTileC <= kMapTileP && (kMapTileP & (kMapTileP - 1)) == 0 && kMapTileP >= 64, "map_col's range");
 
 // The column of pixel p in the tile's row of channel c: XOR-swizzled in
-// whole 16-byte chunks, by the channel's load vector (VEC channels a load:
-// the 32 lanes of one shared store hit 32 banks) and by p's 32-pixel group
-// (the 8 lanes of a quarter warp reading runs of one row: 8 distinct chunks).
+// whole 16-byte chunks, by the channel's load vector (VEC channels a load)
+// and by p's 32-pixel group, so that the shared stores of the loads and the
+// 16-byte reads of the runs have conflicts at most 2-way.
 template <int VEC>
 __device__ __forceinline__ int map_col(int c, int p) {
   return p ^ (c & ~(VEC - 1)) ^ (((p >> 5) & 3) << 2);
