@@ -17,6 +17,9 @@ steps, on the GPU machine:
       outputs against the pipeline in float64 on the GPU (norm-relative
       error), and adds the bytes floor and the TF32 compute floor (the conv's
       multiply-adds at the dense TF32 rate) to the JSON and its Markdown.
+  python3 general.py kernels --dir D --out FILE.md [--only NAME]
+      torch.compile's kernels per case (TF32) and each one's device time, from
+      torch.profiler: where PyTorch's time goes, next to kfuse's steps.
 """
 import argparse
 import json
@@ -177,6 +180,54 @@ def load(d, f):
     return torch.from_numpy(np.load(os.path.join(d, f))).to(dev)
 
 
+def load_case(d, case):
+    """A prepared case: its spec, x and each op's tensors (weight, bias, operand) on the GPU."""
+    spec = json.load(open(os.path.join(d, case["spec"])))
+    x = load(d, spec["input"]["npy"])
+    tensors = {}
+    for i, op in enumerate(spec["ops"]):
+        for key, part in (("weight", "weight"), ("bias", "bias"), ("tensor", "operand")):
+            if key in op:
+                tensors.setdefault(i, {})[part] = load(d, op[key]["npy"])
+    return spec, x, tensors
+
+
+def kernels(args):
+    """torch.compile's kernels per case (TF32 convolutions), from torch.profiler: each kernel's device
+    time per run, to set next to kfuse's per-step times (kfuse_perf with KFUSE_CUDA_GRAPHS=0)."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.backends.cudnn.allow_tf32 = True
+    lines = [f"# torch.compile's kernels (TF32), {torch.cuda.get_device_name()}, PyTorch {torch.__version__}, "
+             f"{time.strftime('%Y-%m-%d')}", "",
+             f"torch.profiler over {args.reps} runs after a warm-up, no L2 flush; device ms per run.", ""]
+    for case in json.load(open(os.path.join(args.dir, "cases.json"))):
+        if args.only and args.only not in case["name"]:
+            continue
+        spec, x, tensors = load_case(args.dir, case)
+        torch._dynamo.reset()
+        cfn = torch.compile(Pipeline(spec["ops"], tensors))
+        with torch.no_grad():
+            for _ in range(3):
+                cfn(x)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(args.reps):
+                    cfn(x)
+                torch.cuda.synchronize()
+        per = {}
+        for e in prof.events():
+            if e.device_type == torch.autograd.DeviceType.CUDA:
+                per[e.name] = per.get(e.name, 0.0) + e.time_range.elapsed_us() / 1e3 / args.reps
+        lines += [f"## {case['name']}", "", "| kernel | ms per run |", "|---|---|"]
+        lines += [f"| `{k[:100]}` | {v:.3f} |" for k, v in sorted(per.items(), key=lambda kv: -kv[1])]
+        lines += [f"| total | {sum(per.values()):.3f} |", ""]
+        print("\n".join(lines[-len(per) - 5:]), flush=True)
+        del x, tensors
+        torch.cuda.empty_cache()
+    open(args.out, "w").write("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
 def compare(args):
     kj = json.load(open(args.kfuse_json))
     by_name = {c["name"]: c for c in kj["cases"]}
@@ -186,13 +237,7 @@ def compare(args):
         name = case["name"]
         if not any(f"{name}-{p}" in by_name for p in case["precisions"]):
             continue  # not timed by kfuse_perf (--only)
-        spec = json.load(open(os.path.join(args.dir, case["spec"])))
-        x = load(args.dir, spec["input"]["npy"])
-        tensors = {}
-        for i, op in enumerate(spec["ops"]):
-            for key, part in (("weight", "weight"), ("bias", "bias"), ("tensor", "operand")):
-                if key in op:
-                    tensors.setdefault(i, {})[part] = load(args.dir, op[key]["npy"])
+        spec, x, tensors = load_case(args.dir, case)
         fn = Pipeline(spec["ops"], tensors)
         with torch.no_grad():
             ref = pipeline_fn(spec["ops"], {i: {k: v.double() for k, v in t.items()} for i, t in tensors.items()})(x.double())
@@ -304,8 +349,13 @@ def main():
     c.add_argument("--kfuse-json", required=True)
     c.add_argument("--reps", type=int, default=20)
     c.add_argument("--no-compile", action="store_true")
+    k = sub.add_parser("kernels")
+    k.add_argument("--dir", required=True)
+    k.add_argument("--out", required=True)
+    k.add_argument("--only", default="")
+    k.add_argument("--reps", type=int, default=10)
     args = ap.parse_args()
-    prepare(args) if args.cmd == "prepare" else compare(args)
+    {"prepare": prepare, "compare": compare, "kernels": kernels}[args.cmd](args)
 
 
 if __name__ == "__main__":
