@@ -115,7 +115,8 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_map(const 
 // conflicts. Tiles partial along the pixels, and mode 1, go element by
 // element.
 // 64 channels a tile: a block reads whole 256-byte rows of a 64-channel Y
-// (with 32 it read the halves of each row, and ran at 69% of copy).
+// (H200, 1 GB, 64 channels: 0.709 ms, 71% of copy; 32-channel tiles, which
+// read the halves of each row, 0.731 ms).
 constexpr int kMapTileP = 64, kMapTileC = 64, kMapRun = kMapTileP * kMapTileC / 256;
 static_assert(kMapTileC <= kMapTileP && (kMapTileP & (kMapTileP - 1)) == 0 && kMapTileP >= 64, "map_col's range");
 
