@@ -111,7 +111,10 @@ Overrides read_overrides() {
   if (const char* v = std::getenv("KFUSE_CUDA_PDL")) o.pdl = std::strcmp(v, "0") != 0;
   if (const char* v = std::getenv("KFUSE_CUDA_JIT")) o.jit = std::strcmp(v, "0") != 0;
   if (const char* v = std::getenv("KFUSE_CUDA_CONV"))
-    o.conv = std::strcmp(v, "gather") == 0 ? ConvPath::gather : std::strcmp(v, "cudnn") == 0 ? ConvPath::cudnn : ConvPath::automatic;
+    o.conv = std::strcmp(v, "gather") == 0       ? ConvPath::gather
+             : std::strcmp(v, "cudnn") == 0      ? ConvPath::cudnn
+             : std::strcmp(v, "cudnn_nhwc") == 0 ? ConvPath::cudnn_x_nhwc
+                                                 : ConvPath::automatic;
   return o;
 }
 Overrides g_overrides = read_overrides();

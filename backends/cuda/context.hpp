@@ -52,12 +52,13 @@ Workspace& workspace();
 //   KFUSE_CUDA_FOLD_CHUNKS   row chunks per plane in the fold (0: the rule in src/tuning)
 //   KFUSE_CUDA_PDL           0 disables programmatic dependent launch (sm_90+)
 //   (KFUSE_CUDA_GRAPHS=0, plans launching directly instead of replaying a CUDA graph: core/device_runtime.hpp)
-//   KFUSE_CUDA_CONV          the conv that materialises Y: "cudnn" or "gather" (the plain CUDA kernel);
-//                            by default the tensor-core kernel where it applies, else cuDNN, else the gather
+//   KFUSE_CUDA_CONV          the conv that materialises Y: "cudnn", "cudnn_nhwc" (x transposed to
+//                            channels-last, then cuDNN) or "gather" (the plain CUDA kernel); by default the
+//                            fastest of cuDNN on x, cuDNN on x transposed and the tensor-core kernel, measured
 //   KFUSE_CUDA_JIT           0: no kernels compiled at plan time (NVRTC, jit.hpp); the built-in ones interpret
 //                            the point chains
 //   KFUSE_CUDA_JIT_OPTIONS   further NVRTC options, e.g. "-DKFUSE_EPI_MIN_BLOCKS=2"; KFUSE_CUDA_JIT_CACHE: jit.hpp
-enum class ConvPath { automatic, cudnn, gather };
+enum class ConvPath { automatic, cudnn, cudnn_x_nhwc, gather };
 struct Overrides {
   int fold_chunks = 0;
   bool pdl = true;

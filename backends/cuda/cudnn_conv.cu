@@ -144,8 +144,7 @@ std::string notes_text(const std::vector<cudnnBackendNumericalNote_t>& notes) {
 }
 
 // One run of an execution plan on stream().
-void execute(const Desc& plan, int64_t ws_bytes, const void* x, const void* weight, void* y) {
-  void* ws = ws_bytes ? workspace().scratch(std::size_t(ws_bytes)) : nullptr;
+void execute(const Desc& plan, int64_t ws_bytes, void* ws, const void* x, const void* weight, void* y) {
   const int64_t uids[3] = {kX, kW, kY};
   void* ptrs[3] = {const_cast<void*>(x), const_cast<void*>(weight), y};
   Desc pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
@@ -177,8 +176,9 @@ int pointer_alignment(const void* p) {
   return align;
 }
 
-std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, const Shape& x_strides, int align,
-                                           const void* weight, bool time_candidates, std::string& why_not) {
+std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, const Shape& x_strides,
+                                           const Shape& w_strides, int align, const void* weight,
+                                           bool time_candidates, std::string& why_not) {
   const auto& p = step.params;
   // The forward convolution of Y must give back x's extent: output_padding < stride.
   if (p.output_padding[0] >= p.stride[0] || p.output_padding[1] >= p.stride[1]) {
@@ -190,7 +190,7 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
     auto impl = std::make_unique<Impl>();
     const Shape& w_shape = step.weight.shape();
     impl->keep.push_back(tensor(kX, dtype, step.in_shape, x_strides, align));
-    impl->keep.push_back(tensor(kW, dtype, w_shape, contiguous_strides(w_shape), 16));
+    impl->keep.push_back(tensor(kW, dtype, w_shape, w_strides, 16));
     const Shape y_strides = step.channels_last ? channels_last_strides(step.out_shape) : contiguous_strides(step.out_shape);
     impl->keep.push_back(tensor(kY, dtype, step.out_shape, y_strides, align));
     const Desc &xd = impl->keep[0], &wd = impl->keep[1], &yd = impl->keep[2];
@@ -301,7 +301,10 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
       KFUSE_CUDA_CHECK(cudaMemsetAsync(x.view().data, 0x3c, x.view().bytes(), stream()), "conv timing input");
       std::vector<double> ms(plans.size());
       for (std::size_t i = 0; i < plans.size(); ++i) {
-        const auto once = [&] { execute(plans[i], plan_ws[i], x.view().data, weight, y.view().data); };
+        const auto once = [&] {
+          execute(plans[i], plan_ws[i], workspace().scratch(std::size_t(plan_ws[i])), x.view().data, weight,
+                  y.view().data);
+        };
         once();
         ms[i] = time_launches(once);
         timings += cat(timings.empty() ? "" : ", ", plan_text[i], " ", ms[i], " ms");
@@ -320,8 +323,10 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
   }
 }
 
-void CudnnConv::run(const void* x, const void* weight, void* y) const {
-  execute(impl_->plan, impl_->ws_bytes, x, weight, y);
+void CudnnConv::run(const void* x, const void* weight, void* y, void* workspace) const {
+  execute(impl_->plan, impl_->ws_bytes, workspace, x, weight, y);
 }
+
+int64_t CudnnConv::workspace_bytes() const { return impl_->ws_bytes; }
 
 }  // namespace kfuse::detail::cuda

@@ -25,19 +25,22 @@ class CudnnConv {
  public:
   // Builds the graph for x with `x_strides` and Y in the step's layout, both of
   // `dtype` and with pointers aligned to `align` bytes; the weight is
-  // [Cin, Cout/G, kH, kW] contiguous in `dtype` at `weight` (device memory,
-  // used for the timing runs). With `time_candidates` false (a graph built
+  // [Cin, Cout/G, kH, kW] with `w_strides` in `dtype` at `weight` (device
+  // memory, used for the timing runs). With `time_candidates` false (a graph built
   // during a run: no scratch tensors then) the heuristics' first allowed
   // engine is kept. Returns null with the reason in `why_not` when cuDNN has
   // no engine for it.
-  static std::unique_ptr<CudnnConv> make(const ConvStep& step, DType dtype, const Shape& x_strides, int align,
-                                         const void* weight, bool time_candidates, std::string& why_not);
+  static std::unique_ptr<CudnnConv> make(const ConvStep& step, DType dtype, const Shape& x_strides,
+                                         const Shape& w_strides, int align, const void* weight, bool time_candidates,
+                                         std::string& why_not);
   ~CudnnConv();
   CudnnConv(const CudnnConv&) = delete;
   CudnnConv& operator=(const CudnnConv&) = delete;
 
-  // y = conv_transpose2d(x, weight) without bias, on stream().
-  void run(const void* x, const void* weight, void* y) const;
+  // y = conv_transpose2d(x, weight) without bias, on stream(), with
+  // workspace_bytes() of device memory at `workspace` (256-byte aligned).
+  void run(const void* x, const void* weight, void* y, void* workspace) const;
+  int64_t workspace_bytes() const;
 
   // The engine, its notes, its workspace and the timed candidates.
   const std::string& describe() const { return description_; }

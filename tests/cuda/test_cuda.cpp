@@ -455,6 +455,41 @@ TEST_F(CudaEpilogue, RandomConfigsCudnnAndGather) {
   std::printf("cuDNN ran %d of 40 convolutions asked of it (the rest: the gather kernel)\n", cudnn_runs);
 }
 
+// x transposed to channels-last before cuDNN (forced; by default the plan
+// measures it against cuDNN on NCHW x): random geometries with groups, in
+// every dtype, Y in both layouts, and a strided x (cuDNN on x's own strides).
+TEST_F(CudaEpilogue, XTransposedForCudnnMatchesReference) {
+#ifndef KFUSE_HAVE_CUDNN
+  GTEST_SKIP() << "built without cuDNN";
+#endif
+  Rng rng(2024);
+  int transposed = 0, eligible = 0;
+  for (int iter = 0; iter < iters(12); ++iter) {
+    const Conv c = random_conv(rng, 23);
+    const int kind = (3 * iter) % 10;
+    const Maker make = epilogue_pipeline(c, kind, rng);
+    const std::string what = text(c) + detail::cat(" epilogue ", kind, " x channels-last");
+    const EnvOverride route("KFUSE_CUDA_CONV", "cudnn_nhwc");
+    const Result r = run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x);
+    expect_close(r, 1e-5, what);
+    // cuDNN applies when output_padding < stride; the layouts differ when C and H x W exceed 1.
+    if (c.p.output_padding[0] < c.p.stride[0] && c.p.output_padding[1] < c.p.stride[1] && c.Cin > 1 && c.H * c.W > 1) {
+      ++eligible;
+      transposed += r.describe.find("x to channels-last (") != std::string::npos;
+    }
+    expect_close(run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x, {}, true, YLayout::nhwc), 5e-3,
+                 what + " tf32, Y channels-last");
+    expect_close(run_both(make, DType::f64, Strategy::fused, c.x_shape(), c.x), 1e-11, what + " float64");
+    const DType half = iter % 2 ? DType::bf16 : DType::f16;
+    expect_close(run_both(make, half, Strategy::fused, c.x_shape(), c.x), half == DType::bf16 ? 3e-2 : 5e-3,
+                 what + " " + to_string(half));
+    expect_close(run_both(make, DType::f32, Strategy::fused, c.x_shape(), c.x, Layout{3, 1}), 1e-5, what + " strided x");
+  }
+  std::printf("x transposed for cuDNN in %d of %d geometries where it applies\n", transposed, eligible);
+  EXPECT_GT(transposed, eligible / 2) << "cuDNN built a graph for channels-last x in " << transposed << " of "
+                                      << eligible;
+}
+
 // Sizes that take the other kernels: a thread per output / row over C
 // (outputs >= 1024 per SM), a block per output with several blocks per output,
 // block-wide softmax rows (> 1024), strided input without a front op.
