@@ -1,6 +1,7 @@
 // conv_transpose2d through cuDNN's graph API (cudnn_conv.cuh).
 #include <cudnn.h>
 
+#include <algorithm>
 #include <map>
 #include <vector>
 
@@ -156,7 +157,7 @@ void execute(const Desc& plan, int64_t ws_bytes, void* ws, const void* x, const 
               cat("workspace ", ws_bytes, " bytes"));
 }
 
-constexpr int kTimedCandidates = 8;  // engines timed at plan time, in the heuristics' order
+constexpr std::size_t kTimedCandidates = 12;  // engines timed at plan time, in the order of the candidates
 
 }  // namespace
 
@@ -232,16 +233,42 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
       return nullptr;
     }
 
-    // Candidates: heuristics mode A's list, then the fallback list (mode A
-    // often names a single configuration), allowed ones only.
+    // Candidates: heuristics modes A and B, the fallback list, then every
+    // engine by its global index with its default knobs (the heuristics do
+    // not list all engines for every layout); allowed ones only, each engine
+    // once (its first configuration).
     std::size_t free_bytes = 0, total_bytes = 0;
     KFUSE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
     const int64_t ws_cap = int64_t(free_bytes / 4);
+    const std::size_t most = time_candidates ? kTimedCandidates : 1;
     std::vector<Desc> plans;
     std::vector<int64_t> plan_ws;
     std::vector<std::string> plan_text;
+    std::vector<int64_t> seen;
     std::string refused;
-    for (cudnnBackendHeurMode_t heur_mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+    const auto consider = [&](const Desc& cfg, const char* source) {
+      const Desc engine = engine_of(cfg);
+      const int64_t index = engine_index(engine);
+      if (plans.size() >= most || std::find(seen.begin(), seen.end(), index) != seen.end()) return;
+      seen.push_back(index);
+      const std::vector<cudnnBackendNumericalNote_t> notes = notes_of(engine);
+      if (const char* why = forbidden(notes, dtype, step.precision)) {
+        refused += cat(refused.empty() ? "" : ", ", "engine ", index, " (", why, ")");
+        return;
+      }
+      Desc plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+      plan.set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, cfg).set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, &h);
+      if (!plan.try_finalize()) return;
+      int64_t got = 0, ws_bytes = 0;
+      KFUSE_CUDNN_CHECK(cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64,
+                                                 1, &got, &ws_bytes));
+      if (ws_bytes > ws_cap) return;
+      plans.push_back(std::move(plan));
+      plan_ws.push_back(ws_bytes);
+      plan_text.push_back(cat("engine ", index, " (", source, ", ", notes_text(notes), ")"));
+    };
+    for (cudnnBackendHeurMode_t heur_mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_B, CUDNN_HEUR_MODE_FALLBACK}) {
+      if (plans.size() >= most) break;
       Desc heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
       heur.set(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph).set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, &heur_mode);
       if (!heur.try_finalize()) continue;
@@ -257,34 +284,25 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
       int64_t got = 0;
       KFUSE_CUDNN_CHECK(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, raw.data()));
-      const int most = time_candidates ? kTimedCandidates : 1;
-      for (int64_t i = 0; i < got && int(plans.size()) < most; ++i) {
-        const Desc engine = engine_of(cfgs[std::size_t(i)]);
-        const std::vector<cudnnBackendNumericalNote_t> notes = notes_of(engine);
-        if (const char* why = forbidden(notes, dtype, step.precision)) {
-          if (refused.empty()) refused = why;
-          continue;
-        }
-        // (One engine may come several times, with other knob choices.)
-        const std::string text = cat("engine ", engine_index(engine), " config ", i, " (",
-                                     notes_text(notes), ")");
-        Desc plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-        plan.set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, cfgs[std::size_t(i)])
-            .set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, &h);
-        if (!plan.try_finalize()) continue;
-        int64_t ws_bytes = 0;
-        KFUSE_CUDNN_CHECK(cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                                   CUDNN_TYPE_INT64, 1, &got, &ws_bytes));
-        if (ws_bytes > ws_cap) continue;
-        plans.push_back(std::move(plan));
-        plan_ws.push_back(ws_bytes);
-        plan_text.push_back(text);
+      const char* source = heur_mode == CUDNN_HEUR_MODE_A ? "heuristics A" : heur_mode == CUDNN_HEUR_MODE_B ? "heuristics B" : "fallback";
+      for (int64_t i = 0; i < got; ++i) consider(cfgs[std::size_t(i)], source);
+    }
+    if (time_candidates) {
+      int64_t engines = 0, got = 0;
+      KFUSE_CUDNN_CHECK(cudnnBackendGetAttribute(graph.get(), CUDNN_ATTR_OPERATIONGRAPH_ENGINE_GLOBAL_COUNT,
+                                                 CUDNN_TYPE_INT64, 1, &got, &engines));
+      for (int64_t e = 0; e < engines && plans.size() < most; ++e) {
+        Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+        engine.set(CUDNN_ATTR_ENGINE_OPERATION_GRAPH, graph).set(CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, &e);
+        if (!engine.try_finalize()) continue;
+        Desc cfg(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+        cfg.set(CUDNN_ATTR_ENGINECFG_ENGINE, engine);
+        if (cfg.try_finalize()) consider(cfg, "default knobs");
       }
-      if (!time_candidates && !plans.empty()) break;
     }
     if (plans.empty()) {
       why_not = refused.empty() ? "no cuDNN engine builds for this configuration within a quarter of free memory"
-                                : cat("no cuDNN engine the precision allows (the first refused: ", refused, ")");
+                                : cat("no cuDNN engine the precision allows (refused: ", refused, ")");
       return nullptr;
     }
     impl->keep.push_back(std::move(conv));
@@ -315,7 +333,8 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
     impl->ws_bytes = plan_ws[best];
     std::unique_ptr<CudnnConv> c(new CudnnConv(std::move(impl)));
     c->description_ = cat("cuDNN backward-data ", plan_text[best], ", workspace ", plan_ws[best], " bytes",
-                          timings.empty() ? std::string() : cat(" (measured: ", timings, ")"));
+                          timings.empty() ? std::string() : cat(" (measured: ", timings, ")"),
+                          refused.empty() ? std::string() : cat(" (refused: ", refused, ")"));
     return c;
   } catch (const Error& e) {  // no handle (cuDNN's libraries missing), or a descriptor cuDNN refuses
     why_not = e.what();

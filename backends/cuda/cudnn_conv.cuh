@@ -1,11 +1,12 @@
 // conv_transpose2d through cuDNN's graph API: the transposed convolution is
 // the data gradient of the forward convolution from Y to x, one
 // backward-data operation. The engine is chosen at plan time the way
-// PyTorch's cudnn.benchmark does: cuDNN's heuristics (mode A, then the
-// fallback list) rank the engine configurations, those whose numerical notes
-// the plan's precision forbids are dropped, and the first few that build
-// within the workspace cap are each timed on the step's shapes; the fastest
-// is kept with its execution plan and workspace size.
+// PyTorch's cudnn.benchmark does, over more candidates: cuDNN's heuristics
+// (modes A and B, then the fallback list) rank engine configurations, every
+// other engine follows with its default knobs, those whose numerical notes
+// the plan's precision forbids are dropped (describe() lists them), and the
+// first twelve that build within the workspace cap are each timed on the
+// step's shapes; the fastest is kept with its execution plan and workspace.
 #pragma once
 
 #include <memory>
