@@ -452,10 +452,11 @@ __device__ __forceinline__ void soft_out(const SoftmaxArgs<T, A>& a, T* dst, con
 
 // Row o's softmax (its axis contiguous in Y at `base`, count <= 32 * H) by
 // one warp with the row in registers: one read, the max, then the sum of
-// exp(v - max) (softmax_value's state); v[t] ends as the value at j = lane +
-// 32 t, its `after` chain applied. The chains run on all H values at once (an
-// operand constant along the row is loaded once); the values past the row
-// are computed on and dropped.
+// e = exp(v - max) (softmax_value's state), each e kept for its output (one
+// exp per value); v[t] ends as the value at j = lane + 32 t, its `after`
+// chain applied. The chains run on all H values at once (an operand
+// constant along the row is loaded once); the values past the row are
+// computed on and dropped.
 constexpr int kSoftmaxHold = 8;  // the most values a lane holds
 template <int H, class Ch, class T, class A>
 __device__ __forceinline__ void softmax_in_registers(const SoftmaxArgs<T, A>& a, const T* base, int64_t o, int lane,
@@ -474,11 +475,13 @@ __device__ __forceinline__ void softmax_in_registers(const SoftmaxArgs<T, A>& a,
   }
   acc = warp_join(ReduceKind::max, acc);
 #pragma unroll
-  for (int t = 0; t < H; ++t)
-    if (lane + 32 * t < a.count) acc.b += std::exp(v[t] - acc.a);
+  for (int t = 0; t < H; ++t) {
+    v[t] = std::exp(v[t] - acc.a);
+    if (lane + 32 * t < a.count) acc.b += v[t];
+  }
   acc.b = warp_sum(acc.b);
 #pragma unroll
-  for (int t = 0; t < H; ++t) v[t] = softmax_value(acc, v[t]);
+  for (int t = 0; t < H; ++t) v[t] = softmax_of_exp(acc, v[t]);
   Ch::after(a.after, v, o, 0, lane, 32);
 }
 

@@ -185,9 +185,13 @@ KFUSE_HDI A reduce_finish(ReduceKind k, const ReduceAcc<A>& acc, int64_t count) 
 // softmax of x in a row whose logsumexp state is `acc`. As PyTorch, a row
 // holding +inf is NaN throughout (exp(x - max) meets inf - inf).
 template <class A>
-KFUSE_HDI A softmax_value(const ReduceAcc<A>& acc, A x) {
+KFUSE_HDI A softmax_of_exp(const ReduceAcc<A>& acc, A e) {  // e = exp(x - acc.a), already at hand
   const A sum = acc.a == inf<A>() ? quiet_nan<A>() : acc.b;
-  return std::exp(x - acc.a) / sum;
+  return e / sum;
+}
+template <class A>
+KFUSE_HDI A softmax_value(const ReduceAcc<A>& acc, A x) {
+  return softmax_of_exp(acc, std::exp(x - acc.a));
 }
 
 // Accumulation type: at least fp32, fp64 for fp64 tensors.
