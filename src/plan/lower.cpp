@@ -53,8 +53,11 @@ Stages rewrite(const Pipeline& p, std::vector<std::string>& notes) {
   for (const PipelineStage& st : p.stages()) {
     if (auto* r = std::get_if<ReduceOp>(&st.op)) {
       const bool all_one = std::all_of(r->axes.begin(), r->axes.end(), [&](int a) { return st.in_shape[a] == 1; });
-      // (Not folded into a conv: the conv's own output shape must stay intact.)
-      if (all_one && !out.empty() && !std::holds_alternative<ConvTranspose2dOp>(out.back().op)) {
+      // (Not folded into a conv: the conv's own output shape must stay
+      // intact; nor into an op that broadcasts: its operand is indexed over
+      // the broadcast shape, which the reshape would change under it.)
+      if (all_one && !out.empty() && !std::holds_alternative<ConvTranspose2dOp>(out.back().op) &&
+          !expands(out.back())) {
         notes.push_back(op_text(st.op) + " reduces only size-1 axes: a reshape to " + to_string(st.out_shape));
         out.back().out_shape = st.out_shape;
         continue;
