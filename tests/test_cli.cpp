@@ -119,6 +119,12 @@ TEST_F(Cli, EveryApplicableStrategyPassesItsCheck) {
   const Result d = kfuse_cli("run " + spec("small/convt_mul_gap.json") + " --check --dtype float64 --repeat 1");
   EXPECT_EQ(d.code, 0) << d.output;
   EXPECT_TRUE(contains(d.output, "float64")) << d.output;
+  // TF32 is held to its own default tolerance, strict float32 to 1e-5.
+  const Result t = kfuse_cli("run " + spec("small/convt_mul_gap.json") + " --check --precision tf32 --repeat 1");
+  EXPECT_EQ(t.code, 0) << t.output;
+  EXPECT_TRUE(contains(t.output, "tolerance 1.0e-03: PASS")) << t.output;
+  const Result f = kfuse_cli("run " + spec("small/convt_mul_gap.json") + " --check --repeat 1");
+  EXPECT_TRUE(contains(f.output, "tolerance 1.0e-05: PASS")) << f.output;
 }
 
 TEST_F(Cli, OutputAndInputFiles) {
