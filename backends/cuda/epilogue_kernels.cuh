@@ -60,29 +60,30 @@ struct MapArgs {
   int64_t channels, plane;  // epi_map_nhwc: Y [N, plane, channels] written [N, channels, plane]
 };
 
-// N adjacent 16-byte vectors from vector index v: loaded, the chain run once
-// on all N x kVec values (its fields, and an operand the same for all of
-// them, read once), stored.
-template <int N, class Ch, class T, class A>
-__device__ __forceinline__ void map_vectors(const MapArgs<T, A>& a, int64_t v) {
+// U 16-byte vectors of a thread, `step` vectors apart: all loaded, then the
+// chain run on each and each stored.
+template <int U, class Ch, class T, class A>
+__device__ __forceinline__ void map_vectors(const MapArgs<T, A>& a, int64_t v, int64_t step) {
   constexpr int VEC = Vec16<T>::kVec;
-  Vec16<T> d[N];
+  Vec16<T> d[U];
 #pragma unroll
-  for (int u = 0; u < N; ++u) d[u] = load_stream(a.y + (v + u) * VEC);
-  A e[N * VEC];
+  for (int u = 0; u < U; ++u) d[u] = load_stream(a.y + (v + u * step) * VEC);
 #pragma unroll
-  for (int u = 0; u < N; ++u)
+  for (int u = 0; u < U; ++u) {
+    A e[VEC];
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) e[u * VEC + k] = to_acc<A>(d[u].get(k));
-  Ch::body(a.body, e, v * VEC, 1, 0, 0);
+    for (int k = 0; k < VEC; ++k) e[k] = to_acc<A>(d[u].get(k));
+    Ch::body(a.body, e, (v + u * step) * VEC, 1, 0, 0);
 #pragma unroll
-  for (int u = 0; u < N; ++u) {
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) d[u].set(k, to_elem<T>(e[u * VEC + k]));
-    store16(a.out + (v + u) * VEC, d[u]);
+    for (int k = 0; k < VEC; ++k) d[u].set(k, to_elem<T>(e[k]));
+    store16(a.out + (v + u * step) * VEC, d[u]);
   }
 }
 
+// Mode 0: each thread takes U vectors nthreads apart, so that each load and
+// store of a warp covers 512 contiguous bytes (whole 128-byte lines; U
+// adjacent vectors a thread, 64 bytes apart across the warp, ran at 73% of
+// copy on the H200), then the last < U of each thread one by one.
 template <class T, class A, class Ch>
 __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_map(const MapArgs<T, A> a) {
   constexpr int VEC = Vec16<T>::kVec;
@@ -90,10 +91,10 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_map(const 
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
   if (a.mode == 0) {
-    // Each thread takes U adjacent vectors at a time; the last < U one by one.
     const int64_t nvec = a.n / VEC;
-    for (int64_t v = tid * U; v + U <= nvec; v += U * nthreads) map_vectors<U, Ch>(a, v);
-    for (int64_t v = nvec / U * U + tid; v < nvec; v += nthreads) map_vectors<1, Ch>(a, v);
+    int64_t v = tid;
+    for (; v + (U - 1) * nthreads < nvec; v += U * nthreads) map_vectors<U, Ch>(a, v, nthreads);
+    for (; v < nvec; v += nthreads) map_vectors<1, Ch>(a, v, nthreads);
     for (int64_t i = nvec * VEC + tid; i < a.n; i += nthreads)
       a.out[i] = to_elem<T>(body1<Ch>(a.body, to_acc<A>(a.y[i]), i, 0));
   } else {
@@ -108,22 +109,23 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_map(const 
 // tile of kMapTileP pixels x kMapTileC channels of one sample (grid: pixel
 // tiles, channel tiles, N; 256 threads). Mode 0 (Y and the output take
 // 16-byte vectors: aligned, C and the plane multiples of a vector): Y is read
-// along C in vectors, then each thread takes kMapRun adjacent pixels of one
-// channel, runs the chain on them four at a time (one call on all 16 put the
-// op in 464 bytes of stack) and stores them in vectors along the pixels.
-// The tile's rows are swizzled (map_col) so that neither side has bank
-// conflicts. Tiles partial along the pixels, and mode 1, go element by
-// element.
-// 64 channels a tile: a block reads whole 256-byte rows of a 64-channel Y
-// (H200, 1 GB, 64 channels: 0.709 ms, 71% of copy; 32-channel tiles, which
-// read the halves of each row, 0.731 ms).
-constexpr int kMapTileP = 64, kMapTileC = 64, kMapRun = kMapTileP * kMapTileC / 256;
+// along C in vectors (whole 256-byte rows of a 64-channel Y), then
+// kMapRowThreads threads per channel row take vectors of its pixels
+// kMapRowThreads apart, run the chain on them four values at a time (one call
+// on 16 put the op in 464 bytes of stack) and store them: each store of a
+// warp writes whole 128-byte lines. The tile's rows are swizzled (map_col) so
+// that neither side has bank conflicts. Tiles partial along the pixels, and
+// mode 1, go element by element.
+// H200, Y [64, 64, 256, 256] float32, a per-channel affine chain: 0.581 ms,
+// 87% of copy; each thread storing a run of 16 adjacent pixels (64 bytes
+// apart across the warp) 0.713 ms; 16 threads a row 0.584 ms.
+constexpr int kMapTileP = 64, kMapTileC = 64, kMapRowThreads = 8;
 static_assert(kMapTileC <= kMapTileP && (kMapTileP & (kMapTileP - 1)) == 0 && kMapTileP >= 64, "map_col's range");
 
 // The column of pixel p in the tile's row of channel c: XOR-swizzled in
 // whole 16-byte chunks, by the channel's load vector (VEC channels a load)
-// and by p's 32-pixel group, so that the shared stores of the loads and the
-// 16-byte reads of the runs have conflicts at most 2-way.
+// and by p's 32-pixel group, so that the shared stores of the loads have
+// conflicts at most 2-way and a row's 128-byte reads none.
 template <int VEC>
 __device__ __forceinline__ int map_col(int c, int p) {
   return p ^ (c & ~(VEC - 1)) ^ (((p >> 5) & 3) << 2);
@@ -142,8 +144,10 @@ __global__ void __launch_bounds__(256, 2) epi_map_nhwc(const MapArgs<T, A> a) {
     Vec16<T> d[LOADS];
 #pragma unroll
     for (int u = 0; u < LOADS; ++u) {
+      // Channels past C (the last channel tile) load a vector of this pixel instead: in bounds and
+      // never stored, where a guard on the load cost 12 registers (56: four blocks an SM, not five).
       const int q = tid + 256 * u, r = q / VPP, c = q % VPP * VEC;
-      if (c0 + c < C) d[u] = load_stream(a.y + (n * P + p0 + r) * C + c0 + c);
+      d[u] = load_stream(a.y + (n * P + p0 + r) * C + min(c0 + c, C - VEC));
     }
 #pragma unroll
     for (int u = 0; u < LOADS; ++u) {
@@ -160,29 +164,37 @@ __global__ void __launch_bounds__(256, 2) epi_map_nhwc(const MapArgs<T, A> a) {
   }
   __syncthreads();
   if (vec) {
-    const int c = tid / (kMapTileP / kMapRun), m = tid % (kMapTileP / kMapRun);
-    if (c0 + c >= C) return;
-    A v[kMapRun];
+    constexpr int ROWS = 256 / kMapRowThreads, PER_ROW = kMapTileP / VEC / kMapRowThreads, CALL = VEC < 4 ? VEC : 4;
+    const int m = tid % kMapRowThreads;
 #pragma unroll
-    for (int w = 0; w < kMapRun / SV; ++w) {
-      const uint4 raw = *reinterpret_cast<const uint4*>(&tile[c][map_col<VEC>(c, kMapRun * m + SV * w)]);
+    for (int pass = 0; pass < kMapTileC / ROWS; ++pass) {
+      const int c = tid / kMapRowThreads + ROWS * pass;
+      if (c0 + c >= C) break;
 #pragma unroll
-      for (int e = 0; e < SV; ++e) v[SV * w + e] = reinterpret_cast<const A*>(&raw)[e];
-    }
-    const int64_t i = (n * C + c0 + c) * P + p0 + kMapRun * m;
+      for (int s = 0; s < PER_ROW; ++s) {
+        const int px = VEC * (m + kMapRowThreads * s);
+        A v[VEC];
 #pragma unroll
-    for (int w = 0; w < kMapRun / 4; ++w) {
-      A u[4] = {v[4 * w], v[4 * w + 1], v[4 * w + 2], v[4 * w + 3]};
-      Ch::body(a.body, u, i + 4 * w, 1, 0, 0);
+        for (int w = 0; w < VEC / SV; ++w) {
+          const uint4 raw = *reinterpret_cast<const uint4*>(&tile[c][map_col<VEC>(c, px + SV * w)]);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) v[4 * w + e] = u[e];
-    }
+          for (int e = 0; e < SV; ++e) v[SV * w + e] = reinterpret_cast<const A*>(&raw)[e];
+        }
+        const int64_t i = (n * C + c0 + c) * P + p0 + px;
 #pragma unroll
-    for (int s = 0; s < kMapRun / VEC; ++s) {
-      Vec16<T> d;
+        for (int k = 0; k < VEC / CALL; ++k) {
+          A u[CALL];
 #pragma unroll
-      for (int e = 0; e < VEC; ++e) d.set(e, to_elem<T>(v[VEC * s + e]));
-      store16(a.out + i + VEC * s, d);
+          for (int e = 0; e < CALL; ++e) u[e] = v[CALL * k + e];
+          Ch::body(a.body, u, i + CALL * k, 1, 0, 0);
+#pragma unroll
+          for (int e = 0; e < CALL; ++e) v[CALL * k + e] = u[e];
+        }
+        Vec16<T> d;
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) d.set(e, to_elem<T>(v[e]));
+        store16(a.out + i, d);
+      }
     }
   } else {
     for (int e = tid; e < kMapTileP * kMapTileC; e += 256) {

@@ -585,6 +585,18 @@ TEST_F(CudaEpilogue, ChannelsLastYMatchesReference) {
                    what + " gather");
     }
   }
+  // 72 channels: two channel tiles of the map, the second partial; 16-byte vectors in every dtype.
+  {
+    Conv c;
+    c.N = 2, c.Cin = 3, c.Cout = 72, c.G = 1, c.kH = c.kW = 3, c.H = 14, c.W = 12;  // 16 x 14 pixels
+    c.fill(rng, 0.3, -1.0, 1.0);
+    const Maker make = epilogue_pipeline(c, 0, rng);
+    for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
+      const Result r = run_both(make, dt, Strategy::fused, c.x_shape(), c.x, {}, false, YLayout::nhwc);
+      expect_close(r, dt == DType::bf16 ? 3e-2 : tolerance(dt), detail::cat("channels-last map, 72 channels ", to_string(dt)));
+      EXPECT_TRUE(nhwc(r)) << r.describe;
+    }
+  }
   Conv wide;  // sum over H: N x C x Wout = 154K outputs, a thread each
   wide.N = 4, wide.Cin = 5, wide.Cout = 64, wide.G = 1, wide.kH = wide.kW = 3, wide.H = 4, wide.W = 300;
   wide.p = ConvTranspose2dParams{}.with_stride(2);
