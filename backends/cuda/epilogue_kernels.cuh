@@ -118,7 +118,10 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_map(const 
 // mode 1, go element by element.
 // H200, Y [64, 64, 256, 256] float32, a per-channel affine chain: 0.581 ms,
 // 87% of copy; each thread storing a run of 16 adjacent pixels (64 bytes
-// apart across the warp) 0.713 ms; 16 threads a row 0.584 ms.
+// apart across the warp) 0.713 ms; 16 threads a row 0.584 ms. In bfloat16
+// the runs were faster: 0.397 ms against 0.440 (not understood; 4 threads a
+// row with runs of two vectors 0.514, every vector read before the first
+// store 0.450: perf/results/*-twelfth-session-summary.md).
 constexpr int kMapTileP = 64, kMapTileC = 64, kMapRowThreads = 8;
 static_assert(kMapTileC <= kMapTileP && (kMapTileP & (kMapTileP - 1)) == 0 && kMapTileP >= 64, "map_col's range");
 
