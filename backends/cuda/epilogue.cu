@@ -23,10 +23,35 @@ enum class Kernel {
   map, map_nhwc,
   rows_warp, rows_warp_strided, rows_block, rows_block_strided,  // reduce: rows
   cols_lean, cols, cols_generic, rows_thread,                     // reduce: a thread per output
+  cols_vec,                                                       // reduce: a thread per 16 bytes of outputs
   softmax_rows_warp, softmax_rows_block, softmax_cols,
   softmax_nhwc4, softmax_nhwc8,  // over C of a channels-last Y: C <= 128, C <= 256
   count
 };
+
+// What each kernel is, for describe().
+const char* kernel_label(Kernel k) {
+  static const char* const labels[] = {
+      "epilogue_map",
+      "epilogue_map_nhwc (through shared-memory tiles)",
+      "epilogue_reduce_rows (a warp an output)",
+      "epilogue_reduce_rows (a warp an output, strided)",
+      "epilogue_reduce_rows (a block an output)",
+      "epilogue_reduce_rows (a block an output, strided)",
+      "epilogue_reduce_cols (a thread an output, no point ops)",
+      "epilogue_reduce_cols (a thread an output)",
+      "epilogue_reduce_cols (a thread an output, any layout)",
+      "epilogue_reduce_cols (a thread a short row)",
+      "epilogue_reduce_cols_vec (a thread 16 bytes of outputs)",
+      "epilogue_softmax_rows (a warp a row)",
+      "epilogue_softmax_rows (a block a row)",
+      "epilogue_softmax_cols (a thread a row)",
+      "epilogue_softmax_nhwc (a warp a pixel, C <= 128)",
+      "epilogue_softmax_nhwc (a warp a pixel, C <= 256)",
+  };
+  static_assert(sizeof(labels) / sizeof(labels[0]) == static_cast<std::size_t>(Kernel::count), "a label a kernel");
+  return labels[static_cast<int>(k)];
+}
 
 // The kernel with the chains `ch` (a type), as an NVRTC name expression.
 std::string kernel_name(Kernel k, const std::string& t, const std::string& a, const std::string& ch) {
@@ -42,6 +67,7 @@ std::string kernel_name(Kernel k, const std::string& t, const std::string& a, co
     case Kernel::cols: return ns + "epi_reduce_cols<" + ta + "1, " + c;
     case Kernel::cols_generic: return ns + "epi_reduce_cols<" + ta + "2, " + c;
     case Kernel::rows_thread: return ns + "epi_reduce_cols<" + ta + "3, " + c;
+    case Kernel::cols_vec: return ns + "epi_reduce_cols_vec<" + ta + c;
     case Kernel::softmax_rows_warp: return ns + "epi_softmax_rows<" + ta + "true, " + c;
     case Kernel::softmax_rows_block: return ns + "epi_softmax_rows<" + ta + "false, " + c;
     case Kernel::softmax_cols: return ns + "epi_softmax_cols<" + ta + c;
@@ -66,6 +92,7 @@ const void* builtin(Kernel k) {
     case Kernel::cols: return fn(epi_reduce_cols<T, A, 1, I>);
     case Kernel::cols_generic: return fn(epi_reduce_cols<T, A, 2, I>);
     case Kernel::rows_thread: return fn(epi_reduce_cols<T, A, 3, I>);
+    case Kernel::cols_vec: return fn(epi_reduce_cols_vec<T, A, I>);
     case Kernel::softmax_rows_warp: return fn(epi_softmax_rows<T, A, true, I>);
     case Kernel::softmax_rows_block: return fn(epi_softmax_rows<T, A, false, I>);
     case Kernel::softmax_cols: return fn(epi_softmax_cols<T, A, I>);
@@ -123,6 +150,22 @@ struct Layout {
   int64_t batch = 0, channels = 0, plane = 0;  // N, C, H x W
 };
 
+// The output step between the `vec` adjacent outputs a thread of
+// epi_reduce_cols_vec takes, or 0 where that kernel does not apply: the
+// walk's fastest axis contiguous in Y and `vec` dividing its extent (and the
+// output's axis of that walk), every other kept stride and the reduced stride
+// (and Y 16-byte aligned, which the run checks).
+int64_t vector_step(const Layout& l, int64_t vec) {
+  const Indexer& w = l.outer;
+  if (!l.one_axis || l.stride % vec != 0 || w.rank == 0) return 0;
+  if (w.stride[w.rank - 1] != 1 || w.size[w.rank - 1] % vec != 0) return 0;
+  for (int d = 0; d + 1 < w.rank; ++d)
+    if (w.stride[d] % vec != 0) return 0;
+  if (!l.ordered) return 1;
+  const Indexer& o = l.order;
+  return o.rank > 0 && o.size[o.rank - 1] % vec == 0 ? o.stride[o.rank - 1] : 0;
+}
+
 // A reduction walks its outputs in Y's memory order (the kept axes by
 // descending stride; broadcast axes, stride 0, outermost), so that
 // neighbouring threads read neighbouring elements whatever Y's layout:
@@ -170,9 +213,10 @@ std::size_t softmax_nhwc_smem(int64_t count) {
 // Rows a thread reduces alone (16-byte loads along it) when there are outputs enough.
 constexpr int64_t kShortRow = 128;
 
-// The kernel for a stage over Y of this layout on a device of `sms` SMs.
+// The kernel for a stage over Y of this layout on a device of `sms` SMs;
+// `vectors`: a columns reduction may take 16-byte loads (vector_step).
 template <class A>
-Kernel choose_kernel(const EpilogueStep<A>& e, const Layout& l, int sms) {
+Kernel choose_kernel(const EpilogueStep<A>& e, const Layout& l, int sms, bool vectors) {
   // Y channels-last to the NCHW output: through shared-memory tiles (within their grids' reach).
   if (e.main == MainKind::map)
     return l.nhwc && l.batch <= 65535 && (l.channels + kMapTileC - 1) / kMapTileC <= 65535 &&
@@ -186,7 +230,10 @@ Kernel choose_kernel(const EpilogueStep<A>& e, const Layout& l, int sms) {
     const int64_t outputs = e.tail.R * e.tail.K;
     const bool many = outputs >= int64_t(sms) * 1024;
     if (!l.contig && (many || l.walk_unit))
-      return !l.one_axis ? Kernel::cols_generic : e.body.n == 0 && many ? Kernel::cols_lean : Kernel::cols;
+      return !l.one_axis ? Kernel::cols_generic
+             : vectors    ? Kernel::cols_vec
+             : e.body.n == 0 && many ? Kernel::cols_lean
+                                     : Kernel::cols;
     if (e.count <= kShortRow && many) return Kernel::rows_thread;
     if (e.count < 2048) return l.contig ? Kernel::rows_warp : Kernel::rows_warp_strided;
     return l.contig ? Kernel::rows_block : Kernel::rows_block_strided;
@@ -264,7 +311,8 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
   T* op = static_cast<T*>(out.data);
   const int sms = device_info().limits.sm_count;
   const bool measurable = !overlaps(y, out);
-  const Kernel k = choose_kernel(e, l, sms);
+  const int64_t step = e.main == MainKind::reduce && aligned16(yp) ? vector_step(l, Vec16<T>::kVec) : 0;
+  const Kernel k = choose_kernel(e, l, sms, step > 0);
   const void* fn = kernels.get(k);
   const std::string dtype = cat(to_string(y.dtype), kernels.compiled(k) ? ",nvrtc" : "");
   Workspace& ws = workspace();
@@ -306,8 +354,12 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
       a.count = e.count;
       a.outputs = outputs;
       a.stride = l.stride;
+      a.out_step = step;
       if (outputs > 0) {
-        const bool cols = k == Kernel::cols_lean || k == Kernel::cols || k == Kernel::cols_generic || k == Kernel::rows_thread;
+        const bool cols = k == Kernel::cols_lean || k == Kernel::cols || k == Kernel::cols_generic ||
+                          k == Kernel::rows_thread || k == Kernel::cols_vec;
+        const int64_t per_thread = k == Kernel::cols_vec ? Vec16<T>::kVec : 1;  // outputs a thread (or its part) takes
+        const int64_t units = outputs / per_thread;
         const bool warp = k == Kernel::rows_warp || k == Kernel::rows_warp_strided;
         const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
         const std::size_t z_bytes = direct ? 0 : align(std::size_t(outputs) * sizeof(A));
@@ -318,8 +370,8 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
           a.part_len = e.count;
           if (!warp && k != Kernel::rows_thread && k != Kernel::cols_lean) {
             const int64_t resident = int64_t(occupancy(fn, threads, 0)) * sms * (cols ? threads : 1);
-            const int64_t want = outputs >= resident ? 1 : (2 * resident + outputs - 1) / outputs;
-            const int64_t least = cols ? 256 : 8192;  // elements a part
+            const int64_t want = units >= resident ? 1 : (2 * resident + units - 1) / units;
+            const int64_t least = cols ? 256 / per_thread : 8192;  // elements a part (a thread's: 256)
             a.parts = std::max<int64_t>(1, std::min(want, (e.count + least - 1) / least));
             const int64_t vec = Vec16<T>::kVec;
             a.part_len = ((e.count + a.parts - 1) / a.parts + vec - 1) / vec * vec;
@@ -337,7 +389,7 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
         const std::string shape = tuning::shape_class({{"outputs", outputs}, {"count", count}}) + "," + dtype + "," +
                                   (l.contig ? "contiguous" : l.one_axis ? "strided" : "generic");
         const auto blocks = [&](int threads) -> int64_t {
-          if (cols) return (outputs * a.parts + threads - 1) / threads;
+          if (cols) return (units * a.parts + threads - 1) / threads;
           if (warp) return (outputs + threads / 32 - 1) / (threads / 32);
           const int64_t b = outputs * a.parts;
           if (b > 0x7fffffff)
@@ -412,22 +464,20 @@ class PreparedEpilogue final : public PreparedStep {
   PreparedEpilogue(const EpilogueStep<A>& step, DType dtype) : step_(step), kernels_(step, dtype) {
     const Shape& y = step_.y_shape;
     const Layout l = layout_of(step_, y, step_.y_strides.empty() ? contiguous_strides(y) : step_.y_strides);
-    (void)kernels_.get(choose_kernel(step_, l, device_info().limits.sm_count));
+    const bool vectors = step_.main == MainKind::reduce && vector_step(l, Vec16<T>::kVec) > 0;  // Y aligned, as the plan's is
+    planned_ = choose_kernel(step_, l, device_info().limits.sm_count, vectors);
+    (void)kernels_.get(planned_);
   }
   void run(const TensorView& y, const TensorView& out) const override { epilogue<T>(step_, kernels_, y, out); }
   std::string describe() const override {
-    const std::string chains = kernels_.describe();
-    switch (step_.main) {
-      case MainKind::map: return cat("epilogue_map (_nhwc for a channels-last Y); ", chains);
-      case MainKind::reduce:
-        return cat("epilogue_reduce_rows or _cols by Y's layout", step_.tail.n ? ", then epilogue_tail" : "", "; ",
-                   chains);
-      default: return cat("epilogue_softmax_rows or _cols by Y's layout; ", chains);
-    }
+    // Y's strides at run time pick the kernel again (Y is x itself when there is no conv).
+    return cat(kernel_label(planned_), " for Y as planned",
+               step_.main == MainKind::reduce && step_.tail.n ? ", then epilogue_tail" : "", "; ", kernels_.describe());
   }
 
  private:
   EpilogueStep<A> step_;
+  Kernel planned_;
   StageKernels<T, A> kernels_;
 };
 

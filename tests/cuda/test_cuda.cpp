@@ -661,6 +661,61 @@ TEST_F(CudaEpilogue, ChannelsLastYMatchesReference) {
   }
 }
 
+// Reductions whose walk takes 16-byte vectors (epilogue_reduce_cols_vec: the
+// walk's fastest axis contiguous, extents multiples of the vector): over H,
+// over C, over H and W (several parts an output), with a per-channel operand
+// in the chain, in both Y layouts and every dtype; describe() names the
+// kernel. Then straight over x, aligned (the vectors) and misaligned (the run
+// takes a thread an output instead).
+TEST_F(CudaEpilogue, ColumnReductionsTakeSixteenByteLoads) {
+  Rng rng(404);
+  Conv c;
+  c.N = 2, c.Cin = 3, c.Cout = 32, c.G = 1, c.kH = c.kW = 4, c.H = 20, c.W = 36;
+  c.p = ConvTranspose2dParams{}.with_stride(2).with_padding(1);  // Y [2, 32, 40, 72]
+  c.fill(rng, 0.3, -1.0, 1.0);
+  const std::vector<double> t = uniform(c.Cout, rng, 0.5, 1.5);
+  struct Case {
+    const char* what;
+    bool nhwc_vec, nchw_vec;  // whether each layout's walk takes the vectors
+  };
+  const Case cases[] = {{"gelu, x operand, sum over H, tanh", true, true},
+                        {"logsumexp over C", false, true},
+                        {"silu, mean over H and W", true, false},
+                        {"max over H, - 0.5", true, true},
+                        {"x operand, min over C", false, true}};
+  for (int which = 0; which < 5; ++which) {
+    const Maker make = [&, which](DType dt) {
+      Pipeline p(c.x_shape(), dt);
+      c.add_to(p, dt);
+      const Tensor op = host({c.Cout, 1, 1}, t, param_dtype(dt));
+      switch (which) {
+        case 0: return std::move(p.gelu().mul(op).sum({2}, true).tanh());
+        case 1: return std::move(p.logsumexp({1}, true));
+        case 2: return std::move(p.silu().mean({2, 3}));
+        case 3: return std::move(p.max({2}, true).sub(0.5));
+        default: return std::move(p.mul(op).min({1}));
+      }
+    };
+    for (YLayout y : {YLayout::nhwc, YLayout::nchw})
+      for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
+        const Result r = run_both(make, dt, Strategy::fused, c.x_shape(), c.x, {}, false, y);
+        const std::string what = detail::cat(cases[which].what, ", Y ", to_string(y), ", ", to_string(dt));
+        expect_close(r, dt == DType::bf16 ? 3e-2 : tolerance(dt), what);
+        const bool vec = y == YLayout::nhwc ? cases[which].nhwc_vec : cases[which].nchw_vec;
+        EXPECT_EQ(r.describe.find("epilogue_reduce_cols_vec") != std::string::npos, vec) << what << "\n" << r.describe;
+      }
+  }
+  const Shape xs{2, 5, 6, 32};
+  const std::vector<double> x = uniform(numel(xs), rng, -2.0, 2.0);
+  const Maker sum_h = [xs](DType dt) { return std::move(Pipeline(xs, dt).exp().sum({2})); };
+  for (Layout l : {Layout{}, Layout{0, 1}})
+    for (DType dt : {DType::f32, DType::f64}) {
+      const Result r = run_both(sum_h, dt, Strategy::fused, xs, x, l);
+      expect_close(r, tolerance(dt), detail::cat("exp, sum over H of x, offset ", l.offset, " ", to_string(dt)));
+      EXPECT_NE(r.describe.find("epilogue_reduce_cols_vec"), std::string::npos) << r.describe;  // as planned
+    }
+}
+
 TEST_F(CudaEpilogue, Tf32ConvolutionIsClose) {
   Rng rng(8);
   Conv c;
