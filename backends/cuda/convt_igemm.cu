@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <sstream>
+#include <vector>
 
 #include "backends/cuda/jit.hpp"
 #include "backends/cuda/kernels.hpp"
@@ -21,9 +22,14 @@ using namespace igemm;
 int elem_size(IgemmPrecision p) { return (p == IgemmPrecision::tf32 || p == IgemmPrecision::tf32x3) ? 4 : 2; }
 int vec_elems(IgemmPrecision p) { return 16 / elem_size(p); }
 int kstep_channels(IgemmPrecision p) { return elem_size(p) == 4 ? 8 : 16; }
-// The fast path's compile-time segment width (tiles of 2 x 128 whose
-// segment fits it): 37 16-byte vectors of fp32, 21 of a half type.
-constexpr int fast_sw(IgemmPrecision p) { return p == IgemmPrecision::tf32 || p == IgemmPrecision::tf32x3 ? 148 : 168; }
+int fast_sw(IgemmPrecision p, int R) {
+  switch (p) {
+    case IgemmPrecision::tf32: return igemm::fast_sw<IgemmPrecision::tf32>(R);
+    case IgemmPrecision::tf32x3: return igemm::fast_sw<IgemmPrecision::tf32x3>(R);
+    case IgemmPrecision::bf16: return igemm::fast_sw<IgemmPrecision::bf16>(R);
+    default: return igemm::fast_sw<IgemmPrecision::f16>(R);
+  }
+}
 
 int ilog2(int v) {
   int l = 0;
@@ -63,6 +69,11 @@ __global__ void igemm_pack_weights(const T* __restrict__ w, T* __restrict__ wp, 
     }
     wp[e] = v;
   }
+}
+
+// Tiles a fast path covers: 2 x 128 with one column phase, 1 x 128 with two.
+bool fast_tile(const IgemmParams& p) {
+  return p.bwp_log2 == 7 && ((p.R == 2 && p.ncp_log2 == 0) || (p.R == 1 && p.ncp_log2 == 1));
 }
 
 struct Derived {
@@ -116,54 +127,82 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
   p.kW = int(pb.kW);
 
   const int esz = elem_size(prec), vec = vec_elems(prec), ks = kstep_channels(prec), pair = esz == 2 ? 2 : 1;
-  // Phases.
+  // Phases: per output row phase, its column phases with their taps.
+  struct ColPhase {
+    int cp, Wp, Tw, kw[kIgemmMaxTaps], ew[kIgemmMaxTaps];
+  };
+  std::vector<ColPhase> cols;
+  for (int cp = 0; cp < p.sw; ++cp) {
+    ColPhase c{};
+    c.cp = cp;
+    c.Wp = cp < Wout ? int(ceil_div(Wout - cp, p.sw)) : 0;
+    if (c.Wp == 0) continue;
+    for (int kw = 0; kw < p.kW; ++kw) {
+      const int64_t q = cp + pb.padding[1] - kw * pb.dilation[1];
+      if (pmod(q, p.sw) != 0) continue;
+      if (c.Tw == kIgemmMaxTaps) return no("more than 8 column taps in one output phase");
+      c.kw[c.Tw] = kw;
+      c.ew[c.Tw++] = int(q / p.sw);
+    }
+    cols.push_back(c);
+  }
+  // A block takes every column phase when there are 2 or 4 of them (its
+  // output columns contiguous) and a stage of their taps together fits.
+  int col_taps = 0;
+  for (const ColPhase& c : cols) col_taps += c.Tw;
+  const bool together = (p.sw == 2 || p.sw == 4) && int(cols.size()) == p.sw && col_taps <= kIgemmMaxGroupTaps &&
+                        (ks / pair) * col_taps * kLDB * 4 <= kStageBudgetB;
+  const int ncp = together ? p.sw : 1;
+  p.ncp_log2 = ilog2(ncp);
   int Hpmax = 0, Wpmax = 0, span = 0;
+  for (const ColPhase& c : cols) Wpmax = std::max(Wpmax, c.Wp);
   p.nphase = 0;
   for (int rp = 0; rp < p.sh; ++rp) {
     const int Hp = rp < Hout ? int(ceil_div(Hout - rp, p.sh)) : 0;
-    for (int cp = 0; cp < p.sw; ++cp) {
-      const int Wp = cp < Wout ? int(ceil_div(Wout - cp, p.sw)) : 0;
-      if (Hp == 0 || Wp == 0) continue;
-      IgemmPhase ph{};
-      ph.rp = rp;
-      ph.cp = cp;
-      ph.Hp = Hp;
-      ph.Wp = Wp;
-      for (int kh = 0; kh < p.kH; ++kh) {
-        const int64_t q = rp + pb.padding[0] - kh * pb.dilation[0];
-        if (pmod(q, p.sh) != 0) continue;
-        if (ph.Th == kIgemmMaxTaps) return no("more than 8 row taps in one output phase");
-        ph.kh[ph.Th] = kh;
-        ph.eh[ph.Th] = int(q / p.sh);
-        ++ph.Th;
-      }
+    if (Hp == 0) continue;
+    IgemmPhase rows{};
+    rows.rp = rp;
+    rows.Hp = Hp;
+    for (int kh = 0; kh < p.kH; ++kh) {
+      const int64_t q = rp + pb.padding[0] - kh * pb.dilation[0];
+      if (pmod(q, p.sh) != 0) continue;
+      if (rows.Th == kIgemmMaxTaps) return no("more than 8 row taps in one output phase");
+      rows.kh[rows.Th] = kh;
+      rows.eh[rows.Th++] = int(q / p.sh);
+    }
+    Hpmax = std::max(Hpmax, Hp);
+    for (std::size_t c0 = 0; c0 < cols.size(); c0 += ncp) {
+      IgemmPhase ph = rows;
       int emax = 0;
-      for (int kw = 0; kw < p.kW; ++kw) {
-        const int64_t q = cp + pb.padding[1] - kw * pb.dilation[1];
-        if (pmod(q, p.sw) != 0) continue;
-        if (ph.Tw == kIgemmMaxTaps) return no("more than 8 column taps in one output phase");
-        ph.kw[ph.Tw] = kw;
-        ph.ew[ph.Tw] = int(q / p.sw);
-        if (ph.Tw == 0 || ph.ew[ph.Tw] < ph.emin) ph.emin = ph.ew[ph.Tw];
-        if (ph.Tw == 0 || ph.ew[ph.Tw] > emax) emax = ph.ew[ph.Tw];
-        ++ph.Tw;
+      for (int qc = 0; qc < ncp; ++qc) {
+        const ColPhase& c = cols[c0 + qc];
+        ph.cp[qc] = c.cp;
+        ph.Wp[qc] = c.Wp;
+        ph.Tw[qc] = c.Tw;
+        ph.tap0[qc] = ph.taps;
+        ph.Wpmax = std::max(ph.Wpmax, c.Wp);
+        for (int t = 0; t < c.Tw; ++t, ++ph.taps) {
+          ph.kw[ph.taps] = c.kw[t];
+          ph.ew[ph.taps] = c.ew[t];
+          if (ph.taps == 0 || c.ew[t] < ph.emin) ph.emin = c.ew[t];
+          if (ph.taps == 0 || c.ew[t] > emax) emax = c.ew[t];
+        }
       }
-      if (ph.Tw > 0) span = std::max(span, emax - ph.emin);
-      Hpmax = std::max(Hpmax, Hp);
-      Wpmax = std::max(Wpmax, Wp);
+      if (ph.taps > 0) span = std::max(span, emax - ph.emin);
       p.ph[p.nphase++] = ph;
     }
   }
-  // Tile geometry.
+  // Tile geometry: a column phase's tile R x BWp, R * BWp * ncp = kBM.
+  const int bwp_max = std::min(128, kBM / ncp);
   int bwp = 8;
-  while (bwp < Wpmax && bwp < 128) bwp *= 2;
+  while (bwp < Wpmax && bwp < bwp_max) bwp *= 2;
   p.bwp_log2 = ilog2(bwp);
-  p.R = kBM / bwp;
+  p.R = kBM / ncp / bwp;
   int SW = int(ceil_div(bwp + span + vec - 1, vec)) * vec;
   const int want_mod = p.R == 1 ? 32 : (p.R == 2 ? 16 : 8), want_rem = p.R == 1 ? 8 : 4;
   while ((SW * esz / 4) % want_mod != want_rem) SW += vec;
-  // The fast path's compile-time segment width (fast_sw) when it fits.
-  if (p.R == 2 && bwp == 128 && SW <= fast_sw(prec)) SW = fast_sw(prec);
+  // A fast path's compile-time segment width when it fits.
+  if (fast_tile(p) && SW <= fast_sw(prec, p.R)) SW = fast_sw(prec, p.R);
   p.SW = SW;
   p.LDg = p.R * SW;
   p.cipad = int(ceil_div(p.cin_g, 16)) * 16;
@@ -179,7 +218,7 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
   while (chmax < p.cin_g) chmax *= 2;
   for (int f = 0; f < p.nphase; ++f) {
     IgemmPhase& ph = p.ph[f];
-    if (ph.Th == 0 || ph.Tw == 0) {
+    if (ph.Th == 0 || ph.taps == 0) {
       ph.CH = ks;
       ph.TG = 1;
       ph.nch = 0;
@@ -190,10 +229,10 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
     for (int ch = ks; ch <= chmax; ch *= 2)
       for (int tg = 1; tg <= ph.Th; ++tg) {
         const int64_t abytes = int64_t(tg) * ch * p.LDg * esz;
-        const int64_t bbytes = int64_t(ch / pair) * tg * ph.Tw * kLDB * 4;
+        const int64_t bbytes = int64_t(ch / pair) * tg * ph.taps * kLDB * 4;
         if (abytes > kStageBudgetA || bbytes > kStageBudgetB) continue;
         const int64_t nch = ceil_div(p.cin_g, ch), ntg = ceil_div(ph.Th, tg);
-        const int64_t cost = nch * ntg * (2 + (ch / ks) * tg * ph.Tw);
+        const int64_t cost = nch * ntg * (2 + (ch / ks) * tg * ph.taps);
         if (best < 0 || cost < best) {
           best = cost;
           ph.CH = ch;
@@ -204,7 +243,7 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
     ph.nch = int(ceil_div(p.cin_g, ph.CH));
     ph.nstages = ph.nch * int(ceil_div(ph.Th, ph.TG));
     a_max = std::max(a_max, ph.TG * ph.CH * p.LDg);
-    b_max = std::max(b_max, (ph.CH / pair) * ph.TG * ph.Tw * kLDB);
+    b_max = std::max(b_max, (ph.CH / pair) * ph.TG * ph.taps * kLDB);
   }
   p.a_stage_elems = std::max(a_max, vec);
   p.b_stage_words = std::max(b_max, 4);
@@ -220,30 +259,33 @@ size_t smem_for(const IgemmParams& p, IgemmPrecision prec) {
   return std::max(pipe, size_t(kBN) * kLDO * 4);
 }
 
-// The fast path covers tiles of 2 x 128 whose segment is fast_sw.
-bool use_fast(const IgemmParams& p, IgemmPrecision prec) {
-  return p.R == 2 && p.bwp_log2 == 7 && p.SW == fast_sw(prec);
+// The kernel's fast path for a tile (its kFastR: rows of the tile), or 0.
+int fast_rows(const IgemmParams& p, IgemmPrecision prec) {
+  return fast_tile(p) && p.SW == fast_sw(prec, p.R) ? p.R : 0;
 }
 
 // The built-in kernel (chains interpreted) for a precision and tile path.
 template <IgemmPrecision P>
-const void* builtin_for(bool fast) {
-  return fast ? reinterpret_cast<const void*>(igemm_convt_kernel<P, fast_sw(P), InterpretedChains>)
-              : reinterpret_cast<const void*>(igemm_convt_kernel<P, 0, InterpretedChains>);
+const void* builtin_for(int fast_r) {
+  switch (fast_r) {
+    case 1: return reinterpret_cast<const void*>(igemm_convt_kernel<P, 1, InterpretedChains>);
+    case 2: return reinterpret_cast<const void*>(igemm_convt_kernel<P, 2, InterpretedChains>);
+    default: return reinterpret_cast<const void*>(igemm_convt_kernel<P, 0, InterpretedChains>);
+  }
 }
-const void* builtin_kernel(IgemmPrecision prec, bool fast) {
+const void* builtin_kernel(IgemmPrecision prec, int fast_r) {
   switch (prec) {
-    case IgemmPrecision::tf32: return builtin_for<IgemmPrecision::tf32>(fast);
-    case IgemmPrecision::tf32x3: return builtin_for<IgemmPrecision::tf32x3>(fast);
-    case IgemmPrecision::bf16: return builtin_for<IgemmPrecision::bf16>(fast);
-    default: return builtin_for<IgemmPrecision::f16>(fast);
+    case IgemmPrecision::tf32: return builtin_for<IgemmPrecision::tf32>(fast_r);
+    case IgemmPrecision::tf32x3: return builtin_for<IgemmPrecision::tf32x3>(fast_r);
+    case IgemmPrecision::bf16: return builtin_for<IgemmPrecision::bf16>(fast_r);
+    default: return builtin_for<IgemmPrecision::f16>(fast_r);
   }
 }
 
 // The same kernel compiled by NVRTC with the epilogue's chains as code.
-const void* compiled_kernel(IgemmPrecision prec, bool fast, const IgemmEpilogue& ep) {
+const void* compiled_kernel(IgemmPrecision prec, int fast_r, const IgemmEpilogue& ep) {
   const JitProgram p = igemm_program(prec, jit::host_ops(ep.body), jit::host_ops(ep.after), ep.kind);
-  return jit::kernel(p.source, p.kernels[fast ? 1 : 0]);
+  return jit::kernel(p.source, p.kernels[fast_r]);
 }
 
 }  // namespace
@@ -251,9 +293,9 @@ const void* compiled_kernel(IgemmPrecision prec, bool fast, const IgemmEpilogue&
 JitProgram igemm_program(IgemmPrecision precision, const std::vector<PointOp<float>>& body,
                          const std::vector<PointOp<float>>& after, ReduceKind reduce) {
   JitProgram p{"#include \"backends/cuda/convt_igemm_kernel.cuh\"\n" + jit::chains_struct(body, after, reduce), {}};
-  for (int sw : {0, fast_sw(precision)})
+  for (int fast_r : {0, 1, 2})  // indexed by the fast path's rows (0: the generic path)
     p.kernels.push_back(cat("kfuse::detail::cuda::igemm_convt_kernel<kfuse::detail::cuda::IgemmPrecision(",
-                            int(precision), "), ", sw, ", ", jit::kPlanChains, ">"));
+                            int(precision), "), ", fast_r, ", ", jit::kPlanChains, ">"));
   return p;
 }
 
@@ -307,8 +349,8 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
   // The kernel: compiled when NVRTC is on and there is a chain, or a
   // reduction whose kind becomes a constant there (the built-in kernel
   // dispatches it per value).
-  const bool fast = use_fast(prm_, prec_);
-  kernel_ = builtin_kernel(prec_, fast);
+  const int fast_r = fast_rows(prm_, prec_);
+  kernel_ = builtin_kernel(prec_, fast_r);
   bool compiled = false;
   if (ep_.mode == 0 && ep_.body.n == 0) {
     kernel_text_ = "no point ops";
@@ -316,7 +358,7 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
     kernel_text_ = "point chains interpreted: plan-time compilation is off (KFUSE_CUDA_JIT=0)";
   } else {
     try {
-      kernel_ = compiled_kernel(prec_, fast, ep_);
+      kernel_ = compiled_kernel(prec_, fast_r, ep_);
       compiled = true;
       kernel_text_ = ep_.mode == 0 ? "point chains compiled at plan time (NVRTC)"
                                    : "point chains and reduction kind compiled at plan time (NVRTC)";
@@ -379,12 +421,18 @@ void IgemmConv::run(const void* x, void* y, cudaStream_t stream) const {
 
 std::string IgemmConv::describe() const {
   std::ostringstream os;
-  os << "igemm_convt[" << to_string(prec_) << "] tile " << kBM << "px(" << prm_.R << "x" << (1 << prm_.bwp_log2)
-     << ") x " << kBN << "co, " << kStages << " stages, " << prm_.nphase << " phases, grid " << grid_ << ", smem "
-     << smem_ << " B" << (use_fast(prm_, prec_) ? ", fast path" : "") << " (" << kernel_text_ << "); phase taps/stage(CHxTG):";
+  const int ncp = 1 << prm_.ncp_log2;
+  os << "igemm_convt[" << to_string(prec_) << "] tile " << kBM << "px (" << ncp << " column phase"
+     << (ncp > 1 ? "s" : "") << " x " << prm_.R << "x" << (1 << prm_.bwp_log2) << ") x " << kBN << "co, " << kStages
+     << " stages, grid " << grid_ << ", smem " << smem_ << " B" << (fast_rows(prm_, prec_) ? ", fast path" : "")
+     << " (" << kernel_text_ << "); a block's phases, taps (rows x columns) / stage (CH x TG):";
   for (int f = 0; f < prm_.nphase; ++f) {
     const IgemmPhase& ph = prm_.ph[f];
-    os << " (" << ph.rp << "," << ph.cp << "):" << ph.Th << "x" << ph.Tw << "/" << ph.CH << "x" << ph.TG;
+    os << " (" << ph.rp << ",";
+    for (int q = 0; q < ncp; ++q) os << (q ? "+" : "") << ph.cp[q];
+    os << "):" << ph.Th << "x";
+    for (int q = 0; q < ncp; ++q) os << (q ? "+" : "") << ph.Tw[q];
+    os << "/" << ph.CH << "x" << ph.TG;
   }
   return os.str();
 }

@@ -11,9 +11,11 @@
 // sharing a factor) outputs bias + epilogue only.
 //
 // GEMM per phase and group: M = samples x pixels of the phase, N = Cout/G,
-// K = Cin/G x taps. A block tile is 256 pixels (R rows x BWp columns of one
-// phase's grid, BWp a power of two in [8, 128]) x 64 output channels, 8 warps
-// (4 x 2) of 64 x 32, mma.sync with fp32 accumulation:
+// K = Cin/G x taps. A block takes one row phase and, when s_w is 2 or 4, all
+// s_w column phases of it (otherwise one): its tile is 256 pixels, R rows x
+// BWp columns (BWp a power of two in [8, 128]) of each of its ncp column
+// phases' grids, x 64 output channels; 8 warps (4 x 2) of 64 x 32, a warp's
+// 64 pixels in one column phase; mma.sync with fp32 accumulation:
 //   tf32   : m16n8k8 TF32 (A and B rounded to nearest, cvt.rna)
 //   tf32x3 : m16n8k8 TF32, a = hi + lo split of both operands, three products
 //            (lo*hi + hi*lo + hi*hi): strict-fp32 accuracy
@@ -22,7 +24,7 @@
 // BWp + halo columns) are copied once per stage with cp.async (16 bytes where
 // aligned and inside the row, 4 bytes / scalar otherwise, zero fill outside),
 // and every column tap reads that segment at its own shift: the A operand of
-// all column taps comes from one copy. Weights are re-laid out once, at
+// all column taps (of every column phase of the block) comes from one copy. Weights are re-laid out once, at
 // construction, as [G][kH][kW][Cin/G padded][Cout/G padded] (fp32; rounded to
 // tf32 for the tf32 mode) or with channel pairs interleaved (16-bit), so B
 // stages are 16-byte cp.async copies. Multistage (3) cp.async pipeline.
@@ -32,19 +34,21 @@
 // at plan time by NVRTC with the conv's own chains as straight-line code
 // (jit.hpp), which IgemmConv prefers.
 //
-// Tiles of 2 rows x 128 columns take a fast path (compile-time segment width:
-// immediate shared-memory offsets for the fragments); any other tile shape the
-// generic one. Resources: 123-128 registers, no spills, no stack (sm_89 and
+// Tiles of 2 rows x 128 columns of one column phase, and of 1 row x 128
+// columns of two, take a fast path (compile-time segment width: immediate
+// shared-memory offsets for the fragments); any other tile shape the generic
+// one. Resources: 123-128 registers, no spills, no stack (sm_89 and
 // sm_90, every precision); 84-92 KB of dynamic shared memory on the DESIGN
 // example, 2 blocks of 8 warps per SM on the H200.
 //
 // Epilogue: accumulators -> shared memory; then each thread takes one pixel
 // and 4 channels at a time, adds the bias, runs the chain (the shared op
-// definitions of include/kfuse/detail/math.hpp; value k at the flat NCHW
-// index i + k*Hout*Wout, j = 0) and stores
-// NCHW (coalesced along the pixel axis; consecutive lanes are consecutive
-// output columns of one phase, so stride s_w apart; the sibling column phases
-// of one output row are adjacent blocks, so L2 merges their sectors).
+// definitions of include/kfuse/detail/math.hpp; value k at (i, j) =
+// (n*Cout + co + k, oh*Wout + ow), so that a per-channel operand costs one
+// division a call) and stores NCHW, consecutive lanes on consecutive output
+// columns: with every column phase in the block each warp store is whole
+// 128-byte lines; with one (s_w 3), columns s_w apart, whose sibling phases
+// are adjacent blocks (L2 merges their sectors).
 // Reductions (IgemmEpilogue mode 1, 2): when the tile holds every output channel (groups 1, Cout <=
 // 64) a reduction over C (sum/mean/max/min/logsumexp, keepdim) or softmax over
 // C completes in the thread that owns the pixel, with reduce_init/push/finish

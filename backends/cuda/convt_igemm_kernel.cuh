@@ -11,23 +11,31 @@ namespace kfuse::detail::cuda {
 
 enum class IgemmPrecision { tf32, tf32x3, bf16, f16 };
 
-constexpr int kIgemmMaxPhases = 16;  // stride <= 4 per axis
-constexpr int kIgemmMaxTaps = 8;     // taps per axis within one phase
+constexpr int kIgemmMaxPhases = 16;    // stride <= 4 per axis
+constexpr int kIgemmMaxTaps = 8;       // taps per axis within one phase
+constexpr int kIgemmMaxCols = 4;       // column phases one block computes
+constexpr int kIgemmMaxGroupTaps = 8;  // their column taps together
 
+// What one block computes: a row phase and `ncp` of its column phases (all
+// s_w of them when s_w is 2 or 4, so that the tile's output columns are
+// contiguous, stored in whole lines, and one copy of the input segments
+// serves every column phase; one otherwise).
 struct IgemmPhase {
-  int rp, cp;        // output rows oh = rp + s_h*a, columns ow = cp + s_w*b
-  int Hp, Wp;        // extents of the phase grid (a, b)
-  int Th, Tw;        // taps per axis (0: bias + epilogue only)
-  int CH, TG;        // one stage: CH input channels x TG row taps x all Tw column taps
+  int rp, Hp, Th;    // output rows oh = rp + s_h*a (a < Hp); row taps (0: bias + epilogue only)
+  int taps, Wpmax;   // the column phases' taps together; the widest phase grid
+  int CH, TG;        // one stage: CH input channels x TG row taps x all column taps
   int nch, nstages;  // channel chunks; stages = nch * ceil(Th / TG)
-  int emin;          // min over column taps of ew
-  int kh[kIgemmMaxTaps], kw[kIgemmMaxTaps];
-  int eh[kIgemmMaxTaps], ew[kIgemmMaxTaps];  // ih = a + eh, iw = b + ew
+  int emin;          // min over the column taps of ew
+  int kh[kIgemmMaxTaps], eh[kIgemmMaxTaps];  // ih = a + eh
+  // Column phase q: columns ow = cp + s_w*b (b < Wp), taps [tap0, tap0 + Tw) of kw / ew.
+  int cp[kIgemmMaxCols], Wp[kIgemmMaxCols], Tw[kIgemmMaxCols], tap0[kIgemmMaxCols];
+  int kw[kIgemmMaxGroupTaps], ew[kIgemmMaxGroupTaps];  // iw = b + ew
 };
 
 struct IgemmParams {
   int N, Cin, H, W, Cout, G, cin_g, cout_g, Hout, Wout, sh, sw;
-  int bwp_log2, R;     // tile = R rows x BWp columns of a phase grid (R * BWp = kBM)
+  int ncp_log2;        // column phases per block (the same for every block)
+  int bwp_log2, R;     // a column phase's tile: R rows x BWp columns of its grid (R * BWp * ncp = kBM)
   int SW, LDg;         // A segment width and the stride between (channel, row tap) groups, elements
   int a_stage_elems;   // elements of T per A stage
   int b_stage_words;   // 32-bit words per B stage
@@ -36,6 +44,8 @@ struct IgemmParams {
   int vec_ok;          // x rows 16-byte aligned: W * sizeof(T) % 16 == 0 and x aligned
   IgemmPhase ph[kIgemmMaxPhases];
 };
+// With the other parameters, within the 4 KB that every driver takes.
+static_assert(sizeof(IgemmParams) <= 3900, "the conv kernel's parameters");
 
 // Kernel-side form of the epilogue: the point chain after the bias; mode 0
 // stores it (map), 1 reduces it over C (`kind`, keepdim), 2 takes softmax
@@ -51,10 +61,14 @@ namespace igemm {
 
 constexpr int kBM = 256;      // pixels per tile
 constexpr int kBN = 64;       // output channels per tile
-constexpr int kThreads = 256; // 8 warps, 4 (M) x 2 (N), warp tile 64 x 32
+constexpr int kThreads = 256; // 8 warps, 4 (M) x 2 (N), warp tile 64 x 32; a warp's rows in one column phase
 constexpr int kStages = 3;    // cp.async pipeline depth
 constexpr int kLDB = kBN + 8; // words per B row (conflict-free fragment loads)
-constexpr int kLDO = kBM + 4; // floats per staged output row
+// Floats per staged output row: the tile's pixels, column phase q's from
+// q * ((kBM + 32) >> ncp_log2) (padding that spreads the epilogue's reads of
+// adjacent output columns, alternately from each phase, over all banks), and
+// 4 more (the accumulators' stores conflict-free).
+constexpr int kLDO = kBM + 32 + 4;
 constexpr int kStageBudgetA = 24 * 1024;  // bytes of A per stage at most
 constexpr int kStageBudgetB = 16 * 1024;  // bytes of B per stage at most
 // Channels of a pixel per chain call in the epilogue (values per dispatch of
@@ -64,6 +78,15 @@ constexpr int kStageBudgetB = 16 * 1024;  // bytes of B per stage at most
 #endif
 constexpr int kIgemmEpi = KFUSE_IGEMM_EPI;
 static_assert(kBN % kIgemmEpi == 0, "the epilogue steps through a tile's channels");
+
+// The fast paths' compile-time segment widths (tiles of R rows x 128 columns:
+// R = 2 with one column phase, R = 1 with two), each the least width of its
+// 16-byte vectors whose 32-bit words leave the A fragment reads conflict-free
+// (R * SW = 8 mod 32 words).
+template <IgemmPrecision P>
+__host__ __device__ constexpr int fast_sw(int R) {
+  return P == IgemmPrecision::tf32 || P == IgemmPrecision::tf32x3 ? (R == 2 ? 148 : 168) : (R == 2 ? 168 : 144);
+}
 
 template <IgemmPrecision P> struct Traits;
 template <> struct Traits<IgemmPrecision::tf32> {
@@ -159,13 +182,14 @@ __device__ __forceinline__ void stage_vector(T* dst, const T* src, const T* x, i
 
 // ---- The kernel ------------------------------------------------------------------
 
-// kSWc: 0 for any tile shape (run-time segment width); else the compile-time
-// segment width of the fast path (tiles of 2 rows x 128 columns): fragment
-// offsets become immediates and the stage loads divide by constants.
+// kFastR: 0 for any tile shape (run-time geometry); else a fast path: tiles of
+// kFastR rows x 128 columns, 2 / kFastR column phases, segment width
+// fast_sw(kFastR): fragment offsets become immediates and the stage loads
+// divide by constants.
 // Parameters: x, bias and y of the pipeline's type; wp the packed weights.
 // (One __grid_constant__ struct of them all ran it 3% slower without a chain:
 // H200, 2026-12-02, perf/results/NVIDIA-H200-2026-12-02-summary.md.)
-template <IgemmPrecision P, int kSWc, class Ch>
+template <IgemmPrecision P, int kFastR, class Ch>
 __global__ void __launch_bounds__(igemm::kThreads, 2)
     igemm_convt_kernel(const __grid_constant__ IgemmParams p, const typename igemm::Traits<P>::T* __restrict__ x,
                        const uint32_t* __restrict__ wp, const typename igemm::Traits<P>::T* __restrict__ bias,
@@ -177,12 +201,14 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
 
   extern __shared__ uint4 smem_raw[];
   __shared__ IgemmPhase ph;
-  __shared__ int toff[kIgemmMaxTaps * kIgemmMaxTaps];  // word offset of tap (th, tw) in a group's weights
+  __shared__ int toff[kIgemmMaxTaps * kIgemmMaxGroupTaps];  // word offset of tap (th, t) in a group's weights
   __shared__ float sbias[kBN];
-  constexpr bool kFast = kSWc != 0;
+  constexpr bool kFast = kFastR != 0;
+  constexpr int kSWc = kFast ? fast_sw<P>(kFastR) : 0;
 
-  // Tile: phase fastest (the sibling column phases of an output row are
-  // adjacent blocks), then the channel tile, column tile, row tile, group, sample.
+  // Tile: phase fastest (with one column phase a block, the sibling column
+  // phases of an output row are adjacent blocks), then the channel tile, column
+  // tile, row tile, group, sample.
   int t = blockIdx.x;
   const int phi = t % p.nphase;
   t /= p.nphase;
@@ -202,8 +228,8 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
     int* dst = reinterpret_cast<int*>(&ph);
     for (int k = tid; k < int(sizeof(IgemmPhase) / sizeof(int)); k += kThreads) dst[k] = src[k];
     const IgemmPhase& gp = p.ph[phi];
-    for (int k = tid; k < gp.Th * gp.Tw; k += kThreads)
-      toff[k] = (gp.kh[k / gp.Tw] * p.kW + gp.kw[k % gp.Tw]) * cipadw * p.copad;
+    for (int k = tid; k < gp.Th * gp.taps; k += kThreads)
+      toff[k] = (gp.kh[k / gp.taps] * p.kW + gp.kw[k % gp.taps]) * cipadw * p.copad;
     if (tid < kBN) {
       const int co = cot * kBN + tid;
       sbias[tid] = (bias != nullptr && co < p.cout_g) ? to_acc<float>(bias[g * p.cout_g + co]) : 0.0f;
@@ -211,20 +237,27 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   }
   __syncthreads();
 
-  const int a0 = tr * (kFast ? 2 : p.R), b0 = tc << (kFast ? 7 : p.bwp_log2);
-  if (a0 >= ph.Hp || b0 >= ph.Wp) return;  // the phase grid is smaller than the largest one
+  const int a0 = tr * (kFast ? kFastR : p.R), b0 = tc << (kFast ? 7 : p.bwp_log2);
+  if (a0 >= ph.Hp || b0 >= ph.Wpmax) return;  // the phase grid is smaller than the largest one
 
-  const int wm = warp & 3, wn = warp >> 2;
+  // Warps 2k and 2k+1 share M rows (the 4 schedulers each get two column
+  // phases' work when there are two); the M warps of a column phase are consecutive.
+  const int wm = warp >> 1, wn = warp & 1;
   const int gq = lane >> 2, tq = lane & 3;
+  const int ncp_log2 = kFast ? 2 / kFastR - 1 : p.ncp_log2;
+  // This warp's column phase and its M warp within it (computed where used:
+  // held through the main loop they cost the generic path a spill).
+  auto warp_phase = [&] { return wm >> (2 - ncp_log2); };
+  auto warp_in_phase = [&] { return wm & ((4 >> ncp_log2) - 1); };
 
   T* sA = reinterpret_cast<T*>(smem_raw);
   uint32_t* sB = reinterpret_cast<uint32_t*>(sA + kStages * p.a_stage_elems);
 
-  const int CH = ph.CH, TG = ph.TG, Tw = ph.Tw, Th = ph.Th, nch = ph.nch;
+  const int CH = ph.CH, TG = ph.TG, taps = ph.taps, Th = ph.Th, nch = ph.nch;
   const int chlog = __ffs(CH) - 1;
   const int CHw = CH / kPair, chwlog = chlog - (kPair == 2 ? 1 : 0);
-  const int SW = kFast ? kSWc : p.SW, LDg = kFast ? 2 * kSWc : p.LDg;
-  const int R = kFast ? 2 : p.R, rlog = kFast ? 1 : __ffs(R) - 1;
+  const int SW = kFast ? kSWc : p.SW, LDg = kFast ? kFastR * kSWc : p.LDg;
+  const int R = kFast ? kFastR : p.R, rlog = kFast ? kFastR - 1 : __ffs(R) - 1;
   const int bwp_log2 = kFast ? 7 : p.bwp_log2;
   const int nvec_row = SW / kVec;
   // First input column of the segments (aligned down to a vector).
@@ -248,7 +281,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
       const int totalA = rowsA * kNV;
       for (int idx = tid; idx < totalA; idx += kThreads) {
         const int row = idx / kNV, v = idx - row * kNV;
-        const int r = row & 1, rg = row >> 1;
+        const int r = row & (kFastR - 1), rg = row >> (kFastR - 1);
         const int ci_l = rg & (CH - 1), th_l = rg >> chlog;
         const int ci = ci0 + ci_l, ih = a0 + r + ph.eh[th0 + th_l];
         const int iw = iw_al + v * kVec;
@@ -272,31 +305,33 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
       }
     }
     }
-    // B: rows (th_l, tw, c) of kBN words: 16 vectors of 16 bytes each.
+    // B: rows (th_l, t, c) of kBN words: 16 vectors of 16 bytes each.
     uint32_t* dB = sB + buf * p.b_stage_words;
-    const int totalB = (tgc * Tw * CHw) * (kBN / 4);
+    const int totalB = (tgc * taps * CHw) * (kBN / 4);
     const int ci0w = ci0 / kPair;
     for (int idx = tid; idx < totalB; idx += kThreads) {
       const int row = idx >> 4, c = idx & 15;
       const int cl = row & (CHw - 1), rest = row >> chwlog;
       const bool ok = ci0w + cl < cipadw;
-      const uint32_t* src = wg + toff[th0 * Tw + rest] + (ci0w + cl) * p.copad + c * 4;
+      const uint32_t* src = wg + toff[th0 * taps + rest] + (ci0w + cl) * p.copad + c * 4;
       cp_async16(dB + row * kLDB + c * 4, ok ? src : wp, ok);
     }
   };
 
-  // Each thread's shared-memory offsets of its A rows (m) within a group.
-  // (Fast path: a warp's 64 rows lie in one tile row, so the offsets are a
-  // per-thread base plus compile-time constants.)
-  int aoff[4][2];
-  const int abase = kFast ? (wm >> 1) * kSWc + (wm & 1) * 64 + gq : 0;
+  // Each thread's shared-memory offsets of its A rows (m, pixels of its
+  // column phase's tile) within a group: aoff[mf] for row m = .. + mf*16 + gq,
+  // and a8 from it to row m + 8 (the next tile row when BWp is 8, else 8
+  // columns on). (Fast path: a warp's 64 rows lie in one tile row, so the
+  // offsets are a per-thread base plus compile-time constants.)
+  int aoff[4];
+  const int wq = warp_in_phase();
+  const int abase = shift0 + (kFast ? (kFastR == 2 ? (wq >> 1) * kSWc : 0) + (wq & 1) * 64 + gq : 0);
+  const int a8 = kFast || bwp_log2 > 3 ? 8 : SW;
 #pragma unroll
-  for (int mf = 0; mf < 4; ++mf)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int m = wm * 64 + mf * 16 + gq + 8 * h;
-      aoff[mf][h] = kFast ? mf * 16 + 8 * h : (m >> bwp_log2) * SW + (m & ((1 << bwp_log2) - 1));
-    }
+  for (int mf = 0; mf < 4; ++mf) {
+    const int m = wq * 64 + mf * 16 + gq;
+    aoff[mf] = kFast ? mf * 16 : (m >> bwp_log2) * SW + (m & ((1 << bwp_log2) - 1));
+  }
 
   float acc[4][4][4];
 #pragma unroll
@@ -310,10 +345,14 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
     const int tgc = min(TG, Th - th0);
     const T* bufA = sA + buf * p.a_stage_elems;
     const uint32_t* bufB = sB + buf * p.b_stage_words + wn * 32 + gq;
+    // This warp's column taps, as a mask of the group's (the fewest registers:
+    // the generic path spills with their range held).
+    const uint32_t mine = ((1u << ph.Tw[warp_phase()]) - 1u) << ph.tap0[warp_phase()];
     for (int th_l = 0; th_l < tgc; ++th_l) {
-      for (int tw = 0; tw < Tw; ++tw) {
-        const T* aT = bufA + th_l * CH * LDg + shift0 + ph.ew[tw] + abase;
-        const uint32_t* bT = bufB + (th_l * Tw + tw) * CHw * kLDB;
+      for (int t = 0; t < taps; ++t) {
+        if (!((mine >> t) & 1u)) continue;
+        const T* aT = bufA + th_l * CH * LDg + ph.ew[t] + abase;
+        const uint32_t* bT = bufB + (th_l * taps + t) * CHw * kLDB;
         for (int kc = 0; kc < CH / kKS; ++kc) {
           uint32_t bfr[4][2];
 #pragma unroll
@@ -327,10 +366,10 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
 #pragma unroll
               for (int mf = 0; mf < 4; ++mf) {
                 uint32_t afr[4];
-                afr[0] = to_tf32(a[aoff[mf][0]]);
-                afr[1] = to_tf32(a[aoff[mf][1]]);
-                afr[2] = to_tf32(a[4 * LDg + aoff[mf][0]]);
-                afr[3] = to_tf32(a[4 * LDg + aoff[mf][1]]);
+                afr[0] = to_tf32(a[aoff[mf]]);
+                afr[1] = to_tf32(a[aoff[mf] + a8]);
+                afr[2] = to_tf32(a[4 * LDg + aoff[mf]]);
+                afr[3] = to_tf32(a[4 * LDg + aoff[mf] + a8]);
 #pragma unroll
                 for (int nf = 0; nf < 4; ++nf) mma_tf32(acc[mf][nf], afr, bfr[nf]);
               }
@@ -347,10 +386,10 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
 #pragma unroll
               for (int mf = 0; mf < 4; ++mf) {
                 float av[4];
-                av[0] = a[aoff[mf][0]];
-                av[1] = a[aoff[mf][1]];
-                av[2] = a[4 * LDg + aoff[mf][0]];
-                av[3] = a[4 * LDg + aoff[mf][1]];
+                av[0] = a[aoff[mf]];
+                av[1] = a[aoff[mf] + a8];
+                av[2] = a[4 * LDg + aoff[mf]];
+                av[3] = a[4 * LDg + aoff[mf] + a8];
                 uint32_t ahi[4], alo[4];
 #pragma unroll
                 for (int q = 0; q < 4; ++q) {
@@ -373,7 +412,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
               uint32_t afr[4];
 #pragma unroll
               for (int q = 0; q < 4; ++q) {
-                const T* e = a + (q >= 2 ? 8 * LDg : 0) + aoff[mf][q & 1];
+                const T* e = a + (q >= 2 ? 8 * LDg : 0) + aoff[mf] + (q & 1 ? a8 : 0);
                 afr[q] = ld_half_bits(e) | (ld_half_bits(e + LDg) << 16);
               }
 #pragma unroll
@@ -422,11 +461,12 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
 
   // ---- Epilogue: accumulators -> shared memory [channel][pixel] ----
   float* sO = reinterpret_cast<float*>(smem_raw);
+  const int qstride = (kBM + 32) >> ncp_log2;  // where column phase q's pixels start in a row of sO
 #pragma unroll
   for (int mf = 0; mf < 4; ++mf)
 #pragma unroll
     for (int nf = 0; nf < 4; ++nf) {
-      const int m = wm * 64 + mf * 16 + gq, c = wn * 32 + nf * 8 + 2 * tq;
+      const int m = warp_phase() * qstride + warp_in_phase() * 64 + mf * 16 + gq, c = wn * 32 + nf * 8 + 2 * tq;
       sO[c * kLDO + m] = acc[mf][nf][0];
       sO[(c + 1) * kLDO + m] = acc[mf][nf][1];
       sO[c * kLDO + m + 8] = acc[mf][nf][2];
@@ -434,17 +474,25 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
     }
   __syncthreads();
 
-  // One pixel per thread, kIgemmEpi channels at a time: bias, the chain, the store
-  // (consecutive lanes: consecutive pixels of one phase row).
-  const int m = tid;
-  const int a = a0 + (m >> bwp_log2), b = b0 + (m & ((1 << bwp_log2) - 1));
-  if (a >= ph.Hp || b >= ph.Wp) return;
-  const int oh = ph.rp + p.sh * a, ow = ph.cp + p.sw * b;
+  // One pixel per thread, kIgemmEpi channels at a time: bias, the chain, the
+  // store. Consecutive threads take a tile row's columns in output order:
+  // column phase fastest, so with every column phase in the block they are
+  // consecutive output columns (each warp store whole 128-byte lines);
+  // with one, consecutive columns of the phase (s_w apart).
+  const int row_log2 = bwp_log2 + ncp_log2;
+  const int u = tid & ((1 << row_log2) - 1);
+  const int eq = u & ((1 << ncp_log2) - 1), eb = u >> ncp_log2, er = tid >> row_log2;
+  const int m = eq * qstride + (er << bwp_log2) + eb;
+  const int a = a0 + er, b = b0 + eb;
+  if (a >= ph.Hp || b >= ph.Wp[eq]) return;
+  const int oh = ph.rp + p.sh * a, ow = ph.cp[eq] + p.sw * b;
   const int64_t HW = int64_t(p.Hout) * p.Wout;
   const int cog = g * p.cout_g;
   const int nco = min(kBN, p.cout_g - co0);
-  T* yp = y + ((int64_t(n) * p.Cout + cog + co0) * p.Hout + oh) * int64_t(p.Wout) + ow;
-  const int64_t i0 = yp - y;
+  // The chains index (row n*Cout + co, pixel oh*Wout + ow): value k of a call
+  // is channel c0 + k of this pixel (ConvEpilogueStep).
+  const int64_t row0 = int64_t(n) * p.Cout + cog + co0, pix = int64_t(oh) * p.Wout + ow;
+  T* yp = y + row0 * HW + pix;
   // Bias and chain on kIgemmEpi channels at a time; a map stores them, a reduction
   // (or softmax) over C pushes them and keeps them in sO for softmax's second
   // pass. The tile holds every channel then (host checked: G == 1, Cout <=
@@ -458,7 +506,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
     float v[kIgemmEpi];
 #pragma unroll
     for (int k = 0; k < kIgemmEpi; ++k) v[k] = sO[(c0 + k) * kLDO + m] + sbias[c0 + k];
-    Ch::body(ep.body, v, i0 + c0 * HW, HW, 0, 0);
+    Ch::body(ep.body, v, row0 + c0, 1, pix, 0);
 #pragma unroll
     for (int k = 0; k < kIgemmEpi; ++k)
       if (c0 + k < nco) {
@@ -473,16 +521,15 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   if (map) return;
   if (ep.mode == 1) {
     float r[1] = {reduce_finish(kind, racc, int64_t(nco))};
-    const int64_t io = (int64_t(n) * p.Hout + oh) * int64_t(p.Wout) + ow;  // y is [N, 1, Hout, Wout]
-    Ch::after(ep.after, r, io, 0, 0, 0);
-    y[io] = to_elem<T>(r[0]);
+    Ch::after(ep.after, r, n, 0, pix, 0);
+    y[n * HW + pix] = to_elem<T>(r[0]);  // y is [N, 1, Hout, Wout]
     return;
   }
   for (int c0 = 0; c0 < nco; c0 += kIgemmEpi) {
     float v[kIgemmEpi];
 #pragma unroll
     for (int k = 0; k < kIgemmEpi; ++k) v[k] = softmax_value(racc, sO[(c0 + k) * kLDO + m]);
-    Ch::after(ep.after, v, i0 + c0 * HW, HW, 0, 0);
+    Ch::after(ep.after, v, row0 + c0, 1, pix, 0);
 #pragma unroll
     for (int k = 0; k < kIgemmEpi; ++k)
       if (c0 + k < nco) yp[(c0 + k) * HW] = to_elem<T>(v[k]);

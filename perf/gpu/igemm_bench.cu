@@ -108,7 +108,7 @@ __global__ void ref_kernel(RefGeom q, const T* x, const T* w, const T* bias, con
     const int co = int(r % q.Cout);
     const int n = int(r / q.Cout);
     const double acc = ref_conv(q, x, w, bias, n, co, oh, ow);
-    ref[k] = apply_chain(chain, chain_len, acc, e, 0);
+    ref[k] = apply_chain(chain, chain_len, acc, int64_t(n) * q.Cout + co, int64_t(oh) * q.Wout + ow);  // the kernel's (i, j)
   }
 }
 
@@ -137,8 +137,7 @@ __global__ void ref_reduce_kernel(RefGeom q, const T* x, const T* w, const T* bi
     ReduceAcc<double> acc = reduce_init<double>(kk);
     for (int co = 0; co < q.Cout; ++co) {
       double a = ref_conv(q, x, w, bias, n, co, oh, ow);
-      const int64_t iy = ((int64_t(n) * q.Cout + co) * q.Hout + oh) * q.Wout + ow;
-      a = apply_chain(chain, chain_len, a, iy, 0);
+      a = apply_chain(chain, chain_len, a, int64_t(n) * q.Cout + co, int64_t(oh) * q.Wout + ow);
       vals[co] = a;
       reduce_push(kk, acc, a);
     }
@@ -148,7 +147,8 @@ __global__ void ref_reduce_kernel(RefGeom q, const T* x, const T* w, const T* bi
     } else {
       out = softmax_value(acc, vals[co_out]);
     }
-    ref[k] = apply_chain(post, post_len, out, e, 0);
+    ref[k] = apply_chain(post, post_len, out, int64_t(n) * (mode == 2 ? q.Cout : 1) + co_out,
+                         int64_t(oh) * q.Wout + ow);
   }
 }
 

@@ -24,6 +24,12 @@ Chain<A> build_chain(const Stages& st, std::size_t begin, std::size_t end, Store
 
 int64_t numel_of(const Shape& s) { return checked_numel(s, "plan", "intermediate"); }
 
+// The last two axes (H and W) of a shape of rank 3 or 4: the conv kernel's
+// chains index (row n*C + c, pixel oh*W + ow), so that an operand broadcast
+// over the pixels is found with one division per call, not a walk of Y's
+// flat index.
+uint32_t pixel_mask(const Shape& s) { return (1u << (s.size() - 1)) | (1u << (s.size() - 2)); }
+
 // y + bias[c] on Y [N, C, H, W], as a pipeline stage (the bias as [C, 1, 1]).
 PipelineStage bias_stage(const Tensor& bias, const Shape& y) {
   const int64_t C = bias.numel();
@@ -194,9 +200,9 @@ Lowering lower_fused_conv(const Pipeline& p, const Stages& st, Store<A>& store, 
         at.why = op_text(st[k].op) + " follows " + op_text(st[j].op) + ": the conv's tile ends with one reduction";
         return at;
       }
-      e.after = build_chain(st, j + 1, n, store, 0);
+      e.after = build_chain(st, j + 1, n, store, pixel_mask(st[j].out_shape));
     }
-    e.body = build_chain(st, 1, j, store, 0);
+    e.body = build_chain(st, 1, j, store, pixel_mask(y));
     ConvStep c{conv->params, store.tensor(conv->weight), std::nullopt, st[0].in_shape, y, opt.precision};
     if (conv->bias) c.bias = store.tensor(*conv->bias);
     at.steps.push_back(ConvEpilogueStep{c, e});

@@ -55,7 +55,8 @@ struct EpilogueStep {
 // accumulators go through `epilogue` before the one store. Its main stage is
 // a map (the output is Y-sized), a reduction over C, or a softmax over C;
 // body runs on each conv value (after the bias), `after` on each value the
-// main stage produces, both indexed by the flat index of what they act on.
+// main stage produces, both indexed by (i, j) = (n * C + c, oh * W + ow) of
+// what they act on (C = 1 after a reduction; operands split at H and W).
 struct ConvEpilogueStep {
   ConvStep conv;
   EpilogueStep<float> epilogue;

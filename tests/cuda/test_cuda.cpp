@@ -821,19 +821,24 @@ TEST_F(CudaTuning, InPlaceEpiloguesAreNotMeasured) {
 
 // conv -> a point chain (Y-sized output), or a reduction / softmax over C with
 // point ops after it: the implicit-GEMM tensor-core kernel in 3xTF32 (strict
-// float32), TF32 and bfloat16, against the float64 host reference.
+// float32), TF32 and bfloat16, against the float64 host reference. Operands
+// broadcast every way the kernel's (row, pixel) indexing splits: per channel,
+// per pixel, per sample, Y-sized, before and after the reduction.
 Maker conv_epilogue_pipeline(const Conv& c, int kind, Rng& rng) {
-  const std::vector<double> t = uniform(c.Cout, rng, -1.0, 1.0);
+  const int64_t N = c.N, C = c.Cout, H = c.Hout(), W = c.Wout();
+  const std::vector<double> t = uniform(C, rng, -1.0, 1.0), hw = uniform(H * W, rng, 0.5, 1.5),
+                            ny = uniform(N * C * H * W, rng, -1.0, 1.0), n1 = uniform(N, rng, -1.0, 1.0);
   return [=](DType dt) {
+    const DType pd = param_dtype(dt);
     Pipeline p(c.x_shape(), dt);
     c.add_to(p, dt);
     switch (kind) {
       case 0: p.mish().add(0.5).hardtanh(-1.0, 1.0).mul(2.0); break;
-      case 1: p.add(host({c.Cout, 1, 1}, t, param_dtype(dt))).relu().gelu(); break;
-      case 2: p.logsumexp({1}, true).relu(); break;
-      case 3: p.softmax(1).mul(2.0); break;
-      case 4: p.max({1}).tanh(); break;
-      default: p.sigmoid().mean({1}, true); break;
+      case 1: p.add(host({C, 1, 1}, t, pd)).relu().mul(host({H, W}, hw, pd)).add(host({N, C, H, W}, ny, pd)).gelu(); break;
+      case 2: p.logsumexp({1}, true).add(host({N, 1, 1, 1}, n1, pd)).relu(); break;
+      case 3: p.softmax(1).mul(host({1, C, 1, 1}, t, pd)).mul(2.0); break;
+      case 4: p.max({1}).add(host({H, W}, hw, pd)).tanh(); break;
+      default: p.sigmoid().mul(host({C, 1, 1}, t, pd)).mean({1}, true); break;
     }
     return p;
   };
