@@ -211,9 +211,13 @@ void LaunchGraph::run(std::vector<uint64_t> key, const std::function<void(bool)>
     return;
   }
   if (key != g.seen) {  // a first run with these pointers: directly
-    g.seen = key;
     lock.unlock();
     launches(false);
+    // Compared with the epoch the run leaves: a first run that grows the
+    // workspace or settles a tuning decision starts the graphs over itself.
+    key.back() = g_graph_epoch.load();
+    lock.lock();
+    g.seen = std::move(key);
     return;
   }
   // The second run with the same key: capture, then launch the graph.
