@@ -76,6 +76,21 @@ bool fast_tile(const IgemmParams& p) {
   return p.bwp_log2 == 7 && ((p.R == 2 && p.ncp_log2 == 0) || (p.R == 1 && p.ncp_log2 == 1));
 }
 
+// The taps of output phase r along one axis: the kernel offsets k with
+// r + pad - k*dil = 0 mod s, each with e = (r + pad - k*dil) / s (exact), so
+// that the phase's output index a reads input a + e. -1: more than kIgemmMaxTaps.
+int phase_taps(int r, int64_t pad, int64_t dil, int s, int extent, int* ks, int* es) {
+  int n = 0;
+  for (int k = 0; k < extent; ++k) {
+    const int64_t q = r + pad - k * dil;
+    if (pmod(q, s) != 0) continue;
+    if (n == kIgemmMaxTaps) return -1;
+    ks[n] = k;
+    es[n++] = int(q / s);
+  }
+  return n;
+}
+
 struct Derived {
   IgemmParams prm{};
   std::string why;
@@ -137,13 +152,8 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
     c.cp = cp;
     c.Wp = cp < Wout ? int(ceil_div(Wout - cp, p.sw)) : 0;
     if (c.Wp == 0) continue;
-    for (int kw = 0; kw < p.kW; ++kw) {
-      const int64_t q = cp + pb.padding[1] - kw * pb.dilation[1];
-      if (pmod(q, p.sw) != 0) continue;
-      if (c.Tw == kIgemmMaxTaps) return no("more than 8 column taps in one output phase");
-      c.kw[c.Tw] = kw;
-      c.ew[c.Tw++] = int(q / p.sw);
-    }
+    c.Tw = phase_taps(cp, pb.padding[1], pb.dilation[1], p.sw, p.kW, c.kw, c.ew);
+    if (c.Tw < 0) return no("more than 8 column taps in one output phase");
     cols.push_back(c);
   }
   // A block takes every column phase when there are 2 or 4 of them (its
@@ -163,13 +173,8 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
     IgemmPhase rows{};
     rows.rp = rp;
     rows.Hp = Hp;
-    for (int kh = 0; kh < p.kH; ++kh) {
-      const int64_t q = rp + pb.padding[0] - kh * pb.dilation[0];
-      if (pmod(q, p.sh) != 0) continue;
-      if (rows.Th == kIgemmMaxTaps) return no("more than 8 row taps in one output phase");
-      rows.kh[rows.Th] = kh;
-      rows.eh[rows.Th++] = int(q / p.sh);
-    }
+    rows.Th = phase_taps(rp, pb.padding[0], pb.dilation[0], p.sh, p.kH, rows.kh, rows.eh);
+    if (rows.Th < 0) return no("more than 8 row taps in one output phase");
     Hpmax = std::max(Hpmax, Hp);
     for (std::size_t c0 = 0; c0 < cols.size(); c0 += ncp) {
       IgemmPhase ph = rows;
