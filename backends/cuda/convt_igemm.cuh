@@ -37,9 +37,9 @@
 // Tiles of 2 rows x 128 columns of one column phase, and of 1 row x 128
 // columns of two, take a fast path (compile-time segment width: immediate
 // shared-memory offsets for the fragments); any other tile shape the generic
-// one. Resources: 123-128 registers, no spills, no stack (sm_89 and
-// sm_90, every precision); 84-92 KB of dynamic shared memory on the DESIGN
-// example, 2 blocks of 8 warps per SM on the H200.
+// one. Resources: 125-128 registers, no spills, no stack in the built-in
+// kernels (sm_89 and sm_90, every precision); 73 KB of dynamic shared memory
+// on the DESIGN example, 2 blocks of 8 warps per SM on the H200.
 //
 // Epilogue: accumulators -> shared memory; then each thread takes one pixel
 // and 4 channels at a time, adds the bias, runs the chain (the shared op
@@ -60,10 +60,10 @@
 // weights, 32-bit sizes), contiguous NCHW x and y. Results are bitwise
 // reproducible (no atomics; fixed reduction order).
 //
-// Measured (H200, perf/results/NVIDIA-H200-2026-12-01-igemm.md and
-// NVIDIA-H200-2026-12-02-summary.md): correct in every precision over random
-// geometries; on the DESIGN example 2.9 ms without a chain (53 TFLOPS TF32),
-// 3.55 ms with the mish chain compiled (5.9 ms interpreted), 2.7 ms in bf16;
+// Measured (H200, perf/results/NVIDIA-H200-2026-12-01-igemm.md,
+// *-2026-12-02-summary.md, *-2026-12-03-fourteenth-session-summary.md): correct in every precision over random
+// geometries; on the DESIGN example 2.78 ms without a chain (56 TFLOPS TF32),
+// 3.53 ms with the mish chain compiled, 2.59 ms in bf16 (fourteenth session);
 // not yet at the issue's speed targets (per-tile instruction overhead: stage
 // loads, fragment conversion; the results files say where the time goes).
 #pragma once
