@@ -4,10 +4,16 @@
 // kernel: convt_igemm_kernel.cuh.
 #include "backends/cuda/convt_igemm.cuh"
 
+#include <cuda.h>           // CUtensorMap and its enums (the encoder comes through the runtime: no -lcuda)
+#include <cudaTypedefs.h>   // PFN_cuTensorMapEncodeTiled
+
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <vector>
 
+#include "backends/cuda/context.hpp"
 #include "backends/cuda/jit.hpp"
 #include "backends/cuda/kernels.hpp"
 #include "core/cuda_check.hpp"
@@ -246,10 +252,16 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
       }
     if (best < 0) return no("one stage (one k-step of channels, one row tap, all column taps) exceeds the shared-memory budget (24 KB of inputs, 16 KB of weights)");
     ph.nch = int(ceil_div(p.cin_g, ph.CH));
+    if (int64_t(ph.nch) * ph.CH * p.H * p.W > lim)
+      return no("one sample's group of input channels, in whole stages of channels, is past 2^31 - 1 elements "
+                "(32-bit offsets in the kernel's stage loads)");
     ph.nstages = ph.nch * int(ceil_div(ph.Th, ph.TG));
     a_max = std::max(a_max, ph.TG * ph.CH * p.LDg);
     b_max = std::max(b_max, (ph.CH / pair) * ph.TG * ph.taps * kLDB);
   }
+  p.tma_ch = 0;
+  for (int f = 0; f < p.nphase; ++f)
+    if (p.ph[f].nstages > 0) p.tma_ch = p.tma_ch == 0 ? p.ph[f].CH : std::min(p.tma_ch, p.ph[f].CH);
   p.a_stage_elems = std::max(a_max, vec);
   p.b_stage_words = std::max(b_max, 4);
   const int64_t grid = int64_t(p.N) * p.G * p.tiles_r * p.tiles_c * p.tiles_co * p.nphase;
@@ -291,6 +303,70 @@ const void* builtin_kernel(IgemmPrecision prec, int fast_r) {
 const void* compiled_kernel(IgemmPrecision prec, int fast_r, const IgemmEpilogue& ep) {
   const JitProgram p = igemm_program(prec, jit::host_ops(ep.body), jit::host_ops(ep.after), ep.kind);
   return jit::kernel(p.source, p.kernels[fast_r]);
+}
+
+// ---- Tensor maps of the TMA stage copies (sm_90+) --------------------------------
+
+static_assert(sizeof(CUtensorMap) == sizeof(IgemmTensorMaps::x), "a CUtensorMap is 128 bytes");
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return PFN_cuTensorMapEncodeTiled_v12000(nullptr);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// A tiled map of `rank` dimensions (innermost first; strides of the outer ones
+// in bytes) into `out`; false when the driver refuses it.
+bool encode_map(void* out, CUtensorMapDataType type, cuuint32_t rank, const void* base, const cuuint64_t* dims,
+                const cuuint64_t* strides, const cuuint32_t* box) {
+  const cuuint32_t unit[4] = {1, 1, 1, 1};
+  return tensor_map_encoder()(static_cast<CUtensorMap*>(out), type, rank, const_cast<void*>(base), dims, strides, box,
+                              unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                              CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+CUtensorMapDataType map_type(IgemmPrecision p) {
+  return p == IgemmPrecision::bf16  ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+         : p == IgemmPrecision::f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                    : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+}
+
+// x as [N*G][Cin/G][H][W], boxes SW x R x tma_ch.
+bool encode_x_map(void* out, const IgemmParams& p, IgemmPrecision prec, const void* x) {
+  const cuuint64_t esz = cuuint64_t(elem_size(prec));
+  const cuuint64_t dims[4] = {cuuint64_t(p.W), cuuint64_t(p.H), cuuint64_t(p.cin_g), cuuint64_t(p.N) * p.G};
+  const cuuint64_t strides[3] = {p.W * esz, cuuint64_t(p.H) * p.W * esz, cuuint64_t(p.cin_g) * p.H * p.W * esz};
+  const cuuint32_t box[4] = {cuuint32_t(p.SW), cuuint32_t(p.R), cuuint32_t(p.tma_ch), 1};
+  return encode_map(out, map_type(prec), 4, x, dims, strides, box);
+}
+
+// The packed weights as 32-bit words [G*kH*kW][Cin/G padded][Cout/G padded],
+// boxes kLDB x tma_ch words' rows x 1 (the row's padding read from the next
+// channel tile, or zeros past the last).
+bool encode_w_map(void* out, const IgemmParams& p, IgemmPrecision prec, const void* wpack) {
+  const int pair = elem_size(prec) == 4 ? 1 : 2;
+  const cuuint64_t dims[3] = {cuuint64_t(p.copad), cuuint64_t(p.cipad / pair), cuuint64_t(p.G) * p.kH * p.kW};
+  const cuuint64_t strides[2] = {cuuint64_t(p.copad) * 4, cuuint64_t(p.cipad / pair) * p.copad * 4};
+  const cuuint32_t box[3] = {cuuint32_t(kLDB), cuuint32_t(p.tma_ch / pair), 1};
+  return encode_map(out, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, wpack, dims, strides, box);
+}
+
+// Why the fast path's stages are not copied by the TMA here (empty: they are).
+std::string tma_why_not(const IgemmParams& p) {
+  if (const char* v = std::getenv("KFUSE_CUDA_IGEMM_TMA"); v && std::strcmp(v, "0") == 0)
+    return "KFUSE_CUDA_IGEMM_TMA=0";
+  if (!p.vec_ok) return "x rows not a multiple of 16 bytes";
+  if (p.SW > 256 || p.tma_ch > 256) return "a box past 256 elements";
+  if (tensor_map_encoder() == nullptr) return "the driver has no cuTensorMapEncodeTiled";
+  return {};
 }
 
 }  // namespace
@@ -351,10 +427,42 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
     fail(ErrorCategory::unsupported, "IgemmConv", "needs ", smem_, " bytes of shared memory per block, the device ",
          optin);
 
+  const int esz = elem_size(prec_);
+  const int64_t welems = int64_t(prm_.G) * prm_.kH * prm_.kW * prm_.cipad * prm_.copad;
+  KFUSE_CUDA_CHECK(cudaMalloc(&wpack_, size_t(welems) * esz), "bytes ", welems * esz);
+  const int blocks = int(std::min<int64_t>(ceil_div(welems, 256), 4096));
+  if (esz == 4) {
+    igemm_pack_weights<float><<<blocks, 256>>>(static_cast<const float*>(weight_device), static_cast<float*>(wpack_),
+                                               prm_.G, prm_.cin_g, prm_.cout_g, prm_.kH, prm_.kW, prm_.cipad,
+                                               prm_.copad, 1, prec_ == IgemmPrecision::tf32 ? 1 : 0);
+  } else if (prec_ == IgemmPrecision::bf16) {
+    igemm_pack_weights<__nv_bfloat16><<<blocks, 256>>>(
+        static_cast<const __nv_bfloat16*>(weight_device), static_cast<__nv_bfloat16*>(wpack_), prm_.G, prm_.cin_g,
+        prm_.cout_g, prm_.kH, prm_.kW, prm_.cipad, prm_.copad, 2, 0);
+  } else {
+    igemm_pack_weights<__half><<<blocks, 256>>>(static_cast<const __half*>(weight_device),
+                                                static_cast<__half*>(wpack_), prm_.G, prm_.cin_g, prm_.cout_g,
+                                                prm_.kH, prm_.kW, prm_.cipad, prm_.copad, 2, 0);
+  }
+  check_launch("igemm_pack_weights");
+  KFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+
+  // On sm_90 and later the fast path copies its stages by the TMA (only):
+  // without the tensor maps the generic path runs.
+  int fast_r = fast_rows(prm_, prec_);
+  if (fast_r == 0) {
+    tma_text_ = "the generic tile path";
+  } else if (device_info().major < 9) {
+    tma_text_ = "before sm_90";
+  } else {
+    tma_text_ = tma_why_not(prm_);
+    if (tma_text_.empty() && !encode_w_map(maps_.w, prm_, prec_, wpack_)) tma_text_ = "the weights' tensor map refused";
+    if (!tma_text_.empty()) fast_r = 0;
+  }
+  fast_r_ = fast_r;
   // The kernel: compiled when NVRTC is on and there is a chain, or a
   // reduction whose kind becomes a constant there (the built-in kernel
   // dispatches it per value).
-  const int fast_r = fast_rows(prm_, prec_);
   kernel_ = builtin_kernel(prec_, fast_r);
   bool compiled = false;
   if (ep_.mode == 0 && ep_.body.n == 0) {
@@ -381,26 +489,14 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
   cudaFuncAttributes fa{};
   KFUSE_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel_), "igemm_convt_kernel attributes");
   kernel_text_ += cat("; ", fa.numRegs, " registers", fa.localSizeBytes > 0 ? cat(", ", fa.localSizeBytes, " B of local memory") : "");
-
-  const int esz = elem_size(prec_);
-  const int64_t welems = int64_t(prm_.G) * prm_.kH * prm_.kW * prm_.cipad * prm_.copad;
-  KFUSE_CUDA_CHECK(cudaMalloc(&wpack_, size_t(welems) * esz), "bytes ", welems * esz);
-  const int blocks = int(std::min<int64_t>(ceil_div(welems, 256), 4096));
-  if (esz == 4) {
-    igemm_pack_weights<float><<<blocks, 256>>>(static_cast<const float*>(weight_device), static_cast<float*>(wpack_),
-                                               prm_.G, prm_.cin_g, prm_.cout_g, prm_.kH, prm_.kW, prm_.cipad,
-                                               prm_.copad, 1, prec_ == IgemmPrecision::tf32 ? 1 : 0);
-  } else if (prec_ == IgemmPrecision::bf16) {
-    igemm_pack_weights<__nv_bfloat16><<<blocks, 256>>>(
-        static_cast<const __nv_bfloat16*>(weight_device), static_cast<__nv_bfloat16*>(wpack_), prm_.G, prm_.cin_g,
-        prm_.cout_g, prm_.kH, prm_.kW, prm_.cipad, prm_.copad, 2, 0);
-  } else {
-    igemm_pack_weights<__half><<<blocks, 256>>>(static_cast<const __half*>(weight_device),
-                                                static_cast<__half*>(wpack_), prm_.G, prm_.cin_g, prm_.cout_g,
-                                                prm_.kH, prm_.kW, prm_.cipad, prm_.copad, 2, 0);
+  // A run whose x cannot be mapped (not 16-byte aligned) takes the generic
+  // path, built in.
+  if (tma_text_.empty()) {
+    unmapped_kernel_ = builtin_kernel(prec_, 0);
+    KFUSE_CUDA_CHECK(cudaFuncSetAttribute(unmapped_kernel_, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_)),
+                     "igemm_convt_kernel, dynamic shared memory ", smem_);
   }
-  check_launch("igemm_pack_weights");
-  KFUSE_CUDA_CHECK(cudaDeviceSynchronize());
+
 }
 
 IgemmConv::~IgemmConv() {
@@ -410,6 +506,9 @@ IgemmConv::~IgemmConv() {
 void IgemmConv::run(const void* x, void* y, cudaStream_t stream) const {
   IgemmParams prm = prm_;
   if (!aligned16(x)) prm.vec_ok = 0;  // 16-byte copies of x rows need the base aligned too
+  IgemmTensorMaps maps = maps_;
+  const void* kernel = kernel_;
+  if (tma_text_.empty() && !(prm.vec_ok && encode_x_map(maps.x, prm, prec_, x))) kernel = unmapped_kernel_;
   const void* wp = wpack_;
   IgemmEpilogue ep = ep_;
   cudaLaunchConfig_t cfg{};
@@ -419,8 +518,8 @@ void IgemmConv::run(const void* x, void* y, cudaStream_t stream) const {
   cfg.stream = stream;
   // The kernel's parameters in order (the pointers' bytes are the typed ones').
   const void* bias = bias_;
-  void* params[] = {&prm, &x, &wp, &bias, &y, &ep};
-  KFUSE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, kernel_, params), "igemm_convt_kernel, grid ", grid_, ", dynamic shared memory ", smem_);
+  void* params[] = {&prm, &x, &wp, &bias, &y, &ep, &maps};
+  KFUSE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, kernel, params), "igemm_convt_kernel, grid ", grid_, ", dynamic shared memory ", smem_);
   check_launch("igemm_convt_kernel");
 }
 
@@ -429,7 +528,8 @@ std::string IgemmConv::describe() const {
   const int ncp = 1 << prm_.ncp_log2;
   os << "igemm_convt[" << to_string(prec_) << "] tile " << kBM << "px (" << ncp << " column phase"
      << (ncp > 1 ? "s" : "") << " x " << prm_.R << "x" << (1 << prm_.bwp_log2) << ") x " << kBN << "co, " << kStages
-     << " stages, grid " << grid_ << ", smem " << smem_ << " B" << (fast_rows(prm_, prec_) ? ", fast path" : "")
+     << " stages (" << (tma_text_.empty() ? "TMA copies" : "cp.async: " + tma_text_) << "), grid " << grid_
+     << ", smem " << smem_ << " B" << (fast_r_ ? ", fast path" : "")
      << " (" << kernel_text_ << "); a block's phases, taps (rows x columns) / stage (CH x TG):";
   for (int f = 0; f < prm_.nphase; ++f) {
     const IgemmPhase& ph = prm_.ph[f];

@@ -21,10 +21,17 @@
 //            (lo*hi + hi*lo + hi*hi): strict-fp32 accuracy
 //   bf16/f16: m16n8k16, x / weight / bias / y in that type
 // The input rows a tile needs (per input channel and row tap, one segment of
-// BWp + halo columns) are copied once per stage with cp.async (16 bytes where
-// aligned and inside the row, 4 bytes / scalar otherwise, zero fill outside),
-// and every column tap reads that segment at its own shift: the A operand of
-// all column taps (of every column phase of the block) comes from one copy. Weights are re-laid out once, at
+// BWp + halo columns) are copied once per stage, and every column tap reads
+// that segment at its own shift: the A operand of all column taps (of every
+// column phase of the block) comes from one copy. On sm_90 and later the fast
+// path's stages are copied by the tensor memory accelerator: one thread
+// issues a box per (row tap, channel chunk) of x, mapped as [N*G][Cin/G][H][W]
+// (zeros outside it: padding, edges, channels past Cin/G), and per column tap
+// of the weights, all landing on one mbarrier a stage (KFUSE_CUDA_IGEMM_TMA=0,
+// an x not 16-byte aligned or rows not a multiple of 16 bytes: the generic
+// path). Elsewhere every thread issues cp.async copies of its columns (16
+// bytes where aligned and inside the row, 4 bytes / scalar otherwise, zero
+// fill outside). Weights are re-laid out once, at
 // construction, as [G][kH][kW][Cin/G padded][Cout/G padded] (fp32; rounded to
 // tf32 for the tf32 mode) or with channel pairs interleaved (16-bit), so B
 // stages are 16-byte cp.async copies. Multistage (3) cp.async pipeline.
@@ -132,7 +139,11 @@ class IgemmConv {
   void* wpack_ = nullptr;
   const void* bias_ = nullptr;
   const void* kernel_ = nullptr;  // built in, or compiled for ep_
+  int fast_r_ = 0;                 // the kernel's fast path (its tile rows), 0: the generic path
+  const void* unmapped_kernel_ = nullptr;  // TMA kernels: the generic one, for an x the TMA cannot map
   std::string kernel_text_;      // which, for describe()
+  IgemmTensorMaps maps_{};       // the weights' tensor map (x's is made per run)
+  std::string tma_text_;         // why the stages are not copied by the TMA (empty: they are)
   int64_t grid_ = 0;
   size_t smem_ = 0;
 };

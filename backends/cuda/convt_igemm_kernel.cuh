@@ -42,10 +42,21 @@ struct IgemmParams {
   int cipad, copad, kH, kW;
   int tiles_r, tiles_c, tiles_co, nphase;
   int vec_ok;          // x rows 16-byte aligned: W * sizeof(T) % 16 == 0 and x aligned
+  int tma_ch;          // TMA: input channels per A box (the least CH of the phases; a stage's CH is a multiple)
   IgemmPhase ph[kIgemmMaxPhases];
 };
-// With the other parameters, within the 4 KB that every driver takes.
+// The kernel's parameters pass 4 KB with the tensor maps (CUDA 12.1 and
+// later take 32 KB); the block of phases stays the bulk of them.
 static_assert(sizeof(IgemmParams) <= 3900, "the conv kernel's parameters");
+
+// The tensor maps of the TMA stage copies: two CUtensorMap (cuda.h's opaque
+// 128-byte type on the host), x as [N*G][Cin/G][H][W] (boxes SW x R x tma_ch)
+// and the packed weights as 32-bit words [G*kH*kW][Cin/G padded][Cout/G
+// padded] (boxes kLDB x tma_ch words' rows x 1). Outside the tensor the copy
+// fills zeros: padding, rows and columns past the input, channels past Cin/G.
+struct alignas(64) IgemmTensorMaps {
+  unsigned long long x[16], w[16];
+};
 
 // Kernel-side form of the epilogue: the point chain after the bias; mode 0
 // stores it (map), 1 reduces it over C (`kind`, keepdim), 2 takes softmax
@@ -121,6 +132,61 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// Stage copies by the tensor memory accelerator, completed on an mbarrier a
+// stage (sm_90+; compiled out for earlier targets).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define KFUSE_IGEMM_TMA 1
+#else
+#define KFUSE_IGEMM_TMA 0
+#endif
+__device__ __forceinline__ void mbar_init(uint64_t* bar) {
+#if KFUSE_IGEMM_TMA
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(bar)) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, int bytes) {
+#if KFUSE_IGEMM_TMA
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, int parity) {
+#if KFUSE_IGEMM_TMA
+  uint32_t done = 0;
+  while (!done)
+    asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+                 : "=r"(done)
+                 : "r"(smem_u32(bar)), "r"(parity)
+                 : "memory");
+#endif
+}
+// The box of `map` at coordinates c (innermost first) into dst.
+__device__ __forceinline__ void tma_box(void* dst, const void* map, uint64_t* bar, int c0, int c1, int c2, int c3) {
+#if KFUSE_IGEMM_TMA
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
+      "[%6];" ::"r"(smem_u32(dst)),
+      "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_u32(bar))
+      : "memory");
+#endif
+}
+__device__ __forceinline__ void tma_box(void* dst, const void* map, uint64_t* bar, int c0, int c1, int c2) {
+#if KFUSE_IGEMM_TMA
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+      "[%5];" ::"r"(smem_u32(dst)),
+      "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(bar))
+      : "memory");
+#endif
+}
+// Orders this thread's earlier generic accesses to shared memory (the other
+// threads', through the barrier before) before its next async-proxy writes.
+__device__ __forceinline__ void fence_proxy_async() {
+#if KFUSE_IGEMM_TMA
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ uint32_t to_tf32(float f) {
   uint32_t r;
   asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(f));
@@ -155,24 +221,33 @@ __device__ __forceinline__ uint32_t ld_half_bits(const void* p) {
   return static_cast<uint32_t>(*reinterpret_cast<const unsigned short*>(p));
 }
 
-// One vector of kVec input elements of an A row segment into shared memory:
-// zeros outside the input, one 16-byte copy where aligned and inside, else
-// element by element (16-bit types by plain loads: cp.async moves 4 bytes at
-// least). `x` is any valid address, the source of the zero fills.
+// Where one vector of kVec input elements starting at column iw lies in its
+// row: wholly outside (zero fill), wholly inside and 16-byte aligned (one
+// copy), or across an edge or unaligned (element by element).
+enum class Span { outside, whole, partial };
+__device__ __forceinline__ Span span_of(int iw, int kVec, int W, int vec_ok) {
+  if (iw >= W || iw + kVec <= 0) return Span::outside;
+  return vec_ok && iw >= 0 && iw + kVec <= W ? Span::whole : Span::partial;
+}
+
+// That vector of an A row segment into shared memory (16-bit types element by
+// element with plain loads: cp.async moves 4 bytes at least). `row` is the
+// input row (any address when !row_ok); `x` any valid address, the source of
+// the zero fills.
 template <int kVec, bool k16, class T>
-__device__ __forceinline__ void stage_vector(T* dst, const T* src, const T* x, int iw, int W, bool row_ok, int vec_ok) {
-  if (!row_ok || iw >= W || iw + kVec <= 0) {
+__device__ __forceinline__ void stage_vector(T* dst, const T* row, const T* x, int iw, int W, bool row_ok, Span span) {
+  if (!row_ok || span == Span::outside) {
     cp_async16(dst, x, false);
-  } else if (vec_ok && iw >= 0 && iw + kVec <= W) {
-    cp_async16(dst, src + iw, true);
+  } else if (span == Span::whole) {
+    cp_async16(dst, row + iw, true);
   } else {
 #pragma unroll
     for (int e = 0; e < kVec; ++e) {
       const bool in = iw + e >= 0 && iw + e < W;
       if constexpr (k16) {
-        dst[e] = in ? src[iw + e] : T(0.0f);
+        dst[e] = in ? row[iw + e] : T(0.0f);
       } else {
-        cp_async4(dst + e, in ? src + iw + e : x, in);
+        cp_async4(dst + e, in ? row + iw + e : x, in);
       }
     }
   }
@@ -193,18 +268,23 @@ template <IgemmPrecision P, int kFastR, class Ch>
 __global__ void __launch_bounds__(igemm::kThreads, 2)
     igemm_convt_kernel(const __grid_constant__ IgemmParams p, const typename igemm::Traits<P>::T* __restrict__ x,
                        const uint32_t* __restrict__ wp, const typename igemm::Traits<P>::T* __restrict__ bias,
-                       typename igemm::Traits<P>::T* __restrict__ y, const IgemmEpilogue ep) {
+                       typename igemm::Traits<P>::T* __restrict__ y, const IgemmEpilogue ep,
+                       const __grid_constant__ IgemmTensorMaps tm) {
   using namespace igemm;
   using T = typename Traits<P>::T;
   constexpr int kVec = Traits<P>::kVec, kKS = Traits<P>::kKS, kPair = Traits<P>::kPair;
   constexpr bool k16 = kPair == 2;
 
-  extern __shared__ uint4 smem_raw[];
+  extern __shared__ __align__(128) uint4 smem_raw[];  // TMA boxes land on 128-byte boundaries
   __shared__ IgemmPhase ph;
+  __shared__ uint64_t full[kStages];  // TMA: stage buffer s has landed (its phase flips each use)
   __shared__ int toff[kIgemmMaxTaps * kIgemmMaxGroupTaps];  // word offset of tap (th, t) in a group's weights
   __shared__ float sbias[kBN];
   constexpr bool kFast = kFastR != 0;
   constexpr int kSWc = kFast ? fast_sw<P>(kFastR) : 0;
+  // The fast path copies its stages by the TMA on sm_90 and later (the host
+  // launches it there only with the tensor maps; cp.async before sm_90).
+  constexpr bool kTma = KFUSE_IGEMM_TMA && kFast;
 
   // Tile: phase fastest (with one column phase a block, the sibling column
   // phases of an output row are adjacent blocks), then the channel tile, column
@@ -230,6 +310,8 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
     const IgemmPhase& gp = p.ph[phi];
     for (int k = tid; k < gp.Th * gp.taps; k += kThreads)
       toff[k] = (gp.kh[k / gp.taps] * p.kW + gp.kw[k % gp.taps]) * cipadw * p.copad;
+    if (kTma && tid == 0)
+      for (int s = 0; s < kStages; ++s) mbar_init(&full[s]);
     if (tid < kBN) {
       const int co = cot * kBN + tid;
       sbias[tid] = (bias != nullptr && co < p.cout_g) ? to_acc<float>(bias[g * p.cout_g + co]) : 0.0f;
@@ -265,56 +347,75 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   const int iw_al = (iw_first >= 0 ? iw_first / kVec : -((-iw_first + kVec - 1) / kVec)) * kVec;
   const int shift0 = b0 - iw_al;
 
-  const int64_t cin_base = int64_t(n) * p.Cin + int64_t(g) * p.cin_g;
+  // This sample's group of input channels; offsets inside it are 32-bit
+  // (igemm_why_not: Cin/G x H x W < 2^31).
+  const T* xg = x + (int64_t(n) * p.Cin + int64_t(g) * p.cin_g) * p.H * p.W;
   const int co0 = cot * kBN;
   const uint32_t* wg = wp + int64_t(g) * p.kH * p.kW * cipadw * p.copad + co0;
+  // A thread copies one vector column of the A rows (fast path: every
+  // kRowsA-th row; generic: a warp a row, a lane a vector) and one 16-byte
+  // column of the B rows, every stage: its columns' spans are the tile's.
+  constexpr int kNVfast = kFast ? kSWc / kVec : 1, kRowsA = kThreads / kNVfast;
+  const int a_row0 = tid / kNVfast, a_iw = iw_al + (tid - a_row0 * kNVfast) * kVec;
+  const Span a_span = span_of(a_iw, kVec, p.W, p.vec_ok);
+  const int b_col = (tid & 15) * 4;
+  const uint32_t* wb = wg + b_col;
 
   // Stages in order: channel chunk fastest, then row-tap group.
   auto load_stage = [&](int buf, int ci0, int th0) {
     const int tgc = min(TG, Th - th0);
-    // A: rows (th_l, ci_l, r) of SW elements, contiguous in shared memory; a
-    // warp per row, a lane per 16-byte vector.
+    // A: rows (th_l, ci_l, r) of SW elements, contiguous in shared memory.
     T* dA = sA + buf * p.a_stage_elems;
-    const int rowsA = tgc * CH * R;
-    if constexpr (kFast) {
-      constexpr int kNV = kSWc / kVec;
-      const int totalA = rowsA * kNV;
-      for (int idx = tid; idx < totalA; idx += kThreads) {
-        const int row = idx / kNV, v = idx - row * kNV;
-        const int r = row & (kFastR - 1), rg = row >> (kFastR - 1);
-        const int ci_l = rg & (CH - 1), th_l = rg >> chlog;
-        const int ci = ci0 + ci_l, ih = a0 + r + ph.eh[th0 + th_l];
-        const int iw = iw_al + v * kVec;
-        T* dst = dA + row * kSWc + v * kVec;
-        const bool row_ok = ci < p.cin_g && ih >= 0 && ih < p.H;
-        const T* src = x + ((cin_base + ci) * p.H + ih) * int64_t(p.W);
-        stage_vector<kVec, k16>(dst, src, x, iw, p.W, row_ok, p.vec_ok);
+    uint32_t* dB = sB + buf * p.b_stage_words;
+    if constexpr (kTma) {  // one thread: per row tap, CH / tma_ch boxes of A and as many of each column tap's B rows
+      if (tid == 0) {
+        const int bch = p.tma_ch, bchw = bch / kPair;
+        fence_proxy_async();
+        mbar_expect_tx(&full[buf], tgc * (CH * LDg * int(sizeof(T)) + taps * CHw * kLDB * 4));
+        for (int th_l = 0; th_l < tgc; ++th_l) {
+          const int th = th0 + th_l;
+          for (int c = 0; c < CH; c += bch)
+            tma_box(dA + (th_l * CH + c) * LDg, tm.x, &full[buf], iw_al, a0 + ph.eh[th], ci0 + c, n * p.G + g);
+          for (int t = 0; t < taps; ++t)
+            for (int c = 0; c < CHw; c += bchw)
+              tma_box(dB + ((th_l * taps + t) * CHw + c) * kLDB, tm.w, &full[buf], co0, ci0 / kPair + c,
+                      (g * p.kH + ph.kh[th]) * p.kW + ph.kw[t]);
+        }
       }
-    } else {
-    for (int row = warp; row < rowsA; row += kThreads / 32) {
-      const int r = row & (R - 1), rg = row >> rlog;
-      const int ci_l = rg & (CH - 1), th_l = rg >> chlog;
-      const int ci = ci0 + ci_l, ih = a0 + r + ph.eh[th0 + th_l];
-      const bool row_ok = ci < p.cin_g && ih >= 0 && ih < p.H;
-      const T* src = x + ((cin_base + ci) * p.H + ih) * int64_t(p.W);
-      T* drow = dA + row * SW;
-      for (int v = lane; v < nvec_row; v += 32) {
-        const int iw = iw_al + v * kVec;
-        T* dst = drow + v * kVec;
-        stage_vector<kVec, k16>(dst, src, x, iw, p.W, row_ok, p.vec_ok);
-      }
+      return;
     }
+    const int rowsA = tgc * CH * R;
+    auto row_of = [&](int row, bool& ok) {
+      const int r = row & (R - 1), rg = row >> rlog;
+      const int ci = ci0 + (rg & (CH - 1)), ih = a0 + r + ph.eh[th0 + (rg >> chlog)];
+      ok = ci < p.cin_g && unsigned(ih) < unsigned(p.H);
+      return xg + (ci * p.H + ih) * p.W;
+    };
+    if constexpr (kFast) {
+      if (a_row0 < kRowsA)
+        for (int row = a_row0; row < rowsA; row += kRowsA) {
+          bool ok;
+          const T* src = row_of(row, ok);
+          stage_vector<kVec, k16>(dA + row * kSWc + (a_iw - iw_al), src, x, a_iw, p.W, ok, a_span);
+        }
+    } else {
+      for (int row = warp; row < rowsA; row += kThreads / 32) {
+        bool ok;
+        const T* src = row_of(row, ok);
+        for (int v = lane; v < nvec_row; v += 32) {
+          const int iw = iw_al + v * kVec;
+          stage_vector<kVec, k16>(dA + row * SW + v * kVec, src, x, iw, p.W, ok, span_of(iw, kVec, p.W, p.vec_ok));
+        }
+      }
     }
     // B: rows (th_l, t, c) of kBN words: 16 vectors of 16 bytes each.
-    uint32_t* dB = sB + buf * p.b_stage_words;
-    const int totalB = (tgc * taps * CHw) * (kBN / 4);
+    const int rowsB = tgc * taps * CHw;
     const int ci0w = ci0 / kPair;
-    for (int idx = tid; idx < totalB; idx += kThreads) {
-      const int row = idx >> 4, c = idx & 15;
+    for (int row = tid >> 4; row < rowsB; row += kThreads / 16) {
       const int cl = row & (CHw - 1), rest = row >> chwlog;
       const bool ok = ci0w + cl < cipadw;
-      const uint32_t* src = wg + toff[th0 * taps + rest] + (ci0w + cl) * p.copad + c * 4;
-      cp_async16(dB + row * kLDB + c * 4, ok ? src : wp, ok);
+      const int off = toff[th0 * taps + rest] + (ci0w + cl) * p.copad;  // within the group's weights
+      cp_async16(dB + row * kLDB + b_col, ok ? wb + off : wp, ok);
     }
   };
 
@@ -444,7 +545,10 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   int c_ci0 = 0, c_th0 = 0;  // the stage to compute
   int buf = 0, lbuf = kStages - 1;
   for (int it = 0; it < nst; ++it) {
-    cp_async_wait<kStages - 2>();
+    if constexpr (kTma)
+      mbar_wait(&full[buf], (it / kStages) & 1);
+    else
+      cp_async_wait<kStages - 2>();
     __syncthreads();
     if (it + kStages - 1 < nst) {
       load_stage(lbuf, l_ci0, l_th0);
