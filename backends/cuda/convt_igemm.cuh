@@ -44,7 +44,7 @@
 // Tiles of 2 rows x 128 columns of one column phase, and of 1 row x 128
 // columns of two, take a fast path (compile-time segment width: immediate
 // shared-memory offsets for the fragments); any other tile shape the generic
-// one. Resources: 125-128 registers, no spills, no stack in the built-in
+// one. Resources: 120-128 registers, no spills, no stack in the built-in
 // kernels (sm_89 and sm_90, every precision); 73 KB of dynamic shared memory
 // on the DESIGN example, 2 blocks of 8 warps per SM on the H200.
 //
@@ -68,11 +68,13 @@
 // reproducible (no atomics; fixed reduction order).
 //
 // Measured (H200, perf/results/NVIDIA-H200-2026-12-01-igemm.md,
-// *-2026-12-02-summary.md, *-2026-12-03-fourteenth-session-summary.md): correct in every precision over random
-// geometries; on the DESIGN example 2.78 ms without a chain (56 TFLOPS TF32),
-// 3.53 ms with the mish chain compiled, 2.59 ms in bf16 (fourteenth session);
-// not yet at the issue's speed targets (per-tile instruction overhead: stage
-// loads, fragment conversion; the results files say where the time goes).
+// *-2026-12-02-summary.md, *-2026-12-03-fifteenth-session-summary.md): correct in every precision over random
+// geometries; on the DESIGN example 2.27 ms without a chain (68 TFLOPS TF32),
+// 3.17 ms with the mish chain compiled, 1.69 / 2.55 ms in bf16 without / with
+// it (fifteenth session, TMA stage copies); not yet at the issue's speed
+// targets (ncu: 16 instructions per HMMA, a quarter of the stall samples at
+// the stage barrier, the TF32 conversion of A emulated in three instructions
+// per element; the results files say where the time goes).
 #pragma once
 
 #include <cuda_runtime.h>

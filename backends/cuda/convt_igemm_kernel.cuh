@@ -606,16 +606,19 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   const bool map = ep.mode == 0;
   const ReduceKind kind = ep.mode == 2 ? ReduceKind::logsumexp : Ch::reduce_kind(ep.kind);
   ReduceAcc<float> racc = reduce_init<float>(kind);
+  // The stores step a pointer through the channel planes (a 64-bit product a
+  // store cost eight instructions).
+  T* yc = yp;
   for (int c0 = 0; c0 < nco; c0 += kIgemmEpi) {
     float v[kIgemmEpi];
 #pragma unroll
     for (int k = 0; k < kIgemmEpi; ++k) v[k] = sO[(c0 + k) * kLDO + m] + sbias[c0 + k];
     Ch::body(ep.body, v, row0 + c0, 1, pix, 0);
 #pragma unroll
-    for (int k = 0; k < kIgemmEpi; ++k)
+    for (int k = 0; k < kIgemmEpi; ++k, yc += HW)
       if (c0 + k < nco) {
         if (map) {
-          yp[(c0 + k) * HW] = to_elem<T>(v[k]);
+          *yc = to_elem<T>(v[k]);
         } else {
           reduce_push(kind, racc, v[k]);
           sO[(c0 + k) * kLDO + m] = v[k];
@@ -629,14 +632,15 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
     y[n * HW + pix] = to_elem<T>(r[0]);  // y is [N, 1, Hout, Wout]
     return;
   }
+  yc = yp;
   for (int c0 = 0; c0 < nco; c0 += kIgemmEpi) {
     float v[kIgemmEpi];
 #pragma unroll
     for (int k = 0; k < kIgemmEpi; ++k) v[k] = softmax_value(racc, sO[(c0 + k) * kLDO + m]);
     Ch::after(ep.after, v, row0 + c0, 1, pix, 0);
 #pragma unroll
-    for (int k = 0; k < kIgemmEpi; ++k)
-      if (c0 + k < nco) yp[(c0 + k) * HW] = to_elem<T>(v[k]);
+    for (int k = 0; k < kIgemmEpi; ++k, yc += HW)
+      if (c0 + k < nco) *yc = to_elem<T>(v[k]);
   }
 }
 
