@@ -348,7 +348,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   const int shift0 = b0 - iw_al;
 
   // This sample's group of input channels; offsets inside it are 32-bit
-  // (igemm_why_not: Cin/G x H x W < 2^31).
+  // (igemm_why_not: its channels in whole stages x H x W under 2^31).
   const T* xg = x + (int64_t(n) * p.Cin + int64_t(g) * p.cin_g) * p.H * p.W;
   const int co0 = cot * kBN;
   const uint32_t* wg = wp + int64_t(g) * p.kH * p.kW * cipadw * p.copad + co0;
