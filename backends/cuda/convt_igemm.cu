@@ -429,19 +429,21 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
 
   const int esz = elem_size(prec_);
   const int64_t welems = int64_t(prm_.G) * prm_.kH * prm_.kW * prm_.cipad * prm_.copad;
-  KFUSE_CUDA_CHECK(cudaMalloc(&wpack_, size_t(welems) * esz), "bytes ", welems * esz);
+  void* wpack = nullptr;
+  KFUSE_CUDA_CHECK(cudaMalloc(&wpack, size_t(welems) * esz), "bytes ", welems * esz);
+  wpack_.reset(wpack);
   const int blocks = int(std::min<int64_t>(ceil_div(welems, 256), 4096));
   if (esz == 4) {
-    igemm_pack_weights<float><<<blocks, 256>>>(static_cast<const float*>(weight_device), static_cast<float*>(wpack_),
+    igemm_pack_weights<float><<<blocks, 256>>>(static_cast<const float*>(weight_device), static_cast<float*>(wpack),
                                                prm_.G, prm_.cin_g, prm_.cout_g, prm_.kH, prm_.kW, prm_.cipad,
                                                prm_.copad, 1, prec_ == IgemmPrecision::tf32 ? 1 : 0);
   } else if (prec_ == IgemmPrecision::bf16) {
     igemm_pack_weights<__nv_bfloat16><<<blocks, 256>>>(
-        static_cast<const __nv_bfloat16*>(weight_device), static_cast<__nv_bfloat16*>(wpack_), prm_.G, prm_.cin_g,
+        static_cast<const __nv_bfloat16*>(weight_device), static_cast<__nv_bfloat16*>(wpack), prm_.G, prm_.cin_g,
         prm_.cout_g, prm_.kH, prm_.kW, prm_.cipad, prm_.copad, 2, 0);
   } else {
     igemm_pack_weights<__half><<<blocks, 256>>>(static_cast<const __half*>(weight_device),
-                                                static_cast<__half*>(wpack_), prm_.G, prm_.cin_g, prm_.cout_g,
+                                                static_cast<__half*>(wpack), prm_.G, prm_.cin_g, prm_.cout_g,
                                                 prm_.kH, prm_.kW, prm_.cipad, prm_.copad, 2, 0);
   }
   check_launch("igemm_pack_weights");
@@ -456,7 +458,7 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
     tma_text_ = "before sm_90";
   } else {
     tma_text_ = tma_why_not(prm_);
-    if (tma_text_.empty() && !encode_w_map(maps_.w, prm_, prec_, wpack_)) tma_text_ = "the weights' tensor map refused";
+    if (tma_text_.empty() && !encode_w_map(maps_.w, prm_, prec_, wpack)) tma_text_ = "the weights' tensor map refused";
     if (!tma_text_.empty()) fast_r = 0;
   }
   fast_r_ = fast_r;
@@ -499,9 +501,7 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
 
 }
 
-IgemmConv::~IgemmConv() {
-  if (wpack_ != nullptr) cudaFree(wpack_);
-}
+IgemmConv::~IgemmConv() = default;
 
 void IgemmConv::run(const void* x, void* y, cudaStream_t stream) const {
   IgemmParams prm = prm_;
@@ -509,7 +509,7 @@ void IgemmConv::run(const void* x, void* y, cudaStream_t stream) const {
   IgemmTensorMaps maps = maps_;
   const void* kernel = kernel_;
   if (tma_text_.empty() && !(prm.vec_ok && encode_x_map(maps.x, prm, prec_, x))) kernel = unmapped_kernel_;
-  const void* wp = wpack_;
+  const void* wp = wpack_.get();
   IgemmEpilogue ep = ep_;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(unsigned(grid_));

@@ -80,6 +80,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "backends/cuda/convt_igemm_kernel.cuh"
@@ -138,7 +139,10 @@ class IgemmConv {
   IgemmPrecision prec_;
   IgemmParams prm_{};
   IgemmEpilogue ep_;
-  void* wpack_ = nullptr;
+  struct DeviceFree {
+    void operator()(void* p) const { (void)cudaFree(p); }
+  };
+  std::unique_ptr<void, DeviceFree> wpack_;  // owned here: a constructor that throws frees it too
   const void* bias_ = nullptr;
   const void* kernel_ = nullptr;  // built in, or compiled for ep_
   int fast_r_ = 0;                 // the kernel's fast path (its tile rows), 0: the generic path
