@@ -52,17 +52,11 @@ bool prepare_steps(const Lowering& at, const PlanOptions& opt, DType dtype, Plan
 
 // The device time of a prepared plan on scratch data (the median of three
 // runs after a warm-up): the planner's measurement between two strategies.
-// The warm-up keeps the GPU busy for kWarmupMs at least: with one warm-up
-// run, a measurement right after a plan-time compile read a 2.5 ms plan as
-// 10-21 ms and kept the slower strategy (H200, 2026-12-03; the GPU's clocks
-// still low after the idle compile is the likely cause).
 double measure(const PlanImpl& impl) {
-  constexpr double kWarmupMs = 25.0;
   const Tensor x = Tensor::empty(impl.input_shape, impl.dtype, impl.options.memory);
   const Tensor out = Tensor::empty(impl.output_shape, impl.dtype, impl.options.memory);
   device::fill_bytes(x.view().data, 0x3c, x.view().bytes());  // finite, nonzero values in every float format
-  double busy = 0;
-  for (int r = 0; r < 200 && busy < kWarmupMs; ++r) busy += device::time_ms([&] { run_steps(impl, x, out); });
+  run_steps(impl, x, out);
   std::vector<double> ms;
   for (int r = 0; r < 3; ++r) ms.push_back(device::time_ms([&] { run_steps(impl, x, out); }));
   std::sort(ms.begin(), ms.end());
