@@ -16,8 +16,7 @@
 // BWp columns (BWp a power of two in [8, 128]) of each of its ncp column
 // phases' grids, x 64 output channels; 8 warps (4 x 2) of 64 x 32, a warp's
 // 64 pixels in one column phase; mma.sync with fp32 accumulation:
-//   tf32   : m16n8k8 TF32 (A and B rounded to nearest, ties away: the weights
-//            when packed, x as the loop reads it)
+//   tf32   : m16n8k8 TF32 (A and B rounded to nearest, cvt.rna)
 //   tf32x3 : m16n8k8 TF32, a = hi + lo split of both operands, three products
 //            (lo*hi + hi*lo + hi*hi): strict-fp32 accuracy
 //   bf16/f16: m16n8k16, x / weight / bias / y in that type

@@ -192,12 +192,6 @@ __device__ __forceinline__ uint32_t to_tf32(float f) {
   asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(f));
   return r;
 }
-// An fp32 operand rounded for the tensor cores in one instruction where
-// cvt.rna costs three: half a TF32 ulp added to the bits, the 13 low bits
-// then ignored by the MMA (CUTLASS's round_half_ulp_truncate). The same value
-// as to_tf32 for every number and infinity; a NaN whose payload lies only in
-// those 13 bits reads as infinity (no arithmetic makes one).
-__device__ __forceinline__ uint32_t tf32_operand(float f) { return __float_as_uint(f) + 0x1000u; }
 
 __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   asm volatile(
@@ -473,10 +467,10 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
 #pragma unroll
               for (int mf = 0; mf < 4; ++mf) {
                 uint32_t afr[4];
-                afr[0] = tf32_operand(a[aoff[mf]]);
-                afr[1] = tf32_operand(a[aoff[mf] + a8]);
-                afr[2] = tf32_operand(a[4 * LDg + aoff[mf]]);
-                afr[3] = tf32_operand(a[4 * LDg + aoff[mf] + a8]);
+                afr[0] = to_tf32(a[aoff[mf]]);
+                afr[1] = to_tf32(a[aoff[mf] + a8]);
+                afr[2] = to_tf32(a[4 * LDg + aoff[mf]]);
+                afr[3] = to_tf32(a[4 * LDg + aoff[mf] + a8]);
 #pragma unroll
                 for (int nf = 0; nf < 4; ++nf) mma_tf32(acc[mf][nf], afr, bfr[nf]);
               }
@@ -488,7 +482,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
                 for (int h = 0; h < 2; ++h) {
                   const float f = __uint_as_float(bfr[nf][h]);
                   bhi[nf][h] = to_tf32(f);
-                  blo[nf][h] = tf32_operand(f - __uint_as_float(bhi[nf][h]));
+                  blo[nf][h] = to_tf32(f - __uint_as_float(bhi[nf][h]));
                 }
 #pragma unroll
               for (int mf = 0; mf < 4; ++mf) {
@@ -501,7 +495,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
 #pragma unroll
                 for (int q = 0; q < 4; ++q) {
                   ahi[q] = to_tf32(av[q]);
-                  alo[q] = tf32_operand(av[q] - __uint_as_float(ahi[q]));
+                  alo[q] = to_tf32(av[q] - __uint_as_float(ahi[q]));
                 }
 #pragma unroll
                 for (int nf = 0; nf < 4; ++nf) {
