@@ -429,9 +429,8 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
 
   const int esz = elem_size(prec_);
   const int64_t welems = int64_t(prm_.G) * prm_.kH * prm_.kW * prm_.cipad * prm_.copad;
-  void* wpack = nullptr;
-  KFUSE_CUDA_CHECK(cudaMalloc(&wpack, size_t(welems) * esz), "bytes ", welems * esz);
-  wpack_.reset(wpack);
+  wpack_.reset(kfuse::device::allocate(size_t(welems) * esz));
+  void* wpack = wpack_.get();
   const int blocks = int(std::min<int64_t>(ceil_div(welems, 256), 4096));
   if (esz == 4) {
     igemm_pack_weights<float><<<blocks, 256>>>(static_cast<const float*>(weight_device), static_cast<float*>(wpack),

@@ -84,6 +84,7 @@
 #include <string>
 
 #include "backends/cuda/convt_igemm_kernel.cuh"
+#include "core/device_runtime.hpp"
 
 namespace kfuse::detail::cuda {
 
@@ -139,10 +140,10 @@ class IgemmConv {
   IgemmPrecision prec_;
   IgemmParams prm_{};
   IgemmEpilogue ep_;
-  struct DeviceFree {
-    void operator()(void* p) const { (void)cudaFree(p); }
+  struct DeviceRelease {
+    void operator()(void* p) const noexcept { kfuse::device::release(p); }
   };
-  std::unique_ptr<void, DeviceFree> wpack_;  // owned here: a constructor that throws frees it too
+  std::unique_ptr<void, DeviceRelease> wpack_;  // owned here: a constructor that throws frees it too
   const void* bias_ = nullptr;
   const void* kernel_ = nullptr;  // built in, or compiled for ep_
   int fast_r_ = 0;                 // the kernel's fast path (its tile rows), 0: the generic path
