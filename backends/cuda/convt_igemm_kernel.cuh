@@ -84,10 +84,10 @@ constexpr int kLDO = kBM + 32 + 4;
 // the channels a stage, half the stage overhead per multiply: the DESIGN
 // example 2.22 -> 1.72 ms in TF32, H200, 2026-12-03, run H of the sixteenth
 // session); cp.async keeps 3 of 16 KB (2 stages spill there).
-constexpr int stages(bool tma) { return tma ? 2 : 3; }
+__host__ __device__ constexpr int stages(bool tma) { return tma ? 2 : 3; }
 constexpr int kMaxStages = 3;
 constexpr int kStageBudgetA = 24 * 1024;  // bytes of A per stage at most
-constexpr int stage_budget_b(bool tma) { return tma ? 32 * 1024 : 16 * 1024; }
+__host__ __device__ constexpr int stage_budget_b(bool tma) { return tma ? 32 * 1024 : 16 * 1024; }
 // Channels of a pixel per chain call in the epilogue (values per dispatch of
 // an interpreted chain); plan-time compilation may set it (KFUSE_CUDA_JIT_OPTIONS).
 #ifndef KFUSE_IGEMM_EPI
