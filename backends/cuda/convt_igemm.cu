@@ -102,8 +102,10 @@ struct Derived {
   std::string why;
 };
 
-// Everything about a problem that does not need the device.
-Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
+// Everything about a problem that does not need the device, its stages sized
+// for a TMA pipeline or a cp.async one (igemm::stages).
+Derived derive(const IgemmProblem& pin, IgemmPrecision prec, bool tma) {
+  const int budget_b = stage_budget_b(tma);
   Derived d;
   const IgemmProblem pb = igemm_normalized(pin);
   auto no = [&](const std::string& s) {
@@ -167,7 +169,7 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
   int col_taps = 0;
   for (const ColPhase& c : cols) col_taps += c.Tw;
   const bool together = (p.sw == 2 || p.sw == 4) && int(cols.size()) == p.sw && col_taps <= kIgemmMaxGroupTaps &&
-                        (ks / pair) * col_taps * kLDB * 4 <= kStageBudgetB;
+                        (ks / pair) * col_taps * kLDB * 4 <= budget_b;
   const int ncp = together ? p.sw : 1;
   p.ncp_log2 = ilog2(ncp);
   int Hpmax = 0, Wpmax = 0, span = 0;
@@ -241,7 +243,7 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
       for (int tg = 1; tg <= ph.Th; ++tg) {
         const int64_t abytes = int64_t(tg) * ch * p.LDg * esz;
         const int64_t bbytes = int64_t(ch / pair) * tg * ph.taps * kLDB * 4;
-        if (abytes > kStageBudgetA || bbytes > kStageBudgetB) continue;
+        if (abytes > kStageBudgetA || bbytes > budget_b) continue;
         const int64_t nch = ceil_div(p.cin_g, ch), ntg = ceil_div(ph.Th, tg);
         const int64_t cost = nch * ntg * (2 + (ch / ks) * tg * ph.taps);
         if (best < 0 || cost < best) {
@@ -250,7 +252,9 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
           ph.TG = tg;
         }
       }
-    if (best < 0) return no("one stage (one k-step of channels, one row tap, all column taps) exceeds the shared-memory budget (24 KB of inputs, 16 KB of weights)");
+    if (best < 0)
+      return no(cat("one stage (one k-step of channels, one row tap, all column taps) exceeds the shared-memory "
+                    "budget (", kStageBudgetA / 1024, " KB of inputs, ", budget_b / 1024, " KB of weights)"));
     ph.nch = int(ceil_div(p.cin_g, ph.CH));
     if (int64_t(ph.nch) * ph.CH * p.H * p.W > lim)
       return no("one sample's group of input channels, in whole stages of channels, is past 2^31 - 1 elements "
@@ -271,8 +275,8 @@ Derived derive(const IgemmProblem& pin, IgemmPrecision prec) {
   return d;
 }
 
-size_t smem_for(const IgemmParams& p, IgemmPrecision prec) {
-  const size_t pipe = size_t(kStages) * (size_t(p.a_stage_elems) * elem_size(prec) + size_t(p.b_stage_words) * 4);
+size_t smem_for(const IgemmParams& p, IgemmPrecision prec, bool tma) {
+  const size_t pipe = size_t(stages(tma)) * (size_t(p.a_stage_elems) * elem_size(prec) + size_t(p.b_stage_words) * 4);
   return std::max(pipe, size_t(kBN) * kLDO * 4);
 }
 
@@ -398,7 +402,8 @@ IgemmProblem igemm_normalized(IgemmProblem p) {
   return p;
 }
 
-std::string igemm_why_not(const IgemmProblem& p, IgemmPrecision prec) { return derive(p, prec).why; }
+// (The cp.async sizes: a problem they accept, the TMA's larger budget accepts too.)
+std::string igemm_why_not(const IgemmProblem& p, IgemmPrecision prec) { return derive(p, prec, false).why; }
 
 std::string igemm_why_not_reduce_c(const IgemmProblem& p, IgemmPrecision prec) {
   std::string why = igemm_why_not(p, prec);
@@ -417,15 +422,15 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
   if (ep_.mode < 0 || ep_.mode > 2) fail(ErrorCategory::invalid_argument, "IgemmConv", "epilogue mode ", ep_.mode, " (0: map, 1: reduce over C, 2: softmax over C)");
   const std::string why = ep_.mode == 0 ? igemm_why_not(pb_, prec) : igemm_why_not_reduce_c(pb_, prec);
   if (!why.empty()) fail(ErrorCategory::unsupported, "IgemmConv", why);
-  prm_ = derive(pb_, prec).prm;
-  grid_ = int64_t(prm_.N) * prm_.G * prm_.tiles_r * prm_.tiles_c * prm_.tiles_co * prm_.nphase;
-  smem_ = smem_for(prm_, prec);
-  int dev = 0, optin = 0;
-  KFUSE_CUDA_CHECK(cudaGetDevice(&dev));
-  KFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  if (smem_ > size_t(optin))
-    fail(ErrorCategory::unsupported, "IgemmConv", "needs ", smem_, " bytes of shared memory per block, the device ",
-         optin);
+  // On sm_90 and later the fast path copies its stages by the TMA (only), in
+  // the TMA's pipeline (igemm::stages); without the tensor maps the generic
+  // path runs there, in the cp.async one. (The packed weights are the same for both.)
+  const bool sm90 = device_info().major >= 9;
+  Derived sized = derive(pb_, prec, sm90);
+  if (!sized.why.empty()) sized = derive(pb_, prec, false);  // (accepted above: the cp.async sizes fit)
+  prm_ = sized.prm;
+  int fast_r = fast_rows(prm_, prec_);
+  tma_text_ = fast_r == 0 ? "the generic tile path" : !sm90 ? "before sm_90" : tma_why_not(prm_);
 
   const int esz = elem_size(prec_);
   const int64_t welems = int64_t(prm_.G) * prm_.kH * prm_.kW * prm_.cipad * prm_.copad;
@@ -448,19 +453,24 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
   check_launch("igemm_pack_weights");
   KFUSE_CUDA_CHECK(cudaDeviceSynchronize());
 
-  // On sm_90 and later the fast path copies its stages by the TMA (only):
-  // without the tensor maps the generic path runs.
-  int fast_r = fast_rows(prm_, prec_);
-  if (fast_r == 0) {
-    tma_text_ = "the generic tile path";
-  } else if (device_info().major < 9) {
-    tma_text_ = "before sm_90";
-  } else {
-    tma_text_ = tma_why_not(prm_);
-    if (tma_text_.empty() && !encode_w_map(maps_.w, prm_, prec_, wpack)) tma_text_ = "the weights' tensor map refused";
-    if (!tma_text_.empty()) fast_r = 0;
+  if (tma_text_.empty() && !encode_w_map(maps_.w, prm_, prec_, wpack)) tma_text_ = "the weights' tensor map refused";
+  const bool tma = tma_text_.empty();
+  if (sm90 && !tma) {
+    fast_r = 0;
+    prm_ = derive(pb_, prec, false).prm;
   }
   fast_r_ = fast_r;
+  grid_ = int64_t(prm_.N) * prm_.G * prm_.tiles_r * prm_.tiles_c * prm_.tiles_co * prm_.nphase;
+  smem_ = smem_for(prm_, prec, tma);
+  // A run whose x the TMA cannot map (not 16-byte aligned) takes the generic
+  // path, built in, with the same tiles in the cp.async pipeline.
+  unmapped_smem_ = tma ? smem_for(prm_, prec, false) : 0;
+  int dev = 0, optin = 0;
+  KFUSE_CUDA_CHECK(cudaGetDevice(&dev));
+  KFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (std::max(smem_, unmapped_smem_) > size_t(optin))
+    fail(ErrorCategory::unsupported, "IgemmConv", "needs ", std::max(smem_, unmapped_smem_),
+         " bytes of shared memory per block, the device ", optin);
   // The kernel: compiled when NVRTC is on and there is a chain, or a
   // reduction whose kind becomes a constant there (the built-in kernel
   // dispatches it per value).
@@ -490,12 +500,11 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
   cudaFuncAttributes fa{};
   KFUSE_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel_), "igemm_convt_kernel attributes");
   kernel_text_ += cat("; ", fa.numRegs, " registers", fa.localSizeBytes > 0 ? cat(", ", fa.localSizeBytes, " B of local memory") : "");
-  // A run whose x cannot be mapped (not 16-byte aligned) takes the generic
-  // path, built in.
-  if (tma_text_.empty()) {
+  if (tma) {
     unmapped_kernel_ = builtin_kernel(prec_, 0);
-    KFUSE_CUDA_CHECK(cudaFuncSetAttribute(unmapped_kernel_, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_)),
-                     "igemm_convt_kernel, dynamic shared memory ", smem_);
+    KFUSE_CUDA_CHECK(
+        cudaFuncSetAttribute(unmapped_kernel_, cudaFuncAttributeMaxDynamicSharedMemorySize, int(unmapped_smem_)),
+        "igemm_convt_kernel, dynamic shared memory ", unmapped_smem_);
   }
 
 }
@@ -507,18 +516,22 @@ void IgemmConv::run(const void* x, void* y, cudaStream_t stream) const {
   if (!aligned16(x)) prm.vec_ok = 0;  // 16-byte copies of x rows need the base aligned too
   IgemmTensorMaps maps = maps_;
   const void* kernel = kernel_;
-  if (tma_text_.empty() && !(prm.vec_ok && encode_x_map(maps.x, prm, prec_, x))) kernel = unmapped_kernel_;
+  size_t smem = smem_;
+  if (tma_text_.empty() && !(prm.vec_ok && encode_x_map(maps.x, prm, prec_, x))) {
+    kernel = unmapped_kernel_;
+    smem = unmapped_smem_;
+  }
   const void* wp = wpack_.get();
   IgemmEpilogue ep = ep_;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(unsigned(grid_));
   cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem_;
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   // The kernel's parameters in order (the pointers' bytes are the typed ones').
   const void* bias = bias_;
   void* params[] = {&prm, &x, &wp, &bias, &y, &ep, &maps};
-  KFUSE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, kernel, params), "igemm_convt_kernel, grid ", grid_, ", dynamic shared memory ", smem_);
+  KFUSE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, kernel, params), "igemm_convt_kernel, grid ", grid_, ", dynamic shared memory ", smem);
   check_launch("igemm_convt_kernel");
 }
 
@@ -526,7 +539,8 @@ std::string IgemmConv::describe() const {
   std::ostringstream os;
   const int ncp = 1 << prm_.ncp_log2;
   os << "igemm_convt[" << to_string(prec_) << "] tile " << kBM << "px (" << ncp << " column phase"
-     << (ncp > 1 ? "s" : "") << " x " << prm_.R << "x" << (1 << prm_.bwp_log2) << ") x " << kBN << "co, " << kStages
+     << (ncp > 1 ? "s" : "") << " x " << prm_.R << "x" << (1 << prm_.bwp_log2) << ") x " << kBN << "co, "
+     << stages(tma_text_.empty())
      << " stages (" << (tma_text_.empty() ? "TMA copies" : "cp.async: " + tma_text_) << "), grid " << grid_
      << ", smem " << smem_ << " B" << (fast_r_ ? ", fast path" : "")
      << " (" << kernel_text_ << "); a block's phases, taps (rows x columns) / stage (CH x TG):";

@@ -34,7 +34,8 @@
 // fill outside). Weights are re-laid out once, at
 // construction, as [G][kH][kW][Cin/G padded][Cout/G padded] (fp32; rounded to
 // tf32 for the tf32 mode) or with channel pairs interleaved (16-bit), so B
-// stages are 16-byte cp.async copies. Multistage (3) cp.async pipeline.
+// stages are 16-byte cp.async copies. The pipeline: 2 stages of up to 32 KB
+// of weights with the TMA, 3 of up to 16 KB with cp.async (igemm::stages).
 //
 // The kernel is convt_igemm_kernel.cuh: built into the library with the
 // chains interpreted (an op's kind read and dispatched per call), and compiled
@@ -153,6 +154,7 @@ class IgemmConv {
   std::string tma_text_;         // why the stages are not copied by the TMA (empty: they are)
   int64_t grid_ = 0;
   size_t smem_ = 0;
+  size_t unmapped_smem_ = 0;     // unmapped_kernel_'s (its pipeline has more stages)
 };
 
 }  // namespace kfuse::detail::cuda

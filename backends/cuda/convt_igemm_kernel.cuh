@@ -73,15 +73,21 @@ namespace igemm {
 constexpr int kBM = 256;      // pixels per tile
 constexpr int kBN = 64;       // output channels per tile
 constexpr int kThreads = 256; // 8 warps, 4 (M) x 2 (N), warp tile 64 x 32; a warp's rows in one column phase
-constexpr int kStages = 3;    // cp.async pipeline depth
 constexpr int kLDB = kBN + 8; // words per B row (conflict-free fragment loads)
 // Floats per staged output row: the tile's pixels, column phase q's from
 // q * ((kBM + 32) >> ncp_log2) (padding that spreads the epilogue's reads of
 // adjacent output columns, alternately from each phase, over all banks), and
 // 4 more (the accumulators' stores conflict-free).
 constexpr int kLDO = kBM + 32 + 4;
+// The pipeline: stages and the bytes of weights one may hold, by how stages
+// are copied. The TMA path takes 2 stages of up to 32 KB of weights (twice
+// the channels a stage, half the stage overhead per multiply: the DESIGN
+// example 2.22 -> 1.72 ms in TF32, H200, 2026-12-03, run H of the sixteenth
+// session); cp.async keeps 3 of 16 KB (2 stages spill there).
+__host__ __device__ constexpr int stages(bool tma) { return tma ? 2 : 3; }
+constexpr int kMaxStages = 3;
 constexpr int kStageBudgetA = 24 * 1024;  // bytes of A per stage at most
-constexpr int kStageBudgetB = 16 * 1024;  // bytes of B per stage at most
+__host__ __device__ constexpr int stage_budget_b(bool tma) { return tma ? 32 * 1024 : 16 * 1024; }
 // Channels of a pixel per chain call in the epilogue (values per dispatch of
 // an interpreted chain); plan-time compilation may set it (KFUSE_CUDA_JIT_OPTIONS).
 #ifndef KFUSE_IGEMM_EPI
@@ -277,7 +283,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
 
   extern __shared__ __align__(128) uint4 smem_raw[];  // TMA boxes land on 128-byte boundaries
   __shared__ IgemmPhase ph;
-  __shared__ uint64_t full[kStages];  // TMA: stage buffer s has landed (its phase flips each use)
+  __shared__ uint64_t full[kMaxStages];  // TMA: stage buffer s has landed (its phase flips each use)
   __shared__ int toff[kIgemmMaxTaps * kIgemmMaxGroupTaps];  // word offset of tap (th, t) in a group's weights
   __shared__ float sbias[kBN];
   constexpr bool kFast = kFastR != 0;
@@ -285,6 +291,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   // The fast path copies its stages by the TMA on sm_90 and later (the host
   // launches it there only with the tensor maps; cp.async before sm_90).
   constexpr bool kTma = KFUSE_IGEMM_TMA && kFast;
+  constexpr int kStages = stages(kTma);  // the host sized the stages for it (igemm_derive)
 
   // Tile: phase fastest (with one column phase a block, the sibling column
   // phases of an output row are adjacent blocks), then the channel tile, column

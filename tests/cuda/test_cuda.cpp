@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <optional>
@@ -964,6 +965,79 @@ TEST_F(CudaEpilogue, NanAndInfinitiesAsPyTorch) {
         differ += !(both_nan || close);
       }
       EXPECT_EQ(differ, 0) << what << " " << to_string(dt) << "\n" << r.describe;
+    }
+  }
+}
+
+// NaN and infinities in x through the conv kernel with its epilogue inside
+// (fused_conv), in each precision. The NaNs include the GPU's canonical
+// 0x7fffffff and its negative, whose all-ones mantissa a bit-level TF32
+// rounding would carry into the sign (a NaN turned into -0; sixteenth session).
+// Infinities: TF32 and bfloat16 as PyTorch; 3xTF32 (strict) gives NaN where an
+// infinity reaches the sum (inf - tf32(inf) is NaN, as in any 3xTF32 split).
+TEST_F(CudaEpilogue, ConvKernelKeepsNanAndInfinities) {
+  Rng rng(4242);
+  Conv c;
+  c.N = 2, c.Cin = 5, c.Cout = 6, c.H = 9, c.W = 11, c.kH = 3, c.kW = 3, c.G = 1;
+  c.p = ConvTranspose2dParams{}.with_stride(2).with_padding(1).with_output_padding(1);
+  c.fill(rng, 0.5, -1.0, 1.0);
+  const auto bits = [](uint64_t b) {
+    double d;
+    std::memcpy(&d, &b, sizeof d);
+    return d;
+  };
+  const int64_t hw = c.H * c.W, plane = c.Cin * hw;
+  std::vector<double> nan_x = c.x, inf_x = c.x;
+  nan_x[2 * c.W + 3] = bits(0x7fffffffffffffffull);                   // float 0x7fffffff
+  nan_x[plane + 3 * hw + 5 * c.W + 10] = bits(0xffffffffffffffffull);  // float 0xffffffff
+  nan_x[4 * hw + 8 * c.W] = std::nan("");
+  inf_x[2 * c.W + 3] = std::numeric_limits<double>::infinity();
+  inf_x[plane + 3 * hw + 5 * c.W + 10] = -std::numeric_limits<double>::infinity();
+  {
+    const Tensor hx = host(c.x_shape(), nan_x, DType::f32);
+    uint32_t b = 0;
+    std::memcpy(&b, static_cast<const float*>(hx.view().data) + 2 * c.W + 3, 4);
+    ASSERT_EQ(b, 0x7fffffffu) << "the host's double-to-float conversion did not keep the NaN's payload";
+  }
+  // A point chain (the Y-sized store) and a reduction over C.
+  const Maker map = [c](DType dt) {
+    Pipeline p(c.x_shape(), dt);
+    c.add_to(p, dt);
+    p.mul(2.0).add(0.5);
+    return p;
+  };
+  const Maker lse = [c](DType dt) {
+    Pipeline p(c.x_shape(), dt);
+    c.add_to(p, dt);
+    p.logsumexp({1}, true);
+    return p;
+  };
+  // Where the reference is not finite, the output is NaN (strict) or the same.
+  const auto expect_specials = [](const Result& r, bool strict, const std::string& what) {
+    ASSERT_EQ(r.out.size(), r.ref.size()) << what;
+    int64_t specials = 0, wrong = 0;
+    for (std::size_t i = 0; i < r.out.size(); ++i) {
+      if (std::isfinite(r.ref[i])) continue;
+      ++specials;
+      wrong += !(std::isnan(r.out[i]) || (!strict && r.out[i] == r.ref[i]));
+      wrong += !strict && std::isnan(r.out[i]) != std::isnan(r.ref[i]);
+    }
+    EXPECT_GT(specials, 0) << what;
+    EXPECT_EQ(wrong, 0) << what << "\n" << r.describe;
+  };
+  for (const auto& [make, what] : {std::pair{map, "conv, mul, add"}, std::pair{lse, "conv, logsumexp over C"}}) {
+    for (const auto& [x, name] : {std::pair{nan_x, "NaN"}, std::pair{inf_x, "infinities"}}) {
+      const std::string w = std::string(what) + " with " + name;
+      const Result strict = run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), x);
+      ASSERT_NE(strict.describe.find("strategy fused_conv"), std::string::npos) << strict.describe;
+      expect_specials(strict, true, w + " 3xTF32");
+      const Result tf32 = run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), x, {}, true);
+      expect_specials(tf32, false, w + " TF32");
+      expect_close(tf32, 5e-3, w + " TF32");
+      const Result bf16 = run_both(make, DType::bf16, Strategy::fused_conv, c.x_shape(), x);
+      expect_specials(bf16, false, w + " bfloat16");
+      expect_close(bf16, 2e-2, w + " bfloat16");
+      if (std::string(name) == "NaN") expect_close(strict, 1e-5, w + " 3xTF32");
     }
   }
 }
