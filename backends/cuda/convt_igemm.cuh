@@ -18,7 +18,8 @@
 // 64 pixels in one column phase; mma.sync with fp32 accumulation:
 //   tf32   : m16n8k8 TF32 (A and B rounded to nearest, cvt.rna)
 //   tf32x3 : m16n8k8 TF32, a = hi + lo split of both operands, three products
-//            (lo*hi + hi*lo + hi*hi): strict-fp32 accuracy
+//            (lo*hi + hi*lo + hi*hi): strict-fp32 accuracy; an infinity in x
+//            or w gives NaN (inf - hi is NaN) where PyTorch gives +-inf
 //   bf16/f16: m16n8k16, x / weight / bias / y in that type
 // The input rows a tile needs (per input channel and row tap, one segment of
 // BWp + halo columns) are copied once per stage, and every column tap reads
@@ -46,8 +47,8 @@
 // columns of two, take a fast path (compile-time segment width: immediate
 // shared-memory offsets for the fragments); any other tile shape the generic
 // one. Resources: 120-128 registers, no spills, no stack in the built-in
-// kernels (sm_89 and sm_90, every precision); 73 KB of dynamic shared memory
-// on the DESIGN example, 2 blocks of 8 warps per SM on the H200.
+// kernels (sm_89 and sm_90, every precision); 96 KB of dynamic shared memory
+// on the DESIGN example (TF32, TMA), 2 blocks of 8 warps per SM on the H200.
 //
 // Epilogue: accumulators -> shared memory; then each thread takes one pixel
 // and 4 channels at a time, adds the bias, runs the chain (the shared op
