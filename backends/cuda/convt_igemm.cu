@@ -424,10 +424,16 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
   if (!why.empty()) fail(ErrorCategory::unsupported, "IgemmConv", why);
   // On sm_90 and later the fast path copies its stages by the TMA (only), in
   // the TMA's pipeline (igemm::stages); without the tensor maps the generic
-  // path runs there, in the cp.async one. (The packed weights are the same for both.)
+  // path runs there, in the cp.async one. Stages are sized for the TMA where
+  // three of them (the generic path's, for a run whose x the TMA cannot map)
+  // fit the device's shared memory too, else for cp.async (accepted above).
+  // The packed weights are the same for both.
   const bool sm90 = device_info().major >= 9;
+  int dev = 0, optin = 0;
+  KFUSE_CUDA_CHECK(cudaGetDevice(&dev));
+  KFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   Derived sized = derive(pb_, prec, sm90);
-  if (!sized.why.empty()) sized = derive(pb_, prec, false);  // (accepted above: the cp.async sizes fit)
+  if (!sized.why.empty() || smem_for(sized.prm, prec, false) > size_t(optin)) sized = derive(pb_, prec, false);
   prm_ = sized.prm;
   int fast_r = fast_rows(prm_, prec_);
   tma_text_ = fast_r == 0 ? "the generic tile path" : !sm90 ? "before sm_90" : tma_why_not(prm_);
@@ -465,9 +471,6 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
   // A run whose x the TMA cannot map (not 16-byte aligned) takes the generic
   // path, built in, with the same tiles in the cp.async pipeline.
   unmapped_smem_ = tma ? smem_for(prm_, prec, false) : 0;
-  int dev = 0, optin = 0;
-  KFUSE_CUDA_CHECK(cudaGetDevice(&dev));
-  KFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   if (std::max(smem_, unmapped_smem_) > size_t(optin))
     fail(ErrorCategory::unsupported, "IgemmConv", "needs ", std::max(smem_, unmapped_smem_),
          " bytes of shared memory per block, the device ", optin);
