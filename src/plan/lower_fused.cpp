@@ -93,6 +93,33 @@ Stage<A> next_stage(const Stages& st, std::size_t i, Store<A>& store) {
   return Stage<A>{e, end};
 }
 
+// Where a step's result goes: the output after the pipeline's last op,
+// otherwise a new buffer of its shape.
+int next_slot(Lowering& at, const Stages& ops, std::size_t end, const Shape& shape) {
+  if (end == ops.size()) return kOutput;
+  at.buffers.push_back(Buffer{shape, {}});
+  return static_cast<int>(at.buffers.size());
+}
+
+// Epilogue stages for ops[i..], the running value in `slot`, appended to at;
+// `adjust` sees each stage first and may refuse it (at.why says why). The
+// number of stages, or -1 when refused.
+template <class A, class Adjust>
+int append_stages(const Stages& ops, std::size_t i, int slot, Lowering& at, Store<A>& store, Adjust&& adjust) {
+  int stages = 0;
+  while (i < ops.size()) {
+    Stage<A> s = next_stage(ops, i, store);
+    if (!adjust(s.step, i, stages)) return -1;
+    const int out = next_slot(at, ops, s.end, ops[s.end - 1].out_shape);
+    at.io.push_back(StepIO{slot, out, s.step.y_shape});
+    at.steps.push_back(s.step);
+    slot = out;
+    i = s.end;
+    ++stages;
+  }
+  return stages;
+}
+
 }  // namespace
 
 template <class A>
@@ -102,11 +129,6 @@ Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const
   std::size_t i = 0;
   int slot = 0;  // where the running value is
   Stages ops = st;  // with the conv bias moved into the first epilogue stage
-  const auto next_slot = [&](std::size_t end, const Shape& shape) {
-    if (end == ops.size()) return kOutput;
-    at.buffers.push_back(Buffer{shape, {}});
-    return static_cast<int>(at.buffers.size());
-  };
   if (!ops.empty()) {
     if (const auto* conv = std::get_if<ConvTranspose2dOp>(&ops[0].op)) {
       ConvStep c{conv->params, store.tensor(conv->weight), std::nullopt, ops[0].in_shape, ops[0].out_shape, opt.precision};
@@ -116,7 +138,7 @@ Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const
       if (bias && ops.size() > 1) ops.insert(ops.begin() + 1, bias_stage(*bias, ops[0].out_shape));
       else if (bias) c.bias = store.tensor(*bias);
       at.steps.push_back(c);
-      const int out = next_slot(1, ops[0].out_shape);
+      const int out = next_slot(at, ops, 1, ops[0].out_shape);
       at.io.push_back(StepIO{0, out, ops[0].in_shape});
       slot = out;
       i = 1;
@@ -130,26 +152,19 @@ Lowering lower_fused(const Pipeline& p, const Stages& st, Store<A>& store, const
     at.io.push_back(StepIO{0, kOutput, p.input_shape()});
   }
   const char* const no_stage_reads_y = "channels-last Y: the pipeline has no conv_transpose2d followed by another op";
-  int stages = 0;
-  while (i < ops.size()) {
-    Stage<A> s = next_stage(ops, i, store);
-    if (y_channels_last && stages == 0) {
-      // Y channels-last: the first stage reads it through its strides, as it is.
-      if (i != 1 || s.step.y_shape != ops[0].out_shape) {
-        at.why = i != 1 ? no_stage_reads_y : cat("channels-last Y: the first stage reads Y as ", to_string(s.step.y_shape));
-        return at;
-      }
-      s.step.y_strides = channels_last_strides(s.step.y_shape);
-      at.buffers[0].strides = s.step.y_strides;
-      std::get<ConvStep>(at.steps[0]).channels_last = true;
+  const int stages = append_stages(ops, i, slot, at, store, [&](EpilogueStep<A>& e, std::size_t at_op, int k) {
+    if (!y_channels_last || k > 0) return true;
+    // Y channels-last: the first stage reads it through its strides, as it is.
+    if (at_op != 1 || e.y_shape != ops[0].out_shape) {
+      at.why = at_op != 1 ? no_stage_reads_y : cat("channels-last Y: the first stage reads Y as ", to_string(e.y_shape));
+      return false;
     }
-    const int out = next_slot(s.end, ops[s.end - 1].out_shape);
-    at.io.push_back(StepIO{slot, out, s.step.y_shape});
-    at.steps.push_back(s.step);
-    slot = out;
-    i = s.end;
-    ++stages;
-  }
+    e.y_strides = channels_last_strides(e.y_shape);
+    at.buffers[0].strides = e.y_strides;
+    std::get<ConvStep>(at.steps[0]).channels_last = true;
+    return true;
+  });
+  if (stages < 0) return at;
   if (y_channels_last && stages == 0) {
     at.why = no_stage_reads_y;
     return at;
@@ -176,39 +191,46 @@ Lowering lower_fused_conv(const Pipeline& p, const Stages& st, Store<A>& store, 
       at.why = "the pipeline does not start with conv_transpose2d";
       return at;
     }
+    // The kernel's epilogue: the point ops on Y, then a reduction or softmax
+    // over C with the point ops after it; the rest of the pipeline runs as
+    // the fused strategy's epilogue stages on what the kernel writes.
     const Shape& y = st[0].out_shape;
     const std::size_t n = st.size();
     std::size_t j = 1;
     while (j < n && is_point(st[j].op) && !expands(st[j]) && st[j].in_shape == y) ++j;
+    const auto* r = j < n ? std::get_if<ReduceOp>(&st[j].op) : nullptr;
+    const auto* sm = j < n ? std::get_if<SoftmaxOp>(&st[j].op) : nullptr;
+    const bool over_c = j < n && st[j].in_shape == y && ((r && r->axes == std::vector<int>{1}) || (sm && sm->axis == 1));
+    std::size_t end = j;  // after the kernel's last op
+    if (over_c)
+      for (end = j + 1; end < n && is_point(st[end].op) && !expands(st[end]) && st[end].in_shape == st[j].out_shape;)
+        ++end;
+    // A Y-sized result (a map, a softmax) read again by later stages saves no
+    // bytes over the fused plan, which can write Y with this kernel too.
+    if (end < n && !(over_c && r)) {
+      at.why = cat(op_text(st[end].op), " follows ", over_c ? op_text(st[j].op) : j == 1 ? "the conv" : "the point ops on Y",
+                   ": the conv's epilogue hands later stages a reduction over C only (a Y-sized result ends the pipeline)");
+      return at;
+    }
     EpilogueStep<float> e{};
     e.y_shape = y;
-    e.main = MainKind::map;
-    if (j < n) {
-      const auto* r = std::get_if<ReduceOp>(&st[j].op);
-      const auto* sm = std::get_if<SoftmaxOp>(&st[j].op);
-      if (st[j].in_shape != y || !((r && r->axes == std::vector<int>{1}) || (sm && sm->axis == 1))) {
-        at.why = op_text(st[j].op) + " is not a point op on Y, a reduction over C or a softmax over C";
-        return at;
-      }
-      e.main = r ? MainKind::reduce : MainKind::softmax;
-      if (r) e.reduce = r->kind;
+    e.main = !over_c ? MainKind::map : r ? MainKind::reduce : MainKind::softmax;
+    if (r) e.reduce = r->kind;
+    if (over_c) {
       e.mask = 1u << 1;
       e.count = y[1];
-      std::size_t k = j + 1;
-      while (k < n && is_point(st[k].op) && !expands(st[k])) ++k;
-      if (k < n) {
-        at.why = op_text(st[k].op) + " follows " + op_text(st[j].op) + ": the conv's tile ends with one reduction";
-        return at;
-      }
-      e.after = build_chain(st, j + 1, n, store, pixel_mask(st[j].out_shape));
+      e.after = build_chain(st, j + 1, end, store, pixel_mask(st[j].out_shape));
     }
     e.body = build_chain(st, 1, j, store, pixel_mask(y));
     ConvStep c{conv->params, store.tensor(conv->weight), std::nullopt, st[0].in_shape, y, opt.precision};
     if (conv->bias) c.bias = store.tensor(*conv->bias);
     at.steps.push_back(ConvEpilogueStep{c, e});
-    at.io.push_back(StepIO{0, kOutput, st[0].in_shape});
+    const int slot = next_slot(at, st, end, st[end - 1].out_shape);
+    at.io.push_back(StepIO{0, slot, st[0].in_shape});
+    const int stages = append_stages(st, end, slot, at, store, [](EpilogueStep<float>&, std::size_t, int) { return true; });
     at.ok = true;
-    at.why = "the conv's accumulators go through the epilogue before the one store: Y is never written";
+    at.why = cat("the conv's accumulators go through the epilogue before the one store: Y is never written",
+                 end == n ? "" : cat("; its reduction over C is, then ", stages, " epilogue stage(s)"));
     return at;
   }
 }

@@ -820,15 +820,31 @@ TEST_F(CudaTuning, InPlaceEpiloguesAreNotMeasured) {
 
 // ---- The conv with its epilogue inside (fused_conv) ---------------------------------------
 
+// Every step line of describe() names the CUDA backend.
+void expect_all_on_cuda(const std::string& describe) {
+  std::size_t at = 0, steps = 0;
+  while ((at = describe.find("  step ", at)) != std::string::npos) {
+    const std::size_t end = describe.find('\n', at);
+    const std::string line = describe.substr(at, end - at);
+    EXPECT_NE(line.find("[cuda: "), std::string::npos) << line << "\n" << describe;
+    ++steps;
+    at = end;
+  }
+  EXPECT_GT(steps, 0u) << describe;
+}
+
 // conv -> a point chain (Y-sized output), or a reduction / softmax over C with
-// point ops after it: the implicit-GEMM tensor-core kernel in 3xTF32 (strict
-// float32), TF32 and bfloat16, against the float64 host reference. Operands
-// broadcast every way the kernel's (row, pixel) indexing splits: per channel,
-// per pixel, per sample, Y-sized, before and after the reduction.
+// point ops after it, or a reduction over C and then more ops (epilogue
+// stages on the reduced tensor): the implicit-GEMM tensor-core kernel in
+// 3xTF32 (strict float32), TF32 and bfloat16, against the float64 host
+// reference. Operands broadcast every way the kernel's (row, pixel) indexing
+// splits: per channel, per pixel, per sample, Y-sized, before and after the
+// reduction.
 Maker conv_epilogue_pipeline(const Conv& c, int kind, Rng& rng) {
   const int64_t N = c.N, C = c.Cout, H = c.Hout(), W = c.Wout();
   const std::vector<double> t = uniform(C, rng, -1.0, 1.0), hw = uniform(H * W, rng, 0.5, 1.5),
-                            ny = uniform(N * C * H * W, rng, -1.0, 1.0), n1 = uniform(N, rng, -1.0, 1.0);
+                            ny = uniform(N * C * H * W, rng, -1.0, 1.0), n1 = uniform(N, rng, -1.0, 1.0),
+                            w1 = uniform(W, rng, -1.0, 1.0);
   return [=](DType dt) {
     const DType pd = param_dtype(dt);
     Pipeline p(c.x_shape(), dt);
@@ -839,7 +855,9 @@ Maker conv_epilogue_pipeline(const Conv& c, int kind, Rng& rng) {
       case 2: p.logsumexp({1}, true).add(host({N, 1, 1, 1}, n1, pd)).relu(); break;
       case 3: p.softmax(1).mul(host({1, C, 1, 1}, t, pd)).mul(2.0); break;
       case 4: p.max({1}).add(host({H, W}, hw, pd)).tanh(); break;
-      default: p.sigmoid().mul(host({C, 1, 1}, t, pd)).mean({1}, true); break;
+      case 5: p.sigmoid().mul(host({C, 1, 1}, t, pd)).mean({1}, true); break;
+      case 6: p.max({1}, true).sum({2}, true).gelu().add(host({W}, w1, pd)); break;
+      default: p.relu().logsumexp({1}).mul(host({H, W}, hw, pd)).softmax(1).mean({2}).neg(); break;
     }
     return p;
   };
@@ -849,7 +867,7 @@ TEST_F(CudaEpilogue, ConvWithItsEpilogueInside) {
   Rng rng(2024);
   for (int iter = 0; iter < iters(24); ++iter) {
     Conv c = random_conv(rng, 33);
-    const int kind = iter % 6;
+    const int kind = iter % 8;
     if (kind >= 2 && c.G != 1) {  // reductions over C: the tile holds every channel (groups 1)
       c.G = 1, c.p.groups = 1;
       c.w = uniform(numel(c.w_shape()), rng, -0.3, 0.3);
@@ -859,6 +877,7 @@ TEST_F(CudaEpilogue, ConvWithItsEpilogueInside) {
     const Result strict = run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), c.x);
     expect_close(strict, 1e-5, what + " 3xTF32");
     EXPECT_NE(strict.describe.find("strategy fused_conv"), std::string::npos) << strict.describe;
+    expect_all_on_cuda(strict.describe);
     expect_close(run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), c.x, {}, true), 5e-3, what + " TF32");
     expect_close(run_both(make, DType::bf16, Strategy::automatic, c.x_shape(), c.x), 2e-2, what + " bfloat16");
   }
@@ -891,19 +910,6 @@ Maker staged_pipeline(int which, Rng& rng) {
     }
     return p;
   };
-}
-
-// Every step line of describe() names the CUDA backend.
-void expect_all_on_cuda(const std::string& describe) {
-  std::size_t at = 0, steps = 0;
-  while ((at = describe.find("  step ", at)) != std::string::npos) {
-    const std::size_t end = describe.find('\n', at);
-    const std::string line = describe.substr(at, end - at);
-    EXPECT_NE(line.find("[cuda: "), std::string::npos) << line << "\n" << describe;
-    ++steps;
-    at = end;
-  }
-  EXPECT_GT(steps, 0u) << describe;
 }
 
 TEST_F(CudaEpilogue, MultiStageChainsRunOnTheDevice) {
