@@ -471,9 +471,10 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
   // A run whose x the TMA cannot map (not 16-byte aligned) takes the generic
   // path, built in, with the same tiles in the cp.async pipeline.
   unmapped_smem_ = tma ? smem_for(prm_, prec, false) : 0;
-  if (std::max(smem_, unmapped_smem_) > size_t(optin))
-    fail(ErrorCategory::unsupported, "IgemmConv", "needs ", std::max(smem_, unmapped_smem_),
-         " bytes of shared memory per block, the device ", optin);
+  const size_t need = std::max(smem_, unmapped_smem_);  // the more either kernel takes
+  if (need > size_t(optin))
+    fail(ErrorCategory::unsupported, "IgemmConv", "needs ", need, " bytes of shared memory per block, the device ",
+         optin);
   // The kernel: compiled when NVRTC is on and there is a chain, or a
   // reduction whose kind becomes a constant there (the built-in kernel
   // dispatches it per value).

@@ -85,7 +85,6 @@ constexpr int kLDO = kBM + 32 + 4;
 // example 2.22 -> 1.72 ms in TF32, H200, 2026-12-03, run H of the sixteenth
 // session); cp.async keeps 3 of 16 KB (2 stages spill there).
 __host__ __device__ constexpr int stages(bool tma) { return tma ? 2 : 3; }
-constexpr int kMaxStages = 3;
 constexpr int kStageBudgetA = 24 * 1024;  // bytes of A per stage at most
 __host__ __device__ constexpr int stage_budget_b(bool tma) { return tma ? 32 * 1024 : 16 * 1024; }
 // Channels of a pixel per chain call in the epilogue (values per dispatch of
@@ -283,7 +282,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
 
   extern __shared__ __align__(128) uint4 smem_raw[];  // TMA boxes land on 128-byte boundaries
   __shared__ IgemmPhase ph;
-  __shared__ uint64_t full[kMaxStages];  // TMA: stage buffer s has landed (its phase flips each use)
+  __shared__ uint64_t full[stages(true)];  // TMA: stage buffer s has landed (its phase flips each use)
   __shared__ int toff[kIgemmMaxTaps * kIgemmMaxGroupTaps];  // word offset of tap (th, t) in a group's weights
   __shared__ float sbias[kBN];
   constexpr bool kFast = kFastR != 0;
@@ -291,7 +290,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   // The fast path copies its stages by the TMA on sm_90 and later (the host
   // launches it there only with the tensor maps; cp.async before sm_90).
   constexpr bool kTma = KFUSE_IGEMM_TMA && kFast;
-  constexpr int kStages = stages(kTma);  // the host sized the stages for it (igemm_derive)
+  constexpr int kStages = stages(kTma);  // the host sized the stages for it (derive() in convt_igemm.cu)
 
   // Tile: phase fastest (with one column phase a block, the sibling column
   // phases of an output row are adjacent blocks), then the channel tile, column
