@@ -230,7 +230,7 @@ Lowering lower_fused_conv(const Pipeline& p, const Stages& st, Store<A>& store, 
     const int stages = append_stages(st, end, slot, at, store, [](EpilogueStep<float>&, std::size_t, int) { return true; });
     at.ok = true;
     at.why = cat("the conv's accumulators go through the epilogue before the one store: Y is never written",
-                 end == n ? "" : cat("; its reduction over C is, then ", stages, " epilogue stage(s)"));
+                 end == n ? "" : cat("; only its reduction over C is, and ", stages, " epilogue stage(s) take it from there"));
     return at;
   }
 }
