@@ -604,14 +604,18 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   const int64_t row0 = int64_t(n) * p.Cout + cog + co0, pix = int64_t(oh) * p.Wout + ow;
   T* yp = y + row0 * HW + pix;
   // Bias and chain on kIgemmEpi channels at a time; a map stores them, a reduction
-  // (or softmax) over C pushes them and keeps them in sO for softmax's second
-  // pass. The tile holds every channel then (host checked: G == 1, Cout <=
-  // kBN) and this thread owns its pixel's column of sO, so the reduction
-  // completes here, in channel order (deterministic), with the shared
-  // reduce_init/push/finish and softmax_value (math.hpp).
+  // (or softmax) over C pushes them and keeps them in sO. The tile holds every
+  // channel then (host checked: G == 1, Cout <= kBN) and this thread owns its
+  // pixel's column of sO, so the reduction completes here, in channel order
+  // (deterministic), with the shared reduce_init/push/finish (math.hpp).
+  // logsumexp (softmax too) takes two passes: the max, then exp(v - max) summed
+  // (stored for softmax) and merged into the empty state as reduce_push_n merges
+  // a group: one exp a value and no compares, where the online push costs two
+  // exps, compares and branches a value (most of the epilogue's time).
   const bool map = ep.mode == 0;
   const ReduceKind kind = ep.mode == 2 ? ReduceKind::logsumexp : Ch::reduce_kind(ep.kind);
-  ReduceAcc<float> racc = reduce_init<float>(kind);
+  const bool lse = kind == ReduceKind::logsumexp;
+  ReduceAcc<float> racc = reduce_init<float>(lse ? ReduceKind::max : kind);
   // The stores step a pointer through the channel planes (a 64-bit product a
   // store cost eight instructions).
   T* yc = yp;
@@ -626,12 +630,24 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
         if (map) {
           *yc = to_elem<T>(v[k]);
         } else {
-          reduce_push(kind, racc, v[k]);
+          reduce_push(lse ? ReduceKind::max : kind, racc, v[k]);
           sO[(c0 + k) * kLDO + m] = v[k];
         }
       }
   }
   if (map) return;
+  if (lse) {
+    const float mx = racc.a;
+    float s = 0.f;
+#pragma unroll 1  // unrolled, the generic 3xTF32 kernel spills on sm_90
+    for (int c = 0; c < nco; ++c) {
+      const float e = std::exp(sO[c * kLDO + m] - mx);
+      s += e;
+      sO[c * kLDO + m] = e;
+    }
+    racc = reduce_init<float>(kind);
+    lse_merge(racc, mx, s);  // NaN and infinities decide from mx alone
+  }
   if (ep.mode == 1) {
     float r[1] = {reduce_finish(kind, racc, int64_t(nco))};
     Ch::after(ep.after, r, n, 0, pix, 0);
@@ -642,7 +658,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   for (int c0 = 0; c0 < nco; c0 += kIgemmEpi) {
     float v[kIgemmEpi];
 #pragma unroll
-    for (int k = 0; k < kIgemmEpi; ++k) v[k] = softmax_value(racc, sO[(c0 + k) * kLDO + m]);
+    for (int k = 0; k < kIgemmEpi; ++k) v[k] = softmax_of_exp(racc, sO[(c0 + k) * kLDO + m]);
     Ch::after(ep.after, v, row0 + c0, 1, pix, 0);
 #pragma unroll
     for (int k = 0; k < kIgemmEpi; ++k, yc += HW)
