@@ -102,8 +102,8 @@ int next_slot(Lowering& at, const Stages& ops, std::size_t end, const Shape& sha
 }
 
 // Epilogue stages for ops[i..], the running value in `slot`, appended to at;
-// `adjust` sees each stage first and may refuse it (at.why says why). The
-// number of stages, or -1 when refused.
+// `adjust` sees each stage first and may refuse it (at.why says why; without
+// it every stage is taken). The number of stages, or -1 when refused.
 template <class A, class Adjust>
 int append_stages(const Stages& ops, std::size_t i, int slot, Lowering& at, Store<A>& store, Adjust&& adjust) {
   int stages = 0;
@@ -118,6 +118,10 @@ int append_stages(const Stages& ops, std::size_t i, int slot, Lowering& at, Stor
     ++stages;
   }
   return stages;
+}
+template <class A>
+int append_stages(const Stages& ops, std::size_t i, int slot, Lowering& at, Store<A>& store) {
+  return append_stages(ops, i, slot, at, store, [](EpilogueStep<A>&, std::size_t, int) { return true; });
 }
 
 }  // namespace
@@ -227,7 +231,7 @@ Lowering lower_fused_conv(const Pipeline& p, const Stages& st, Store<A>& store, 
     at.steps.push_back(ConvEpilogueStep{c, e});
     const int slot = next_slot(at, st, end, st[end - 1].out_shape);
     at.io.push_back(StepIO{0, slot, st[0].in_shape});
-    const int stages = append_stages(st, end, slot, at, store, [](EpilogueStep<float>&, std::size_t, int) { return true; });
+    const int stages = append_stages(st, end, slot, at, store);
     at.ok = true;
     at.why = cat("the conv's accumulators go through the epilogue before the one store: Y is never written",
                  end == n ? "" : cat("; only its reduction over C is, and ", stages, " epilogue stage(s) take it from there"));
