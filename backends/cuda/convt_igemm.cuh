@@ -60,8 +60,9 @@
 // are adjacent blocks (L2 merges their sectors).
 // Reductions (IgemmEpilogue mode 1, 2): when the tile holds every output channel (groups 1, Cout <=
 // 64) a reduction over C (sum/mean/max/min/logsumexp, keepdim) or softmax over
-// C completes in the thread that owns the pixel, with reduce_init/push/finish
-// and softmax_value from math.hpp; only the reduced output is written.
+// C completes in the thread that owns the pixel, with reduce_init/push/finish,
+// lse_merge and softmax_of_exp from math.hpp (logsumexp and softmax in two
+// passes: the max, then one exp a value); only the reduced output is written.
 //
 // Covered: any stride, padding, output_padding, dilation and groups the conv
 // accepts, up to the limits igemm_why_not names (stride <= 4 per axis, at most
