@@ -207,7 +207,7 @@ Layout layout_of(const EpilogueStep<A>& e, const Shape& shape, const Shape& stri
 // The shared memory epi_softmax_nhwc takes: the block's 32 rows.
 template <class A>
 std::size_t softmax_nhwc_smem(int64_t count) {
-  return std::size_t(count) * 33 * sizeof(A);
+  return std::size_t(32 * epi::softmax_nhwc_row<A>(count)) * sizeof(A);
 }
 
 // Rows a thread reduces alone (16-byte loads along it) when there are outputs enough.

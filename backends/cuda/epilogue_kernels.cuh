@@ -568,36 +568,74 @@ __device__ __forceinline__ void soft_out(const SoftmaxArgs<T, A>& a, T* dst, con
 // Row o's softmax (its axis contiguous in Y at `base`, count <= 32 * H) by
 // one warp with the row in registers: one read, the max, then the sum of
 // e = exp(v - max) (softmax_value's state), each e kept for its output (one
-// exp per value); v[t] ends as the value at j = lane + 32 t, its `after`
-// chain applied. The chains run on all H values at once (an operand
-// constant along the row is loaded once); the values past the row are
-// computed on and dropped, so callers take the fewest H (softmax_row).
+// exp per value); v[t] ends as the value at j = lane + 32 t (VEC = 1), or
+// in 16-byte vectors of VEC values at j = VEC (lane + 32 g) + e for t = g
+// VEC + e (VEC > 1: the row a multiple of VEC values, 16-byte aligned, one
+// load a vector), its `after` chain applied. The chains run on all H values
+// at once (an operand constant along the row is loaded once), or a vector
+// at a time; the values past the row are computed on and dropped, so
+// callers take the fewest H (softmax_row).
 constexpr int kSoftmaxHold = 8;  // the most values a lane holds
-template <int H, class Ch, class T, class A>
+template <int VEC>
+__device__ __forceinline__ int64_t softmax_j(int lane, int t) {
+  return int64_t(VEC) * (lane + 32 * (t / VEC)) + t % VEC;
+}
+// The body (or the after) chain on a lane's values: one call, or a vector a call.
+template <int VEC, bool kAfter, class Ch, class A, int H>
+__device__ __forceinline__ void softmax_chain(const Chain<A>& c, A (&v)[H], int64_t o, int lane) {
+  if constexpr (VEC == 1) {
+    if constexpr (kAfter) Ch::after(c, v, o, 0, lane, 32);
+    else Ch::body(c, v, o, 0, lane, 32);
+  } else {
+#pragma unroll
+    for (int g = 0; g < H / VEC; ++g) {
+      A u[VEC];
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) u[e] = v[g * VEC + e];
+      if constexpr (kAfter) Ch::after(c, u, o, 0, softmax_j<VEC>(lane, g * VEC), 1);
+      else Ch::body(c, u, o, 0, softmax_j<VEC>(lane, g * VEC), 1);
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) v[g * VEC + e] = u[e];
+    }
+  }
+}
+template <int H, int VEC, class Ch, class T, class A>
 __device__ __forceinline__ void softmax_in_registers(const SoftmaxArgs<T, A>& a, const T* base, int64_t o, int lane,
                                                      A (&v)[H]) {
+  static_assert(H % VEC == 0 && (VEC == 1 || VEC == Vec16<T>::kVec), "whole vectors");
+  if constexpr (VEC == 1) {
+#pragma unroll
+    for (int t = 0; t < H; ++t) {
+      const int64_t j = softmax_j<1>(lane, t);
+      v[t] = j < a.count ? to_acc<A>(base[j * a.ys]) : A(0);
+    }
+  } else {
+#pragma unroll
+    for (int g = 0; g < H / VEC; ++g) {
+      const int64_t j0 = softmax_j<VEC>(lane, g * VEC);
+      Vec16<T> d{};
+      if (j0 < a.count) d = load16(base + j0);
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) v[g * VEC + e] = to_acc<A>(d.get(e));
+    }
+  }
+  softmax_chain<VEC, false, Ch>(a.body, v, o, lane);
   ReduceAcc<A> acc{-inf<A>(), A(0)};
 #pragma unroll
   for (int t = 0; t < H; ++t) {
-    const int64_t j = lane + 32 * t;
-    v[t] = j < a.count ? to_acc<A>(base[j * a.ys]) : A(0);
-  }
-  Ch::body(a.body, v, o, 0, lane, 32);
-#pragma unroll
-  for (int t = 0; t < H; ++t) {
-    if (lane + 32 * t >= a.count) v[t] = -inf<A>();
+    if (softmax_j<VEC>(lane, t) >= a.count) v[t] = -inf<A>();
     acc.a = nan_max(acc.a, v[t]);
   }
   acc = warp_join(ReduceKind::max, acc);
 #pragma unroll
   for (int t = 0; t < H; ++t) {
     v[t] = std::exp(v[t] - acc.a);
-    if (lane + 32 * t < a.count) acc.b += v[t];
+    if (softmax_j<VEC>(lane, t) < a.count) acc.b += v[t];
   }
   acc.b = warp_sum(acc.b);
 #pragma unroll
   for (int t = 0; t < H; ++t) v[t] = softmax_of_exp(acc, v[t]);
-  Ch::after(a.after, v, o, 0, lane, 32);
+  softmax_chain<VEC, true, Ch>(a.after, v, o, lane);
 }
 
 // softmax_in_registers with the fewest values a lane holds (H, a power of
@@ -612,7 +650,7 @@ __device__ __forceinline__ void softmax_row(const SoftmaxArgs<T, A>& a, const T*
     if (a.count <= 16 * HMAX) return softmax_row<HMAX / 2, Ch>(a, base, o, lane, dst, stride);
   }
   A v[HMAX];
-  softmax_in_registers<HMAX, Ch>(a, base, o, lane, v);
+  softmax_in_registers<HMAX, 1, Ch>(a, base, o, lane, v);
 #pragma unroll
   for (int t = 0; t < HMAX; ++t)
     if (lane + 32 * t < a.count) dst[(lane + 32 * t) * stride] = to_elem<D>(v[t]);
@@ -643,26 +681,68 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_softmax_ro
   }
 }
 
-// Softmax over C of a channels-last Y [N, H, W, C] into the NCHW output:
-// a block per 32 pixels of one sample; each warp takes a pixel's row into
-// registers (softmax_in_registers, C <= 32 * HMAX), the results go through
-// shared memory and out along the pixels, coalesced. 256 threads.
+// Softmax over C of a channels-last Y [N, H, W, C] into the NCHW output: a
+// block per 32 pixels of one sample, a warp per pixel at a time with its
+// row in registers (softmax_in_registers, C <= 32 * HMAX), in 16-byte
+// vectors where the row allows; the results go through a pixel-major tile
+// in shared memory (rows of softmax_nhwc_row(C) values: 16 bytes past a
+// multiple of 128, so that the lanes' 16-byte reads of their pixels' rows
+// meet no bank twice) and out along the pixels, coalesced. 256 threads.
+template <class A>
+__host__ __device__ constexpr int64_t softmax_nhwc_row(int64_t count) {
+  constexpr int64_t line = 128 / sizeof(A), vec = 16 / sizeof(A);
+  return (count + line - 1) / line * line + vec;
+}
 template <class T, class A, int HMAX, class Ch>
 __global__ void __launch_bounds__(256, KFUSE_EPI_MIN_BLOCKS) epi_softmax_nhwc(const SoftmaxArgs<T, A> a) {
-  extern __shared__ unsigned char smem[];
-  A* tile = reinterpret_cast<A*>(smem);  // [count][33]
+  extern __shared__ __align__(16) unsigned char smem[];
+  A* tile = reinterpret_cast<A*>(smem);  // [32][softmax_nhwc_row(count)]
+  const int64_t row_len = softmax_nhwc_row<A>(a.count);
   const int64_t tiles = (a.plane + 31) / 32;
   const int64_t n = blockIdx.x / tiles, p0 = (blockIdx.x - n * tiles) * 32;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  // 16-byte vectors where every lane's last one is at least half used (as
+  // softmax_row halves its values a lane): in float32 65-256 channels, in
+  // the 16-bit types 129-256 (H200, 128 channels of bfloat16 in vectors of
+  // 8, 16 lanes a pixel: 0.77 ms against 0.64 element by element).
+  constexpr int VEC = Vec16<T>::kVec, AV = Vec16<A>::kVec;
+  constexpr bool kVectors = VEC <= HMAX;
   for (int q = warp; q < 32; q += 8) {
     if (p0 + q >= a.plane) break;
     const int64_t o = n * a.plane + p0 + q;
-    softmax_row<HMAX, Ch>(a, a.y + a.outer.offset(o), o, lane, tile + q, 33);
+    const T* base = a.y + a.outer.offset(o);
+    A* row = tile + q * row_len;
+    if (kVectors && a.count > 16 * HMAX && a.count % VEC == 0 && aligned16(base)) {
+      A v[HMAX];
+      softmax_in_registers<HMAX, kVectors ? VEC : 1, Ch>(a, base, o, lane, v);
+#pragma unroll
+      for (int g = 0; g < HMAX / VEC; ++g) {
+        const int64_t j0 = int64_t(VEC) * (lane + 32 * g);
+        if (j0 < a.count)
+#pragma unroll
+          for (int w = 0; w < VEC / AV; ++w) {
+            Vec16<A> r;
+#pragma unroll
+            for (int e = 0; e < AV; ++e) r.set(e, v[g * VEC + w * AV + e]);
+            store16(row + j0 + w * AV, r);
+          }
+      }
+    } else {
+      softmax_row<HMAX, Ch>(a, base, o, lane, row, 1);
+    }
   }
   __syncthreads();
   if (p0 + lane >= a.plane) return;
+  // This lane's pixel, AV channels a read: warp w takes channels AV (w + 8 i).
   T* dst = a.out + a.out_outer.offset(n * a.plane + p0 + lane);
-  for (int64_t c = warp; c < a.count; c += 8) dst[c * a.os] = to_elem<T>(tile[c * 33 + lane]);
+  const A* mine = tile + lane * row_len;
+  for (int64_t c0 = AV * warp; c0 < a.count; c0 += AV * 8) {
+    const Vec16<A> r = load16(mine + c0);
+    T* d = dst + c0 * a.os;
+#pragma unroll
+    for (int e = 0; e < AV; ++e, d += a.os)
+      if (c0 + e < a.count) *d = to_elem<T>(r.get(e));
+  }
 }
 
 // A thread per row (the axis is strided; neighbouring rows are adjacent).
