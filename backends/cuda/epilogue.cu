@@ -220,7 +220,7 @@ Kernel choose_kernel(const EpilogueStep<A>& e, const Layout& l, int sms, bool ve
   // Y channels-last to the NCHW output: through shared-memory tiles (within their grids' reach).
   if (e.main == MainKind::map)
     return l.nhwc && l.batch <= 65535 && (l.channels + kMapTileC - 1) / kMapTileC <= 65535 &&
-                   l.plane / kMapTileP < 0x7fffffff
+                   l.plane / kMapTileC < 0x7fffffff  // tiles of at least kMapTileC pixels
                ? Kernel::map_nhwc
                : Kernel::map;
   if (e.main == MainKind::reduce) {
@@ -322,7 +322,8 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
         constexpr int64_t vec = Vec16<T>::kVec;
         const bool vectors = aligned16(yp) && aligned16(op) && l.channels % vec == 0 && l.plane % vec == 0;
         MapArgs<T, A> a{yp, op, l.n, l.outer, e.body, vectors ? 0 : 1, l.channels, l.plane};
-        const dim3 grid(grid_of((l.plane + kMapTileP - 1) / kMapTileP), unsigned((l.channels + kMapTileC - 1) / kMapTileC),
+        constexpr int64_t tp = map_tile_p<T>();
+        const dim3 grid(grid_of((l.plane + tp - 1) / tp), unsigned((l.channels + kMapTileC - 1) / kMapTileC),
                         unsigned(l.batch));
         launch("kfuse::cuda::epilogue_map_nhwc", fn, grid, dim3(256), 0, false, a);
       }

@@ -106,8 +106,8 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_map(const 
 }
 
 // Y channels-last to the NCHW output, through shared memory: a block per
-// tile of kMapTileP pixels x kMapTileC channels of one sample (grid: pixel
-// tiles, channel tiles, N; 256 threads). Mode 0 (Y and the output take
+// tile of map_tile_p<T>() pixels x kMapTileC channels of one sample (grid:
+// pixel tiles, channel tiles, N; 256 threads). Mode 0 (Y and the output take
 // 16-byte vectors: aligned, C and the plane multiples of a vector): Y is read
 // along C in vectors (whole 256-byte rows of a 64-channel Y), then
 // kMapRowThreads threads per channel row take vectors of its pixels
@@ -119,11 +119,20 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_map(const 
 // H200, Y [64, 64, 256, 256] float32, a per-channel affine chain: 0.581 ms,
 // 87% of copy; each thread storing a run of 16 adjacent pixels (64 bytes
 // apart across the warp) 0.713 ms; 16 threads a row 0.584 ms. In bfloat16
-// the runs were faster: 0.397 ms against 0.440 (not understood; 4 threads a
-// row with runs of two vectors 0.514, every vector read before the first
-// store 0.450: perf/results/*-twelfth-session-summary.md).
-constexpr int kMapTileP = 64, kMapTileC = 64, kMapRowThreads = 8;
-static_assert(kMapTileC <= kMapTileP && (kMapTileP & (kMapTileP - 1)) == 0 && kMapTileP >= 64, "map_col's range");
+// (tiles of 64 pixels) the runs were faster: 0.397 ms against 0.440 (not
+// understood; 4 threads a row with runs of two vectors 0.514, every vector
+// read before the first store 0.450: perf/results/*-twelfth-session-summary.md).
+constexpr int kMapTileC = 64, kMapRowThreads = 8;
+// Pixels a tile: 16 KB of Y in float32 and the 16-bit types; float64 keeps
+// 64 (map_col's range: at least kMapTileC). H200, the set's bfloat16 maps
+// over a channels-last Y (stage medians, same run): per-channel affine
+// chain, Y [64, 64, 256, 256], 0.500 -> 0.491 ms; mish chain, Y [128, 64,
+// 256, 256], 1.130 -> 1.094 (tiles of 64 pixels -> 128). Both are still
+// about half of copy bandwidth: not the bytes in flight.
+template <class T>
+__host__ __device__ constexpr int map_tile_p() {
+  return sizeof(T) == 2 ? 2 * kMapTileC : kMapTileC;
+}
 
 // The column of pixel p in the tile's row of channel c: XOR-swizzled in
 // whole 16-byte chunks, by the channel's load vector (VEC channels a load)
@@ -137,12 +146,13 @@ __device__ __forceinline__ int map_col(int c, int p) {
 template <class T, class A, class Ch>
 __global__ void __launch_bounds__(256, 2) epi_map_nhwc(const MapArgs<T, A> a) {
   constexpr int VEC = Vec16<T>::kVec, SV = 16 / int(sizeof(A));  // per 16 bytes: elements of Y, of the tile
-  constexpr int VPP = kMapTileC / VEC, LOADS = kMapTileP * VPP / 256;
-  __shared__ __align__(16) A tile[kMapTileC][kMapTileP];
+  constexpr int TP = map_tile_p<T>(), VPP = kMapTileC / VEC, LOADS = TP * VPP / 256;
+  static_assert(TP >= kMapTileC && (TP & (TP - 1)) == 0, "map_col's range");
+  __shared__ __align__(16) A tile[kMapTileC][TP];
   const int64_t C = a.channels, P = a.plane;
-  const int64_t n = blockIdx.z, c0 = int64_t(blockIdx.y) * kMapTileC, p0 = int64_t(blockIdx.x) * kMapTileP;
+  const int64_t n = blockIdx.z, c0 = int64_t(blockIdx.y) * kMapTileC, p0 = int64_t(blockIdx.x) * TP;
   const int tid = threadIdx.x;
-  const bool vec = a.mode == 0 && p0 + kMapTileP <= P;
+  const bool vec = a.mode == 0 && p0 + TP <= P;
   if (vec) {
     Vec16<T> d[LOADS];
 #pragma unroll
@@ -160,14 +170,14 @@ __global__ void __launch_bounds__(256, 2) epi_map_nhwc(const MapArgs<T, A> a) {
         for (int e = 0; e < VEC; ++e) tile[c + e][map_col<VEC>(c + e, r)] = to_acc<A>(d[u].get(e));
     }
   } else {
-    for (int e = tid; e < kMapTileP * kMapTileC; e += 256) {
+    for (int e = tid; e < TP * kMapTileC; e += 256) {
       const int r = e / kMapTileC, c = e % kMapTileC;  // along C: coalesced
       if (c0 + c < C && p0 + r < P) tile[c][map_col<VEC>(c, r)] = to_acc<A>(a.y[(n * P + p0 + r) * C + c0 + c]);
     }
   }
   __syncthreads();
   if (vec) {
-    constexpr int ROWS = 256 / kMapRowThreads, PER_ROW = kMapTileP / VEC / kMapRowThreads, CALL = VEC < 4 ? VEC : 4;
+    constexpr int ROWS = 256 / kMapRowThreads, PER_ROW = TP / VEC / kMapRowThreads, CALL = VEC < 4 ? VEC : 4;
     const int m = tid % kMapRowThreads;
 #pragma unroll
     for (int pass = 0; pass < kMapTileC / ROWS; ++pass) {
@@ -200,8 +210,8 @@ __global__ void __launch_bounds__(256, 2) epi_map_nhwc(const MapArgs<T, A> a) {
       }
     }
   } else {
-    for (int e = tid; e < kMapTileP * kMapTileC; e += 256) {
-      const int c = e / kMapTileP, r = e % kMapTileP;  // along the pixels: coalesced
+    for (int e = tid; e < TP * kMapTileC; e += 256) {
+      const int c = e / TP, r = e % TP;  // along the pixels: coalesced
       const int64_t i = (n * C + c0 + c) * P + p0 + r;
       if (c0 + c < C && p0 + r < P) a.out[i] = to_elem<T>(body1<Ch>(a.body, tile[c][map_col<VEC>(c, r)], i, 0));
     }
