@@ -319,10 +319,11 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
       KFUSE_CUDA_CHECK(cudaMemsetAsync(x.view().data, 0x3c, x.view().bytes(), stream()), "conv timing input");
       std::vector<double> ms(plans.size());
       for (std::size_t i = 0; i < plans.size(); ++i) {
-        const auto once = [&] {
-          execute(plans[i], plan_ws[i], workspace().scratch(std::size_t(plan_ws[i])), x.view().data, weight,
-                  y.view().data);
-        };
+        // The workspace grows before the timed runs: its allocation inside the first run (2 GB for a
+        // winograd engine) made the fastest engine of a strict conv look 10x slower than it runs
+        // (22.96 ms, 2.17 run again; H200, 2026-12-04) and the 4x rule below dropped it.
+        void* ws = workspace().scratch(std::size_t(plan_ws[i]));
+        const auto once = [&] { execute(plans[i], plan_ws[i], ws, x.view().data, weight, y.view().data); };
         // The first run warms up; one over 4x the best so far is not run again.
         ms[i] = time_launches(once);
         const bool again = i == 0 || ms[i] < 4 * ms[best];
