@@ -49,7 +49,7 @@ template <class T> __device__ __forceinline__ Vec16<T> load16(const T* p) {
   v.raw = *reinterpret_cast<const uint4*>(p);
   return v;
 }
-// A 16-byte store, as st.global.wb.v4 (the default cache policy): written as
+// A 16-byte store to global memory, as st.global.wb.v4 (the default cache policy): written as
 // an assignment of the uint4, nvcc 13.0 split it into four 32-bit stores (or
 // four pairs of 16-bit values) once the vector had been filled element by
 // element (the PTX of epi_map_nhwc). H200, 2026-12-04, the channels-last

@@ -734,7 +734,7 @@ __global__ void __launch_bounds__(256, KFUSE_EPI_MIN_BLOCKS) epi_softmax_nhwc(co
             Vec16<A> r;
 #pragma unroll
             for (int e = 0; e < AV; ++e) r.set(e, v[g * VEC + w * AV + e]);
-            store16(row + j0 + w * AV, r);
+            *reinterpret_cast<uint4*>(row + j0 + w * AV) = r.raw;  // shared memory: store16 is for global
           }
       }
     } else {
