@@ -49,12 +49,12 @@ template <class T> __device__ __forceinline__ Vec16<T> load16(const T* p) {
   v.raw = *reinterpret_cast<const uint4*>(p);
   return v;
 }
-// A 16-byte store to global memory, as st.global.wb.v4 (the default cache policy): written as
-// an assignment of the uint4, nvcc 13.0 split it into four 32-bit stores (or
-// four pairs of 16-bit values) once the vector had been filled element by
-// element (the PTX of epi_map_nhwc). H200, 2026-12-04, the channels-last
-// map stage of the set's per-channel affine chain: bfloat16 0.491 -> 0.472
-// ms, float32 0.649 -> 0.628.
+// A 16-byte store to global memory (not shared: st.global), as
+// st.global.wb.v4, the default cache policy. Written as an assignment of the
+// uint4, nvcc 13.0 split it into four 32-bit stores (or four pairs of 16-bit
+// values) once the vector had been filled element by element (the PTX of
+// epi_map_nhwc). H200, 2026-12-04, the channels-last map stage of the set's
+// per-channel affine chain: bfloat16 0.491 -> 0.472 ms, float32 0.649 -> 0.628.
 template <class T> __device__ __forceinline__ void store16(T* p, const Vec16<T>& v) {
   __stwb(reinterpret_cast<uint4*>(p), v.raw);
 }
