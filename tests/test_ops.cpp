@@ -183,6 +183,11 @@ TEST(Indexer, OffsetsMatchThePlainWalk) {
   EXPECT_FALSE(kfuse::make_indexer({2, 3}, {0, 1}).is_dense());
   // Extents of 0: nothing is walked; the axes are kept as they are.
   EXPECT_EQ(kfuse::make_indexer({2, 0, 1}, {0, 1, 1}).rank, 3);
+  // The 32-bit path exactly where every index fits 32 bits.
+  EXPECT_TRUE(kfuse::make_indexer({1 << 16, 1 << 16}, {1, 1 << 16}).fast);
+  EXPECT_FALSE(kfuse::make_indexer({(1 << 16) + 1, 1 << 16}, {1, (1 << 16) + 1}).fast);
+  EXPECT_FALSE(kfuse::make_indexer({2, int64_t(1) << 31, 2}, {0, 1, 0}).fast);  // broadcast axes count too
+  EXPECT_TRUE(per_channel.fast);
 }
 
 // ---------------------------------------------------------------------------

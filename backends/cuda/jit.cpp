@@ -237,9 +237,9 @@ std::string chain_function(const char* name, const std::vector<PointOp<A>>& ops)
         // multiplies by constants, and the only load is the operand's
         // element (read at run time with the operand's pointer, which the
         // code leaves out so that the cubin cache serves every plan alike).
-        s += cat("  { PointOp<", a, "> op{};\n    op.operand = chain.ops[", k, "].operand; op.binary = BinaryKind(",
-                 int(op.binary), ");", indexer_literal("op.outer", op.outer), indexer_literal("op.inner", op.inner),
-                 "\n    apply_operand_n(op, v, i, di, j, dj); }\n");
+        s += cat("  { PointOp<", a, "> op{};\n    op.operand = load_invariant(&chain.ops[", k,
+                 "].operand); op.binary = BinaryKind(", int(op.binary), ");", indexer_literal("op.outer", op.outer),
+                 indexer_literal("op.inner", op.inner), "\n    apply_operand_n(op, v, i, di, j, dj); }\n");
         break;
     }
   }

@@ -113,12 +113,14 @@ Indexer make_indexer(const Shape& size, const Shape& stride) {
   }
   while (ix.live < ix.rank && ix.stride[ix.live] == 0) ++ix.live;
   ix.fast = true;
+  uint64_t indices = 1;  // the product of the extents, while it stays within 2^32
   for (int d = 0; d < ix.rank; ++d) {
     const uint64_t divisor = static_cast<uint64_t>(ix.size[d]);
-    if (divisor == 0 || divisor > (uint64_t(1) << 31)) {
+    if (divisor == 0 || divisor > (uint64_t(1) << 31) || divisor > (uint64_t(1) << 32) / indices) {
       ix.fast = false;
       break;
     }
+    indices *= divisor;
     uint32_t s = 0;
     while ((uint64_t(1) << s) < divisor) ++s;
     ix.shift[d] = s;
