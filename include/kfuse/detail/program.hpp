@@ -21,25 +21,15 @@ enum class PointKind : int { unary, scalar, tensor };
 
 // A value in the plan's memory that no kernel writes (an operand's element,
 // a pointer in the plan's op array). On the GPU a global load through the
-// read-only path (ld.global.nc), where a plain load was a generic one (LD.E
-// in the SASS of the channels-last map). H200, the conv kernel with an
+// read-only path (__ldg: ld.global.nc), where a plain load was a generic one
+// (LD.E in the SASS of the channels-last map). H200, the conv kernel with an
 // affine chain of two per-channel operands inside, bfloat16: 0.918 -> 0.846
-// ms (one run each). nvcc 13.0 merges no asm: a chain still loads its
-// operand pointers at each call.
-KFUSE_HDI float load_invariant(const float* p) {
+// ms (one run each). A chain still loads its operand pointers at each call:
+// nvcc merges no asm, even where it is not volatile.
+template <class T>
+KFUSE_HDI T load_invariant(const T* p) {
 #ifdef __CUDA_ARCH__
-  float v;
-  asm("ld.global.nc.f32 %0, [%1];" : "=f"(v) : "l"(p));
-  return v;
-#else
-  return *p;
-#endif
-}
-KFUSE_HDI double load_invariant(const double* p) {
-#ifdef __CUDA_ARCH__
-  double v;
-  asm("ld.global.nc.f64 %0, [%1];" : "=d"(v) : "l"(p));
-  return v;
+  return __ldg(p);
 #else
   return *p;
 #endif
@@ -47,9 +37,7 @@ KFUSE_HDI double load_invariant(const double* p) {
 template <class T>
 KFUSE_HDI const T* load_invariant(const T* const* p) {
 #ifdef __CUDA_ARCH__
-  unsigned long long v;
-  asm("ld.global.nc.u64 %0, [%1];" : "=l"(v) : "l"(p));
-  return reinterpret_cast<const T*>(v);
+  return reinterpret_cast<const T*>(__ldg(reinterpret_cast<const unsigned long long*>(p)));
 #else
   return *p;
 #endif
