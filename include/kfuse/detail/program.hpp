@@ -24,8 +24,8 @@ enum class PointKind : int { unary, scalar, tensor };
 // read-only path (__ldg: ld.global.nc), where a plain load was a generic one
 // (LD.E in the SASS of the channels-last map). H200, the conv kernel with an
 // affine chain of two per-channel operands inside, bfloat16: 0.918 -> 0.846
-// ms (one run each). A chain still loads its operand pointers at each call:
-// nvcc merges no asm, even where it is not volatile.
+// ms (one run each). A compiled chain still loads its operand pointers at
+// each call: nvcc does not merge these loads across the kernel's stores.
 template <class T>
 KFUSE_HDI T load_invariant(const T* p) {
 #ifdef __CUDA_ARCH__
@@ -59,7 +59,7 @@ struct PointOp {
     switch (kind) {
       case PointKind::unary: return apply(unary, y);
       case PointKind::scalar: return apply(binary, y, scalar);
-      default: return apply(binary, y, operand[outer.offset(i) + inner.offset(j)]);
+      default: return apply(binary, y, load_invariant(operand + outer.offset(i) + inner.offset(j)));
     }
   }
 };
