@@ -28,13 +28,20 @@ template <class O, class A> __device__ __forceinline__ O to_elem(A v) { return s
 template <> __device__ __forceinline__ __half to_elem<__half, float>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 to_elem<__nv_bfloat16, float>(float v) { return __float2bfloat16_rn(v); }
 
-// A 16-byte vector of T: kVec elements loaded with one 128-bit load.
-template <class T> struct Vec16 {
-  static constexpr int kVec = 16 / sizeof(T);
-  uint4 raw;
+// kVec adjacent elements of T moved as one access of kVec * sizeof(T) bytes (2, 4, 8 or 16).
+template <int B> struct RawBytes;
+template <> struct RawBytes<2> { using type = unsigned short; };
+template <> struct RawBytes<4> { using type = unsigned int; };
+template <> struct RawBytes<8> { using type = uint2; };
+template <> struct RawBytes<16> { using type = uint4; };
+template <class T, int N> struct VecN {
+  static constexpr int kVec = N;
+  typename RawBytes<N * int(sizeof(T))>::type raw;
   __device__ __forceinline__ T get(int k) const { return reinterpret_cast<const T*>(&raw)[k]; }
   __device__ __forceinline__ void set(int k, T v) { reinterpret_cast<T*>(&raw)[k] = v; }
 };
+// A 16-byte vector of T: kVec elements loaded with one 128-bit load.
+template <class T> using Vec16 = VecN<T, 16 / int(sizeof(T))>;
 
 // Streaming 16-byte load (evict-first: x is read once).
 template <class T> __device__ __forceinline__ Vec16<T> load_stream(const T* p) {
@@ -42,13 +49,14 @@ template <class T> __device__ __forceinline__ Vec16<T> load_stream(const T* p) {
   v.raw = __ldcs(reinterpret_cast<const uint4*>(p));
   return v;
 }
-// A 16-byte load kept in L1: a thread walking its own row takes the rest of
-// the sector with its next load.
-template <class T> __device__ __forceinline__ Vec16<T> load16(const T* p) {
-  Vec16<T> v;
-  v.raw = *reinterpret_cast<const uint4*>(p);
+// N elements in one load (p aligned to their size), kept in L1: a thread
+// walking its own row takes the rest of the sector with its next load.
+template <int N, class T> __device__ __forceinline__ VecN<T, N> load_vec(const T* p) {
+  VecN<T, N> v;
+  v.raw = *reinterpret_cast<const decltype(v.raw)*>(p);
   return v;
 }
+template <class T> __device__ __forceinline__ Vec16<T> load16(const T* p) { return load_vec<Vec16<T>::kVec>(p); }
 // A 16-byte store to global memory (not shared: st.global), as
 // st.global.wb.v4, the default cache policy. Written as an assignment of the
 // uint4, nvcc 13.0 split it into four 32-bit stores (or four pairs of 16-bit

@@ -587,8 +587,8 @@ __device__ __forceinline__ void soft_out(const SoftmaxArgs<T, A>& a, T* dst, con
 // callers take the fewest H (softmax_row).
 constexpr int kSoftmaxHold = 8;  // the most values a lane holds
 template <int VEC>
-__device__ __forceinline__ int64_t softmax_j(int lane, int t) {
-  return int64_t(VEC) * (lane + 32 * (t / VEC)) + t % VEC;
+__device__ __forceinline__ int softmax_j(int lane, int t) {
+  return VEC * (lane + 32 * (t / VEC)) + t % VEC;
 }
 // The body (or the after) chain on a lane's values: one call, or a vector a call.
 template <int VEC, bool kAfter, class Ch, class A, int H>
@@ -612,19 +612,20 @@ __device__ __forceinline__ void softmax_chain(const Chain<A>& c, A (&v)[H], int6
 template <int H, int VEC, class Ch, class T, class A>
 __device__ __forceinline__ void softmax_in_registers(const SoftmaxArgs<T, A>& a, const T* base, int64_t o, int lane,
                                                      A (&v)[H]) {
-  static_assert(H % VEC == 0 && (VEC == 1 || VEC == Vec16<T>::kVec), "whole vectors");
+  static_assert(H % VEC == 0 && Vec16<T>::kVec % VEC == 0, "whole vectors of at most 16 bytes");
+  const int count = int(a.count);  // at most 32 H: the bounds in 32 bits
   if constexpr (VEC == 1) {
 #pragma unroll
     for (int t = 0; t < H; ++t) {
-      const int64_t j = softmax_j<1>(lane, t);
-      v[t] = j < a.count ? to_acc<A>(base[j * a.ys]) : A(0);
+      const int j = softmax_j<1>(lane, t);
+      v[t] = j < count ? to_acc<A>(base[j * a.ys]) : A(0);
     }
   } else {
 #pragma unroll
     for (int g = 0; g < H / VEC; ++g) {
-      const int64_t j0 = softmax_j<VEC>(lane, g * VEC);
-      Vec16<T> d{};
-      if (j0 < a.count) d = load16(base + j0);
+      const int j0 = softmax_j<VEC>(lane, g * VEC);
+      VecN<T, VEC> d{};
+      if (j0 < count) d = load_vec<VEC>(base + j0);
 #pragma unroll
       for (int e = 0; e < VEC; ++e) v[g * VEC + e] = to_acc<A>(d.get(e));
     }
@@ -633,14 +634,14 @@ __device__ __forceinline__ void softmax_in_registers(const SoftmaxArgs<T, A>& a,
   ReduceAcc<A> acc{-inf<A>(), A(0)};
 #pragma unroll
   for (int t = 0; t < H; ++t) {
-    if (softmax_j<VEC>(lane, t) >= a.count) v[t] = -inf<A>();
+    if (softmax_j<VEC>(lane, t) >= count) v[t] = -inf<A>();
     acc.a = nan_max(acc.a, v[t]);
   }
   acc = warp_join(ReduceKind::max, acc);
 #pragma unroll
   for (int t = 0; t < H; ++t) {
     v[t] = std::exp(v[t] - acc.a);
-    if (softmax_j<VEC>(lane, t) < a.count) acc.b += v[t];
+    if (softmax_j<VEC>(lane, t) < count) acc.b += v[t];
   }
   acc.b = warp_sum(acc.b);
 #pragma unroll
@@ -661,9 +662,10 @@ __device__ __forceinline__ void softmax_row(const SoftmaxArgs<T, A>& a, const T*
   }
   A v[HMAX];
   softmax_in_registers<HMAX, 1, Ch>(a, base, o, lane, v);
+  const int count = int(a.count);
 #pragma unroll
   for (int t = 0; t < HMAX; ++t)
-    if (lane + 32 * t < a.count) dst[(lane + 32 * t) * stride] = to_elem<D>(v[t]);
+    if (lane + 32 * t < count) dst[(lane + 32 * t) * stride] = to_elem<D>(v[t]);
 }
 
 // A warp (WARP) or a block per row: the axis is contiguous in Y. A warp
@@ -693,8 +695,8 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_softmax_ro
 
 // Softmax over C of a channels-last Y [N, H, W, C] into the NCHW output: a
 // block per 32 pixels of one sample, a warp per pixel at a time with its
-// row in registers (softmax_in_registers, C <= 32 * HMAX), in 16-byte
-// vectors where the row allows; the results go through a pixel-major tile
+// row in registers (softmax_in_registers, C <= 32 * HMAX), in vectors of
+// adjacent channels where the row allows; the results go through a pixel-major tile
 // in shared memory (rows of softmax_nhwc_row(C) values: 16 bytes past a
 // multiple of 128, so that the lanes' 16-byte reads of their pixels' rows
 // meet no bank twice) and out along the pixels, coalesced. 256 threads.
@@ -711,24 +713,28 @@ __global__ void __launch_bounds__(256, KFUSE_EPI_MIN_BLOCKS) epi_softmax_nhwc(co
   const int64_t tiles = (a.plane + 31) / 32;
   const int64_t n = blockIdx.x / tiles, p0 = (blockIdx.x - n * tiles) * 32;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  // 16-byte vectors where every lane's last one is at least half used (as
-  // softmax_row halves its values a lane): in float32 and float64 65-256
-  // channels, in the 16-bit types 129-256 (H200, 128 channels of bfloat16 in vectors of
-  // 8, 16 lanes a pixel: 0.77 ms against 0.64 element by element).
-  constexpr int VEC = Vec16<T>::kVec, AV = Vec16<A>::kVec;
-  constexpr bool kVectors = VEC <= HMAX;
+  // Vectors of at most 16 bytes and HMAX values, where every lane's last one
+  // is at least half used (as softmax_row halves its values a lane): a lane
+  // loads its adjacent channels at once. 128 bfloat16 channels take 8-byte
+  // vectors, 32 lanes a pixel (16-byte ones left 16 lanes idle: 0.77 ms
+  // against 0.64 element by element, H200).
+  constexpr int VEC = Vec16<T>::kVec < HMAX ? Vec16<T>::kVec : HMAX, AV = Vec16<A>::kVec;
+  static_assert(VEC % AV == 0, "whole 16-byte stores into the tile");
+  const int count = int(a.count);  // at most 32 HMAX
   for (int q = warp; q < 32; q += 8) {
     if (p0 + q >= a.plane) break;
     const int64_t o = n * a.plane + p0 + q;
-    const T* base = a.y + a.outer.offset(o);
+    // Y is channels-last and contiguous (choose_kernel): pixel o's row starts
+    // at o * C, where the walk of a.outer took 44 instructions a pixel (ncu).
+    const T* base = a.y + o * a.count;
     A* row = tile + q * row_len;
-    if (kVectors && a.count > 16 * HMAX && a.count % VEC == 0 && aligned16(base)) {
+    if (count > 16 * HMAX && count % VEC == 0 && reinterpret_cast<uintptr_t>(base) % (VEC * sizeof(T)) == 0) {
       A v[HMAX];
-      softmax_in_registers<HMAX, kVectors ? VEC : 1, Ch>(a, base, o, lane, v);
+      softmax_in_registers<HMAX, VEC, Ch>(a, base, o, lane, v);
 #pragma unroll
       for (int g = 0; g < HMAX / VEC; ++g) {
-        const int64_t j0 = softmax_j<VEC>(lane, g * VEC);
-        if (j0 < a.count)
+        const int j0 = softmax_j<VEC>(lane, g * VEC);
+        if (j0 < count)
 #pragma unroll
           for (int w = 0; w < VEC / AV; ++w) {
             Vec16<A> r;
@@ -746,12 +752,12 @@ __global__ void __launch_bounds__(256, KFUSE_EPI_MIN_BLOCKS) epi_softmax_nhwc(co
   // This lane's pixel, AV channels a read: warp w takes channels AV (w + 8 i).
   T* dst = a.out + a.out_outer.offset(n * a.plane + p0 + lane);
   const A* mine = tile + lane * row_len;
-  for (int64_t c0 = AV * warp; c0 < a.count; c0 += AV * 8) {
+  for (int c0 = AV * warp; c0 < count; c0 += AV * 8) {
     const Vec16<A> r = load16(mine + c0);
     T* d = dst + c0 * a.os;
 #pragma unroll
     for (int e = 0; e < AV; ++e, d += a.os)
-      if (c0 + e < a.count) *d = to_elem<T>(r.get(e));
+      if (c0 + e < count) *d = to_elem<T>(r.get(e));
   }
 }
 
