@@ -67,7 +67,11 @@ template <class T> __device__ __forceinline__ void store16(T* p, const Vec16<T>&
   __stwb(reinterpret_cast<uint4*>(p), v.raw);
 }
 
-__host__ __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+// p on a multiple of `bytes` (a power of two).
+__host__ __device__ __forceinline__ bool aligned_to(const void* p, uintptr_t bytes) {
+  return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0;
+}
+__host__ __device__ __forceinline__ bool aligned16(const void* p) { return aligned_to(p, 16); }
 
 // ---- Programmatic dependent launch (sm_90+; no-ops elsewhere) -------------------
 

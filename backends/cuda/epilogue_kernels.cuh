@@ -728,7 +728,7 @@ __global__ void __launch_bounds__(256, KFUSE_EPI_MIN_BLOCKS) epi_softmax_nhwc(co
     // at o * C, where the walk of a.outer took 44 instructions a pixel (ncu).
     const T* base = a.y + o * a.count;
     A* row = tile + q * row_len;
-    if (count > 16 * HMAX && count % VEC == 0 && reinterpret_cast<uintptr_t>(base) % (VEC * sizeof(T)) == 0) {
+    if (count > 16 * HMAX && count % VEC == 0 && aligned_to(base, VEC * sizeof(T))) {
       A v[HMAX];
       softmax_in_registers<HMAX, VEC, Ch>(a, base, o, lane, v);
 #pragma unroll
