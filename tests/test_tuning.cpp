@@ -17,6 +17,7 @@
 
 #include "../src/tuning/tuner.hpp"
 #include "kfuse/error.hpp"
+#include "reference.hpp"
 
 using namespace kfuse;
 using namespace kfuse::tuning;
@@ -24,26 +25,9 @@ using namespace kfuse::tuning;
 namespace {
 
 namespace fs = std::filesystem;
+using kfuse_test::EnvVar;
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-// Sets (or, with nullptr, unsets) an environment variable for a scope; restores the old value.
-class EnvVar {
- public:
-  EnvVar(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    if (value) ::setenv(name, value, 1);
-    else ::unsetenv(name);
-  }
-  ~EnvVar() {
-    if (old_) ::setenv(name_.c_str(), old_->c_str(), 1);
-    else ::unsetenv(name_.c_str());
-  }
-
- private:
-  std::string name_;
-  std::optional<std::string> old_;
-};
 
 // A memory-bound kernel of 40 registers on an H100-like device, no starting
 // configuration (arch 0): the rule gives the baseline, candidates 4x2, 8x2, 4x3.
