@@ -141,6 +141,72 @@ TEST(Plan, FoldAndFusedMatchReferenceOver200RandomConfigs) {
   EXPECT_GE(folded, 200);
 }
 
+// conv -> per-channel scale -> mean over (H, W) -> logsumexp over every
+// sample and channel -> tanh: a tail whose one row spans the samples.
+Pipeline fold_pipeline_across_samples(const ConvConfig& c, DType dtype, uint64_t seed) {
+  Rng rng(seed);
+  const DType wd = dtype == DType::f64 ? DType::f64 : DType::f32;
+  const int64_t C = c.w[1] * c.p.groups;
+  Pipeline p(c.x, dtype);
+  p.conv_transpose2d(host_random(c.w, wd, rng, 0.1, 1), host_random({C}, wd, rng, 0, 1), c.p);
+  p.mul(host_random({C, 1, 1}, wd, rng, 0.5, 2)).mean({2, 3}).logsumexp({0, 1}, true).tanh();
+  return p;
+}
+
+// The Kokkos fold is one launch whose last teams go on with the work: the
+// last chunk of a plane joins its chunks (forced here, on any device), the
+// last plane of a sample contracts it, and the team that completes a row of
+// the tail runs it (rows of one value, of a sample's channels, of every
+// sample). Each plan runs twice: a counter left non-zero would leave the
+// second run's output unwritten (NaN).
+TEST(Plan, FoldJoinsChunksSamplesAndRowsInOneLaunch) {
+  Rng rng(20261205);
+  for (const int chunks : {1, 3, 7}) {
+    const EnvVar forced("KFUSE_KOKKOS_FOLD_CHUNKS", std::to_string(chunks).c_str());
+    for (int trial = 0; trial < 45; ++trial) {
+      const ConvConfig c = random_conv(rng);
+      const uint64_t seed = rng.engine()();
+      SCOPED_TRACE(::testing::Message() << "chunks " << chunks << " trial " << trial << " x " << to_string(c.x)
+                                        << " w " << to_string(c.w));
+      const bool across = trial % 3 == 0;
+      const Pipeline p32 = across ? fold_pipeline_across_samples(c, DType::f32, seed) : fold_pipeline(c, DType::f32, seed);
+      const Pipeline p64 = across ? fold_pipeline_across_samples(c, DType::f64, seed) : fold_pipeline(c, DType::f64, seed);
+      const std::vector<double> v = random_values(numel_of(c.x), 0, 1, rng);
+      const HostTensor<double> x64(c.x, v, Layout::contiguous), x32as64(c.x, rounded<float>(v), Layout::contiguous);
+      const HostTensor<float> x32(c.x, v, Layout::contiguous);
+      const Plan fold64(p64, {Strategy::fold}), fold32(p32, {Strategy::fold});
+      const int64_t rows = (c.x[2] + chunks - 1) / chunks, used = (c.x[2] + rows - 1) / rows;
+      EXPECT_NE(fold32.describe().find("one launch: " + std::to_string(used) + (used == 1 ? " team" : " teams") + " per plane"),
+                std::string::npos)
+          << fold32.describe();
+      const std::vector<double> ref = run_poisoned(Plan(p64, {Strategy::reference}), x32as64);
+      const std::vector<double> ref64 = run_poisoned(Plan(p64, {Strategy::reference}), x64);
+      const std::vector<double> first32 = run_poisoned(fold32, x32), first64 = run_poisoned(fold64, x64);
+      EXPECT_LE(rel_error(first32, ref), 1e-5) << fold32.describe();
+      EXPECT_LE(rel_error(first64, ref64), 1e-12) << fold64.describe();
+      EXPECT_EQ(run_poisoned(fold32, x32), first32);
+      EXPECT_EQ(run_poisoned(fold64, x64), first64);
+    }
+  }
+}
+
+TEST(Plan, FoldChunksOverrideIsChecked) {
+  Pipeline p({2, 3, 5, 4}, DType::f32);
+  Rng rng(5);
+  p.conv_transpose2d(host_random({3, 4, 3, 3}, DType::f32, rng, -1, 1)).mean({2, 3});
+  for (const char* bad : {"-1", "3x", "many"}) {
+    const EnvVar forced("KFUSE_KOKKOS_FOLD_CHUNKS", bad);
+    try {
+      const Plan plan(p, {Strategy::fold});
+      ADD_FAILURE() << "KFUSE_KOKKOS_FOLD_CHUNKS=" << bad << " accepted: " << plan.describe();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("KFUSE_KOKKOS_FOLD_CHUNKS is '") + bad + "'; expected a whole number >= 0"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 // ---- The seed pipelines against a float64 reference written here ----------
 
 // y = conv_transpose2d(x, w, b) in double, scatter form.
@@ -285,7 +351,7 @@ TEST(KokkosConv, DescribeSaysWhichConvAndWhy) {
                      ConvTranspose2dParams{}.with_stride(2)).relu();
   const HostTensor<double> x = random_tensor<double>(p.input_shape(), rng, Layout::contiguous, -1, 1);
   const std::vector<double> ref = run_poisoned(Plan(p, {Strategy::reference}), x);
-  setenv("KFUSE_KOKKOS_CONV", "gather", 1);
+  std::optional<EnvVar> conv_env(std::in_place, "KFUSE_KOKKOS_CONV", "gather");
   const Plan gather(p, {Strategy::fused});
   EXPECT_NE(gather.describe().find("direct gather, a thread per output element (KFUSE_KOKKOS_CONV=gather)"),
             std::string::npos) << gather.describe();
@@ -294,7 +360,7 @@ TEST(KokkosConv, DescribeSaysWhichConvAndWhy) {
   // A geometry the GEMM does not take: the gather, and describe() says why.
   Pipeline empty({0, 3, 5, 4}, DType::f64);
   empty.conv_transpose2d(host_random({3, 4, 3, 3}, DType::f64, rng, -1, 1)).relu();
-  unsetenv("KFUSE_KOKKOS_CONV");
+  conv_env.emplace("KFUSE_KOKKOS_CONV", nullptr);
   EXPECT_NE(Plan(empty, {Strategy::fused}).describe().find("direct gather, a thread per output element (there is "
                                                             "nothing to multiply)"),
             std::string::npos)
@@ -307,7 +373,7 @@ TEST(KokkosConv, DescribeSaysWhichConvAndWhy) {
   EXPECT_NE(rounded_allowed.describe().find("strict fp32: the Kokkos path has no TF32 conv"), std::string::npos)
       << rounded_allowed.describe();
   EXPECT_LE(rel_error(run_poisoned(rounded_allowed, x), ref), 1e-12);
-  setenv("KFUSE_KOKKOS_CONV", "blas", 1);
+  conv_env.emplace("KFUSE_KOKKOS_CONV", "blas");
   try {
     const Plan bad(p, {Strategy::fused});
     ADD_FAILURE() << "KFUSE_KOKKOS_CONV=blas accepted: " << bad.describe();
@@ -315,7 +381,6 @@ TEST(KokkosConv, DescribeSaysWhichConvAndWhy) {
     EXPECT_NE(std::string(e.what()).find("KFUSE_KOKKOS_CONV is 'blas'; expected gemm or gather"), std::string::npos)
         << e.what();
   }
-  unsetenv("KFUSE_KOKKOS_CONV");
 }
 
 // ---- Non-fold pipelines: the fused epilogue ------------------------------------

@@ -59,29 +59,105 @@ void run_tail_rows(const Tail<A>& tail, A* z, A* out) {
 
 // ---- The fold -------------------------------------------------------------------
 //
-// 1. PlaneSums: one team per (plane, row chunk) streams its part of x once
-//    (stream_contiguous: 16-byte loads, coalesced) and sums every segment
-//    block of FoldGeometry: the largest block in per-thread registers, the
-//    border elements into team-shared block sums; each tap's rectangle sum is
-//    then a sum of block sums (geom.tap_sum), written per unit.
-// 2. With several chunks per plane, their tap sums added in chunk order.
-// 3. The contraction: Z[n, co] = bias + sum_q weight[q, co] * S[n, q]
-//    (Contract), then the tail.
+// One launch. Team u = (plane, row chunk) streams its part of x once
+// (stream_contiguous: 16-byte loads, coalesced) and sums every segment block
+// of FoldGeometry: the largest block in per-thread registers, the border
+// elements into team-shared block sums; each tap's rectangle sum is then a
+// sum of block sums (geom.tap_sum). Then, through arrival counters (as the
+// CUDA backend's fold):
+//  - the last chunk of a plane to finish adds the plane's chunk sums in chunk
+//    order (deterministic);
+//  - the last plane of a sample runs the sample's contraction, Z[n, co] =
+//    bias + sum_q weight[q, co] * S[n, q];
+//  - the team that completes a row of Z runs the tail on it and stores it
+//    (rows of one value: the thread that computed it).
+// On a GPU small inputs paid a launch and its gap per stage (four of them).
 
 constexpr int kAcc = 4;  // independent accumulators per thread: loads in flight on a GPU
 
-template <int D, class T, class S>
-struct PlaneSums {
+using kokkos::Counter;
+
+// One thread as the group of detail::run_tail (a row of one value).
+template <class A>
+struct ThreadGroup {
+  template <class F>
+  KOKKOS_INLINE_FUNCTION void for_each(int64_t n, const F& f) const {
+    for (int64_t k = 0; k < n; ++k) f(k);
+  }
+  template <class F>
+  KOKKOS_INLINE_FUNCTION ReduceAcc<A> reduce(ReduceKind kind, int64_t n, const F& f) const {
+    ReduceAcc<A> acc = reduce_init<A>(kind);
+    for (int64_t k = 0; k < n; ++k) reduce_push(kind, acc, f(k));
+    return acc;
+  }
+};
+
+// Whether this team is the last of the arrivals at *counter that add up to
+// `total` (this one adding `count`). Every thread's stores are made visible
+// before the count (the threadfence pattern); the last team zeroes the
+// counter for the next run.
+KOKKOS_INLINE_FUNCTION bool arrive(const Team& team, Counter* counter, Counter count, Counter total) {
+  Kokkos::memory_fence();
+  team.team_barrier();
+  bool last = false;
+  Kokkos::single(
+      Kokkos::PerTeam(team),
+      [&](bool& l) {
+        l = Kokkos::atomic_fetch_add(counter, count) + count == total;
+        if (l) *counter = 0;
+      },
+      last);
+  Kokkos::memory_fence();
+  return last;
+}
+
+// What other teams wrote in this launch, read past any non-coherent cache.
+template <class S>
+KOKKOS_INLINE_FUNCTION S load_shared(const S* p) {
+  return *static_cast<const volatile S*>(p);
+}
+
+template <int D, class T, class A>
+struct Fold {
+  using S = kokkos::red_acc_t<A>;  // plane sums: double on the host (one long sequential sum per plane)
   using Scratch = Kokkos::View<S*, ExecSpace::scratch_memory_space, Kokkos::MemoryUnmanaged>;
   using V = kokkos::Vec16<T>;
   FoldGeometry g;
   FoldGeometry::Block m;
   bool contiguous;
   const T* x;
-  S* dst;  // [units, taps]
+  FoldContraction<A> con;
+  Tail<A> tail;
+  S* chunk_sums;  // [planes * chunks, taps], with several chunks a plane
+  S* sums;        // [planes, taps]
+  A* z;           // [N, Cout], where the tail's rows hold more than one value
+  Counter* counters;  // [planes] chunks done, [N] planes done, [tail.R] values of the row done
+  A* out;
 
   KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
-    const int64_t u = team.league_rank(), plane = u / g.chunks;
+    const int64_t u = team.league_rank(), plane = u / g.chunks, taps = g.taps(), planes = g.N * g.C;
+    if (g.chunks == 1) {
+      plane_sums(team, u, sums + plane * taps);
+    } else {
+      plane_sums(team, u, chunk_sums + u * taps);
+      if (!arrive(team, counters + plane, 1, Counter(g.chunks))) return;
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, taps), [&](int t) {
+        S s = S(0);
+        for (int64_t c = 0; c < g.chunks; ++c) s += load_shared(chunk_sums + (plane * g.chunks + c) * taps + t);
+        sums[plane * taps + t] = s;
+      });
+    }
+    const int64_t n = plane / g.C;
+    if (arrive(team, counters + planes + n, 1, Counter(g.C))) contract(team, n);
+  }
+
+  // This unit's tap sums into dst[0, taps).
+  KOKKOS_INLINE_FUNCTION void plane_sums(const Team& team, int64_t u, S* dst) const {
+    if (g.H == 0 || g.W == 0) {
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, g.taps()), [&](int t) { dst[t] = S(0); });
+      return;
+    }
+    const int64_t plane = u / g.chunks;
     const int64_t r0 = (u - plane * g.chunks) * g.rows_per_chunk;
     const int64_t r1 = r0 + g.rows_per_chunk < g.H ? r0 + g.rows_per_chunk : g.H;
     const int nb = g.blocks();
@@ -98,7 +174,35 @@ struct PlaneSums {
       if (m.index >= 0) B(m.index) += total;
     });
     team.team_barrier();
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, g.taps()), [&](int t) { dst[u * g.taps() + t] = g.tap_sum(B.data(), t); });
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, g.taps()), [&](int t) { dst[t] = g.tap_sum(B.data(), t); });
+  }
+
+  // Z[n, :] from the sample's tap sums (weights read along Cout: coalesced),
+  // then the tail of each row of Z this completes.
+  KOKKOS_INLINE_FUNCTION void contract(const Team& team, int64_t n) const {
+    const int64_t taps = g.taps(), kg = con.cin_g * taps, K = tail.K;
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, con.Cout), [&](int64_t co) {
+      const S* s = sums + (n * g.C + co / con.cout_g * con.cin_g) * taps;
+      A acc = A(0);
+      for (int64_t q = 0; q < kg; ++q) acc += con.weight[q * con.Cout + co] * A(load_shared(s + q));
+      A v = con.bias[co] + acc;
+      const int64_t i = n * con.Cout + co;
+      if (K == 1) {
+        run_tail(ThreadGroup<A>{}, tail.ops, tail.n, &v, i, 1);
+        out[i] = v;
+      } else {
+        z[i] = v;
+      }
+    });
+    if (K == 1) return;
+    const int64_t z0 = n * con.Cout, z1 = z0 + con.Cout;
+    for (int64_t r = z0 / K; r * K < z1; ++r) {
+      const int64_t lo = r * K > z0 ? r * K : z0, hi = (r + 1) * K < z1 ? (r + 1) * K : z1;
+      if (!arrive(team, counters + g.N * g.C + g.N + r, Counter(hi - lo), Counter(K))) continue;
+      A* row = z + r * K;
+      const int64_t kout = run_tail(TeamGroup<A>{team}, tail.ops, tail.n, row, r, K);
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kout), [&](int64_t k) { out[r * kout + k] = row[k]; });
+    }
   }
 
   // On a GPU: the chunk streamed by the whole team in 16-byte vectors. Whole
@@ -171,77 +275,23 @@ struct PlaneSums {
   }
 };
 
-template <class T, class S>
-void run_plane_sums(const FoldGeometry& g, const T* x, S* dst) {
-  const bool contiguous = (g.W == 1 || g.xs[3] == 1) && (g.H == 1 || g.xs[2] == g.W);
-  const int64_t units = g.N * g.C * g.chunks;
-  const auto policy = [&](const TeamConfig& c) {
-    using Scratch = typename PlaneSums<2, T, S>::Scratch;
-    return team_policy(units, c.team_size, 1).set_scratch_size(0, Kokkos::PerTeam(Scratch::shmem_size(g.blocks())));
-  };
-  const auto run = [&](const TeamConfig& c) {
-    kokkos::with_depth(c.depth, [&](auto d) {
-      Kokkos::parallel_for("kfuse::fold::plane_sums", policy(c),
-                           PlaneSums<decltype(d)::value, T, S>{g, g.largest_block(), contiguous, x, dst});
-    });
-  };
-  const std::string shape =
-      tuning::shape_class({{"units", units}, {"unit_bytes", (g.H * g.W / g.chunks) * int64_t(sizeof(T))}});
-  run(kokkos::team_config("kokkos::fold_plane_sums", shape, policy(TeamConfig{1, 2}),
-                          PlaneSums<2, T, S>{g, g.largest_block(), contiguous, x, dst}, run));
-}
-
-// Z[n, co] for a tile of `tile` consecutive co (weights read along Cout:
-// coalesced) per team; the team's threads split the contraction's q range in
-// `slices` and add their partial sums in slice order (deterministic).
-template <class A, class S>
-struct Contract {
-  using Scratch = Kokkos::View<A*, ExecSpace::scratch_memory_space, Kokkos::MemoryUnmanaged>;
-  FoldContraction<A> con;
-  const S* sums;
-  A* z;
-  int64_t C, taps, tiles;
-  int tile;
-
-  KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
-    const int64_t n = team.league_rank() / tiles, co = (team.league_rank() % tiles) * tile + team.team_rank() % tile;
-    const int slice = team.team_rank() / tile, slices = team.team_size() / tile;
-    const int64_t kg = con.cin_g * taps;
-    Scratch part(team.team_scratch(0), team.team_size());
-    A acc = A(0);
-    if (co < con.Cout) {
-      const S* s = sums + (n * C + co / con.cout_g * con.cin_g) * taps;
-      for (int64_t q = slice; q < kg; q += slices) acc += con.weight[q * con.Cout + co] * A(s[q]);
-    }
-    part(team.team_rank()) = acc;
-    team.team_barrier();
-    if (slice == 0 && co < con.Cout) {
-      A sum = con.bias[co];
-      for (int k = 0; k < slices; ++k) sum += part(team.team_rank() + k * tile);
-      z[n * con.Cout + co] = sum;
-    }
-  }
-};
-
-template <class A, class S>
-void run_contraction(const FoldContraction<A>& con, int64_t N, int64_t C, int taps, const S* sums, A* z) {
-  // On a GPU 32 co per team (a warp's coalesced row of weights) and 8 slices
-  // of q; on the host one thread per (n, co).
-  const int threads = kokkos::kOnDevice ? 256 : 1, tile = kokkos::kOnDevice ? 32 : 1;
-  const int64_t tiles = (con.Cout + tile - 1) / tile;
-  using Scratch = typename Contract<A, S>::Scratch;
-  Kokkos::parallel_for("kfuse::fold::contract",
-                       team_policy(N * tiles, threads, 1).set_scratch_size(0, Kokkos::PerTeam(Scratch::shmem_size(threads))),
-                       Contract<A, S>{con, sums, z, C, taps, tiles, tile});
-}
-
 // Row chunks: on a GPU enough units to fill the resident teams in even waves
 // (src/tuning fold_chunks); on the host one team per plane.
+// KFUSE_KOKKOS_FOLD_CHUNKS=k > 0 asks for k on any device (at most one a
+// row; the tests join chunks on the host with it), 0 for the rule.
 template <class T>
 FoldGeometry chunked(FoldGeometry g) {
   const int64_t planes = g.N * g.C;
   g.chunks = 1;
-  if (kokkos::kOnDevice && planes > 0) {
+  const char* forced = std::getenv("KFUSE_KOKKOS_FOLD_CHUNKS");
+  char* end = nullptr;
+  const long long k = forced && *forced ? std::strtoll(forced, &end, 10) : 0;
+  if (forced && *forced && (*end != '\0' || k < 0))
+    fail(ErrorCategory::invalid_argument, "fold", "KFUSE_KOKKOS_FOLD_CHUNKS is '", forced,
+         "'; expected a whole number >= 0 (0: the tuning rule)");
+  if (k > 0) {
+    g.chunks = k;
+  } else if (kokkos::kOnDevice && planes > 0) {
     const tuning::DeviceLimits& lim = kokkos::device_facts().limits;
     const int64_t resident = int64_t(lim.sm_count) * std::max(1, lim.max_threads_per_sm / 256);
     g.chunks = tuning::fold_chunks(planes, g.H, g.H * g.W * int64_t(sizeof(T)), resident);
@@ -254,32 +304,36 @@ FoldGeometry chunked(FoldGeometry g) {
 // `geom` is chunked<T>(step.geom), prepared once.
 template <class A, class T>
 void run_fold(const FoldStep<A>& step, FoldGeometry g, const TensorView& x, const TensorView& out) {
-  using S = kokkos::red_acc_t<A>;  // plane sums: double on the host (one long sequential sum per plane)
+  using S = kokkos::red_acc_t<A>;
   for (int d = 0; d < 4; ++d) g.xs[d] = x.strides[d];
   const int taps = g.taps();
-  const int64_t planes = g.N * g.C;
-  S* sums = kokkos::scratch<S>(kokkos::Slot::tap_sums, planes * taps);
-  if (planes == 0) {
-    // No planes: Z is the bias alone.
-  } else if (g.H == 0 || g.W == 0) {
-    Kokkos::parallel_for("kfuse::fold::empty_planes", Range(0, planes * taps), KOKKOS_LAMBDA(int64_t i) { sums[i] = S(0); });
-  } else if (g.chunks == 1) {
-    run_plane_sums(g, static_cast<const T*>(x.data), sums);
-  } else {
-    S* partial = kokkos::scratch<S>(kokkos::Slot::partial_sums, planes * g.chunks * taps);
-    run_plane_sums(g, static_cast<const T*>(x.data), partial);
-    const int64_t chunks = g.chunks;
-    Kokkos::parallel_for("kfuse::fold::chunk_sums", Range(0, planes * taps), KOKKOS_LAMBDA(int64_t i) {
-      const int64_t plane = i / taps, t = i % taps;
-      S s = S(0);
-      for (int64_t c = 0; c < chunks; ++c) s += partial[(plane * chunks + c) * taps + t];
-      sums[i] = s;
-    });
-  }
-
-  A* z = kokkos::scratch<A>(kokkos::Slot::z, g.N * step.contraction.Cout);
-  run_contraction(step.contraction, g.N, g.C, taps, sums, z);
-  run_tail_rows(step.tail, z, static_cast<A*>(out.data));
+  const int64_t planes = g.N * g.C, units = planes * g.chunks;
+  if (planes == 0) return;  // no samples: the output is empty (lower_fold refuses a conv without input channels)
+  const bool contiguous = (g.W == 1 || g.xs[3] == 1) && (g.H == 1 || g.xs[2] == g.W);
+  const auto fold = [&](auto depth) {
+    return Fold<decltype(depth)::value, T, A>{
+        g,
+        g.largest_block(),
+        contiguous,
+        static_cast<const T*>(x.data),
+        step.contraction,
+        step.tail,
+        g.chunks > 1 ? kokkos::scratch<S>(kokkos::Slot::partial_sums, units * taps) : nullptr,
+        kokkos::scratch<S>(kokkos::Slot::tap_sums, planes * taps),
+        step.tail.K > 1 ? kokkos::scratch<A>(kokkos::Slot::z, g.N * step.contraction.Cout) : nullptr,
+        kokkos::counters(planes + g.N + step.tail.R),
+        static_cast<A*>(out.data)};
+  };
+  const auto policy = [&](const TeamConfig& c) {
+    using Scratch = typename Fold<2, T, A>::Scratch;
+    return team_policy(units, c.team_size, 1).set_scratch_size(0, Kokkos::PerTeam(Scratch::shmem_size(g.blocks())));
+  };
+  const auto run = [&](const TeamConfig& c) {
+    kokkos::with_depth(c.depth, [&](auto d) { Kokkos::parallel_for("kfuse::fold::sums_contraction_tail", policy(c), fold(d)); });
+  };
+  const std::string shape = tuning::shape_class({{"units", units}, {"unit_bytes", (g.H * g.W / g.chunks) * int64_t(sizeof(T))}});
+  run(kokkos::team_config("kokkos::fold_plane_sums", shape, policy(TeamConfig{1, 2}),
+                          fold(std::integral_constant<int, 2>{}), run));
   Kokkos::fence();
 }
 
@@ -404,7 +458,8 @@ struct PreparedFold final : PreparedStep {
     run_fold<A, A>(step, geom, x, out);
   }
   std::string describe() const override {
-    return cat(geom.chunks, geom.chunks == 1 ? " team" : " teams", " per plane, then the contraction and tail");
+    return cat("one launch: ", geom.chunks, geom.chunks == 1 ? " team" : " teams",
+               " per plane; the last plane of a sample to finish runs its contraction and tail");
   }
 };
 

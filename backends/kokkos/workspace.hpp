@@ -13,9 +13,11 @@ namespace kfuse::kokkos {
 
 // One buffer per slot for the process: every Kokkos launch of kfuse holds the
 // dispatch lock (dispatch.hpp). Freed when Kokkos finalizes.
-enum class Slot { tap_sums, partial_sums, z, row_partials, conv_cols, count };
-template <class V>
-inline V* scratch(Slot slot, int64_t n) {
+enum class Slot { tap_sums, partial_sums, z, row_partials, conv_cols, counters, count };
+
+// The slot's buffer, at least `bytes` long; `fresh` says whether it was
+// (re)allocated by this call.
+inline void* grow(Slot slot, std::size_t bytes, bool& fresh) {
   struct Buffer {
     void* p = nullptr;
     std::size_t bytes = 0;
@@ -23,8 +25,8 @@ inline V* scratch(Slot slot, int64_t n) {
   static Buffer buffers[int(Slot::count)];
   static bool hooked = false;
   Buffer& b = buffers[int(slot)];
-  const std::size_t bytes = std::size_t(n > 0 ? n : 1) * sizeof(V);
-  if (bytes <= b.bytes) return static_cast<V*>(b.p);
+  fresh = bytes > b.bytes;
+  if (!fresh) return b.p;
   if (!hooked) {
     Kokkos::push_finalize_hook([] {
       for (Buffer& f : buffers) Kokkos::kokkos_free<DeviceMemSpace>(f.p), f = Buffer{};
@@ -42,7 +44,25 @@ inline V* scratch(Slot slot, int64_t n) {
          why.substr(0, why.find('\n')), ")");
   }
   b.bytes = bytes;
-  return static_cast<V*>(b.p);
+  return b.p;
+}
+
+template <class V>
+inline V* scratch(Slot slot, int64_t n) {
+  bool fresh = false;
+  return static_cast<V*>(grow(slot, std::size_t(n > 0 ? n : 1) * sizeof(V), fresh));
+}
+
+// Arrival counters of the kernels whose last team to finish a unit of work
+// goes on with it (the fold): zero when allocated, and each kernel leaves
+// them zero.
+using Counter = unsigned long long;
+inline Counter* counters(int64_t n) {
+  bool fresh = false;
+  const int64_t len = n > 0 ? n : 1;
+  auto* c = static_cast<Counter*>(grow(Slot::counters, std::size_t(len) * sizeof(Counter), fresh));
+  if (fresh) Kokkos::deep_copy(Kokkos::View<Counter*, DeviceMemSpace, Kokkos::MemoryUnmanaged>(c, len), Counter(0));
+  return c;
 }
 
 }  // namespace kfuse::kokkos
