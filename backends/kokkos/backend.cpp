@@ -121,6 +121,7 @@ template <int D, class T, class A>
 struct Fold {
   using S = kokkos::red_acc_t<A>;  // plane sums: double on the host (one long sequential sum per plane)
   using Scratch = Kokkos::View<S*, ExecSpace::scratch_memory_space, Kokkos::MemoryUnmanaged>;
+  using Parts = Kokkos::View<A*, ExecSpace::scratch_memory_space, Kokkos::MemoryUnmanaged>;
   using V = kokkos::Vec16<T>;
   FoldGeometry g;
   FoldGeometry::Block m;
@@ -178,15 +179,30 @@ struct Fold {
   }
 
   // Z[n, :] from the sample's tap sums (weights read along Cout: coalesced),
-  // then the tail of each row of Z this completes.
+  // then the tail of each row of Z this completes. Thread (slice, co) sums
+  // q = slice, slice + slices, ... so that a team larger than Cout is busy
+  // (this is the launch's last work); the slices are added in order.
   KOKKOS_INLINE_FUNCTION void contract(const Team& team, int64_t n) const {
-    const int64_t taps = g.taps(), kg = con.cin_g * taps, K = tail.K;
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, con.Cout), [&](int64_t co) {
+    const int64_t taps = g.taps(), kg = con.cin_g * taps, K = tail.K, Cout = con.Cout;
+    const int64_t slices = Cout > 0 && Cout < team.team_size() ? team.team_size() / Cout : 1;
+    const auto partial = [&](int64_t co, int64_t slice) {
       const S* s = sums + (n * g.C + co / con.cout_g * con.cin_g) * taps;
       A acc = A(0);
-      for (int64_t q = 0; q < kg; ++q) acc += con.weight[q * con.Cout + co] * A(load_shared(s + q));
+      for (int64_t q = slice; q < kg; q += slices) acc += con.weight[q * Cout + co] * A(load_shared(s + q));
+      return acc;
+    };
+    Parts part(team.team_scratch(0), team.team_size());
+    if (slices > 1) {
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, slices * Cout), [&](int64_t i) { part(i) = partial(i % Cout, i / Cout); });
+      team.team_barrier();
+    }
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, Cout), [&](int64_t co) {
+      A acc = A(0);
+      if (slices == 1) acc = partial(co, 0);
+      else
+        for (int64_t sl = 0; sl < slices; ++sl) acc += part(sl * Cout + co);
       A v = con.bias[co] + acc;
-      const int64_t i = n * con.Cout + co;
+      const int64_t i = n * Cout + co;
       if (K == 1) {
         run_tail(ThreadGroup<A>{}, tail.ops, tail.n, &v, i, 1);
         out[i] = v;
@@ -195,7 +211,7 @@ struct Fold {
       }
     });
     if (K == 1) return;
-    const int64_t z0 = n * con.Cout, z1 = z0 + con.Cout;
+    const int64_t z0 = n * Cout, z1 = z0 + Cout;
     for (int64_t r = z0 / K; r * K < z1; ++r) {
       const int64_t lo = r * K > z0 ? r * K : z0, hi = (r + 1) * K < z1 ? (r + 1) * K : z1;
       if (!arrive(team, counters + g.N * g.C + g.N + r, Counter(hi - lo), Counter(K))) continue;
@@ -325,8 +341,11 @@ void run_fold(const FoldStep<A>& step, FoldGeometry g, const TensorView& x, cons
         static_cast<A*>(out.data)};
   };
   const auto policy = [&](const TeamConfig& c) {
-    using Scratch = typename Fold<2, T, A>::Scratch;
-    return team_policy(units, c.team_size, 1).set_scratch_size(0, Kokkos::PerTeam(Scratch::shmem_size(g.blocks())));
+    // The block sums, then the contraction's slices (a value a thread; 1024: an AUTO team's largest size).
+    using F = Fold<2, T, A>;
+    const int threads = c.team_size > 0 ? c.team_size : 1024;
+    return team_policy(units, c.team_size, 1)
+        .set_scratch_size(0, Kokkos::PerTeam(F::Scratch::shmem_size(g.blocks()) + F::Parts::shmem_size(threads)));
   };
   const auto run = [&](const TeamConfig& c) {
     kokkos::with_depth(c.depth, [&](auto d) { Kokkos::parallel_for("kfuse::fold::sums_contraction_tail", policy(c), fold(d)); });
