@@ -111,10 +111,12 @@ KOKKOS_INLINE_FUNCTION bool arrive(const Team& team, Counter* counter, Counter c
   return last;
 }
 
-// What other teams wrote in this launch, read past any non-coherent cache.
+// What other teams wrote in this launch, read past a GPU's non-coherent L1
+// (a host's caches are coherent, and its fences order the plain loads).
 template <class S>
 KOKKOS_INLINE_FUNCTION S load_shared(const S* p) {
-  return *static_cast<const volatile S*>(p);
+  if constexpr (kokkos::kOnDevice) return *static_cast<const volatile S*>(p);
+  else return *p;
 }
 
 template <int D, class T, class A>
