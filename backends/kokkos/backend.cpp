@@ -137,8 +137,11 @@ struct Fold {
   Counter* counters;  // [planes] chunks done, [N] planes done, [tail.R] values of the row done
   A* out;
 
+  KOKKOS_INLINE_FUNCTION Counter* sample_counters() const { return counters + g.N * g.C; }
+  KOKKOS_INLINE_FUNCTION Counter* row_counters() const { return sample_counters() + g.N; }
+
   KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
-    const int64_t u = team.league_rank(), plane = u / g.chunks, taps = g.taps(), planes = g.N * g.C;
+    const int64_t u = team.league_rank(), plane = u / g.chunks, taps = g.taps();
     if (g.chunks == 1) {
       plane_sums(team, u, sums + plane * taps);
     } else {
@@ -151,7 +154,7 @@ struct Fold {
       });
     }
     const int64_t n = plane / g.C;
-    if (arrive(team, counters + planes + n, 1, Counter(g.C))) contract(team, n);
+    if (arrive(team, sample_counters() + n, 1, Counter(g.C))) contract(team, n);
   }
 
   // This unit's tap sums into dst[0, taps).
@@ -216,7 +219,7 @@ struct Fold {
     const int64_t z0 = n * Cout, z1 = z0 + Cout;
     for (int64_t r = z0 / K; r * K < z1; ++r) {
       const int64_t lo = r * K > z0 ? r * K : z0, hi = (r + 1) * K < z1 ? (r + 1) * K : z1;
-      if (!arrive(team, counters + g.N * g.C + g.N + r, Counter(hi - lo), Counter(K))) continue;
+      if (!arrive(team, row_counters() + r, Counter(hi - lo), Counter(K))) continue;
       A* row = z + r * K;
       const int64_t kout = run_tail(TeamGroup<A>{team}, tail.ops, tail.n, row, r, K);
       Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kout), [&](int64_t k) { out[r * kout + k] = row[k]; });

@@ -144,12 +144,13 @@ template <class T, class R>
 void reduce_columns(const char* label, const Row<T>& row, const Body<T>& body, ReduceKind kind, int64_t rows, T* out) {
   Kokkos::parallel_for(label, Range(0, (rows + kColumns - 1) / kColumns), KOKKOS_LAMBDA(int64_t b) {
     const int64_t o0 = b * kColumns;
-    int64_t base[kColumns] = {};  // set up to nb (zeroed: g++ cannot see that only those are read)
+    // Set up to nb; zeroed once a block (g++ cannot see that only those are read).
+    int64_t base[kColumns] = {};
+    T v[kColumns] = {};
     const int nb = column_block(row.outer, rows, o0, base);
     detail::ReduceAcc<R> acc[kColumns];
     for (int m = 0; m < kColumns; ++m) acc[m] = detail::reduce_init<R>(kind);
     for (int64_t k = 0; k < row.count; ++k) {
-      T v[kColumns] = {};
       column_values(row, body, base, nb, o0, k, v);
       for (int m = 0; m < nb; ++m) detail::reduce_push(kind, acc[m], R(v[m]));
     }
@@ -228,17 +229,16 @@ void softmax_columns(const char* label, const SoftmaxRows<2, T, R>& s, int64_t r
   Kokkos::parallel_for(label, Range(0, (rows + kColumns - 1) / kColumns), KOKKOS_LAMBDA(int64_t b) {
     const int64_t o0 = b * kColumns;
     int64_t base[kColumns] = {}, dst[kColumns] = {};  // as in reduce_columns
+    T v[kColumns] = {};
     const int nb = column_block(s.row.outer, rows, o0, base);
     column_block(s.out_outer, rows, o0, dst);
     detail::ReduceAcc<R> acc[kColumns];
     for (int m = 0; m < kColumns; ++m) acc[m] = detail::reduce_init<R>(ReduceKind::logsumexp);
     for (int64_t k = 0; k < s.row.count; ++k) {
-      T v[kColumns] = {};
       column_values(s.row, s.body, base, nb, o0, k, v);
       for (int m = 0; m < nb; ++m) detail::reduce_push(ReduceKind::logsumexp, acc[m], R(v[m]));
     }
     for (int64_t k = 0; k < s.row.count; ++k) {
-      T v[kColumns] = {};
       column_values(s.row, s.body, base, nb, o0, k, v);
       for (int m = 0; m < nb; ++m) v[m] = T(detail::softmax_value(acc[m], R(v[m])));
       s.after.across(v, nb, o0, k);
