@@ -152,6 +152,13 @@ def prepare(args):
 
 # ---- compare ------------------------------------------------------------------------
 
+def hold_stream():
+    """About 1 ms of GPU spin before the start event: the launches that follow queue
+    behind it, so the events time the GPU's work without the host's launch latency
+    (as kfuse_perf's device time: its launches queue behind a hold of the stream)."""
+    torch.cuda._sleep(2_000_000)
+
+
 def bench(fn, reps, warmup=3):
     for _ in range(warmup):
         fn()
@@ -159,6 +166,7 @@ def bench(fn, reps, warmup=3):
     ts = []
     for _ in range(reps):
         e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        hold_stream()
         e0.record()
         fn()
         e1.record()

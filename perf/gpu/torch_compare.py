@@ -90,6 +90,13 @@ class Flusher:
         torch.cuda.synchronize()
 
 
+def hold_stream():
+    """About 1 ms of GPU spin before the start event: the launches that follow queue
+    behind it, so the events time the GPU's work without the host's launch latency
+    (as kfuse_perf's device time: its launches queue behind a hold of the stream)."""
+    torch.cuda._sleep(2_000_000)
+
+
 def bench(fn, flush, reps, warmup=5):
     for _ in range(warmup):
         fn()
@@ -99,6 +106,7 @@ def bench(fn, flush, reps, warmup=5):
         flush()
         e0 = torch.cuda.Event(enable_timing=True)
         e1 = torch.cuda.Event(enable_timing=True)
+        hold_stream()
         e0.record()
         fn()
         e1.record()
