@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../src/core/env.hpp"
 #include "kfuse/kokkos.hpp"
 #include "kfuse/ops.hpp"
 #include "kfuse/shape.hpp"
@@ -366,6 +367,58 @@ TEST(Errors, UnknownOpNames) {
   EXPECT_TRUE(throws([&] { kfuse::reduce_kind_from("prod", "spec"); }, ErrorCategory::invalid_argument,
                      {"spec", "'prod'", "logsumexp"}));
   EXPECT_EQ(kfuse::unary_kind_from("gelu_tanh", "spec"), kfuse::UnaryKind::gelu_tanh);
+}
+
+// kfuse's environment switches are read strictly: a value the variable does
+// not take names the variable, the value and what it takes.
+TEST(Errors, EnvironmentSwitchesAreReadStrictly) {
+  const char* name = "KFUSE_TEST_SWITCH";
+  const auto refused = [&](const char* value, const std::function<void()>& read, const std::string& takes) {
+    const EnvVar v(name, value);
+    try {
+      read();
+      ADD_FAILURE() << name << "=" << value << " accepted";
+    } catch (const kfuse::Error& e) {
+      EXPECT_EQ(e.category(), kfuse::ErrorCategory::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find(std::string(name) + " is '" + value + "'; expected " + takes),
+                std::string::npos)
+          << e.what();
+    }
+  };
+  using kfuse::detail::env_choice;
+  using kfuse::detail::env_count;
+  using kfuse::detail::env_flag;
+  {
+    const EnvVar unset(name, nullptr);
+    EXPECT_FALSE(env_flag(name).has_value());
+    EXPECT_FALSE(env_count(name).has_value());
+    EXPECT_FALSE(env_choice(name, {"a", "b"}).has_value());
+  }
+  {
+    const EnvVar empty(name, "");
+    EXPECT_FALSE(env_count(name).has_value());
+  }
+  {
+    const EnvVar one(name, "1");
+    EXPECT_EQ(env_flag(name), std::optional<bool>(true));
+    EXPECT_EQ(env_count(name), std::optional<int64_t>(1));
+  }
+  {
+    const EnvVar zero(name, "0");
+    EXPECT_EQ(env_flag(name), std::optional<bool>(false));
+  }
+  {
+    const EnvVar big(name, "4096");
+    EXPECT_EQ(env_count(name), std::optional<int64_t>(4096));
+  }
+  {
+    const EnvVar b(name, "b");
+    EXPECT_EQ(env_choice(name, {"a", "b"}), std::optional<std::size_t>(1));
+  }
+  for (const char* bad : {"yes", "2", "01", " 1"}) refused(bad, [&] { env_flag(name); }, "0 or 1");
+  for (const char* bad : {"-1", "3x", "+3", " 3", "many", "99999999999999999999"})
+    refused(bad, [&] { env_count(name); }, "a whole number >= 0");
+  refused("B", [&] { env_choice(name, {"a", "b"}); }, "one of a, b");
 }
 
 }  // namespace

@@ -378,7 +378,7 @@ TEST(KokkosConv, DescribeSaysWhichConvAndWhy) {
     const Plan bad(p, {Strategy::fused});
     ADD_FAILURE() << "KFUSE_KOKKOS_CONV=blas accepted: " << bad.describe();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("KFUSE_KOKKOS_CONV is 'blas'; expected gemm or gather"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("KFUSE_KOKKOS_CONV is 'blas'; expected one of gemm, gather"), std::string::npos)
         << e.what();
   }
 }

@@ -1,13 +1,12 @@
 #include "backends/cuda/context.hpp"
 
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
 
 #include "core/cuda_check.hpp"
+#include "core/env.hpp"
 #include "core/device_runtime.hpp"
 #include "tuning/device_limits.hpp"
 
@@ -107,22 +106,22 @@ Workspace& workspace() {
 namespace {
 Overrides read_overrides() {
   Overrides o;
-  if (const char* v = std::getenv("KFUSE_CUDA_FOLD_CHUNKS")) o.fold_chunks = std::max(0, std::atoi(v));
-  if (const char* v = std::getenv("KFUSE_CUDA_PDL")) o.pdl = std::strcmp(v, "0") != 0;
-  if (const char* v = std::getenv("KFUSE_CUDA_JIT")) o.jit = std::strcmp(v, "0") != 0;
-  if (const char* v = std::getenv("KFUSE_CUDA_CONV"))
-    o.conv = std::strcmp(v, "gather") == 0       ? ConvPath::gather
-             : std::strcmp(v, "cudnn") == 0      ? ConvPath::cudnn
-             : std::strcmp(v, "cudnn_nhwc") == 0 ? ConvPath::cudnn_x_nhwc
-                                                 : ConvPath::automatic;
+  o.fold_chunks = env_count("KFUSE_CUDA_FOLD_CHUNKS").value_or(0);
+  o.pdl = env_flag("KFUSE_CUDA_PDL").value_or(true);
+  o.jit = env_flag("KFUSE_CUDA_JIT").value_or(true);
+  constexpr ConvPath paths[] = {ConvPath::automatic, ConvPath::cudnn, ConvPath::cudnn_x_nhwc, ConvPath::gather};
+  o.conv = paths[env_choice("KFUSE_CUDA_CONV", {"auto", "cudnn", "cudnn_nhwc", "gather"}).value_or(0)];
   return o;
 }
-Overrides g_overrides = read_overrides();
 }  // namespace
 
-Overrides& overrides() { return g_overrides; }
+// Read at the first use, not at load: a bad value is an error the caller sees.
+Overrides& overrides() {
+  static Overrides o = read_overrides();
+  return o;
+}
 void reload_overrides() {
-  g_overrides = read_overrides();
+  overrides() = read_overrides();
   device::invalidate_launch_graphs();  // a graph holds the launches the old settings chose
 }
 

@@ -47,12 +47,13 @@ struct Workspace {
 };
 Workspace& workspace();
 
-// Overrides for experiments (environment variables, read once; the warps of
-// every kernel come from the tuner: KFUSE_TUNING_FORCE="cuda::fold_plane_sums=8x2"):
+// Overrides for experiments (environment variables, read at the first use and
+// strictly: core/env.hpp; the warps of every kernel come from the tuner:
+// KFUSE_TUNING_FORCE="cuda::fold_plane_sums=8x2"):
 //   KFUSE_CUDA_FOLD_CHUNKS   row chunks per plane in the fold (0: the rule in src/tuning)
 //   KFUSE_CUDA_PDL           0 disables programmatic dependent launch (sm_90+)
 //   (KFUSE_CUDA_GRAPHS=0, plans launching directly instead of replaying a CUDA graph: core/device_runtime.hpp)
-//   KFUSE_CUDA_CONV          the conv that materialises Y: "cudnn", "cudnn_nhwc" (x transposed to
+//   KFUSE_CUDA_CONV          the conv that materialises Y: "auto", "cudnn", "cudnn_nhwc" (x transposed to
 //                            channels-last, then cuDNN) or "gather" (the plain CUDA kernel); by default the
 //                            fastest of cuDNN on x, cuDNN on x transposed and the tensor-core kernel, measured
 //   KFUSE_CUDA_JIT           0: no kernels compiled at plan time (NVRTC, jit.hpp); the built-in ones interpret
@@ -60,7 +61,7 @@ Workspace& workspace();
 //   KFUSE_CUDA_JIT_OPTIONS   further NVRTC options, e.g. "-DKFUSE_EPI_MIN_BLOCKS=2"; KFUSE_CUDA_JIT_CACHE: jit.hpp
 enum class ConvPath { automatic, cudnn, cudnn_x_nhwc, gather };
 struct Overrides {
-  int fold_chunks = 0;
+  int64_t fold_chunks = 0;
   bool pdl = true;
   ConvPath conv = ConvPath::automatic;
   bool jit = true;

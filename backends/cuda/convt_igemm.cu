@@ -8,8 +8,6 @@
 #include <cudaTypedefs.h>   // PFN_cuTensorMapEncodeTiled
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <sstream>
 #include <vector>
 
@@ -17,6 +15,7 @@
 #include "backends/cuda/jit.hpp"
 #include "backends/cuda/kernels.hpp"
 #include "core/cuda_check.hpp"
+#include "core/env.hpp"
 #include "kfuse/error.hpp"
 
 namespace kfuse::detail::cuda {
@@ -365,8 +364,7 @@ bool encode_w_map(void* out, const IgemmParams& p, IgemmPrecision prec, const vo
 
 // Why the fast path's stages are not copied by the TMA here (empty: they are).
 std::string tma_why_not(const IgemmParams& p) {
-  if (const char* v = std::getenv("KFUSE_CUDA_IGEMM_TMA"); v && std::strcmp(v, "0") == 0)
-    return "KFUSE_CUDA_IGEMM_TMA=0";
+  if (!env_flag("KFUSE_CUDA_IGEMM_TMA").value_or(true)) return "KFUSE_CUDA_IGEMM_TMA=0";
   if (!p.vec_ok) return "x rows not a multiple of 16 bytes";
   if (p.SW > 256 || p.tma_ch > 256) return "a box past 256 elements";
   if (tensor_map_encoder() == nullptr) return "the driver has no cuTensorMapEncodeTiled";

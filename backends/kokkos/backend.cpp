@@ -1,14 +1,13 @@
 // The portable backend: every plan step as Kokkos kernels, one team per unit
 // of work (a plane chunk of the fold, a row of an epilogue), launch shapes
 // from the tuner (backends/kokkos/launch.hpp).
-#include <cstdlib>
-#include <cstring>
 
 #include "backends/backend.hpp"
 #include "backends/kokkos/dispatch.hpp"
 #include "backends/kokkos/kernels.hpp"
 #include "backends/kokkos/rows.hpp"
 #include "backends/kokkos/workspace.hpp"
+#include "core/env.hpp"
 #include "tuning/launch.hpp"
 
 namespace kfuse::detail {
@@ -304,12 +303,7 @@ template <class T>
 FoldGeometry chunked(FoldGeometry g) {
   const int64_t planes = g.N * g.C;
   g.chunks = 1;
-  const char* forced = std::getenv("KFUSE_KOKKOS_FOLD_CHUNKS");
-  char* end = nullptr;
-  const long long k = forced && *forced ? std::strtoll(forced, &end, 10) : 0;
-  if (forced && *forced && (*end != '\0' || k < 0))
-    fail(ErrorCategory::invalid_argument, "fold", "KFUSE_KOKKOS_FOLD_CHUNKS is '", forced,
-         "'; expected a whole number >= 0 (0: the tuning rule)");
+  const int64_t k = env_count("KFUSE_KOKKOS_FOLD_CHUNKS").value_or(0);
   if (k > 0) {
     g.chunks = k;
   } else if (kokkos::kOnDevice && planes > 0) {
@@ -439,12 +433,7 @@ struct PreparedConv final : PreparedStep {
   std::optional<kokkos::GemmConv> gemm;
 #endif
   explicit PreparedConv(const ConvStep& s) : step(s) {
-    if (const char* v = std::getenv("KFUSE_KOKKOS_CONV"); v && *v) {
-      if (std::strcmp(v, "gather") == 0) why_gather = "KFUSE_KOKKOS_CONV=gather";
-      else if (std::strcmp(v, "gemm") != 0)
-        fail(ErrorCategory::invalid_argument, "conv_transpose2d", "KFUSE_KOKKOS_CONV is '", v,
-             "'; expected gemm or gather");
-    }
+    if (env_choice("KFUSE_KOKKOS_CONV", {"gemm", "gather"}) == std::size_t(1)) why_gather = "KFUSE_KOKKOS_CONV=gather";
 #ifdef KFUSE_HAVE_KOKKOS_KERNELS
     if (why_gather.empty())
       why_gather = kokkos::GemmConv::refusal(step.in_shape, step.weight.shape(), step.params, step.out_shape);

@@ -9,13 +9,13 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #include "core/cuda_check.hpp"
+#include "core/env.hpp"
 
 namespace kfuse::device {
 
@@ -183,8 +183,7 @@ struct LaunchGraph::Impl {
 };
 
 LaunchGraph::LaunchGraph() : impl_(std::make_unique<Impl>()) {
-  const char* v = std::getenv("KFUSE_CUDA_GRAPHS");
-  impl_->enabled = !(v && std::string(v) == "0");
+  impl_->enabled = detail::env_flag("KFUSE_CUDA_GRAPHS").value_or(true);
 }
 
 LaunchGraph::~LaunchGraph() {

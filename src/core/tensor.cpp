@@ -1,11 +1,11 @@
 #include "kfuse/tensor.hpp"
 
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "core/device_runtime.hpp"
+#include "core/env.hpp"
 #include "kfuse/kokkos.hpp"
 
 namespace kfuse {
@@ -70,10 +70,7 @@ void check_view(const TensorView& v, const std::string& op, const std::string& a
 
 namespace {
 std::atomic<bool>& poison_new_tensors() {
-  static std::atomic<bool> on{[] {
-    const char* e = std::getenv("KFUSE_POISON_NEW_TENSORS");
-    return e != nullptr && std::strcmp(e, "1") == 0;
-  }()};
+  static std::atomic<bool> on{detail::env_flag("KFUSE_POISON_NEW_TENSORS").value_or(false)};
   return on;
 }
 }  // namespace

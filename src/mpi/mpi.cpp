@@ -3,8 +3,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
-#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -14,6 +12,7 @@
 #endif
 #endif
 
+#include "core/env.hpp"
 #include "kfuse/device.hpp"
 
 namespace kfuse::mpi {
@@ -143,7 +142,7 @@ int node_local_rank(MPI_Comm comm) {
 }
 
 bool cuda_aware() {
-  if (const char* env = std::getenv("KFUSE_MPI_CUDA_AWARE"); env && *env) return std::strcmp(env, "0") != 0;
+  if (const std::optional<bool> env = kfuse::detail::env_flag("KFUSE_MPI_CUDA_AWARE")) return *env;
 #if defined(MPIX_CUDA_AWARE_SUPPORT) && MPIX_CUDA_AWARE_SUPPORT
   return MPIX_Query_cuda_support() == 1;
 #elif defined(MPIX_GPU_SUPPORT_CUDA)

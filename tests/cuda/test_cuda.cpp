@@ -190,19 +190,27 @@ void expect_close(const Result& r, double tol, const std::string& what) {
 
 // Sets an override for the duration of a scope.
 // (The variable's previous value comes back after, e.g. a KFUSE_CUDA_JIT=0
-// that the whole run was started with.)
+// that the whole run was started with; also when the value is refused.)
 struct EnvOverride {
   std::string name;
   std::optional<std::string> before;
   EnvOverride(const char* n, const char* v) : name(n) {
     if (const char* old = std::getenv(n)) before = old;
     setenv(n, v, 1);
-    detail::cuda::reload_overrides();
+    try {
+      detail::cuda::reload_overrides();
+    } catch (...) {
+      restore();
+      throw;
+    }
   }
   ~EnvOverride() {
+    restore();
+    detail::cuda::reload_overrides();
+  }
+  void restore() const {
     if (before) setenv(name.c_str(), before->c_str(), 1);
     else unsetenv(name.c_str());
-    detail::cuda::reload_overrides();
   }
 };
 
@@ -1147,6 +1155,32 @@ TEST(CudaBackend, DeviceErrorsNameTheCall) {
   } catch (const Error& e) {
     EXPECT_EQ(e.category(), ErrorCategory::backend);
     EXPECT_NE(std::string(e.what()).find("cudaMalloc"), std::string::npos) << e.what();
+  }
+}
+
+// A value an override does not take is an error naming the variable, the
+// value and what it takes (it used to fall back to the default silently), and
+// the overrides in force stay those read before.
+TEST(CudaBackend, BadOverridesAreErrorsThatNameThem) {
+  const struct {
+    const char *name, *bad, *takes;
+  } cases[] = {{"KFUSE_CUDA_CONV", "cudnn_nchw", "one of auto, cudnn, cudnn_nhwc, gather"},
+               {"KFUSE_CUDA_FOLD_CHUNKS", "4x", "a whole number >= 0"},
+               {"KFUSE_CUDA_PDL", "off", "0 or 1"}};
+  const detail::cuda::Overrides before = detail::cuda::overrides();
+  for (const auto& c : cases) {
+    try {
+      const EnvOverride o(c.name, c.bad);
+      ADD_FAILURE() << c.name << "=" << c.bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.category(), ErrorCategory::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find(detail::cat(c.name, " is '", c.bad, "'; expected ", c.takes)),
+                std::string::npos)
+          << e.what();
+    }
+    EXPECT_EQ(detail::cuda::overrides().conv, before.conv);
+    EXPECT_EQ(detail::cuda::overrides().fold_chunks, before.fold_chunks);
+    EXPECT_EQ(detail::cuda::overrides().pdl, before.pdl);
   }
 }
 
