@@ -51,16 +51,25 @@ bool prepare_steps(const Lowering& at, const PlanOptions& opt, DType dtype, Plan
 }
 
 // The device time of a prepared plan on scratch data (the median of three
-// runs after a warm-up): the planner's measurement between two strategies.
-double measure(const PlanImpl& impl) {
-  const Tensor x = Tensor::empty(impl.input_shape, impl.dtype, impl.options.memory);
-  const Tensor out = Tensor::empty(impl.output_shape, impl.dtype, impl.options.memory);
-  device::fill_bytes(x.view().data, 0x3c, x.view().bytes());  // finite, nonzero values in every float format
-  run_steps(impl, x, out);
-  std::vector<double> ms;
-  for (int r = 0; r < 3; ++r) ms.push_back(device::time_ms([&] { run_steps(impl, x, out); }));
-  std::sort(ms.begin(), ms.end());
-  return ms[1];
+// runs after a warm-up): the planner's measurement between two plans. Where
+// the device cannot run it here (its buffers do not fit in memory: a backend
+// error), nullopt and the reason: the planner keeps its unmeasured choice, and
+// the run reports the error if it meets it too.
+std::optional<double> measure(const PlanImpl& impl, std::string& why_not) {
+  try {
+    const Tensor x = Tensor::empty(impl.input_shape, impl.dtype, impl.options.memory);
+    const Tensor out = Tensor::empty(impl.output_shape, impl.dtype, impl.options.memory);
+    device::fill_bytes(x.view().data, 0x3c, x.view().bytes());  // finite, nonzero values in every float format
+    run_steps(impl, x, out);
+    std::vector<double> ms;
+    for (int r = 0; r < 3; ++r) ms.push_back(device::time_ms([&] { run_steps(impl, x, out); }));
+    std::sort(ms.begin(), ms.end());
+    return ms[1];
+  } catch (const Error& e) {
+    if (e.category() != ErrorCategory::backend) throw;
+    why_not = e.what();
+    return std::nullopt;
+  }
 }
 
 template <class A>
@@ -84,14 +93,19 @@ class Planner {
         std::optional<double> measured_fused;
         if (std::optional<PlanImpl> fused = build_fused(&measured_fused)) {
           const std::string fused_why = last_why_;
-          const double t_conv = measure(*impl);
-          const double t_fused = measured_fused ? *measured_fused : measure(*fused);
-          notes_.push_back(cat("measured on the device: fused_conv ", t_conv, " ms, fused ", t_fused, " ms"));
-          if (!(t_conv < 0.98 * t_fused)) {
-            rejected_.push_back(cat("fused_conv: not 2% faster than fused (measured ", t_conv, " ms against ", t_fused,
-                                    " ms)"));
-            impl.emplace(std::move(*fused));
-            why = fused_why;
+          std::string why_not;
+          const std::optional<double> t_conv = measure(*impl, why_not);
+          const std::optional<double> t_fused = t_conv && !measured_fused ? measure(*fused, why_not) : measured_fused;
+          if (!t_conv || !t_fused) {
+            notes_.push_back(cat("fused_conv against fused not measured (", why_not, "): fused_conv kept"));
+          } else {
+            notes_.push_back(cat("measured on the device: fused_conv ", *t_conv, " ms, fused ", *t_fused, " ms"));
+            if (!(*t_conv < 0.98 * *t_fused)) {
+              rejected_.push_back(cat("fused_conv: not 2% faster than fused (measured ", *t_conv, " ms against ",
+                                      *t_fused, " ms)"));
+              impl.emplace(std::move(*fused));
+              why = fused_why;
+            }
           }
         }
       }
@@ -132,14 +146,22 @@ class Planner {
       last_why_ = why;
       return nchw;
     }
-    const double t_nchw = measure(*nchw), t_nhwc = measure(*nhwc);
-    notes_.push_back(cat("measured on the device: Y NCHW ", t_nchw, " ms, channels-last ", t_nhwc, " ms"));
-    if (t_nhwc < 0.98 * t_nchw) {
-      if (ms) *ms = t_nhwc;
+    const std::string nhwc_why = last_why_;
+    std::string why_not;
+    const std::optional<double> t_nchw = measure(*nchw, why_not);
+    const std::optional<double> t_nhwc = t_nchw ? measure(*nhwc, why_not) : std::nullopt;
+    last_why_ = why;
+    if (!t_nchw || !t_nhwc) {
+      notes_.push_back(cat("Y's layout not measured (", why_not, "): NCHW kept"));
+      return nchw;
+    }
+    notes_.push_back(cat("measured on the device: Y NCHW ", *t_nchw, " ms, channels-last ", *t_nhwc, " ms"));
+    if (*t_nhwc < 0.98 * *t_nchw) {
+      if (ms) *ms = *t_nhwc;
+      last_why_ = nhwc_why;
       return nhwc;
     }
-    if (ms) *ms = t_nchw;
-    last_why_ = why;
+    if (ms) *ms = *t_nchw;
     return nchw;
   }
 
