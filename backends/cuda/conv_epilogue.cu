@@ -1,6 +1,7 @@
 // The conv with its epilogue inside, prepared: the implicit-GEMM tensor-core
 // kernel (convt_igemm.cuh) with the plan's point chain, or its reduction or
-// softmax over C, applied to the accumulators before the one store.
+// softmax over C, or its reduction over H and W, applied to the accumulators
+// before the one store.
 //   float32 strict -> 3xTF32 (fp32 accuracy), float32 tf32 -> TF32,
 //   bfloat16 / float16 -> their m16n8k16 products, fp32 accumulation.
 #include "backends/cuda/context.hpp"
@@ -17,7 +18,7 @@ namespace {
 IgemmEpilogue igemm_epilogue(const EpilogueStep<float>& e) {
   IgemmEpilogue ep;
   ep.body = e.body;
-  ep.mode = e.main == MainKind::map ? 0 : e.main == MainKind::reduce ? 1 : 2;
+  ep.mode = e.main == MainKind::map ? 0 : e.main == MainKind::softmax ? 2 : e.mask == kSpatialAxes ? 3 : 1;
   ep.kind = e.reduce;
   ep.after = e.after;
   return ep;
@@ -79,8 +80,10 @@ Preparation prepare_conv_epilogue(const ConvEpilogueStep& step, DType dtype) {
     return Preparation::refuse("the tensor-core conv takes float32, float16 and bfloat16, not float64");
   const IgemmPrecision precision = igemm_precision(dtype, step.conv.precision);
   const IgemmProblem p = igemm_problem(step.conv);
-  const std::string why = step.epilogue.main == MainKind::map ? igemm_why_not(p, precision)
-                                                              : igemm_why_not_reduce_c(p, precision);
+  const EpilogueStep<float>& e = step.epilogue;
+  const std::string why = e.main == MainKind::map         ? igemm_why_not(p, precision)
+                          : e.main == MainKind::reduce && e.mask == kSpatialAxes ? igemm_why_not_reduce_hw(p, precision, e.reduce)
+                                                                                  : igemm_why_not_reduce_c(p, precision);
   if (!why.empty()) return Preparation::refuse(why);
   return Preparation::of<PreparedConvEpilogue>(step, dtype, precision);
 }

@@ -76,6 +76,25 @@ __global__ void igemm_pack_weights(const T* __restrict__ w, T* __restrict__ wp, 
   }
 }
 
+// Mode 3's second pass: y's row n*Cout + co from its tiles' partials in a
+// fixed order (lanes strided, then a butterfly), then the chain after the
+// reduction, interpreted (one value a row). A warp a row.
+template <class T>
+__global__ void igemm_spatial_finish(const float* __restrict__ partials, int rows, int tiles, const IgemmEpilogue ep,
+                                     int64_t count, T* __restrict__ y) {
+  const int row = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  const float* part = partials + int64_t(row) * tiles;
+  ReduceAcc<float> acc = reduce_init<float>(ep.kind);
+  for (int t = lane; t < tiles; t += 32) reduce_push(ep.kind, acc, part[t]);
+  for (int off = 16; off > 0; off >>= 1) reduce_push(ep.kind, acc, __shfl_xor_sync(0xffffffffu, acc.a, off));
+  if (lane == 0) {
+    float v[1] = {reduce_finish(ep.kind, acc, count)};
+    InterpretedChains::after(ep.after, v, row, 0, 0, 0);
+    y[row] = to_elem<T>(v[0]);
+  }
+}
+
 // Tiles a fast path covers: 2 x 128 with one column phase, 1 x 128 with two.
 bool fast_tile(const IgemmParams& p) {
   return p.bwp_log2 == 7 && ((p.R == 2 && p.ncp_log2 == 0) || (p.R == 1 && p.ncp_log2 == 1));
@@ -413,12 +432,21 @@ std::string igemm_why_not_reduce_c(const IgemmProblem& p, IgemmPrecision prec) {
   return {};
 }
 
+std::string igemm_why_not_reduce_hw(const IgemmProblem& p, IgemmPrecision prec, ReduceKind kind) {
+  if (kind == ReduceKind::logsumexp)
+    return "a logsumexp over H and W (the kernel's partials over H and W are sums, maxima or minima)";
+  return igemm_why_not(p, prec);
+}
 
 IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* weight_device,
                      const void* bias_device, const IgemmEpilogue& epilogue)
     : pb_(igemm_normalized(pb)), prec_(prec), ep_(epilogue), bias_(bias_device) {
-  if (ep_.mode < 0 || ep_.mode > 2) fail(ErrorCategory::invalid_argument, "IgemmConv", "epilogue mode ", ep_.mode, " (0: map, 1: reduce over C, 2: softmax over C)");
-  const std::string why = ep_.mode == 0 ? igemm_why_not(pb_, prec) : igemm_why_not_reduce_c(pb_, prec);
+  if (ep_.mode < 0 || ep_.mode > 3)
+    fail(ErrorCategory::invalid_argument, "IgemmConv", "epilogue mode ", ep_.mode,
+         " (0: map, 1: reduce over C, 2: softmax over C, 3: reduce over H and W)");
+  const std::string why = ep_.mode == 0   ? igemm_why_not(pb_, prec)
+                          : ep_.mode == 3 ? igemm_why_not_reduce_hw(pb_, prec, ep_.kind)
+                                          : igemm_why_not_reduce_c(pb_, prec);
   if (!why.empty()) fail(ErrorCategory::unsupported, "IgemmConv", why);
   // On sm_90 and later the fast path copies its stages by the TMA (only), in
   // the TMA's pipeline (igemm::stages); without the tensor maps the generic
@@ -465,6 +493,12 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
   }
   fast_r_ = fast_r;
   grid_ = int64_t(prm_.N) * prm_.G * prm_.tiles_r * prm_.tiles_c * prm_.tiles_co * prm_.nphase;
+  if (ep_.mode == 3) {
+    // NaN to start with: a partial that no block writes shows in the output.
+    const size_t bytes = size_t(prm_.N) * prm_.Cout * igemm_spatial_tiles(prm_) * sizeof(float);
+    partials_.reset(kfuse::device::allocate(bytes));
+    KFUSE_CUDA_CHECK(cudaMemset(partials_.get(), 0xFF, bytes), "igemm partials, ", bytes, " bytes");
+  }
   smem_ = smem_for(prm_, prec, tma);
   // A run whose x the TMA cannot map (not 16-byte aligned) takes the generic
   // path, built in, with the same tiles in the cp.async pipeline.
@@ -525,6 +559,7 @@ void IgemmConv::run(const void* x, void* y, cudaStream_t stream) const {
   }
   const void* wp = wpack_.get();
   IgemmEpilogue ep = ep_;
+  ep.partials = static_cast<float*>(partials_.get());
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(unsigned(grid_));
   cfg.blockDim = dim3(kThreads);
@@ -535,6 +570,18 @@ void IgemmConv::run(const void* x, void* y, cudaStream_t stream) const {
   void* params[] = {&prm, &x, &wp, &bias, &y, &ep, &maps};
   KFUSE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, kernel, params), "igemm_convt_kernel, grid ", grid_, ", dynamic shared memory ", smem);
   check_launch("igemm_convt_kernel");
+  if (ep.mode != 3) return;
+  const int rows = prm_.N * prm_.Cout, tiles = igemm_spatial_tiles(prm_);
+  const int64_t count = int64_t(prm_.Hout) * prm_.Wout;
+  const unsigned blocks = unsigned(ceil_div(int64_t(rows) * 32, kThreads));
+  if (elem_size(prec_) == 4)
+    igemm_spatial_finish<<<blocks, kThreads, 0, stream>>>(ep.partials, rows, tiles, ep, count, static_cast<float*>(y));
+  else if (prec_ == IgemmPrecision::bf16)
+    igemm_spatial_finish<<<blocks, kThreads, 0, stream>>>(ep.partials, rows, tiles, ep, count,
+                                                         static_cast<__nv_bfloat16*>(y));
+  else
+    igemm_spatial_finish<<<blocks, kThreads, 0, stream>>>(ep.partials, rows, tiles, ep, count, static_cast<__half*>(y));
+  check_launch("igemm_spatial_finish");
 }
 
 std::string IgemmConv::describe() const {
@@ -545,7 +592,10 @@ std::string IgemmConv::describe() const {
      << stages(tma_text_.empty())
      << " stages (" << (tma_text_.empty() ? "TMA copies" : "cp.async: " + tma_text_) << "), grid " << grid_
      << ", smem " << smem_ << " B" << (fast_r_ ? ", fast path" : "")
-     << " (" << kernel_text_ << "); a block's phases, taps (rows x columns) / stage (CH x TG):";
+     << " (" << kernel_text_ << ")"
+     << (ep_.mode == 3 ? cat("; over H and W: ", igemm_spatial_tiles(prm_), " partials a channel, then igemm_spatial_finish")
+                       : std::string())
+     << "; a block's phases, taps (rows x columns) / stage (CH x TG):";
   for (int f = 0; f < prm_.nphase; ++f) {
     const IgemmPhase& ph = prm_.ph[f];
     os << " (" << ph.rp << ",";

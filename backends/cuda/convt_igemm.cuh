@@ -63,6 +63,10 @@
 // C completes in the thread that owns the pixel, with reduce_init/push/finish,
 // lse_merge and softmax_of_exp from math.hpp (logsumexp and softmax in two
 // passes: the max, then one exp a value); only the reduced output is written.
+// Over H and W (mode 3: sum/mean/max/min, any channels and groups) each block
+// reduces its tile's pixels per channel in shared memory and writes one
+// partial a channel; a second kernel reduces a channel's partials (fixed
+// order) and runs the chain after the reduction.
 //
 // Covered: any stride, padding, output_padding, dilation and groups the conv
 // accepts, up to the limits igemm_why_not names (stride <= 4 per axis, at most
@@ -111,6 +115,10 @@ std::string igemm_why_not(const IgemmProblem&, IgemmPrecision);
 // groups == 1 and Cout <= 64).
 std::string igemm_why_not_reduce_c(const IgemmProblem&, IgemmPrecision);
 
+// Empty when the kernel also completes a reduction of `kind` over H and W
+// (igemm_why_not, and not a logsumexp).
+std::string igemm_why_not_reduce_hw(const IgemmProblem&, IgemmPrecision, ReduceKind kind);
+
 // A prepared launch, built once at plan time: packed weights on the device,
 // the tile configuration, the grid, and the kernel for its epilogue.
 class IgemmConv {
@@ -119,7 +127,10 @@ class IgemmConv {
   // for bf16/f16. bias_device: nullable, [Cout], same type. epilogue: its
   // chains in device memory that outlives the conv; a reduction or softmax
   // over C (mode 1 or 2; y is then [N, 1, Hout, Wout] or [N, Cout, Hout,
-  // Wout]). With plan-time compilation on and any point op, the kernel is
+  // Wout]), or a reduction over H and W (mode 3: y is [N, Cout], and the conv
+  // keeps its partials, a float per channel and tile, in device memory it
+  // owns; run launches the conv kernel and igemm_spatial_finish). With
+  // plan-time compilation on and any point op, the kernel is
   // compiled with the chains as code (a failure falls back to the built-in
   // kernel, and describe() says why). Throws kfuse::Error(unsupported) when
   // igemm_why_not (igemm_why_not_reduce_c for mode 1 or 2) is not empty.
@@ -147,6 +158,7 @@ class IgemmConv {
     void operator()(void* p) const noexcept { kfuse::device::release(p); }
   };
   std::unique_ptr<void, DeviceRelease> wpack_;  // owned here: a constructor that throws frees it too
+  std::unique_ptr<void, DeviceRelease> partials_;  // mode 3: [N * Cout][igemm_spatial_tiles]
   const void* bias_ = nullptr;
   const void* kernel_ = nullptr;  // built in, or compiled for ep_
   int fast_r_ = 0;                 // the kernel's fast path (its tile rows), 0: the generic path

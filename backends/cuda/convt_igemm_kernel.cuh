@@ -60,13 +60,23 @@ struct alignas(64) IgemmTensorMaps {
 
 // Kernel-side form of the epilogue: the point chain after the bias; mode 0
 // stores it (map), 1 reduces it over C (`kind`, keepdim), 2 takes softmax
-// over C; `after` runs on what a reduction or softmax produces.
+// over C, 3 reduces it over H and W (`kind`: sum, mean, max or min): each
+// tile writes one partial a channel to `partials` ([N*Cout][spatial tiles],
+// igemm_spatial_tiles), which igemm_spatial_finish reduces in a fixed order.
+// `after` runs on what a reduction or softmax produces.
 struct IgemmEpilogue {
   Chain<float> body;
   int mode = 0;
   ReduceKind kind = ReduceKind::sum;
   Chain<float> after;
+  float* partials = nullptr;  // mode 3
 };
+
+// Mode 3: a channel's partials, one per block of its sample and channel tile
+// (a block's row tile, column tile and phase).
+__host__ __device__ inline int igemm_spatial_tiles(const IgemmParams& p) {
+  return p.tiles_r * p.tiles_c * p.nphase;
+}
 
 namespace igemm {
 
@@ -325,8 +335,20 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   }
   __syncthreads();
 
+  // Mode 3: this block's partials, its channel c's at partial()[c * ntiles]
+  // (from the block index alone: nothing held through the main loop).
+  auto partial = [&] {
+    const int64_t b = blockIdx.x, per_co = int64_t(p.nphase) * p.tiles_co;
+    const int64_t row = b / (per_co * p.tiles_c * p.tiles_r) * p.cout_g + b / p.nphase % p.tiles_co * kBN;
+    return ep.partials + row * igemm_spatial_tiles(p) + b / per_co % (p.tiles_r * p.tiles_c) * p.nphase +
+           b % p.nphase;
+  };
   const int a0 = tr * (kFast ? kFastR : p.R), b0 = tc << (kFast ? 7 : p.bwp_log2);
-  if (a0 >= ph.Hp || b0 >= ph.Wpmax) return;  // the phase grid is smaller than the largest one
+  if (a0 >= ph.Hp || b0 >= ph.Wpmax) {  // the phase grid is smaller than the largest one
+    if (ep.mode == 3 && tid < min(kBN, p.cout_g - cot * kBN))
+      partial()[int64_t(tid) * igemm_spatial_tiles(p)] = reduce_init<float>(Ch::reduce_kind(ep.kind)).a;
+    return;
+  }
 
   // Warps 2k and 2k+1 share M rows (the 4 schedulers each get two column
   // phases' work when there are two); the M warps of a column phase are consecutive.
@@ -594,7 +616,8 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   const int eq = u & ((1 << ncp_log2) - 1), eb = u >> ncp_log2, er = tid >> row_log2;
   const int m = eq * qstride + (er << bwp_log2) + eb;
   const int a = a0 + er, b = b0 + eb;
-  if (a >= ph.Hp || b >= ph.Wp[eq]) return;
+  const bool inside = a < ph.Hp && b < ph.Wp[eq];
+  if (!inside && ep.mode != 3) return;
   const int oh = ph.rp + p.sh * a, ow = ph.cp[eq] + p.sw * b;
   const int64_t HW = int64_t(p.Hout) * p.Wout;
   const int cog = g * p.cout_g;
@@ -614,6 +637,37 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   // exps, compares and branches a value (most of the epilogue's time).
   const bool map = ep.mode == 0;
   const ReduceKind kind = ep.mode == 2 ? ReduceKind::logsumexp : Ch::reduce_kind(ep.kind);
+  if (ep.mode == 3) {
+    // Over H and W: the chain's values go back to sO (the identity of the
+    // reduction at pixels outside the output), then warp w reduces channels
+    // 8w .. 8w+7 over the tile's pixels: lanes strided, then a butterfly (a
+    // fixed order: bitwise reproducible). The partials of sum and mean are
+    // sums; igemm_spatial_finish divides a mean by Hout * Wout.
+    const float identity = reduce_init<float>(kind).a;
+    for (int c0 = 0; c0 < nco; c0 += kIgemmEpi) {
+      float v[kIgemmEpi];
+#pragma unroll
+      for (int k = 0; k < kIgemmEpi; ++k) v[k] = sO[(c0 + k) * kLDO + m] + sbias[c0 + k];
+      if (inside) Ch::body(ep.body, v, row0 + c0, 1, pix, 0);
+#pragma unroll
+      for (int k = 0; k < kIgemmEpi; ++k)
+        if (c0 + k < nco) sO[(c0 + k) * kLDO + m] = inside ? v[k] : identity;
+    }
+    __syncthreads();
+    constexpr int kPerWarp = kBN / (kThreads / 32);
+    float* out = partial();
+    for (int c = warp * kPerWarp; c < min(nco, (warp + 1) * kPerWarp); ++c) {
+      ReduceAcc<float> acc = reduce_init<float>(kind);
+      for (int w = lane; w < kBM; w += 32) {
+        const int q = w & ((1 << ncp_log2) - 1), col = (w >> ncp_log2) & ((1 << bwp_log2) - 1);
+        reduce_push(kind, acc, sO[c * kLDO + q * qstride + ((w >> row_log2) << bwp_log2) + col]);
+      }
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) reduce_push(kind, acc, __shfl_xor_sync(0xffffffffu, acc.a, off));
+      if (lane == 0) out[int64_t(c) * igemm_spatial_tiles(p)] = acc.a;
+    }
+    return;
+  }
   const bool lse = kind == ReduceKind::logsumexp;
   ReduceAcc<float> racc = reduce_init<float>(lse ? ReduceKind::max : kind);
   // The stores step a pointer through the channel planes (a 64-bit product a

@@ -196,34 +196,40 @@ Lowering lower_fused_conv(const Pipeline& p, const Stages& st, Store<A>& store, 
       return at;
     }
     // The kernel's epilogue: the point ops on Y, then a reduction or softmax
-    // over C with the point ops after it; the rest of the pipeline runs as
-    // the fused strategy's epilogue stages on what the kernel writes.
+    // over C, or a reduction over H and W (not a logsumexp), with the point
+    // ops after it; the rest of the pipeline runs as the fused strategy's
+    // epilogue stages on what the kernel writes.
     const Shape& y = st[0].out_shape;
     const std::size_t n = st.size();
     std::size_t j = 1;
     while (j < n && is_point(st[j].op) && !expands(st[j]) && st[j].in_shape == y) ++j;
-    const auto* r = j < n ? std::get_if<ReduceOp>(&st[j].op) : nullptr;
-    const auto* sm = j < n ? std::get_if<SoftmaxOp>(&st[j].op) : nullptr;
-    const bool over_c = j < n && st[j].in_shape == y && ((r && r->axes == std::vector<int>{1}) || (sm && sm->axis == 1));
+    const auto* r = j < n && st[j].in_shape == y ? std::get_if<ReduceOp>(&st[j].op) : nullptr;
+    const auto* sm = j < n && st[j].in_shape == y ? std::get_if<SoftmaxOp>(&st[j].op) : nullptr;
+    uint32_t axes = 0;
+    if (r)
+      for (int a : r->axes) axes |= 1u << a;
+    const bool over_hw = r && axes == kSpatialAxes && r->kind != ReduceKind::logsumexp;
+    const bool inside = over_hw || (r && axes == 1u << 1) || (sm && sm->axis == 1);
     std::size_t end = j;  // after the kernel's last op
-    if (over_c)
+    if (inside)
       for (end = j + 1; end < n && is_point(st[end].op) && !expands(st[end]) && st[end].in_shape == st[j].out_shape;)
         ++end;
     // A Y-sized result (a map, a softmax) read again by later stages saves no
     // bytes over the fused plan, which can write Y with this kernel too.
-    if (end < n && !(over_c && r)) {
-      at.why = cat(op_text(st[end].op), " follows ", over_c ? op_text(st[j].op) : j == 1 ? "the conv" : "the point ops on Y",
-                   ": the conv's epilogue hands later stages a reduction over C only (a Y-sized result ends the pipeline)");
+    if (end < n && !(inside && r)) {
+      at.why = cat(op_text(st[end].op), " follows ", inside ? op_text(st[j].op) : j == 1 ? "the conv" : "the point ops on Y",
+                   ": the conv's epilogue hands later stages a reduction over C or over H and W only (a Y-sized "
+                   "result ends the pipeline)");
       return at;
     }
     EpilogueStep<float> e{};
     e.y_shape = y;
-    e.main = !over_c ? MainKind::map : r ? MainKind::reduce : MainKind::softmax;
+    e.main = !inside ? MainKind::map : r ? MainKind::reduce : MainKind::softmax;
     if (r) e.reduce = r->kind;
-    if (over_c) {
-      e.mask = 1u << 1;
-      e.count = y[1];
-      e.after = build_chain(st, j + 1, end, store, pixel_mask(st[j].out_shape));
+    if (inside) {
+      e.mask = over_hw ? kSpatialAxes : 1u << 1;
+      e.count = over_hw ? y[2] * y[3] : y[1];
+      e.after = build_chain(st, j + 1, end, store, over_hw ? 0u : pixel_mask(st[j].out_shape));
     }
     e.body = build_chain(st, 1, j, store, pixel_mask(y));
     ConvStep c{conv->params, store.tensor(conv->weight), std::nullopt, st[0].in_shape, y, opt.precision};
@@ -234,7 +240,8 @@ Lowering lower_fused_conv(const Pipeline& p, const Stages& st, Store<A>& store, 
     const int stages = append_stages(st, end, slot, at, store);
     at.ok = true;
     at.why = cat("the conv's accumulators go through the epilogue before the one store: Y is never written",
-                 end == n ? "" : cat("; only its reduction over C is, and ", stages, " epilogue stage(s) take it from there"));
+                 end == n ? "" : cat("; only its reduction over ", over_hw ? "H and W" : "C", " is, and ", stages,
+                                     " epilogue stage(s) take it from there"));
     return at;
   }
 }

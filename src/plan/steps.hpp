@@ -53,10 +53,13 @@ struct EpilogueStep {
 
 // The conv with its epilogue inside (DESIGN.md section 11): the conv's
 // accumulators go through `epilogue` before the one store. Its main stage is
-// a map (the output is Y-sized), a reduction over C, or a softmax over C;
-// body runs on each conv value (after the bias), `after` on each value the
-// main stage produces, both indexed by (i, j) = (n * C + c, oh * W + ow) of
-// what they act on (C = 1 after a reduction; operands split at H and W).
+// a map (the output is Y-sized), a reduction or softmax over C (mask 1 << 1),
+// or a reduction over H and W (mask kSpatialAxes); body runs on each conv
+// value (after the bias), `after` on each value the main stage produces, both
+// indexed by (i, j) = (n * C + c, oh * W + ow) of what they act on (C = 1
+// after a reduction over C, operands split at H and W; after one over H and
+// W, (n * C + c, 0), operands not split).
+inline constexpr uint32_t kSpatialAxes = (1u << 2) | (1u << 3);
 struct ConvEpilogueStep {
   ConvStep conv;
   EpilogueStep<float> epilogue;

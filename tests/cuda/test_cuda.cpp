@@ -864,7 +864,7 @@ Maker conv_epilogue_pipeline(const Conv& c, int kind, Rng& rng) {
   const int64_t N = c.N, C = c.Cout, H = c.Hout(), W = c.Wout();
   const std::vector<double> t = uniform(C, rng, -1.0, 1.0), hw = uniform(H * W, rng, 0.5, 1.5),
                             ny = uniform(N * C * H * W, rng, -1.0, 1.0), n1 = uniform(N, rng, -1.0, 1.0),
-                            w1 = uniform(W, rng, -1.0, 1.0);
+                            w1 = uniform(W, rng, -1.0, 1.0), nc = uniform(N * C, rng, -1.0, 1.0);
   return [=](DType dt) {
     const DType pd = param_dtype(dt);
     Pipeline p(c.x_shape(), dt);
@@ -877,7 +877,12 @@ Maker conv_epilogue_pipeline(const Conv& c, int kind, Rng& rng) {
       case 4: p.max({1}).add(host({H, W}, hw, pd)).tanh(); break;
       case 5: p.sigmoid().mul(host({C, 1, 1}, t, pd)).mean({1}, true); break;
       case 6: p.max({1}, true).sum({2}, true).gelu().add(host({W}, w1, pd)); break;
-      default: p.relu().logsumexp({1}).mul(host({H, W}, hw, pd)).softmax(1).mean({2}).neg(); break;
+      case 7: p.relu().logsumexp({1}).mul(host({H, W}, hw, pd)).softmax(1).mean({2}).neg(); break;
+      // Over H and W (partials a tile, then the second pass), with any channels and groups:
+      case 8: p.silu().mean({2, 3}).softmax(1); break;
+      case 9: p.add(host({C, 1, 1}, t, pd)).gelu().max({2, 3}, true).mul(host({N, C, 1, 1}, nc, pd)).tanh(); break;
+      case 10: p.tanh().min({2, 3}, true).neg(); break;
+      default: p.sum({2, 3}).mul(host({C}, t, pd)).add(0.25); break;
     }
     return p;
   };
@@ -885,10 +890,10 @@ Maker conv_epilogue_pipeline(const Conv& c, int kind, Rng& rng) {
 
 TEST_F(CudaEpilogue, ConvWithItsEpilogueInside) {
   Rng rng(2024);
-  for (int iter = 0; iter < iters(24); ++iter) {
+  for (int iter = 0; iter < iters(36); ++iter) {
     Conv c = random_conv(rng, 33);
-    const int kind = iter % 8;
-    if (kind >= 2 && c.G != 1) {  // reductions over C: the tile holds every channel (groups 1)
+    const int kind = iter % 12;
+    if (kind >= 2 && kind < 8 && c.G != 1) {  // reductions over C: the tile holds every channel (groups 1)
       c.G = 1, c.p.groups = 1;
       c.w = uniform(numel(c.w_shape()), rng, -0.3, 0.3);
     }
@@ -900,6 +905,35 @@ TEST_F(CudaEpilogue, ConvWithItsEpilogueInside) {
     expect_all_on_cuda(strict.describe);
     expect_close(run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), c.x, {}, true), 5e-3, what + " TF32");
     expect_close(run_both(make, DType::bf16, Strategy::automatic, c.x_shape(), c.x), 2e-2, what + " bfloat16");
+  }
+}
+
+// Reductions over H and W inside the conv where a sample's channels span
+// several channel tiles (Cout 72 and 130 with groups 2), with many spatial
+// tiles of unequal phases (stride 3, odd sizes: the generic tile path; stride
+// 2 on 72 columns: a fast path), each in every precision. The partials start
+// as NaN: one that no block writes fails the comparison.
+TEST_F(CudaEpilogue, ConvReducesOverHeightAndWidthInside) {
+  Rng rng(77);
+  struct Geometry {
+    int64_t N, Cin, Cout, H, W, k, s, pad, G;
+  };
+  for (const Geometry& gm : {Geometry{2, 24, 72, 21, 23, 3, 3, 0, 1}, Geometry{3, 10, 130, 17, 72, 4, 2, 1, 2}}) {
+    Conv c{};
+    c.N = gm.N, c.Cin = gm.Cin, c.Cout = gm.Cout, c.H = gm.H, c.W = gm.W, c.kH = gm.k, c.kW = gm.k, c.G = gm.G;
+    c.p.stride = {gm.s, gm.s};
+    c.p.padding = {gm.pad, gm.pad};
+    c.p.groups = gm.G;
+    c.fill(rng, 0.3, -1.0, 1.0);
+    for (int kind = 8; kind < 12; ++kind) {
+      const Maker make = conv_epilogue_pipeline(c, kind, rng);
+      const std::string what = text(c) + detail::cat(" conv epilogue ", kind);
+      const Result strict = run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), c.x);
+      expect_close(strict, 1e-5, what + " 3xTF32");
+      EXPECT_NE(strict.describe.find("partials a channel"), std::string::npos) << strict.describe;
+      expect_close(run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), c.x, {}, true), 5e-3, what + " TF32");
+      expect_close(run_both(make, DType::bf16, Strategy::fused_conv, c.x_shape(), c.x), 2e-2, what + " bfloat16");
+    }
   }
 }
 
