@@ -30,6 +30,7 @@
 #include <limits>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,8 @@ int64_t numel(const Shape& s) {
 // A host tensor of `dtype` holding `v` (rounded once to the dtype).
 Tensor host(const Shape& shape, const std::vector<double>& v, DType dtype) {
   Tensor d = Tensor::empty(shape, DType::f64);
+  if (int64_t(v.size()) != d.numel())  // a test's own mistake: it would write past the tensor
+    throw std::invalid_argument(detail::cat("host(): ", v.size(), " values for a tensor of ", d.numel()));
   for (std::size_t i = 0; i < v.size(); ++i) d.data<double>()[i] = v[i];
   return dtype == DType::f64 ? d : cast(d.view(), dtype);
 }
