@@ -81,9 +81,10 @@ Preparation prepare_conv_epilogue(const ConvEpilogueStep& step, DType dtype) {
   const IgemmPrecision precision = igemm_precision(dtype, step.conv.precision);
   const IgemmProblem p = igemm_problem(step.conv);
   const EpilogueStep<float>& e = step.epilogue;
-  const std::string why = e.main == MainKind::map         ? igemm_why_not(p, precision)
-                          : e.main == MainKind::reduce && e.mask == kSpatialAxes ? igemm_why_not_reduce_hw(p, precision, e.reduce)
-                                                                                  : igemm_why_not_reduce_c(p, precision);
+  const std::string why = e.main == MainKind::softmax ? igemm_why_not_softmax_c(p, precision)
+                          : e.main == MainKind::reduce && e.mask == kSpatialAxes
+                              ? igemm_why_not_reduce_hw(p, precision, e.reduce)
+                              : igemm_why_not(p, precision);
   if (!why.empty()) return Preparation::refuse(why);
   return Preparation::of<PreparedConvEpilogue>(step, dtype, precision);
 }

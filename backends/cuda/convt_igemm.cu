@@ -76,22 +76,32 @@ __global__ void igemm_pack_weights(const T* __restrict__ w, T* __restrict__ wp, 
   }
 }
 
-// Mode 3's second pass: y's row n*Cout + co from its tiles' partials in a
-// fixed order (lanes strided, then a butterfly), then the chain after the
-// reduction, interpreted (one value a row). A warp a row.
-template <class T>
-__global__ void igemm_spatial_finish(const float* __restrict__ partials, int rows, int tiles, const IgemmEpilogue ep,
-                                     int64_t count, T* __restrict__ y) {
-  const int row = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
-  if (row >= rows) return;
-  const float* part = partials + int64_t(row) * tiles;
-  ReduceAcc<float> acc = reduce_init<float>(ep.kind);
-  for (int t = lane; t < tiles; t += 32) reduce_push(ep.kind, acc, part[t]);
-  for (int off = 16; off > 0; off >>= 1) reduce_push(ep.kind, acc, __shfl_xor_sync(0xffffffffu, acc.a, off));
+// The second pass of a reduction that spans tiles (IgemmEpilogue): row r of
+// y from its parts (igemm_parts) in a fixed order, kLanes lanes a row (lanes
+// strided over the parts, then a butterfly), finished over `count` values,
+// then the chain after the reduction at (i, j) = (r / hw, r % hw),
+// interpreted (one value a row).
+template <class T, int kLanes>
+__global__ void igemm_finish(const float* __restrict__ partials, const IgemmParts pp, int64_t hw,
+                             const IgemmEpilogue ep, int64_t count, T* __restrict__ y) {
+  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, r = t / kLanes;
+  const int lane = int(t % kLanes);
+  if (r >= pp.rows) return;  // whole groups of kLanes: blocks are whole warps
+  const ReduceKind kind = ep.kind;
+  const int64_t sums = pp.rows * pp.parts;  // a logsumexp's sums: the plane after the maxima
+  ReduceAcc<float> acc = reduce_init<float>(kind);
+  for (int64_t k = lane; k < pp.parts; k += kLanes) {
+    const float* q = partials + r * pp.row_stride + k * pp.part_stride;
+    reduce_join(kind, acc, ReduceAcc<float>{q[0], kind == ReduceKind::logsumexp ? q[sums] : 0.0f});
+  }
+#pragma unroll
+  for (int off = kLanes / 2; off > 0; off >>= 1)
+    reduce_join(kind, acc, ReduceAcc<float>{__shfl_xor_sync(0xffffffffu, acc.a, off),
+                                            __shfl_xor_sync(0xffffffffu, acc.b, off)});
   if (lane == 0) {
-    float v[1] = {reduce_finish(ep.kind, acc, count)};
-    InterpretedChains::after(ep.after, v, row, 0, 0, 0);
-    y[row] = to_elem<T>(v[0]);
+    float v[1] = {reduce_finish(kind, acc, count)};
+    InterpretedChains::after(ep.after, v, r / hw, 0, r % hw, 0);
+    y[r] = to_elem<T>(v[0]);
   }
 }
 
@@ -422,13 +432,13 @@ IgemmProblem igemm_normalized(IgemmProblem p) {
 // (The cp.async sizes: a problem they accept, the TMA's larger budget accepts too.)
 std::string igemm_why_not(const IgemmProblem& p, IgemmPrecision prec) { return derive(p, prec, false).why; }
 
-std::string igemm_why_not_reduce_c(const IgemmProblem& p, IgemmPrecision prec) {
+std::string igemm_why_not_softmax_c(const IgemmProblem& p, IgemmPrecision prec) {
   std::string why = igemm_why_not(p, prec);
   if (!why.empty()) return why;
-  if (p.groups != 1) return "a reduction over C with groups > 1 spans several channel tiles (one group per tile)";
+  if (p.groups != 1) return "a softmax over C with groups > 1 spans several channel tiles (one group per tile)";
   if (p.Cout > kBN)
-    return "a reduction over C with more than 64 output channels spans several channel tiles (the two-stage "
-           "scheme is not built)";
+    return "a softmax over C with more than 64 output channels spans several channel tiles (each value needs the "
+           "whole row's sum before its one store)";
   return {};
 }
 
@@ -444,9 +454,9 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
   if (ep_.mode < 0 || ep_.mode > 3)
     fail(ErrorCategory::invalid_argument, "IgemmConv", "epilogue mode ", ep_.mode,
          " (0: map, 1: reduce over C, 2: softmax over C, 3: reduce over H and W)");
-  const std::string why = ep_.mode == 0   ? igemm_why_not(pb_, prec)
+  const std::string why = ep_.mode == 2   ? igemm_why_not_softmax_c(pb_, prec)
                           : ep_.mode == 3 ? igemm_why_not_reduce_hw(pb_, prec, ep_.kind)
-                                          : igemm_why_not_reduce_c(pb_, prec);
+                                          : igemm_why_not(pb_, prec);
   if (!why.empty()) fail(ErrorCategory::unsupported, "IgemmConv", why);
   // On sm_90 and later the fast path copies its stages by the TMA (only), in
   // the TMA's pipeline (igemm::stages); without the tensor maps the generic
@@ -493,9 +503,10 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
   }
   fast_r_ = fast_r;
   grid_ = int64_t(prm_.N) * prm_.G * prm_.tiles_r * prm_.tiles_c * prm_.tiles_co * prm_.nphase;
-  if (ep_.mode == 3) {
-    // NaN to start with: a partial that no block writes shows in the output.
-    const size_t bytes = size_t(prm_.N) * prm_.Cout * igemm_spatial_tiles(prm_) * sizeof(float);
+  const IgemmParts parts = igemm_parts(prm_, ep_.mode);
+  if (ep_.mode == 3 || (ep_.mode == 1 && parts.parts > 1)) {
+    // NaN to start with: a part that no block writes shows in the output.
+    const size_t bytes = size_t(parts.rows * parts.parts) * (ep_.kind == ReduceKind::logsumexp ? 2 : 1) * sizeof(float);
     partials_.reset(kfuse::device::allocate(bytes));
     KFUSE_CUDA_CHECK(cudaMemset(partials_.get(), 0xFF, bytes), "igemm partials, ", bytes, " bytes");
   }
@@ -570,18 +581,26 @@ void IgemmConv::run(const void* x, void* y, cudaStream_t stream) const {
   void* params[] = {&prm, &x, &wp, &bias, &y, &ep, &maps};
   KFUSE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, kernel, params), "igemm_convt_kernel, grid ", grid_, ", dynamic shared memory ", smem);
   check_launch("igemm_convt_kernel");
-  if (ep.mode != 3) return;
-  const int rows = prm_.N * prm_.Cout, tiles = igemm_spatial_tiles(prm_);
-  const int64_t count = int64_t(prm_.Hout) * prm_.Wout;
-  const unsigned blocks = unsigned(ceil_div(int64_t(rows) * 32, kThreads));
-  if (elem_size(prec_) == 4)
-    igemm_spatial_finish<<<blocks, kThreads, 0, stream>>>(ep.partials, rows, tiles, ep, count, static_cast<float*>(y));
-  else if (prec_ == IgemmPrecision::bf16)
-    igemm_spatial_finish<<<blocks, kThreads, 0, stream>>>(ep.partials, rows, tiles, ep, count,
-                                                         static_cast<__nv_bfloat16*>(y));
-  else
-    igemm_spatial_finish<<<blocks, kThreads, 0, stream>>>(ep.partials, rows, tiles, ep, count, static_cast<__half*>(y));
-  check_launch("igemm_spatial_finish");
+  if (ep.partials == nullptr) return;
+  // Over H and W a warp a channel (hundreds of parts, few rows); over C a
+  // thread a pixel (a part per channel tile).
+  const int64_t hw = int64_t(prm_.Hout) * prm_.Wout;
+  if (elem_size(prec_) == 4) finish(ep, hw, static_cast<float*>(y), stream);
+  else if (prec_ == IgemmPrecision::bf16) finish(ep, hw, static_cast<__nv_bfloat16*>(y), stream);
+  else finish(ep, hw, static_cast<__half*>(y), stream);
+  check_launch("igemm_finish");
+}
+
+template <class T>
+void IgemmConv::finish(const IgemmEpilogue& ep, int64_t hw, T* y, cudaStream_t stream) const {
+  const IgemmParts pp = igemm_parts(prm_, ep.mode);
+  if (ep.mode == 3) {
+    igemm_finish<T, 32><<<unsigned(ceil_div(pp.rows * 32, kThreads)), kThreads, 0, stream>>>(ep.partials, pp, 1, ep,
+                                                                                           hw, y);
+  } else {
+    igemm_finish<T, 1><<<unsigned(ceil_div(pp.rows, kThreads)), kThreads, 0, stream>>>(ep.partials, pp, hw, ep,
+                                                                                     prm_.Cout, y);
+  }
 }
 
 std::string IgemmConv::describe() const {
@@ -593,8 +612,9 @@ std::string IgemmConv::describe() const {
      << " stages (" << (tma_text_.empty() ? "TMA copies" : "cp.async: " + tma_text_) << "), grid " << grid_
      << ", smem " << smem_ << " B" << (fast_r_ ? ", fast path" : "")
      << " (" << kernel_text_ << ")"
-     << (ep_.mode == 3 ? cat("; over H and W: ", igemm_spatial_tiles(prm_), " partials a channel, then igemm_spatial_finish")
-                       : std::string())
+     << (partials_ ? cat("; the reduction over ", ep_.mode == 3 ? "H and W" : "C", " spans tiles: ",
+                         igemm_parts(prm_, ep_.mode).parts, " parts a row, then igemm_finish")
+                   : std::string())
      << "; a block's phases, taps (rows x columns) / stage (CH x TG):";
   for (int f = 0; f < prm_.nphase; ++f) {
     const IgemmPhase& ph = prm_.ph[f];

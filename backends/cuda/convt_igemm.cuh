@@ -63,10 +63,14 @@
 // C completes in the thread that owns the pixel, with reduce_init/push/finish,
 // lse_merge and softmax_of_exp from math.hpp (logsumexp and softmax in two
 // passes: the max, then one exp a value); only the reduced output is written.
-// Over H and W (mode 3: sum/mean/max/min, any channels and groups) each block
-// reduces its tile's pixels per channel in shared memory and writes one
-// partial a channel; a second kernel reduces a channel's partials (fixed
-// order) and runs the chain after the reduction.
+// A reduction over C whose channels span tiles (more than 64 a group, or
+// groups) writes each tile's part of a pixel's row instead (a logsumexp's
+// (max, sum) pair), and a second kernel, igemm_finish, joins a row's parts in
+// channel-tile order and runs the chain after it. Over H and W (mode 3:
+// sum/mean/max/min, any channels and groups) each block reduces its tile's
+// pixels per channel in shared memory and writes one part a channel; the
+// same igemm_finish joins a channel's parts. Softmax over C needs the tile to
+// hold every channel.
 //
 // Covered: any stride, padding, output_padding, dilation and groups the conv
 // accepts, up to the limits igemm_why_not names (stride <= 4 per axis, at most
@@ -110,10 +114,10 @@ IgemmProblem igemm_normalized(IgemmProblem p);
 // Empty when the kernel covers the problem; otherwise why not, precisely.
 std::string igemm_why_not(const IgemmProblem&, IgemmPrecision);
 
-// Empty when the kernel also completes a reduction or softmax over C in the
-// block (igemm_why_not, plus the tile holding every output channel:
-// groups == 1 and Cout <= 64).
-std::string igemm_why_not_reduce_c(const IgemmProblem&, IgemmPrecision);
+// Empty when the kernel also completes a softmax over C in the block
+// (igemm_why_not, plus the tile holding every output channel: groups == 1
+// and Cout <= 64). A reduction over C takes any channels (igemm_why_not).
+std::string igemm_why_not_softmax_c(const IgemmProblem&, IgemmPrecision);
 
 // Empty when the kernel also completes a reduction of `kind` over H and W
 // (igemm_why_not, and not a logsumexp).
@@ -127,13 +131,14 @@ class IgemmConv {
   // for bf16/f16. bias_device: nullable, [Cout], same type. epilogue: its
   // chains in device memory that outlives the conv; a reduction or softmax
   // over C (mode 1 or 2; y is then [N, 1, Hout, Wout] or [N, Cout, Hout,
-  // Wout]), or a reduction over H and W (mode 3: y is [N, Cout], and the conv
-  // keeps its partials, a float per channel and tile, in device memory it
-  // owns; run launches the conv kernel and igemm_spatial_finish). With
-  // plan-time compilation on and any point op, the kernel is
+  // Wout]), or a reduction over H and W (mode 3: y is [N, Cout]). Where a
+  // reduction spans tiles the conv keeps their parts (igemm_parts) in device
+  // memory it owns, and run launches igemm_finish after the conv kernel.
+  // With plan-time compilation on and any point op, the kernel is
   // compiled with the chains as code (a failure falls back to the built-in
   // kernel, and describe() says why). Throws kfuse::Error(unsupported) when
-  // igemm_why_not (igemm_why_not_reduce_c for mode 1 or 2) is not empty.
+  // igemm_why_not (igemm_why_not_softmax_c for mode 2, igemm_why_not_reduce_hw
+  // for mode 3) is not empty.
   IgemmConv(const IgemmProblem&, IgemmPrecision, const void* weight_device, const void* bias_device,
             const IgemmEpilogue& epilogue = IgemmEpilogue{});
   ~IgemmConv();
@@ -150,6 +155,8 @@ class IgemmConv {
   std::string describe() const;
 
  private:
+  template <class T>
+  void finish(const IgemmEpilogue& ep, int64_t hw, T* y, cudaStream_t stream) const;
   IgemmProblem pb_;
   IgemmPrecision prec_;
   IgemmParams prm_{};
@@ -158,7 +165,7 @@ class IgemmConv {
     void operator()(void* p) const noexcept { kfuse::device::release(p); }
   };
   std::unique_ptr<void, DeviceRelease> wpack_;  // owned here: a constructor that throws frees it too
-  std::unique_ptr<void, DeviceRelease> partials_;  // mode 3: [N * Cout][igemm_spatial_tiles]
+  std::unique_ptr<void, DeviceRelease> partials_;  // the parts of a reduction that spans tiles (igemm_parts)
   const void* bias_ = nullptr;
   const void* kernel_ = nullptr;  // built in, or compiled for ep_
   int fast_r_ = 0;                 // the kernel's fast path (its tile rows), 0: the generic path

@@ -60,22 +60,36 @@ struct alignas(64) IgemmTensorMaps {
 
 // Kernel-side form of the epilogue: the point chain after the bias; mode 0
 // stores it (map), 1 reduces it over C (`kind`, keepdim), 2 takes softmax
-// over C, 3 reduces it over H and W (`kind`: sum, mean, max or min): each
-// tile writes one partial a channel to `partials` ([N*Cout][spatial tiles],
-// igemm_spatial_tiles), which igemm_spatial_finish reduces in a fixed order.
+// over C, 3 reduces it over H and W (`kind`: sum, mean, max or min).
 // `after` runs on what a reduction or softmax produces.
+// Where a reduction spans several tiles (over C: a sample's channels in
+// several channel tiles or groups; over H and W: always) each tile writes its
+// part to `partials` (igemm_parts: row r's part k at r * row_stride + k *
+// part_stride; a logsumexp's sums a plane further) and the host launches
+// igemm_finish, which reduces each row's parts in a fixed order.
 struct IgemmEpilogue {
   Chain<float> body;
   int mode = 0;
   ReduceKind kind = ReduceKind::sum;
   Chain<float> after;
-  float* partials = nullptr;  // mode 3
+  float* partials = nullptr;  // null: the reduction completes in the tile
 };
 
-// Mode 3: a channel's partials, one per block of its sample and channel tile
-// (a block's row tile, column tile and phase).
-__host__ __device__ inline int igemm_spatial_tiles(const IgemmParams& p) {
-  return p.tiles_r * p.tiles_c * p.nphase;
+// The parts of a reduction that spans tiles. Over C (mode 1): a row per
+// output pixel (n * Hout * Wout + pixel), a part per channel tile of every
+// group, laid out [part][row]. Over H and W (mode 3): a row per channel (n *
+// Cout + co), a part per tile of its sample and channel tile (a block's row
+// tile, column tile and phase), laid out [row][part].
+struct IgemmParts {
+  int64_t rows, parts, row_stride, part_stride;
+};
+__host__ __device__ inline IgemmParts igemm_parts(const IgemmParams& p, int mode) {
+  if (mode == 3) {
+    const int64_t tiles = int64_t(p.tiles_r) * p.tiles_c * p.nphase;
+    return {int64_t(p.N) * p.Cout, tiles, tiles, 1};
+  }
+  const int64_t rows = int64_t(p.N) * p.Hout * p.Wout;
+  return {rows, int64_t(p.G) * p.tiles_co, 1, rows};
 }
 
 namespace igemm {
@@ -335,18 +349,18 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   }
   __syncthreads();
 
-  // Mode 3: this block's partials, its channel c's at partial()[c * ntiles]
+  // Mode 3: this block's parts, its channel c's at partial()[c * row_stride]
   // (from the block index alone: nothing held through the main loop).
   auto partial = [&] {
     const int64_t b = blockIdx.x, per_co = int64_t(p.nphase) * p.tiles_co;
     const int64_t row = b / (per_co * p.tiles_c * p.tiles_r) * p.cout_g + b / p.nphase % p.tiles_co * kBN;
-    return ep.partials + row * igemm_spatial_tiles(p) + b / per_co % (p.tiles_r * p.tiles_c) * p.nphase +
+    return ep.partials + row * igemm_parts(p, 3).row_stride + b / per_co % (p.tiles_r * p.tiles_c) * p.nphase +
            b % p.nphase;
   };
   const int a0 = tr * (kFast ? kFastR : p.R), b0 = tc << (kFast ? 7 : p.bwp_log2);
   if (a0 >= ph.Hp || b0 >= ph.Wpmax) {  // the phase grid is smaller than the largest one
     if (ep.mode == 3 && tid < min(kBN, p.cout_g - cot * kBN))
-      partial()[int64_t(tid) * igemm_spatial_tiles(p)] = reduce_init<float>(Ch::reduce_kind(ep.kind)).a;
+      partial()[tid * igemm_parts(p, 3).row_stride] = reduce_init<float>(Ch::reduce_kind(ep.kind)).a;
     return;
   }
 
@@ -627,10 +641,11 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   const int64_t row0 = int64_t(n) * p.Cout + cog + co0, pix = int64_t(oh) * p.Wout + ow;
   T* yp = y + row0 * HW + pix;
   // Bias and chain on kIgemmEpi channels at a time; a map stores them, a reduction
-  // (or softmax) over C pushes them and keeps them in sO. The tile holds every
-  // channel then (host checked: G == 1, Cout <= kBN) and this thread owns its
-  // pixel's column of sO, so the reduction completes here, in channel order
-  // (deterministic), with the shared reduce_init/push/finish (math.hpp).
+  // (or softmax) over C pushes them and keeps them in sO. This thread owns its
+  // pixel's column of sO, so the tile's part of the reduction completes here, in
+  // channel order (deterministic), with the shared reduce_init/push/finish
+  // (math.hpp): the whole reduction where the tile holds every channel (a
+  // softmax always: the host checked), else the part igemm_finish joins.
   // logsumexp (softmax too) takes two passes: the max, then exp(v - max) summed
   // (stored for softmax) and merged into the empty state as reduce_push_n merges
   // a group: one exp a value and no compares, where the online push costs two
@@ -642,7 +657,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
     // reduction at pixels outside the output), then warp w reduces channels
     // 8w .. 8w+7 over the tile's pixels: lanes strided, then a butterfly (a
     // fixed order: bitwise reproducible). The partials of sum and mean are
-    // sums; igemm_spatial_finish divides a mean by Hout * Wout.
+    // sums; igemm_finish divides a mean by Hout * Wout.
     const float identity = reduce_init<float>(kind).a;
     for (int c0 = 0; c0 < nco; c0 += kIgemmEpi) {
       float v[kIgemmEpi];
@@ -664,7 +679,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
       }
 #pragma unroll
       for (int off = 16; off > 0; off >>= 1) reduce_push(kind, acc, __shfl_xor_sync(0xffffffffu, acc.a, off));
-      if (lane == 0) out[int64_t(c) * igemm_spatial_tiles(p)] = acc.a;
+      if (lane == 0) out[c * igemm_parts(p, 3).row_stride] = acc.a;
     }
     return;
   }
@@ -701,6 +716,13 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
     }
     racc = reduce_init<float>(kind);
     lse_merge(racc, mx, s);  // NaN and infinities decide from mx alone
+  }
+  if (ep.mode == 1 && ep.partials) {  // this channel tile's part of the pixel's row (igemm_parts)
+    const IgemmParts pp = igemm_parts(p, 1);
+    float* part = ep.partials + (g * p.tiles_co + co0 / kBN) * pp.part_stride + n * HW + pix;
+    part[0] = racc.a;
+    if (lse) part[pp.rows * pp.parts] = racc.b;
+    return;
   }
   if (ep.mode == 1) {
     float r[1] = {reduce_finish(kind, racc, int64_t(nco))};
