@@ -286,6 +286,30 @@ __device__ __forceinline__ void stage_vector(T* dst, const T* row, const T* x, i
 
 // ---- The kernel ------------------------------------------------------------------
 
+// Mode 3: the tile's part of each channel's reduction over H and W, from the
+// values in sO (a tile's pixels at igemm's column layout). Warp w reduces
+// channels 8w .. 8w+7: lanes strided over the pixels, then a butterfly (a
+// fixed order: bitwise reproducible); channel c's part goes to out[c *
+// stride]. The parts of sum and mean are sums (igemm_finish divides a mean by
+// Hout * Wout). Out of line: inlined, it made ptxas spill in the main loop of
+// the generic TF32 kernel (sm_90).
+static __device__ __noinline__ void igemm_tile_parts_hw(const float* sO, int nco, int ncp_log2, int bwp_log2,
+                                                 ReduceKind kind, float* out, int64_t stride) {
+  using namespace igemm;
+  constexpr int kPerWarp = kBN / (kThreads / 32);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, qstride = (kBM + 32) >> ncp_log2;
+  for (int c = warp * kPerWarp; c < min(nco, (warp + 1) * kPerWarp); ++c) {
+    ReduceAcc<float> acc = reduce_init<float>(kind);
+    for (int w = lane; w < kBM; w += 32) {
+      const int q = w & ((1 << ncp_log2) - 1), col = (w >> ncp_log2) & ((1 << bwp_log2) - 1);
+      reduce_push(kind, acc, sO[c * kLDO + q * qstride + ((w >> (ncp_log2 + bwp_log2)) << bwp_log2) + col]);
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) reduce_push(kind, acc, __shfl_xor_sync(0xffffffffu, acc.a, off));
+    if (lane == 0) out[c * stride] = acc.a;
+  }
+}
+
 // kFastR: 0 for any tile shape (run-time geometry); else a fast path: tiles of
 // kFastR rows x 128 columns, 2 / kFastR column phases, segment width
 // fast_sw(kFastR): fragment offsets become immediates and the stage loads
@@ -638,7 +662,9 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   const int nco = min(kBN, p.cout_g - co0);
   // The chains index (row n*Cout + co, pixel oh*Wout + ow): value k of a call
   // is channel c0 + k of this pixel (ConvEpilogueStep).
-  const int64_t row0 = int64_t(n) * p.Cout + cog + co0, pix = int64_t(oh) * p.Wout + ow;
+  // (A pixel outside the output, in mode 3, runs the chain at pixel 0, where
+  // operands are in bounds; its values become the reduction's identity.)
+  const int64_t row0 = int64_t(n) * p.Cout + cog + co0, pix = inside ? int64_t(oh) * p.Wout + ow : 0;
   T* yp = y + row0 * HW + pix;
   // Bias and chain on kIgemmEpi channels at a time; a map stores them, a reduction
   // (or softmax) over C pushes them and keeps them in sO. This thread owns its
@@ -652,39 +678,11 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   // exps, compares and branches a value (most of the epilogue's time).
   const bool map = ep.mode == 0;
   const ReduceKind kind = ep.mode == 2 ? ReduceKind::logsumexp : Ch::reduce_kind(ep.kind);
-  if (ep.mode == 3) {
-    // Over H and W: the chain's values go back to sO (the identity of the
-    // reduction at pixels outside the output), then warp w reduces channels
-    // 8w .. 8w+7 over the tile's pixels: lanes strided, then a butterfly (a
-    // fixed order: bitwise reproducible). The partials of sum and mean are
-    // sums; igemm_finish divides a mean by Hout * Wout.
-    const float identity = reduce_init<float>(kind).a;
-    for (int c0 = 0; c0 < nco; c0 += kIgemmEpi) {
-      float v[kIgemmEpi];
-#pragma unroll
-      for (int k = 0; k < kIgemmEpi; ++k) v[k] = sO[(c0 + k) * kLDO + m] + sbias[c0 + k];
-      if (inside) Ch::body(ep.body, v, row0 + c0, 1, pix, 0);
-#pragma unroll
-      for (int k = 0; k < kIgemmEpi; ++k)
-        if (c0 + k < nco) sO[(c0 + k) * kLDO + m] = inside ? v[k] : identity;
-    }
-    __syncthreads();
-    constexpr int kPerWarp = kBN / (kThreads / 32);
-    float* out = partial();
-    for (int c = warp * kPerWarp; c < min(nco, (warp + 1) * kPerWarp); ++c) {
-      ReduceAcc<float> acc = reduce_init<float>(kind);
-      for (int w = lane; w < kBM; w += 32) {
-        const int q = w & ((1 << ncp_log2) - 1), col = (w >> ncp_log2) & ((1 << bwp_log2) - 1);
-        reduce_push(kind, acc, sO[c * kLDO + q * qstride + ((w >> row_log2) << bwp_log2) + col]);
-      }
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) reduce_push(kind, acc, __shfl_xor_sync(0xffffffffu, acc.a, off));
-      if (lane == 0) out[c * igemm_parts(p, 3).row_stride] = acc.a;
-    }
-    return;
-  }
   const bool lse = kind == ReduceKind::logsumexp;
   ReduceAcc<float> racc = reduce_init<float>(lse ? ReduceKind::max : kind);
+  // Over H and W (mode 3) the chain's values go back to sO, and the identity of
+  // the reduction at pixels outside the output (this thread's, when not inside).
+  const float identity = reduce_init<float>(kind).a;
   // The stores step a pointer through the channel planes (a 64-bit product a
   // store cost eight instructions).
   T* yc = yp;
@@ -699,12 +697,17 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
         if (map) {
           *yc = to_elem<T>(v[k]);
         } else {
-          reduce_push(lse ? ReduceKind::max : kind, racc, v[k]);
-          sO[(c0 + k) * kLDO + m] = v[k];
+          if (ep.mode != 3) reduce_push(lse ? ReduceKind::max : kind, racc, v[k]);
+          sO[(c0 + k) * kLDO + m] = inside ? v[k] : identity;
         }
       }
   }
   if (map) return;
+  if (ep.mode == 3) {
+    __syncthreads();
+    igemm_tile_parts_hw(sO, nco, ncp_log2, bwp_log2, kind, partial(), igemm_parts(p, 3).row_stride);
+    return;
+  }
   if (lse) {
     const float mx = racc.a;
     float s = 0.f;
