@@ -214,6 +214,11 @@ Lowering lower_fused_conv(const Pipeline& p, const Stages& st, Store<A>& store, 
     if (inside)
       for (end = j + 1; end < n && is_point(st[end].op) && !expands(st[end]) && st[end].in_shape == st[j].out_shape;)
         ++end;
+    if (r && axes == kSpatialAxes && !over_hw) {
+      at.why = "a logsumexp over H and W stays out of the conv's epilogue (its parts over tiles would be (max, sum) "
+               "pairs: not built)";
+      return at;
+    }
     // A Y-sized result (a map, a softmax) read again by later stages saves no
     // bytes over the fused plan, which can write Y with this kernel too.
     if (end < n && !(inside && r)) {
