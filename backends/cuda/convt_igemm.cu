@@ -504,12 +504,8 @@ IgemmConv::IgemmConv(const IgemmProblem& pb, IgemmPrecision prec, const void* we
   fast_r_ = fast_r;
   grid_ = int64_t(prm_.N) * prm_.G * prm_.tiles_r * prm_.tiles_c * prm_.tiles_co * prm_.nphase;
   const IgemmParts parts = igemm_parts(prm_, ep_.mode);
-  if (ep_.mode == 3 || (ep_.mode == 1 && parts.parts > 1)) {
-    // NaN to start with: a part that no block writes shows in the output.
-    const size_t bytes = size_t(parts.rows * parts.parts) * (ep_.kind == ReduceKind::logsumexp ? 2 : 1) * sizeof(float);
-    partials_.reset(kfuse::device::allocate(bytes));
-    KFUSE_CUDA_CHECK(cudaMemset(partials_.get(), 0xFF, bytes), "igemm partials, ", bytes, " bytes");
-  }
+  if (ep_.mode == 3 || (ep_.mode == 1 && parts.parts > 1))
+    parts_bytes_ = size_t(parts.rows * parts.parts) * (ep_.kind == ReduceKind::logsumexp ? 2 : 1) * sizeof(float);
   smem_ = smem_for(prm_, prec, tma);
   // A run whose x the TMA cannot map (not 16-byte aligned) takes the generic
   // path, built in, with the same tiles in the cp.async pipeline.
@@ -570,7 +566,9 @@ void IgemmConv::run(const void* x, void* y, cudaStream_t stream) const {
   }
   const void* wp = wpack_.get();
   IgemmEpilogue ep = ep_;
-  ep.partials = static_cast<float*>(partials_.get());
+  // The parts live in the calling thread's workspace, as the fold's sums: runs
+  // of one plan on several threads do not share them.
+  ep.partials = parts_bytes_ ? static_cast<float*>(workspace().scratch(parts_bytes_)) : nullptr;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(unsigned(grid_));
   cfg.blockDim = dim3(kThreads);
@@ -612,7 +610,7 @@ std::string IgemmConv::describe() const {
      << " stages (" << (tma_text_.empty() ? "TMA copies" : "cp.async: " + tma_text_) << "), grid " << grid_
      << ", smem " << smem_ << " B" << (fast_r_ ? ", fast path" : "")
      << " (" << kernel_text_ << ")"
-     << (partials_ ? cat("; the reduction over ", ep_.mode == 3 ? "H and W" : "C", " spans tiles: ",
+     << (parts_bytes_ ? cat("; the reduction over ", ep_.mode == 3 ? "H and W" : "C", " spans tiles: ",
                          igemm_parts(prm_, ep_.mode).parts, " parts a row, then igemm_finish")
                    : std::string())
      << "; a block's phases, taps (rows x columns) / stage (CH x TG):";

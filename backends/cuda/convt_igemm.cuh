@@ -132,8 +132,9 @@ class IgemmConv {
   // chains in device memory that outlives the conv; a reduction or softmax
   // over C (mode 1 or 2; y is then [N, 1, Hout, Wout] or [N, Cout, Hout,
   // Wout]), or a reduction over H and W (mode 3: y is [N, Cout]). Where a
-  // reduction spans tiles the conv keeps their parts (igemm_parts) in device
-  // memory it owns, and run launches igemm_finish after the conv kernel.
+  // reduction spans tiles, run keeps their parts (igemm_parts) in the calling
+  // thread's workspace (context.hpp) and launches igemm_finish after the conv
+  // kernel.
   // With plan-time compilation on and any point op, the kernel is
   // compiled with the chains as code (a failure falls back to the built-in
   // kernel, and describe() says why). Throws kfuse::Error(unsupported) when
@@ -165,7 +166,7 @@ class IgemmConv {
     void operator()(void* p) const noexcept { kfuse::device::release(p); }
   };
   std::unique_ptr<void, DeviceRelease> wpack_;  // owned here: a constructor that throws frees it too
-  std::unique_ptr<void, DeviceRelease> partials_;  // the parts of a reduction that spans tiles (igemm_parts)
+  size_t parts_bytes_ = 0;  // the parts of a reduction that spans tiles (igemm_parts); 0: none
   const void* bias_ = nullptr;
   const void* kernel_ = nullptr;  // built in, or compiled for ep_
   int fast_r_ = 0;                 // the kernel's fast path (its tile rows), 0: the generic path

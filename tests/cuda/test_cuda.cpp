@@ -917,6 +917,15 @@ TEST_F(CudaEpilogue, ConvWithItsEpilogueInside) {
 // sizes: the generic tile path; stride 2 on 72 columns: a fast path), each in
 // every precision. The parts start as NaN: one that no block writes fails
 // the comparison.
+// The parts of a reduction that spans tiles live in the calling thread's
+// workspace: NaN there before each run (64 MiB, more than these parts take),
+// so that a part no block writes shows in the output.
+void poison_workspace() {
+  detail::cuda::Workspace& ws = detail::cuda::workspace();
+  void* p = ws.scratch(std::size_t(64) << 20);
+  ASSERT_EQ(cudaMemset(p, 0xFF, ws.scratch_bytes_), cudaSuccess);
+}
+
 TEST_F(CudaEpilogue, ConvReductionsSpanningTilesInside) {
   Rng rng(77);
   struct Geometry {
@@ -932,10 +941,13 @@ TEST_F(CudaEpilogue, ConvReductionsSpanningTilesInside) {
     for (int kind : {2, 4, 5, 6, 8, 9, 10, 11}) {  // over C: logsumexp, max, mean, max; over H and W
       const Maker make = conv_epilogue_pipeline(c, kind, rng);
       const std::string what = text(c) + detail::cat(" conv epilogue ", kind);
+      poison_workspace();
       const Result strict = run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), c.x);
       expect_close(strict, 1e-5, what + " 3xTF32");
       EXPECT_NE(strict.describe.find("spans tiles"), std::string::npos) << strict.describe;
+      poison_workspace();
       expect_close(run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), c.x, {}, true), 5e-3, what + " TF32");
+      poison_workspace();
       expect_close(run_both(make, DType::bf16, Strategy::fused_conv, c.x_shape(), c.x), 2e-2, what + " bfloat16");
     }
   }
