@@ -189,11 +189,21 @@ struct Fold {
   KOKKOS_INLINE_FUNCTION void contract(const Team& team, int64_t n) const {
     const int64_t taps = g.taps(), kg = con.cin_g * taps, K = tail.K, Cout = con.Cout;
     const int64_t slices = Cout > 0 && Cout < team.team_size() ? team.team_size() / Cout : 1;
+    // Eight independent sums a thread, so that eight terms' loads are in flight
+    // at once: with one sum, each term waited on the last (the one-launch fold
+    // took 85 us at 4 MiB on Kokkos on CUDA, H200, 2026-12-05; this loop is
+    // where a sample's whole contraction runs on one team).
     const auto partial = [&](int64_t co, int64_t slice) {
       const S* s = sums + (n * g.C + co / con.cout_g * con.cin_g) * taps;
-      A acc = A(0);
-      for (int64_t q = slice; q < kg; q += slices) acc += con.weight[q * Cout + co] * A(load_shared(s + q));
-      return acc;
+      const A* w = con.weight + co;
+      A acc[8] = {};
+      int64_t q = slice;
+      for (; q + 7 * slices < kg; q += 8 * slices) {
+        KFUSE_UNROLL
+        for (int k = 0; k < 8; ++k) acc[k] += w[(q + k * slices) * Cout] * A(load_shared(s + q + k * slices));
+      }
+      for (; q < kg; q += slices) acc[0] += w[q * Cout] * A(load_shared(s + q));
+      return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     };
     Parts part(team.team_scratch(0), team.team_size());
     if (slices > 1) {
