@@ -202,9 +202,8 @@ struct Timing {
 // is launched meanwhile queues behind it, so a run's start event fires when the
 // hold ends with its kernels already queued, and the event interval is the
 // GPU's time alone. (An idle GPU otherwise starts the clock at the start event
-// and waits for the host to launch: 6-14 us per run, more than the whole
-// kernel time of the small folds.) The CUDA backend only: Kokkos launches on
-// its own stream.
+// and waits for the host to launch: 1-5 us of the small folds' 20-40 us on the
+// H200, 2026-12-05.) The CUDA backend only: Kokkos launches on its own stream.
 void hold_stream(int us) {
   ck(cudaLaunchHostFunc(
          stream(),
