@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch_compare import hold_stream  # (the script's folder is on sys.path)
 
 dev = "cuda"
 TF32_DENSE_TFLOPS = 495.0  # H100 SXM / H200 dense TF32 (DESIGN.md section 11)
@@ -151,13 +152,6 @@ def prepare(args):
 
 
 # ---- compare ------------------------------------------------------------------------
-
-def hold_stream():
-    """About 1 ms of GPU spin before the start event: the launches that follow queue
-    behind it, so the events time the GPU's work without the host's launch latency
-    (as kfuse_perf's device time: its launches queue behind a hold of the stream)."""
-    torch.cuda._sleep(2_000_000)
-
 
 def bench(fn, reps, warmup=3):
     for _ in range(warmup):

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <utility>
 
 #include "core/device_runtime.hpp"
 #include "kfuse/tuning.hpp"
@@ -72,6 +73,16 @@ std::optional<double> measure(const PlanImpl& impl, std::string& why_not) {
   }
 }
 
+// Two plans' device times (b's given when already measured), or nullopt and
+// the reason where the device cannot run either here.
+std::optional<std::pair<double, double>> measure_pair(const PlanImpl& a, const PlanImpl& b, std::optional<double> b_ms,
+                                                      std::string& why_not) {
+  const std::optional<double> a_ms = measure(a, why_not);
+  if (a_ms && !b_ms) b_ms = measure(b, why_not);
+  if (!a_ms || !b_ms) return std::nullopt;
+  return std::pair(*a_ms, *b_ms);
+}
+
 template <class A>
 class Planner {
  public:
@@ -94,15 +105,14 @@ class Planner {
         if (std::optional<PlanImpl> fused = build_fused(&measured_fused)) {
           const std::string fused_why = last_why_;
           std::string why_not;
-          const std::optional<double> t_conv = measure(*impl, why_not);
-          const std::optional<double> t_fused = t_conv && !measured_fused ? measure(*fused, why_not) : measured_fused;
-          if (!t_conv || !t_fused) {
+          if (const auto t = measure_pair(*impl, *fused, measured_fused, why_not); !t) {
             notes_.push_back(cat("fused_conv against fused not measured (", why_not, "): fused_conv kept"));
           } else {
-            notes_.push_back(cat("measured on the device: fused_conv ", *t_conv, " ms, fused ", *t_fused, " ms"));
-            if (!(*t_conv < 0.98 * *t_fused)) {
-              rejected_.push_back(cat("fused_conv: not 2% faster than fused (measured ", *t_conv, " ms against ",
-                                      *t_fused, " ms)"));
+            const auto [t_conv, t_fused] = *t;
+            notes_.push_back(cat("measured on the device: fused_conv ", t_conv, " ms, fused ", t_fused, " ms"));
+            if (!(t_conv < 0.98 * t_fused)) {
+              rejected_.push_back(cat("fused_conv: not 2% faster than fused (measured ", t_conv, " ms against ",
+                                      t_fused, " ms)"));
               impl.emplace(std::move(*fused));
               why = fused_why;
             }
@@ -148,20 +158,20 @@ class Planner {
     }
     const std::string nhwc_why = last_why_;
     std::string why_not;
-    const std::optional<double> t_nchw = measure(*nchw, why_not);
-    const std::optional<double> t_nhwc = t_nchw ? measure(*nhwc, why_not) : std::nullopt;
+    const auto t = measure_pair(*nchw, *nhwc, std::nullopt, why_not);
     last_why_ = why;
-    if (!t_nchw || !t_nhwc) {
+    if (!t) {
       notes_.push_back(cat("Y's layout not measured (", why_not, "): NCHW kept"));
       return nchw;
     }
-    notes_.push_back(cat("measured on the device: Y NCHW ", *t_nchw, " ms, channels-last ", *t_nhwc, " ms"));
-    if (*t_nhwc < 0.98 * *t_nchw) {
-      if (ms) *ms = *t_nhwc;
+    const auto [t_nchw, t_nhwc] = *t;
+    notes_.push_back(cat("measured on the device: Y NCHW ", t_nchw, " ms, channels-last ", t_nhwc, " ms"));
+    if (t_nhwc < 0.98 * t_nchw) {
+      if (ms) *ms = t_nhwc;
       last_why_ = nhwc_why;
       return nhwc;
     }
-    if (ms) *ms = *t_nchw;
+    if (ms) *ms = t_nchw;
     return nchw;
   }
 

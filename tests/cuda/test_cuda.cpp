@@ -911,21 +911,19 @@ TEST_F(CudaEpilogue, ConvWithItsEpilogueInside) {
   }
 }
 
-// Reductions inside the conv that span tiles: over C where a sample's
-// channels fill several channel tiles (Cout 72; 130 in groups 2), and over H
-// and W (always), with many spatial tiles of unequal phases (stride 3, odd
-// sizes: the generic tile path; stride 2 on 72 columns: a fast path), each in
-// every precision. The parts start as NaN: one that no block writes fails
-// the comparison.
 // The parts of a reduction that spans tiles live in the calling thread's
 // workspace: NaN there before each run (64 MiB, more than these parts take),
 // so that a part no block writes shows in the output.
 void poison_workspace() {
-  detail::cuda::Workspace& ws = detail::cuda::workspace();
-  void* p = ws.scratch(std::size_t(64) << 20);
-  ASSERT_EQ(cudaMemset(p, 0xFF, ws.scratch_bytes_), cudaSuccess);
+  const std::size_t bytes = std::size_t(64) << 20;
+  ASSERT_EQ(cudaMemset(detail::cuda::workspace().scratch(bytes), 0xFF, bytes), cudaSuccess);
 }
 
+// Reductions inside the conv that span tiles: over C where a sample's
+// channels fill several channel tiles (Cout 72; 130 in groups 2), and over H
+// and W (always), with many spatial tiles of unequal phases (stride 3, odd
+// sizes: the generic tile path; stride 2 on 72 columns: a fast path), each in
+// every precision, the workspace poisoned before each run.
 TEST_F(CudaEpilogue, ConvReductionsSpanningTilesInside) {
   Rng rng(77);
   struct Geometry {
