@@ -752,6 +752,30 @@ TYPED_TEST(Ops, SoftmaxEveryAxis) {
     EXPECT_TRUE(matches<T>(kfuse::softmax(row, 1, launch), softmax_ref(row.ref(), 1), "softmax long rows", kFactor));
 }
 
+// Dense rows starting at every alignment of a 16-byte vector, where the
+// output's rows start elsewhere: short rows (a row the vector lanes of one
+// team thread), long ones (a team a row) and the lengths around the boundary
+// (backends/kokkos/rows.hpp, kWarpRow).
+TYPED_TEST(Ops, DenseRowsAtEveryAlignment) {
+  using T = TypeParam;
+  Rng rng(4242);
+  const int64_t rows = 3;
+  for (int64_t n : {1, 3, 5, 33, 2047, 2048, 2053})
+    for (int64_t off : {0, 1, 2, 3}) {
+      const HostTensor<T> buf = random_tensor<T>({rows * n + off}, rng, Layout::contiguous, -8.0, 8.0);
+      kfuse::TensorView x = buf.view();
+      x.data = static_cast<T*>(x.data) + off;
+      x.shape = {rows, n};
+      x.strides = {n, 1};
+      const Ref ref = make_ref(x.shape, read_values<T>(x));
+      const std::string what = " of rows of " + std::to_string(n) + " at element " + std::to_string(off);
+      EXPECT_TRUE(matches<T>(kfuse::softmax(x, 1), softmax_ref(ref, 1), "softmax" + what, kFactor));
+      for (ReduceKind k : kAllReduce)
+        EXPECT_TRUE(matches<T>(kfuse::reduce(x, k, {1}, false), reduce_ref(ref, k, {1}, false),
+                               std::string(kfuse::to_string(k)) + what, kFactor));
+    }
+}
+
 TYPED_TEST(Ops, SoftmaxLargeValuesAreShifted) {
   using T = TypeParam;
   const HostTensor<T> x({2, 3}, {1000.0, 1001.0, 999.0, -1000.0, -1e4, -1001.0}, Layout::contiguous);

@@ -250,7 +250,7 @@ struct Fold {
       const int64_t step = int64_t(team.team_size()) * kV, dr = step / W, dc = step % W;
       int64_t row = -1, col = 0;
       kokkos::stream_contiguous<D>(
-          team, p + r0 * W, (r1 - r0) * W,
+          team.team_rank(), team.team_size(), p + r0 * W, (r1 - r0) * W,
           [&](const V& d, int64_t e) {
             if (row < 0) {
               row = r0 + e / W;
@@ -424,8 +424,8 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
     Indexer out_outer, out_inner;
     split_axes(y.shape, contiguous_strides(y.shape), e.mask, out_outer, out_inner);
     const kokkos::Body<A> after{e.after.ops, e.after.n};
-    const kokkos::SoftmaxRows<2, A, R> k{row, body, after, op, out_outer, out_inner};
-    kokkos::run_softmax_rows("kfuse::epilogue::softmax", k, y.numel() / (e.count > 0 ? e.count : 1), 0);
+    const kokkos::Softmax<A, R> s{row, body, after, op, out_outer, out_inner};
+    kokkos::run_softmax_rows("kfuse::epilogue::softmax", s, y.numel() / (e.count > 0 ? e.count : 1), 0);
   }
   Kokkos::fence();
 }

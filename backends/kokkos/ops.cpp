@@ -84,12 +84,12 @@ template <class T>
 void softmax_kernel(const TensorView& x, uint32_t mask, TeamLaunch launch, const TensorView& y) {
   using R = kokkos::red_acc_t<T>;  // double on the host: long rows stay accurate
   if (y.numel() == 0) return;  // an empty axis: no rows to normalise, however many rows of nothing
-  kokkos::SoftmaxRows<2, T, R> k{{static_cast<const T*>(x.data), {}, {}, false, 1}, {}, {}, static_cast<T*>(y.data), {}, {}};
-  split_axes(x.shape, x.strides, mask, k.row.outer, k.row.inner);
-  split_axes(y.shape, y.strides, mask, k.out_outer, k.out_inner);
-  k.row.count = k.row.inner.rank ? k.row.inner.size[0] : 1;
-  k.row.dense = k.row.inner.is_dense();
-  kokkos::run_softmax_rows("kfuse::softmax", k, y.numel() / k.row.count, requested_threads(launch));
+  kokkos::Softmax<T, R> s{{static_cast<const T*>(x.data), {}, {}, false, 1}, {}, {}, static_cast<T*>(y.data), {}, {}};
+  split_axes(x.shape, x.strides, mask, s.row.outer, s.row.inner);
+  split_axes(y.shape, y.strides, mask, s.out_outer, s.out_inner);
+  s.row.count = s.row.inner.rank ? s.row.inner.size[0] : 1;
+  s.row.dense = s.row.inner.is_dense();
+  kokkos::run_softmax_rows("kfuse::softmax", s, y.numel() / s.row.count, requested_threads(launch));
 }
 
 }  // namespace

@@ -1,7 +1,14 @@
 // Row kernels shared by the eager ops (ops.cpp) and the fused epilogue
-// (backend.cpp): one team per row of a reduction or softmax, the row streamed
-// with 16-byte loads when dense (stream.hpp), each element passed through a
-// chain of point ops first (none for the eager ops).
+// (backend.cpp), each element passed through a chain of point ops first (none
+// for the eager ops). A row is the elements one output reduces (or one
+// softmax normalises):
+//  - contiguous rows (dense): short ones (fewer than kWarpRow elements) take
+//    the vector lanes of one team thread each, a warp on a GPU, several rows
+//    a team; long ones a team each, split in chunks when there are few; the
+//    row streamed with 16-byte loads (stream.hpp);
+//  - rows walked across (by_columns, e.g. over C of NCHW): a thread per
+//    output on a GPU, loads coalesced across threads and kAhead of them in
+//    flight; on the host a block of outputs side by side.
 #pragma once
 
 #include <optional>
@@ -40,61 +47,119 @@ struct Body {
   KOKKOS_INLINE_FUNCTION void operator()(T (&v)[N], int64_t o, int64_t d_o, int64_t k, int64_t dk) const {
     detail::apply_chain(ops, n, v, o, d_o, k, dk);
   }
-  // Column k of rows o0, o0 + 1, ... for the first nb of the N values: all at
-  // once when nb == N, else one by one.
+  // The first nb of the N values at (o + m do, k + m dk): all at once when
+  // nb == N, else one by one.
   template <int N>
-  KOKKOS_INLINE_FUNCTION void across(T (&v)[N], int nb, int64_t o0, int64_t k) const {
-    if (nb == N) (*this)(v, o0, 1, k, 0);
+  KOKKOS_INLINE_FUNCTION void first(T (&v)[N], int nb, int64_t o, int64_t d_o, int64_t k, int64_t dk) const {
+    if (nb == N) (*this)(v, o, d_o, k, dk);
     else
-      for (int m = 0; m < nb; ++m) v[m] = (*this)(v[m], o0 + m, k);
+      for (int m = 0; m < nb; ++m) v[m] = (*this)(v[m], o + m * d_o, k + m * dk);
   }
 };
 
-// The reduction of elements [k0, k0 + n) of row o after `body` (the identity
-// unless kChain), accumulated in R; every thread of the team holds the result.
-template <int D, bool kChain, class R, class T>
-KOKKOS_INLINE_FUNCTION detail::ReduceAcc<R> reduce_row(const Team& team, ReduceKind kind, const Row<T>& row,
-                                                       const Body<T>& body, int64_t o, int64_t k0, int64_t n) {
-  const auto f = [&](T v, int64_t k) { return kChain ? R(body(v, o, k)) : R(v); };
-  detail::ReduceAcc<R> acc = detail::reduce_init<R>(kind);
-  const T* base = row.base(o);
-  if (row.dense) {
-    stream_contiguous<D>(
-        team, base + k0, n,
-        [&](const Vec16<T>& d, int64_t e) {
-          T v[Vec16<T>::kVec];
-          for (int k = 0; k < Vec16<T>::kVec; ++k) v[k] = d.v[k];
-          if (kChain) body(v, o, 0, k0 + e, 1);
-          for (int k = 0; k < Vec16<T>::kVec; ++k) detail::reduce_push(kind, acc, R(v[k]));
-        },
-        [&](T v, int64_t e) { detail::reduce_push(kind, acc, f(v, k0 + e)); });
-  } else {
-    for (int64_t k = k0 + team.team_rank(); k < k0 + n; k += team.team_size())
-      detail::reduce_push(kind, acc, f(base[row.inner.offset(k)], k));
+// ---- The threads of a row ---------------------------------------------------------
+
+// Rows shorter than this take the vector lanes of one team thread (VectorLanes).
+constexpr int64_t kWarpRow = 2048;
+// Vector lanes a row of VectorLanes: a warp on a GPU, one thread on the host.
+constexpr int kLanes = kOnDevice ? 32 : 1;
+
+// The ts threads that share one row: run(f) calls f(t, ts) on each thread t,
+// reduce(kind, f) too with the thread's accumulator, and gives every thread
+// the join of all.
+struct TeamLanes {  // the whole team
+  const Team& team;
+  template <class F>
+  KOKKOS_INLINE_FUNCTION void run(const F& f) const {
+    f(int64_t(team.team_rank()), int64_t(team.team_size()));
   }
-  team.team_reduce(AccReducer<R>(kind, acc));
-  return acc;
+  template <class R, class F>
+  KOKKOS_INLINE_FUNCTION detail::ReduceAcc<R> reduce(ReduceKind kind, const F& f) const {
+    detail::ReduceAcc<R> acc = detail::reduce_init<R>(kind);
+    f(int64_t(team.team_rank()), int64_t(team.team_size()), acc);
+    team.team_reduce(AccReducer<R>(kind, acc));
+    return acc;
+  }
+};
+struct VectorLanes {  // the kLanes vector lanes of this team thread
+  const Team& team;
+  template <class F>
+  KOKKOS_INLINE_FUNCTION void run(const F& f) const {
+    Kokkos::parallel_for(Kokkos::ThreadVectorRange(team, kLanes), [&](int lane) { f(int64_t(lane), int64_t(kLanes)); });
+  }
+  template <class R, class F>
+  KOKKOS_INLINE_FUNCTION detail::ReduceAcc<R> reduce(ReduceKind kind, const F& f) const {
+    detail::ReduceAcc<R> acc = detail::reduce_init<R>(kind);
+    Kokkos::parallel_reduce(
+        Kokkos::ThreadVectorRange(team, kLanes),
+        [&](int lane, detail::ReduceAcc<R>& a) { f(int64_t(lane), int64_t(kLanes), a); }, AccReducer<R>(kind, acc));
+    return acc;
+  }
+};
+
+// Whether a row goes to the vector lanes of one team thread.
+template <class T>
+bool by_lanes(const Row<T>& row) {
+  return row.dense && row.count < kWarpRow;
 }
 
-// One team per (row, chunk): the chunk's reduction, into out[row] when a row
-// is one chunk, else into partial[row * chunks + chunk].
-template <int D, bool kChain, class T, class R>
+// Teams of `rows` rows of VectorLanes, for a tuned team of `threads` threads.
+inline int rows_per_team(int threads) { return threads / kLanes > 1 ? threads / kLanes : 1; }
+
+// The reduction of elements [k0, k0 + n) of row o after `body` (the identity
+// unless kChain), accumulated in R; every thread of the lanes holds the result.
+template <int D, bool kChain, class R, class T, class Lanes>
+KOKKOS_INLINE_FUNCTION detail::ReduceAcc<R> reduce_row(const Lanes& lanes, ReduceKind kind, const Row<T>& row,
+                                                       const Body<T>& body, int64_t o, int64_t k0, int64_t n) {
+  const T* base = row.base(o);
+  return lanes.template reduce<R>(kind, [&](int64_t t, int64_t ts, detail::ReduceAcc<R>& acc) {
+    const auto f = [&](T v, int64_t k) { return kChain ? R(body(v, o, k)) : R(v); };
+    if (row.dense) {
+      stream_contiguous<D>(
+          t, ts, base + k0, n,
+          [&](const Vec16<T>& d, int64_t e) {
+            T v[Vec16<T>::kVec];
+            for (int k = 0; k < Vec16<T>::kVec; ++k) v[k] = d.v[k];
+            if (kChain) body(v, o, 0, k0 + e, 1);
+            for (int k = 0; k < Vec16<T>::kVec; ++k) detail::reduce_push(kind, acc, R(v[k]));
+          },
+          [&](T v, int64_t e) { detail::reduce_push(kind, acc, f(v, k0 + e)); });
+    } else {
+      for (int64_t k = k0 + t; k < k0 + n; k += ts) detail::reduce_push(kind, acc, f(base[row.inner.offset(k)], k));
+    }
+  });
+}
+
+// ---- Reductions over rows -----------------------------------------------------------
+
+// kByLanes: team thread r of team l reduces row l * team_size + r with its
+// vector lanes, into out[row]. Else one team per (row, chunk): the chunk's
+// reduction, into out[row] when a row is one chunk, else into
+// partial[row * chunks + chunk].
+template <int D, bool kChain, bool kByLanes, class T, class R>
 struct ReduceRows {
   Row<T> row;
   Body<T> body;
   ReduceKind kind;
-  int64_t chunks, chunk_len;
+  int64_t rows, chunks, chunk_len;
   T* out;
   detail::ReduceAcc<R>* partial;
 
   KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
-    const int64_t u = team.league_rank(), o = u / chunks, k0 = (u - o * chunks) * chunk_len;
-    const int64_t n = row.count - k0 < chunk_len ? row.count - k0 : chunk_len;
-    const detail::ReduceAcc<R> acc = reduce_row<D, kChain, R>(team, kind, row, body, o, k0, n);
-    Kokkos::single(Kokkos::PerTeam(team), [&]() {
-      if (chunks == 1) out[o] = T(detail::reduce_finish(kind, acc, row.count));
-      else partial[u] = acc;
-    });
+    if constexpr (kByLanes) {
+      const int64_t o = int64_t(team.league_rank()) * team.team_size() + team.team_rank();
+      if (o >= rows) return;
+      const detail::ReduceAcc<R> acc = reduce_row<D, kChain, R>(VectorLanes{team}, kind, row, body, o, 0, row.count);
+      Kokkos::single(Kokkos::PerThread(team), [&]() { out[o] = T(detail::reduce_finish(kind, acc, row.count)); });
+    } else {
+      const int64_t u = team.league_rank(), o = u / chunks, k0 = (u - o * chunks) * chunk_len;
+      const int64_t n = row.count - k0 < chunk_len ? row.count - k0 : chunk_len;
+      const detail::ReduceAcc<R> acc = reduce_row<D, kChain, R>(TeamLanes{team}, kind, row, body, o, k0, n);
+      Kokkos::single(Kokkos::PerTeam(team), [&]() {
+        if (chunks == 1) out[o] = T(detail::reduce_finish(kind, acc, row.count));
+        else partial[u] = acc;
+      });
+    }
   }
 };
 
@@ -108,35 +173,75 @@ void join_chunks(ReduceKind kind, const detail::ReduceAcc<R>* partial, int64_t r
   });
 }
 
+// ---- Rows walked across --------------------------------------------------------------
+
 // Whether rows are better walked across (reduce_columns): when the reduced
 // elements are strided but the kept axes hold the contiguous one (e.g. over
-// the channels of NCHW), so that neighbouring outputs read neighbours.
+// the channels of NCHW), so that neighbouring outputs read neighbouring elements.
 template <class T>
 bool by_columns(const Row<T>& row) {
   return !row.dense && row.outer.rank > 0 && row.outer.stride[row.outer.rank - 1] == 1;
 }
 
-// Outputs one thread walks together across their rows: on a GPU one
-// (neighbouring threads read neighbouring elements), on the host a block
+// Outputs one thread walks together across their rows (kColumns), and the
+// columns of each whose loads it issues before using any (kAhead). On a GPU
+// one output (neighbouring threads read neighbouring elements) and 8 loads in
+// flight: one at a time, each thread waited on every load (a thread's column
+// of a logsumexp over C is C dependent steps). On the host a block of outputs
 // whose elements at each k sit side by side, so that a core reads whole cache
 // lines where one output a time would read one element of each.
 constexpr int kColumns = kOnDevice ? 1 : 16;
+constexpr int kAhead = kOnDevice ? 8 : 1;
+static_assert(kColumns == 1 || kAhead == 1, "a block's values are one output's columns or one column's outputs");
+using ColumnBlock = int64_t[kColumns];  // where each output of a block starts
+template <class T>
+using ColumnValues = T[kColumns * kAhead];  // value (m, u): output o0 + m at column k + u, at m * kAhead + u
 
 // The first element of each output of the block from o0 (nb of them), and
 // the number nb.
-KOKKOS_INLINE_FUNCTION int column_block(const Indexer& outer, int64_t rows, int64_t o0, int64_t (&base)[kColumns]) {
+KOKKOS_INLINE_FUNCTION int column_block(const Indexer& outer, int64_t rows, int64_t o0, ColumnBlock& base) {
   const int nb = rows - o0 < kColumns ? int(rows - o0) : kColumns;
   for (int m = 0; m < nb; ++m) base[m] = outer.offset(o0 + m);
   return nb;
 }
 
-// The block's elements k of its rows after `body`, into v (nb of them).
+// A chain on the block's values: nb outputs at one column, or nk columns of one output.
 template <class T>
-KOKKOS_INLINE_FUNCTION void column_values(const Row<T>& row, const Body<T>& body, const int64_t (&base)[kColumns],
-                                          int nb, int64_t o0, int64_t k, T (&v)[kColumns]) {
-  const int64_t ko = row.inner.offset(k);
-  for (int m = 0; m < nb; ++m) v[m] = row.x[base[m] + ko];
-  body.across(v, nb, o0, k);
+KOKKOS_INLINE_FUNCTION void column_chain(const Body<T>& chain, ColumnValues<T>& v, int nb, int64_t o0, int64_t k, int nk) {
+  if constexpr (kAhead == 1) chain.first(v, nb, o0, 1, k, 0);
+  else chain.first(v, nk, o0, 0, k, 1);
+}
+
+// The block's elements at columns [k, k + nk) after `body`.
+template <class T>
+KOKKOS_INLINE_FUNCTION void column_values(const Row<T>& row, const Body<T>& body, const ColumnBlock& base, int nb,
+                                          int64_t o0, int64_t k, int nk, ColumnValues<T>& v) {
+  for (int u = 0; u < nk; ++u) {
+    const int64_t ku = row.inner.offset(k + u);
+    for (int m = 0; m < nb; ++m) v[m * kAhead + u] = row.x[base[m] + ku];
+  }
+  column_chain(body, v, nb, o0, k, nk);
+}
+
+// The block's values pushed into its outputs' accumulators: a whole run of
+// one output's columns at once (one merge of a logsumexp for kAhead values).
+template <class R, class T>
+KOKKOS_INLINE_FUNCTION void column_push(ReduceKind kind, detail::ReduceAcc<R> (&acc)[kColumns], const ColumnValues<T>& v,
+                                        int nb, int nk) {
+  if (kAhead > 1 && nk == kAhead) {
+    R r[kAhead];
+    for (int u = 0; u < kAhead; ++u) r[u] = R(v[u]);
+    detail::reduce_push_n(kind, acc[0], r);
+    return;
+  }
+  for (int m = 0; m < nb; ++m)
+    for (int u = 0; u < nk; ++u) detail::reduce_push(kind, acc[m], R(v[m * kAhead + u]));
+}
+
+// Calls f(k, nk) for the column runs [k, k + nk) of a row of `count`.
+template <class F>
+KOKKOS_INLINE_FUNCTION void column_runs(int64_t count, const F& f) {
+  for (int64_t k = 0; k < count; k += kAhead) f(k, count - k < kAhead ? int(count - k) : kAhead);
 }
 
 // out[o] = the reduction of row o after `body`, walked across (by_columns).
@@ -144,16 +249,16 @@ template <class T, class R>
 void reduce_columns(const char* label, const Row<T>& row, const Body<T>& body, ReduceKind kind, int64_t rows, T* out) {
   Kokkos::parallel_for(label, Range(0, (rows + kColumns - 1) / kColumns), KOKKOS_LAMBDA(int64_t b) {
     const int64_t o0 = b * kColumns;
-    // Set up to nb; zeroed once a block (g++ cannot see that only those are read).
-    int64_t base[kColumns] = {};
-    T v[kColumns] = {};
+    // Set up to nb (nk); zeroed once a block (g++ cannot see that only those are read).
+    ColumnBlock base = {};
+    ColumnValues<T> v = {};
     const int nb = column_block(row.outer, rows, o0, base);
     detail::ReduceAcc<R> acc[kColumns];
     for (int m = 0; m < kColumns; ++m) acc[m] = detail::reduce_init<R>(kind);
-    for (int64_t k = 0; k < row.count; ++k) {
-      column_values(row, body, base, nb, o0, k, v);
-      for (int m = 0; m < nb; ++m) detail::reduce_push(kind, acc[m], R(v[m]));
-    }
+    column_runs(row.count, [&](int64_t k, int nk) {
+      column_values(row, body, base, nb, o0, k, nk, v);
+      column_push(kind, acc, v, nb, nk);
+    });
     for (int m = 0; m < nb; ++m) out[o0 + m] = T(detail::reduce_finish(kind, acc[m], row.count));
   });
 }
@@ -161,26 +266,47 @@ void reduce_columns(const char* label, const Row<T>& row, const Body<T>& body, R
 // out[o] = the reduction of row o after `body`, o < rows. On a GPU long rows
 // are split in chunks so that the teams fill the SMs in even waves (the rule
 // of the fold's plane chunks, src/tuning), and the chunks' results joined in
-// order. `threads` > 0: the caller's team size, else the tuner's.
+// order. `threads` > 0: the caller's team size (a team a row), else the tuner's.
 template <class T, class R>
 void run_reduce_rows(const char* label, const Row<T>& row, const Body<T>& body, ReduceKind kind, int64_t rows, T* out,
                      int threads) {
   if (rows == 0) return;
   if (threads <= 0 && by_columns(row)) return reduce_columns<T, R>(label, row, body, kind, rows, out);
-  const auto functor = [&](auto depth, auto chain, int64_t chunks, int64_t chunk_len, detail::ReduceAcc<R>* partial) {
-    return ReduceRows<decltype(depth)::value, decltype(chain)::value, T, R>{row, body, kind, chunks, chunk_len, out, partial};
+  const auto functor = [&](auto depth, auto chain, auto lanes, int64_t chunks, int64_t chunk_len,
+                           detail::ReduceAcc<R>* partial) {
+    return ReduceRows<decltype(depth)::value, decltype(chain)::value, decltype(lanes)::value, T, R>{
+        row, body, kind, rows, chunks, chunk_len, out, partial};
+  };
+  const auto launch = [&](auto lanes, const TeamPolicy& policy, const TeamConfig& c, int64_t chunks, int64_t len,
+                          detail::ReduceAcc<R>* partial) {
+    with_depth(c.depth, [&](auto d) {
+      if (body.n > 0) Kokkos::parallel_for(label, policy, functor(d, std::true_type{}, lanes, chunks, len, partial));
+      else Kokkos::parallel_for(label, policy, functor(d, std::false_type{}, lanes, chunks, len, partial));
+    });
   };
   // (Explicit long long: nvcc 13 mangles the deduced pairs of a braced list of template members.)
   const long long n_rows = rows, count = row.count, ops = body.n;
   const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}, {"ops", ops}});
+  const auto plain = [&](auto lanes) {
+    return functor(std::integral_constant<int, 2>{}, std::false_type{}, lanes, 1, row.count, nullptr);
+  };
+
+  if (threads <= 0 && by_lanes(row)) {
+    const auto run = [&](const TeamConfig& c) {
+      const int per_team = rows_per_team(c.team_size);
+      launch(std::true_type{}, team_policy((rows + per_team - 1) / per_team, per_team, kLanes), c, 1, row.count, nullptr);
+    };
+    return run(team_config("kokkos::reduce_rows_by_lanes", shape, team_policy(rows, 1, kLanes), plain(std::true_type{}), run));
+  }
+
   const auto policy = team_policy(rows, 1, 1);
-  const auto plain = functor(std::integral_constant<int, 2>{}, std::false_type{}, 1, row.count, nullptr);
   const auto run = [&](const TeamConfig& c) {
     int64_t chunks = 1;
     if (kOnDevice && row.dense) {
       const tuning::DeviceLimits& limits = device_facts().limits;
       const int64_t resident =
-          int64_t(tuning::blocks_per_sm(team_resources(policy, plain), limits, c.team_size)) * limits.sm_count;
+          int64_t(tuning::blocks_per_sm(team_resources(policy, plain(std::false_type{})), limits, c.team_size)) *
+          limits.sm_count;
       chunks = tuning::fold_chunks(rows, row.count / Vec16<T>::kVec, row.count * int64_t(sizeof(T)), resident);
     }
     int64_t len = row.count;  // elements per chunk: whole 16-byte vectors when a row is split
@@ -190,79 +316,135 @@ void run_reduce_rows(const char* label, const Row<T>& row, const Body<T>& body, 
       chunks = (row.count + len - 1) / len;
     }
     detail::ReduceAcc<R>* partial = chunks > 1 ? scratch<detail::ReduceAcc<R>>(Slot::row_partials, rows * chunks) : nullptr;
-    with_depth(c.depth, [&](auto d) {
-      const auto policy = team_policy(rows * chunks, c.team_size, 1);
-      if (body.n > 0) Kokkos::parallel_for(label, policy, functor(d, std::true_type{}, chunks, len, partial));
-      else Kokkos::parallel_for(label, policy, functor(d, std::false_type{}, chunks, len, partial));
-    });
+    launch(std::false_type{}, team_policy(rows * chunks, c.team_size, 1), c, chunks, len, partial);
     if (chunks > 1) join_chunks(kind, partial, rows, chunks, row.count, out);
   };
   if (threads > 0) return run(TeamConfig{threads, 2});
-  run(team_config("kokkos::reduce_rows", shape, policy, plain, run));
+  run(team_config("kokkos::reduce_rows", shape, policy, plain(std::false_type{}), run));
 }
 
-// out's row o = after(softmax(body(row o))): the (max, sum of exponentials)
-// pass, then each element again.
-template <int D, class T, class R>
-struct SoftmaxRows {
+// ---- Softmax ----------------------------------------------------------------------------
+
+// out's row o = after(softmax(body(row o))), the output's row at
+// out + out_outer.offset(o) + out_inner.offset(k).
+template <class T, class R>
+struct Softmax {
   Row<T> row;
   Body<T> body, after;
   T* out;
   Indexer out_outer, out_inner;
+};
+
+// The (max, sum of exponentials) pass, then each element again: read as the
+// first pass did (its second read mostly from L2, or L1), stored in 16-byte
+// vectors where the output row is contiguous and aligned as the input's.
+// kByLanes: rows of VectorLanes as ReduceRows; else a team a row.
+template <int D, bool kByLanes, class T, class R>
+struct SoftmaxRows {
+  Softmax<T, R> s;
+  int64_t rows;
 
   KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
-    const int64_t o = team.league_rank();
-    const detail::ReduceAcc<R> acc = reduce_row<D, true, R>(team, ReduceKind::logsumexp, row, body, o, 0, row.count);
-    const T* base = row.base(o);
-    T* dst = out + out_outer.offset(o);
-    for (int64_t k = team.team_rank(); k < row.count; k += team.team_size()) {
-      const T v = body(base[row.inner.offset(k)], o, k);
-      dst[out_inner.offset(k)] = after(T(detail::softmax_value(acc, R(v))), o, k);
+    if constexpr (kByLanes) {
+      const int64_t o = int64_t(team.league_rank()) * team.team_size() + team.team_rank();
+      if (o < rows) softmax_row(VectorLanes{team}, o);
+    } else {
+      softmax_row(TeamLanes{team}, team.league_rank());
     }
+  }
+
+  template <class Lanes>
+  KOKKOS_INLINE_FUNCTION void softmax_row(const Lanes& lanes, int64_t o) const {
+    const Row<T>& row = s.row;
+    const detail::ReduceAcc<R> acc = reduce_row<D, true, R>(lanes, ReduceKind::logsumexp, row, s.body, o, 0, row.count);
+    const T* base = row.base(o);
+    T* dst = s.out + s.out_outer.offset(o);
+    const auto value = [&](T v) { return T(detail::softmax_value(acc, R(v))); };
+    lanes.run([&](int64_t t, int64_t ts) {
+      if (!row.dense) {
+        for (int64_t k = t; k < row.count; k += ts)
+          dst[s.out_inner.offset(k)] = s.after(value(s.body(base[row.inner.offset(k)], o, k)), o, k);
+        return;
+      }
+      using V = Vec16<T>;
+      const bool out_dense = s.out_inner.is_dense();
+      const bool paired = out_dense && (reinterpret_cast<uintptr_t>(dst) - reinterpret_cast<uintptr_t>(base)) % 16 == 0;
+      stream_contiguous<D>(
+          t, ts, base, row.count,
+          [&](const V& d, int64_t e) {
+            T v[V::kVec];
+            for (int k = 0; k < V::kVec; ++k) v[k] = d.v[k];
+            s.body(v, o, 0, e, 1);
+            for (int k = 0; k < V::kVec; ++k) v[k] = value(v[k]);
+            s.after(v, o, 0, e, 1);
+            if (paired) {
+              V w;
+              for (int k = 0; k < V::kVec; ++k) w.v[k] = v[k];
+              *reinterpret_cast<V*>(dst + e) = w;
+            } else {
+              for (int k = 0; k < V::kVec; ++k) dst[out_dense ? e + k : s.out_inner.offset(e + k)] = v[k];
+            }
+          },
+          [&](T v, int64_t e) { dst[out_dense ? e : s.out_inner.offset(e)] = s.after(value(s.body(v, o, e)), o, e); });
+    });
   }
 };
 
 // Softmax rows walked across (by_columns): the (max, sum of exponentials)
 // pass, then the outputs.
 template <class T, class R>
-void softmax_columns(const char* label, const SoftmaxRows<2, T, R>& s, int64_t rows) {
+void softmax_columns(const char* label, const Softmax<T, R>& s, int64_t rows) {
   Kokkos::parallel_for(label, Range(0, (rows + kColumns - 1) / kColumns), KOKKOS_LAMBDA(int64_t b) {
     const int64_t o0 = b * kColumns;
-    int64_t base[kColumns] = {}, dst[kColumns] = {};  // as in reduce_columns
-    T v[kColumns] = {};
+    ColumnBlock base = {}, dst = {};  // as in reduce_columns
+    ColumnValues<T> v = {};
     const int nb = column_block(s.row.outer, rows, o0, base);
     column_block(s.out_outer, rows, o0, dst);
     detail::ReduceAcc<R> acc[kColumns];
     for (int m = 0; m < kColumns; ++m) acc[m] = detail::reduce_init<R>(ReduceKind::logsumexp);
-    for (int64_t k = 0; k < s.row.count; ++k) {
-      column_values(s.row, s.body, base, nb, o0, k, v);
-      for (int m = 0; m < nb; ++m) detail::reduce_push(ReduceKind::logsumexp, acc[m], R(v[m]));
-    }
-    for (int64_t k = 0; k < s.row.count; ++k) {
-      column_values(s.row, s.body, base, nb, o0, k, v);
-      for (int m = 0; m < nb; ++m) v[m] = T(detail::softmax_value(acc[m], R(v[m])));
-      s.after.across(v, nb, o0, k);
-      const int64_t ko = s.out_inner.offset(k);
-      for (int m = 0; m < nb; ++m) s.out[dst[m] + ko] = v[m];
-    }
+    column_runs(s.row.count, [&](int64_t k, int nk) {
+      column_values(s.row, s.body, base, nb, o0, k, nk, v);
+      column_push(ReduceKind::logsumexp, acc, v, nb, nk);
+    });
+    column_runs(s.row.count, [&](int64_t k, int nk) {
+      column_values(s.row, s.body, base, nb, o0, k, nk, v);
+      for (int m = 0; m < nb; ++m)
+        for (int u = 0; u < nk; ++u) v[m * kAhead + u] = T(detail::softmax_value(acc[m], R(v[m * kAhead + u])));
+      column_chain(s.after, v, nb, o0, k, nk);
+      for (int u = 0; u < nk; ++u) {
+        const int64_t ku = s.out_inner.offset(k + u);
+        for (int m = 0; m < nb; ++m) s.out[dst[m] + ku] = v[m * kAhead + u];
+      }
+    });
   });
 }
 
-// Softmax over `rows` rows (one team each), team size as in run_reduce_rows.
+// Softmax over `rows` rows: walked across, by the lanes of a team thread, or
+// a team a row (team size as in run_reduce_rows).
 template <class T, class R>
-void run_softmax_rows(const char* label, const SoftmaxRows<2, T, R>& k, int64_t rows, int threads) {
+void run_softmax_rows(const char* label, const Softmax<T, R>& s, int64_t rows, int threads) {
   if (rows == 0) return;
-  if (threads <= 0 && by_columns(k.row)) return softmax_columns(label, k, rows);
+  if (threads <= 0 && by_columns(s.row)) return softmax_columns(label, s, rows);
+  const long long n_rows = rows, count = s.row.count;  // (as in run_reduce_rows)
+  const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}});
+  if (threads <= 0 && by_lanes(s.row)) {
+    const auto run = [&](const TeamConfig& c) {
+      const int per_team = rows_per_team(c.team_size);
+      with_depth(c.depth, [&](auto d) {
+        Kokkos::parallel_for(label, team_policy((rows + per_team - 1) / per_team, per_team, kLanes),
+                             SoftmaxRows<decltype(d)::value, true, T, R>{s, rows});
+      });
+    };
+    return run(team_config("kokkos::softmax_rows_by_lanes", shape, team_policy(rows, 1, kLanes),
+                           SoftmaxRows<2, true, T, R>{s, rows}, run));
+  }
   const auto run = [&](const TeamConfig& c) {
     with_depth(c.depth, [&](auto d) {
-      Kokkos::parallel_for(label, team_policy(rows, c.team_size, 1),
-                           SoftmaxRows<decltype(d)::value, T, R>{k.row, k.body, k.after, k.out, k.out_outer, k.out_inner});
+      Kokkos::parallel_for(label, team_policy(rows, c.team_size, 1), SoftmaxRows<decltype(d)::value, false, T, R>{s, rows});
     });
   };
   if (threads > 0) return run(TeamConfig{threads, 2});
-  const long long n_rows = rows, count = k.row.count;  // (as in run_reduce_rows)
-  const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}});
-  run(team_config("kokkos::softmax_rows", shape, team_policy(rows, 1, 1), k, run));
+  run(team_config("kokkos::softmax_rows", shape, team_policy(rows, 1, 1), SoftmaxRows<2, false, T, R>{s, rows}, run));
 }
 
 }  // namespace kfuse::kokkos

@@ -1,10 +1,11 @@
-// Streaming a contiguous run of elements through a team: the access pattern of
-// every memory-bound Kokkos kernel of kfuse (the fold's plane sums, row
-// reductions). Team thread t of ts takes the 16-byte vectors t, t + ts,
-// t + 2 ts, ... so a warp's loads are consecutive (coalesced), with D loads in
-// flight per thread (the pipelining depth the tuner picks); the elements before
-// the first 16-byte boundary and after the last whole vector go one by one.
-// On the host (one thread per team) it is a sequential sweep in 16-byte steps.
+// Streaming a contiguous run of elements through ts threads (a team, or the
+// vector lanes of one team thread): the access pattern of every memory-bound
+// Kokkos kernel of kfuse (the fold's plane sums, row reductions, softmax).
+// Thread t of ts takes the 16-byte vectors t, t + ts, t + 2 ts, ... so a
+// warp's loads are consecutive (coalesced), with D loads in flight per thread
+// (the pipelining depth the tuner picks); the elements before the first
+// 16-byte boundary and after the last whole vector go one by one. On the host
+// (one thread) it is a sequential sweep in 16-byte steps.
 #pragma once
 
 #include <cstdint>
@@ -19,14 +20,13 @@ struct alignas(16) Vec16 {
   T v[kVec];
 };
 
-// Calls vec(const Vec16<T>&, e) for each whole vector of this thread (e: the
+// Calls vec(const Vec16<T>&, e) for each whole vector of thread t (e: the
 // offset of its first element; from one call to the next of a thread, e grows
-// by exactly team_size * kVec), and one(T, e) for each head and tail element.
+// by exactly ts * kVec), and one(T, e) for each head and tail element.
 template <int D, class T, class FV, class FO>
-KOKKOS_INLINE_FUNCTION void stream_contiguous(const Team& team, const T* p, int64_t n, const FV& vec, const FO& one) {
+KOKKOS_INLINE_FUNCTION void stream_contiguous(int64_t t, int64_t ts, const T* p, int64_t n, const FV& vec, const FO& one) {
   using V = Vec16<T>;
   constexpr int64_t kV = V::kVec;
-  const int64_t t = team.team_rank(), ts = team.team_size();
   const int64_t mis = int64_t(reinterpret_cast<uintptr_t>(p) % 16) / int64_t(sizeof(T));
   const int64_t head = mis ? (kV - mis < n ? kV - mis : n) : 0;
   const int64_t nvec = (n - head) / kV, tail0 = head + nvec * kV;
