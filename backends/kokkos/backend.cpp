@@ -305,37 +305,57 @@ struct Fold {
   }
 };
 
-// Row chunks: on a GPU enough units to fill the resident teams in even waves
-// (src/tuning fold_chunks); on the host one team per plane.
-// KFUSE_KOKKOS_FOLD_CHUNKS=k > 0 asks for k on any device (at most one a
-// row; the tests join chunks on the host with it), 0 for the rule.
+// Row chunks a plane: `forced` (> 0) as asked, else on a GPU enough units to
+// fill the `resident` teams in even waves (src/tuning fold_chunks), on the
+// host one team a plane; at most one a row.
 template <class T>
-FoldGeometry chunked(FoldGeometry g) {
+FoldGeometry chunked(FoldGeometry g, int64_t forced, int64_t resident) {
   const int64_t planes = g.N * g.C;
-  g.chunks = 1;
-  const int64_t k = env_count("KFUSE_KOKKOS_FOLD_CHUNKS").value_or(0);
-  if (k > 0) {
-    g.chunks = k;
-  } else if (kokkos::kOnDevice && planes > 0) {
-    const tuning::DeviceLimits& lim = kokkos::device_facts().limits;
-    const int64_t resident = int64_t(lim.sm_count) * std::max(1, lim.max_threads_per_sm / 256);
-    g.chunks = tuning::fold_chunks(planes, g.H, g.H * g.W * int64_t(sizeof(T)), resident);
-  }
+  g.chunks = forced > 0                   ? forced
+             : resident > 0 && planes > 0 ? tuning::fold_chunks(planes, g.H, g.H * g.W * int64_t(sizeof(T)), resident)
+                                          : 1;
   g.rows_per_chunk = std::max<int64_t>(1, (g.H + g.chunks - 1) / g.chunks);
   g.chunks = std::max<int64_t>(1, (g.H + g.rows_per_chunk - 1) / g.rows_per_chunk);
   return g;
 }
 
-// `geom` is chunked<T>(step.geom), prepared once.
+// KFUSE_KOKKOS_FOLD_CHUNKS=k > 0 asks for k row chunks a plane on any device
+// (the tests join chunks on the host with it), 0 (or unset) for the rule.
+inline int64_t forced_fold_chunks() { return env_count("KFUSE_KOKKOS_FOLD_CHUNKS").value_or(0); }
+
+// The chunks follow the team size the tuner picks: its teams resident on a
+// GPU (the kernel's registers and team scratch, read from Kokkos's kernel)
+// decide them. (Counting 8 teams of 256 an SM, as before, made 1024 planes one
+// chunk each: one wave and a fraction where 80 registers fit 6 teams of 128.)
 template <class A, class T>
-void run_fold(const FoldStep<A>& step, FoldGeometry g, const TensorView& x, const TensorView& out) {
+void run_fold(const FoldStep<A>& step, int64_t forced, const TensorView& x, const TensorView& out) {
   using S = kokkos::red_acc_t<A>;
-  for (int d = 0; d < 4; ++d) g.xs[d] = x.strides[d];
-  const int taps = g.taps();
-  const int64_t planes = g.N * g.C, units = planes * g.chunks;
+  using F = Fold<2, T, A>;
+  FoldGeometry base = step.geom;
+  for (int d = 0; d < 4; ++d) base.xs[d] = x.strides[d];
+  const int taps = base.taps();
+  const int64_t planes = base.N * base.C;
   if (planes == 0) return;  // no samples: the output is empty (lower_fold refuses a conv without input channels)
-  const bool contiguous = (g.W == 1 || g.xs[3] == 1) && (g.H == 1 || g.xs[2] == g.W);
-  const auto fold = [&](auto depth) {
+  const bool contiguous = (base.W == 1 || base.xs[3] == 1) && (base.H == 1 || base.xs[2] == base.W);
+  // Team scratch: the block sums, then the contraction's slices (a value a
+  // thread; 1024: an AUTO team's largest size).
+  const auto scratch_bytes = [&](const TeamConfig& c) {
+    return F::Scratch::shmem_size(base.blocks()) + F::Parts::shmem_size(c.team_size > 0 ? c.team_size : 1024);
+  };
+  const auto policy = [&](int64_t units, const TeamConfig& c) {
+    return team_policy(units, c.team_size, 1).set_scratch_size(0, Kokkos::PerTeam(scratch_bytes(c)));
+  };
+  const auto geometry = [&](const TeamConfig& c) {
+    int64_t resident = 0;
+    if (kokkos::kOnDevice && forced <= 0) {
+      const tuning::DeviceLimits& lim = kokkos::device_facts().limits;
+      const tuning::KernelResources& k = kokkos::team_resources(policy(planes, c), F{});
+      resident = int64_t(tuning::blocks_per_sm(k, lim, c.team_size, int64_t(scratch_bytes(c)))) * lim.sm_count;
+    }
+    return chunked<T>(base, forced, resident);
+  };
+  const auto fold = [&](auto depth, const FoldGeometry& g) {
+    const int64_t units = planes * g.chunks;
     return Fold<decltype(depth)::value, T, A>{
         g,
         g.largest_block(),
@@ -349,19 +369,14 @@ void run_fold(const FoldStep<A>& step, FoldGeometry g, const TensorView& x, cons
         kokkos::counters(planes + g.N + step.tail.R),
         static_cast<A*>(out.data)};
   };
-  const auto policy = [&](const TeamConfig& c) {
-    // The block sums, then the contraction's slices (a value a thread; 1024: an AUTO team's largest size).
-    using F = Fold<2, T, A>;
-    const int threads = c.team_size > 0 ? c.team_size : 1024;
-    return team_policy(units, c.team_size, 1)
-        .set_scratch_size(0, Kokkos::PerTeam(F::Scratch::shmem_size(g.blocks()) + F::Parts::shmem_size(threads)));
-  };
   const auto run = [&](const TeamConfig& c) {
-    kokkos::with_depth(c.depth, [&](auto d) { Kokkos::parallel_for("kfuse::fold::sums_contraction_tail", policy(c), fold(d)); });
+    const FoldGeometry g = geometry(c);
+    kokkos::with_depth(c.depth, [&](auto d) {
+      Kokkos::parallel_for("kfuse::fold::sums_contraction_tail", policy(planes * g.chunks, c), fold(d, g));
+    });
   };
-  const std::string shape = tuning::shape_class({{"units", units}, {"unit_bytes", (g.H * g.W / g.chunks) * int64_t(sizeof(T))}});
-  run(kokkos::team_config("kokkos::fold_plane_sums", shape, policy(TeamConfig{1, 2}),
-                          fold(std::integral_constant<int, 2>{}), run));
+  const std::string shape = tuning::shape_class({{"planes", planes}, {"plane_bytes", base.H * base.W * int64_t(sizeof(T))}});
+  run(kokkos::team_config("kokkos::fold_plane_sums", shape, policy(planes, TeamConfig{1, 2}), F{}, run));
   Kokkos::fence();
 }
 
@@ -474,15 +489,18 @@ struct PreparedConv final : PreparedStep {
 template <class A>
 struct PreparedFold final : PreparedStep {
   FoldStep<A> step;
-  FoldGeometry geom;  // row chunks decided
-  explicit PreparedFold(const FoldStep<A>& s) : step(s), geom(chunked<A>(s.geom)) {}
+  int64_t forced = forced_fold_chunks();
+  explicit PreparedFold(const FoldStep<A>& s) : step(s) {}
   void run(const TensorView& x, const TensorView& out) const override {
     const kokkos::DispatchLock lock(kokkos::dispatch_mutex());
-    run_fold<A, A>(step, geom, x, out);
+    run_fold<A, A>(step, forced, x, out);
   }
   std::string describe() const override {
-    return cat("one launch: ", geom.chunks, geom.chunks == 1 ? " team" : " teams",
-               " per plane; the last plane of a sample to finish runs its contraction and tail");
+    const char* last = "; the last plane of a sample to finish runs its contraction and tail";
+    if (forced <= 0 && kokkos::kOnDevice)
+      return cat("one launch: row chunks a plane enough for the tuned team size's resident teams", last);
+    const int64_t chunks = chunked<A>(step.geom, forced, 0).chunks;
+    return cat("one launch: ", chunks, chunks == 1 ? " team" : " teams", " per plane", last);
   }
 };
 
