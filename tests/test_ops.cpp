@@ -752,6 +752,23 @@ TYPED_TEST(Ops, SoftmaxEveryAxis) {
     EXPECT_TRUE(matches<T>(kfuse::softmax(row, 1, launch), softmax_ref(row.ref(), 1), "softmax long rows", kFactor));
 }
 
+// Rows walked across (a reduction or softmax over C of NCHW: a thread an
+// output, runs of columns loaded at once on a GPU; backends/kokkos/rows.hpp,
+// kAhead) with whole runs and a partial one, in each layout.
+TYPED_TEST(Ops, ColumnsOfWholeAndPartialRuns) {
+  using T = TypeParam;
+  Rng rng(2112);
+  for (int64_t c : {8, 21})
+    for (Layout layout : strided_layouts()) {
+      const HostTensor<T> x = random_tensor<T>({2, c, 3, 5}, rng, layout, -6.0, 6.0);
+      const std::string what = " over " + std::to_string(c) + " channels " + layout_name(layout);
+      EXPECT_TRUE(matches<T>(kfuse::softmax(x, 1), softmax_ref(x.ref(), 1), "softmax" + what, kFactor));
+      for (ReduceKind k : kAllReduce)
+        EXPECT_TRUE(matches<T>(kfuse::reduce(x, k, {1}, true), reduce_ref(x.ref(), k, {1}, true),
+                               std::string(kfuse::to_string(k)) + what, kFactor));
+    }
+}
+
 // Dense rows starting at every alignment of a 16-byte vector, where the
 // output's rows start elsewhere: short rows (a row the vector lanes of one
 // team thread), long ones (a team a row) and the lengths around the boundary
