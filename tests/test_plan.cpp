@@ -398,13 +398,14 @@ Pipeline epilogue_pipeline(int which, Rng& rng, DType dt) {
     case 4: p.silu().logsumexp({2, 3}).softmax(1); break;
     case 5: p.leaky_relu(0.1).min({0}, true).abs(); break;
     case 6: p.relu().softmax(1).mean({2, 3}); break;  // softmax then a reduction: two stages
+    case 7: p.relu().mean({1}).softmax(2).mul(3.0); break;  // a tail on rows of W = 12 values
     default: p.clamp(-0.5, 0.5).sum({1, 3}, true).exp(); break;  // non-trailing pair: reduce then tail
   }
   return p;
 }
 
 TEST(Plan, FusedEpilogueMatchesReference) {
-  for (int which = 0; which < 8; ++which) {
+  for (int which = 0; which < 9; ++which) {
     SCOPED_TRACE(which);
     Rng rng(100 + which);
     const Pipeline p = epilogue_pipeline(which, rng, DType::f64);
@@ -476,10 +477,10 @@ TEST(Plan, ChannelsLastYMatchesReference) {
   PlanOptions nhwc;
   nhwc.strategy = Strategy::fused;
   nhwc.y_layout = YLayout::nhwc;
-  for (int which = 0; which < 16; ++which) {
+  for (int which = 0; which < 17; ++which) {
     SCOPED_TRACE(which);
     Rng rng(500 + which);
-    const Pipeline p = which < 8 ? epilogue_pipeline(which, rng, DType::f64) : staged_pipeline(which - 8, rng, DType::f64);
+    const Pipeline p = which < 9 ? epilogue_pipeline(which, rng, DType::f64) : staged_pipeline(which - 9, rng, DType::f64);
     const HostTensor<double> x = random_tensor<double>(p.input_shape(), rng, Layout::contiguous, 0, 1);
     const Plan plan(p, nhwc);
     EXPECT_NE(plan.describe().find("channels-last (NHWC)"), std::string::npos) << plan.describe();

@@ -45,9 +45,38 @@ KOKKOS_INLINE_FUNCTION void team_add(V& dst, V v) {
   else dst += v;
 }
 
-// The tail on each row of Z (R rows of K, in place), then the output.
+// One thread as the group of detail::run_tail (a short row).
+template <class A>
+struct ThreadGroup {
+  template <class F>
+  KOKKOS_INLINE_FUNCTION void for_each(int64_t n, const F& f) const {
+    for (int64_t k = 0; k < n; ++k) f(k);
+  }
+  template <class F>
+  KOKKOS_INLINE_FUNCTION ReduceAcc<A> reduce(ReduceKind kind, int64_t n, const F& f) const {
+    ReduceAcc<A> acc = reduce_init<A>(kind);
+    for (int64_t k = 0; k < n; ++k) reduce_push(kind, acc, f(k));
+    return acc;
+  }
+};
+
+// Rows of the tail a thread runs alone (as the CUDA backend's epi_tail).
+constexpr int64_t kThreadTailRow = 4;
+
+// The tail on each row of Z (R rows of K, in place), then the output: a
+// thread a short row, else a team a row. (A team a row of one value, with
+// its barriers, was R teams for R values: after a logsumexp over C of
+// [16, 128, 256, 256], a million.)
 template <class A>
 void run_tail_rows(const Tail<A>& tail, A* z, A* out) {
+  if (tail.K <= kThreadTailRow) {
+    Kokkos::parallel_for("kfuse::tail", Range(0, tail.R), KOKKOS_LAMBDA(int64_t r) {
+      A* row = z + r * tail.K;
+      const int64_t kout = run_tail(ThreadGroup<A>{}, tail.ops, tail.n, row, r, tail.K);
+      for (int64_t k = 0; k < kout; ++k) out[r * kout + k] = row[k];
+    });
+    return;
+  }
   Kokkos::parallel_for("kfuse::tail", team_policy(tail.R, 0, 1), KOKKOS_LAMBDA(const Team& team) {
     const int64_t r = team.league_rank();
     A* row = z + r * tail.K;
@@ -75,21 +104,6 @@ void run_tail_rows(const Tail<A>& tail, A* z, A* out) {
 constexpr int kAcc = 4;  // independent accumulators per thread: loads in flight on a GPU
 
 using kokkos::Counter;
-
-// One thread as the group of detail::run_tail (a row of one value).
-template <class A>
-struct ThreadGroup {
-  template <class F>
-  KOKKOS_INLINE_FUNCTION void for_each(int64_t n, const F& f) const {
-    for (int64_t k = 0; k < n; ++k) f(k);
-  }
-  template <class F>
-  KOKKOS_INLINE_FUNCTION ReduceAcc<A> reduce(ReduceKind kind, int64_t n, const F& f) const {
-    ReduceAcc<A> acc = reduce_init<A>(kind);
-    for (int64_t k = 0; k < n; ++k) reduce_push(kind, acc, f(k));
-    return acc;
-  }
-};
 
 // Whether this team is the last of the arrivals at *counter that add up to
 // `total` (this one adding `count`). Every thread's stores are made visible
@@ -431,10 +445,12 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
       }
     });
   } else if (e.main == MainKind::reduce) {
+    // With no tail ops and a value a row, the reductions are the output.
     const Tail<A>& tail = e.tail;
-    A* z = kokkos::scratch<A>(kokkos::Slot::z, tail.R * tail.K);
+    const bool direct = tail.n == 0 && tail.K_out == tail.K;
+    A* z = direct ? op : kokkos::scratch<A>(kokkos::Slot::z, tail.R * tail.K);
     kokkos::run_reduce_rows<A, R>("kfuse::epilogue::reduce", row, body, e.reduce, tail.R * tail.K, z, 0);
-    run_tail_rows(tail, z, op);
+    if (!direct) run_tail_rows(tail, z, op);
   } else {
     Indexer out_outer, out_inner;
     split_axes(y.shape, contiguous_strides(y.shape), e.mask, out_outer, out_inner);
