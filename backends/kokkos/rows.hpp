@@ -3,9 +3,10 @@
 // for the eager ops). A row is the elements one output reduces (or one
 // softmax normalises):
 //  - contiguous rows (dense): short ones (fewer than kWarpRow elements) take
-//    the vector lanes of one team thread each, a warp on a GPU, several rows
-//    a team; long ones a team each, split in chunks when there are few; the
-//    row streamed with 16-byte loads (stream.hpp);
+//    the vector lanes of one team thread each (on a GPU a warp, or fewer
+//    lanes for rows of fewer 16-byte vectors), several rows a team; long ones
+//    a team each, split in chunks when there are few; the row streamed with
+//    16-byte loads (stream.hpp);
 //  - rows walked across (by_columns, e.g. over C of NCHW): a thread per
 //    output on a GPU, loads coalesced across threads and kAhead of them in
 //    flight; on the host a block of outputs side by side.
@@ -61,8 +62,6 @@ struct Body {
 
 // Rows shorter than this take the vector lanes of one team thread (VectorLanes).
 constexpr int64_t kWarpRow = 2048;
-// Vector lanes a row of VectorLanes: a warp on a GPU, one thread on the host.
-constexpr int kLanes = kOnDevice ? 32 : 1;
 
 // The ts threads that share one row: run(f) calls f(t, ts) on each thread t,
 // reduce(kind, f) too with the thread's accumulator, and gives every thread
@@ -81,18 +80,19 @@ struct TeamLanes {  // the whole team
     return acc;
   }
 };
-struct VectorLanes {  // the kLanes vector lanes of this team thread
+struct VectorLanes {  // the `lanes` vector lanes of this team thread (the policy's vector length)
   const Team& team;
+  int lanes;
   template <class F>
   KOKKOS_INLINE_FUNCTION void run(const F& f) const {
-    Kokkos::parallel_for(Kokkos::ThreadVectorRange(team, kLanes), [&](int lane) { f(int64_t(lane), int64_t(kLanes)); });
+    Kokkos::parallel_for(Kokkos::ThreadVectorRange(team, lanes), [&](int lane) { f(int64_t(lane), int64_t(lanes)); });
   }
   template <class R, class F>
   KOKKOS_INLINE_FUNCTION detail::ReduceAcc<R> reduce(ReduceKind kind, const F& f) const {
     detail::ReduceAcc<R> acc = detail::reduce_init<R>(kind);
     Kokkos::parallel_reduce(
-        Kokkos::ThreadVectorRange(team, kLanes),
-        [&](int lane, detail::ReduceAcc<R>& a) { f(int64_t(lane), int64_t(kLanes), a); }, AccReducer<R>(kind, acc));
+        Kokkos::ThreadVectorRange(team, lanes),
+        [&](int lane, detail::ReduceAcc<R>& a) { f(int64_t(lane), int64_t(lanes), a); }, AccReducer<R>(kind, acc));
     return acc;
   }
 };
@@ -103,8 +103,20 @@ bool by_lanes(const Row<T>& row) {
   return row.dense && row.count < kWarpRow;
 }
 
-// Teams of `rows` rows of VectorLanes, for a tuned team of `threads` threads.
-inline int rows_per_team(int threads) { return threads / kLanes > 1 ? threads / kLanes : 1; }
+// Vector lanes a row of VectorLanes: on a GPU the fewest (a power of two, at
+// most a warp) that give every lane a 16-byte vector of the row, so that
+// short rows leave no lane idle; on the host one.
+template <class T>
+int row_lanes(const Row<T>& row) {
+  if (!kOnDevice) return 1;
+  const int64_t vectors = (row.count + Vec16<T>::kVec - 1) / Vec16<T>::kVec;
+  int lanes = 1;
+  while (lanes < 32 && lanes < vectors) lanes *= 2;
+  return lanes;
+}
+
+// Rows of VectorLanes a team of `threads` threads holds, `lanes` threads a row.
+inline int rows_per_team(int threads, int lanes) { return threads / lanes > 1 ? threads / lanes : 1; }
 
 // The reduction of elements [k0, k0 + n) of row o after `body` (the identity
 // unless kChain), accumulated in R; every thread of the lanes holds the result.
@@ -144,12 +156,13 @@ struct ReduceRows {
   int64_t rows, chunks, chunk_len;
   T* out;
   detail::ReduceAcc<R>* partial;
+  int lanes;  // kByLanes: a row's vector lanes
 
   KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
     if constexpr (kByLanes) {
       const int64_t o = int64_t(team.league_rank()) * team.team_size() + team.team_rank();
       if (o >= rows) return;
-      const detail::ReduceAcc<R> acc = reduce_row<D, kChain, R>(VectorLanes{team}, kind, row, body, o, 0, row.count);
+      const detail::ReduceAcc<R> acc = reduce_row<D, kChain, R>(VectorLanes{team, lanes}, kind, row, body, o, 0, row.count);
       Kokkos::single(Kokkos::PerThread(team), [&]() { out[o] = T(detail::reduce_finish(kind, acc, row.count)); });
     } else {
       const int64_t u = team.league_rank(), o = u / chunks, k0 = (u - o * chunks) * chunk_len;
@@ -272,31 +285,32 @@ void run_reduce_rows(const char* label, const Row<T>& row, const Body<T>& body, 
                      int threads) {
   if (rows == 0) return;
   if (threads <= 0 && by_columns(row)) return reduce_columns<T, R>(label, row, body, kind, rows, out);
-  const auto functor = [&](auto depth, auto chain, auto lanes, int64_t chunks, int64_t chunk_len,
+  const int lanes = row_lanes(row);
+  const auto functor = [&](auto depth, auto chain, auto by_lanes, int64_t chunks, int64_t chunk_len,
                            detail::ReduceAcc<R>* partial) {
-    return ReduceRows<decltype(depth)::value, decltype(chain)::value, decltype(lanes)::value, T, R>{
-        row, body, kind, rows, chunks, chunk_len, out, partial};
+    return ReduceRows<decltype(depth)::value, decltype(chain)::value, decltype(by_lanes)::value, T, R>{
+        row, body, kind, rows, chunks, chunk_len, out, partial, lanes};
   };
-  const auto launch = [&](auto lanes, const TeamPolicy& policy, const TeamConfig& c, int64_t chunks, int64_t len,
+  const auto launch = [&](auto by_lanes, const TeamPolicy& policy, const TeamConfig& c, int64_t chunks, int64_t len,
                           detail::ReduceAcc<R>* partial) {
     with_depth(c.depth, [&](auto d) {
-      if (body.n > 0) Kokkos::parallel_for(label, policy, functor(d, std::true_type{}, lanes, chunks, len, partial));
-      else Kokkos::parallel_for(label, policy, functor(d, std::false_type{}, lanes, chunks, len, partial));
+      if (body.n > 0) Kokkos::parallel_for(label, policy, functor(d, std::true_type{}, by_lanes, chunks, len, partial));
+      else Kokkos::parallel_for(label, policy, functor(d, std::false_type{}, by_lanes, chunks, len, partial));
     });
   };
   // (Explicit long long: nvcc 13 mangles the deduced pairs of a braced list of template members.)
   const long long n_rows = rows, count = row.count, ops = body.n;
   const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}, {"ops", ops}});
-  const auto plain = [&](auto lanes) {
-    return functor(std::integral_constant<int, 2>{}, std::false_type{}, lanes, 1, row.count, nullptr);
+  const auto plain = [&](auto by_lanes) {
+    return functor(std::integral_constant<int, 2>{}, std::false_type{}, by_lanes, 1, row.count, nullptr);
   };
 
   if (threads <= 0 && by_lanes(row)) {
     const auto run = [&](const TeamConfig& c) {
-      const int per_team = rows_per_team(c.team_size);
-      launch(std::true_type{}, team_policy((rows + per_team - 1) / per_team, per_team, kLanes), c, 1, row.count, nullptr);
+      const int per_team = rows_per_team(c.team_size, lanes);
+      launch(std::true_type{}, team_policy((rows + per_team - 1) / per_team, per_team, lanes), c, 1, row.count, nullptr);
     };
-    return run(team_config("kokkos::reduce_rows_by_lanes", shape, team_policy(rows, 1, kLanes), plain(std::true_type{}), run));
+    return run(team_config("kokkos::reduce_rows_by_lanes", shape, team_policy(rows, 1, lanes), plain(std::true_type{}), run));
   }
 
   const auto policy = team_policy(rows, 1, 1);
@@ -343,11 +357,12 @@ template <int D, bool kByLanes, class T, class R>
 struct SoftmaxRows {
   Softmax<T, R> s;
   int64_t rows;
+  int lanes;  // kByLanes: a row's vector lanes
 
   KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
     if constexpr (kByLanes) {
       const int64_t o = int64_t(team.league_rank()) * team.team_size() + team.team_rank();
-      if (o < rows) softmax_row(VectorLanes{team}, o);
+      if (o < rows) softmax_row(VectorLanes{team, lanes}, o);
     } else {
       softmax_row(TeamLanes{team}, team.league_rank());
     }
@@ -428,23 +443,24 @@ void run_softmax_rows(const char* label, const Softmax<T, R>& s, int64_t rows, i
   const long long n_rows = rows, count = s.row.count;  // (as in run_reduce_rows)
   const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}});
   if (threads <= 0 && by_lanes(s.row)) {
+    const int lanes = row_lanes(s.row);
     const auto run = [&](const TeamConfig& c) {
-      const int per_team = rows_per_team(c.team_size);
+      const int per_team = rows_per_team(c.team_size, lanes);
       with_depth(c.depth, [&](auto d) {
-        Kokkos::parallel_for(label, team_policy((rows + per_team - 1) / per_team, per_team, kLanes),
-                             SoftmaxRows<decltype(d)::value, true, T, R>{s, rows});
+        Kokkos::parallel_for(label, team_policy((rows + per_team - 1) / per_team, per_team, lanes),
+                             SoftmaxRows<decltype(d)::value, true, T, R>{s, rows, lanes});
       });
     };
-    return run(team_config("kokkos::softmax_rows_by_lanes", shape, team_policy(rows, 1, kLanes),
-                           SoftmaxRows<2, true, T, R>{s, rows}, run));
+    return run(team_config("kokkos::softmax_rows_by_lanes", shape, team_policy(rows, 1, lanes),
+                           SoftmaxRows<2, true, T, R>{s, rows, lanes}, run));
   }
   const auto run = [&](const TeamConfig& c) {
     with_depth(c.depth, [&](auto d) {
-      Kokkos::parallel_for(label, team_policy(rows, c.team_size, 1), SoftmaxRows<decltype(d)::value, false, T, R>{s, rows});
+      Kokkos::parallel_for(label, team_policy(rows, c.team_size, 1), SoftmaxRows<decltype(d)::value, false, T, R>{s, rows, 1});
     });
   };
   if (threads > 0) return run(TeamConfig{threads, 2});
-  run(team_config("kokkos::softmax_rows", shape, team_policy(rows, 1, 1), SoftmaxRows<2, false, T, R>{s, rows}, run));
+  run(team_config("kokkos::softmax_rows", shape, team_policy(rows, 1, 1), SoftmaxRows<2, false, T, R>{s, rows, 1}, run));
 }
 
 }  // namespace kfuse::kokkos
