@@ -104,8 +104,8 @@ bool by_lanes(const Row<T>& row) {
 }
 
 // Vector lanes a row of VectorLanes: on a GPU the fewest (a power of two, at
-// most a warp) that give every lane a 16-byte vector of the row, so that
-// short rows leave no lane idle; on the host one.
+// most a warp) that take all of the row's 16-byte vectors at once, so that a
+// short row leaves few lanes idle; on the host one.
 template <class T>
 int row_lanes(const Row<T>& row) {
   if (!kOnDevice) return 1;
