@@ -115,8 +115,16 @@ int row_lanes(const Row<T>& row) {
   return lanes;
 }
 
-// Rows of VectorLanes a team of `threads` threads holds, `lanes` threads a row.
-inline int rows_per_team(int threads, int lanes) { return threads / lanes > 1 ? threads / lanes : 1; }
+// The policy of `rows` rows of VectorLanes, `lanes` threads a row, in teams
+// of the tuned `threads` threads; and the row of a team thread in it (past
+// the last row for the spare threads of the last team).
+inline TeamPolicy lanes_policy(int64_t rows, int threads, int lanes) {
+  const int per_team = threads / lanes > 1 ? threads / lanes : 1;
+  return team_policy((rows + per_team - 1) / per_team, per_team, lanes);
+}
+KOKKOS_INLINE_FUNCTION int64_t lanes_row(const Team& team) {
+  return int64_t(team.league_rank()) * team.team_size() + team.team_rank();
+}
 
 // The reduction of elements [k0, k0 + n) of row o after `body` (the identity
 // unless kChain), accumulated in R; every thread of the lanes holds the result.
@@ -160,7 +168,7 @@ struct ReduceRows {
 
   KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
     if constexpr (kByLanes) {
-      const int64_t o = int64_t(team.league_rank()) * team.team_size() + team.team_rank();
+      const int64_t o = lanes_row(team);
       if (o >= rows) return;
       const detail::ReduceAcc<R> acc = reduce_row<D, kChain, R>(VectorLanes{team, lanes}, kind, row, body, o, 0, row.count);
       Kokkos::single(Kokkos::PerThread(team), [&]() { out[o] = T(detail::reduce_finish(kind, acc, row.count)); });
@@ -307,8 +315,7 @@ void run_reduce_rows(const char* label, const Row<T>& row, const Body<T>& body, 
 
   if (threads <= 0 && by_lanes(row)) {
     const auto run = [&](const TeamConfig& c) {
-      const int per_team = rows_per_team(c.team_size, lanes);
-      launch(std::true_type{}, team_policy((rows + per_team - 1) / per_team, per_team, lanes), c, 1, row.count, nullptr);
+      launch(std::true_type{}, lanes_policy(rows, c.team_size, lanes), c, 1, row.count, nullptr);
     };
     return run(team_config("kokkos::reduce_rows_by_lanes", shape, team_policy(rows, 1, lanes), plain(std::true_type{}), run));
   }
@@ -361,7 +368,7 @@ struct SoftmaxRows {
 
   KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
     if constexpr (kByLanes) {
-      const int64_t o = int64_t(team.league_rank()) * team.team_size() + team.team_rank();
+      const int64_t o = lanes_row(team);
       if (o < rows) softmax_row(VectorLanes{team, lanes}, o);
     } else {
       softmax_row(TeamLanes{team}, team.league_rank());
@@ -445,9 +452,8 @@ void run_softmax_rows(const char* label, const Softmax<T, R>& s, int64_t rows, i
   if (threads <= 0 && by_lanes(s.row)) {
     const int lanes = row_lanes(s.row);
     const auto run = [&](const TeamConfig& c) {
-      const int per_team = rows_per_team(c.team_size, lanes);
       with_depth(c.depth, [&](auto d) {
-        Kokkos::parallel_for(label, team_policy((rows + per_team - 1) / per_team, per_team, lanes),
+        Kokkos::parallel_for(label, lanes_policy(rows, c.team_size, lanes),
                              SoftmaxRows<decltype(d)::value, true, T, R>{s, rows, lanes});
       });
     };
