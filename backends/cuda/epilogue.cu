@@ -263,10 +263,12 @@ class StageKernels {
   // Y and the output of `dtype` (T's), accumulated in A.
   StageKernels(const EpilogueStep<A>& e, DType dtype)
       : elem_(jit::type_name(dtype)), acc_(jit::acc_type_name<A>()) {
+    // Stages with no point ops are compiled too: the constant reduction kind
+    // and the absent chains take the built-in kernels' registers from 88-113
+    // to 40-54 (sm_90, float: reduce_rows by blocks, softmax by rows and by
+    // columns), and their occupancy from a quarter to a half.
     if (!jit::enabled())
       why_built_in_ = "plan-time compilation is off (KFUSE_CUDA_JIT=0)";
-    else if (e.body.n == 0 && e.after.n == 0)
-      why_built_in_ = "no point ops";
     else
       source_ = program_source(jit::host_ops(e.body), jit::host_ops(e.after), e.reduce);
   }
