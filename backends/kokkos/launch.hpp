@@ -105,4 +105,13 @@ void with_depth(int depth, const F& f) {
   else f(std::integral_constant<int, 2>{});
 }
 
+// Calls f(std::bool_constant<chain>{}): kernels without point ops are
+// instantiated without the chain interpreter, whose code and registers they
+// would carry for nothing (the softmax by lanes: 88 registers with it).
+template <class F>
+void with_chain(bool chain, const F& f) {
+  if (chain) f(std::true_type{});
+  else f(std::false_type{});
+}
+
 }  // namespace kfuse::kokkos

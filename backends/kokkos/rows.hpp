@@ -49,12 +49,16 @@ struct Body {
     detail::apply_chain(ops, n, v, o, d_o, k, dk);
   }
   // The first nb of the N values at (o + m do, k + m dk): all at once when
-  // nb == N, else one by one.
+  // nb == N, else one by one (a loop of N, so that v keeps to registers).
   template <int N>
   KOKKOS_INLINE_FUNCTION void first(T (&v)[N], int nb, int64_t o, int64_t d_o, int64_t k, int64_t dk) const {
-    if (nb == N) (*this)(v, o, d_o, k, dk);
-    else
-      for (int m = 0; m < nb; ++m) v[m] = (*this)(v[m], o + m * d_o, k + m * dk);
+    if (nb == N) {
+      (*this)(v, o, d_o, k, dk);
+      return;
+    }
+    KFUSE_UNROLL
+    for (int m = 0; m < N; ++m)
+      if (m < nb) v[m] = (*this)(v[m], o + m * d_o, k + m * dk);
   }
 };
 
@@ -139,8 +143,10 @@ KOKKOS_INLINE_FUNCTION detail::ReduceAcc<R> reduce_row(const Lanes& lanes, Reduc
           t, ts, base + k0, n,
           [&](const Vec16<T>& d, int64_t e) {
             T v[Vec16<T>::kVec];
+            KFUSE_UNROLL
             for (int k = 0; k < Vec16<T>::kVec; ++k) v[k] = d.v[k];
             if (kChain) body(v, o, 0, k0 + e, 1);
+            KFUSE_UNROLL
             for (int k = 0; k < Vec16<T>::kVec; ++k) detail::reduce_push(kind, acc, R(v[k]));
           },
           [&](T v, int64_t e) { detail::reduce_push(kind, acc, f(v, k0 + e)); });
@@ -218,13 +224,41 @@ using ColumnBlock = int64_t[kColumns];  // where each output of a block starts
 template <class T>
 using ColumnValues = T[kColumns * kAhead];  // value (m, u): output o0 + m at column k + u, at m * kAhead + u
 
+// Calls f(i, m, u) for each value (m, u) of a block in use, m < nb and
+// u < nk, i = m * kAhead + u. The loops run to kColumns and kAhead, unrolled
+// on a GPU, so that the block's values stay in registers: loops to nb and nk
+// put them in local memory, where each store waited on its load (one load
+// in flight, not kAhead: H100, 2026-12-05, logsumexp over C at 3.9x the floor).
+template <class F>
+KOKKOS_INLINE_FUNCTION void column_each(int nb, int nk, const F& f) {
+  KFUSE_UNROLL
+  for (int m = 0; m < kColumns; ++m) {
+    KFUSE_UNROLL
+    for (int u = 0; u < kAhead; ++u)
+      if (m < nb && u < nk) f(m * kAhead + u, m, u);
+  }
+}
+
 // The first element of each output of the block from o0 (nb of them), and
 // the number nb.
 KOKKOS_INLINE_FUNCTION int column_block(const Indexer& outer, int64_t rows, int64_t o0, ColumnBlock& base) {
   const int nb = rows - o0 < kColumns ? int(rows - o0) : kColumns;
-  for (int m = 0; m < nb; ++m) base[m] = outer.offset(o0 + m);
+  column_each(nb, 1, [&](int, int m, int) { base[m] = outer.offset(o0 + m); });
   return nb;
 }
+
+// Where columns k + u of a row start, for u < nk: first + u * step when the
+// run is affine (Indexer::run; always for one reduced axis), else through
+// the indexer.
+struct ColumnRun {
+  const Indexer& inner;
+  int64_t k, first = 0, step = 0;
+  bool affine;
+  KOKKOS_INLINE_FUNCTION ColumnRun(const Indexer& ix, int64_t k0, int nk) : inner(ix), k(k0) {
+    affine = inner.run(k0, 1, nk, first, step);
+  }
+  KOKKOS_INLINE_FUNCTION int64_t operator()(int u) const { return affine ? first + u * step : inner.offset(k + u); }
+};
 
 // A chain on the block's values: nb outputs at one column, or nk columns of one output.
 template <class T>
@@ -233,15 +267,13 @@ KOKKOS_INLINE_FUNCTION void column_chain(const Body<T>& chain, ColumnValues<T>& 
   else chain.first(v, nk, o0, 0, k, 1);
 }
 
-// The block's elements at columns [k, k + nk) after `body`.
-template <class T>
+// The block's elements at columns [k, k + nk) after `body` (kChain).
+template <bool kChain, class T>
 KOKKOS_INLINE_FUNCTION void column_values(const Row<T>& row, const Body<T>& body, const ColumnBlock& base, int nb,
                                           int64_t o0, int64_t k, int nk, ColumnValues<T>& v) {
-  for (int u = 0; u < nk; ++u) {
-    const int64_t ku = row.inner.offset(k + u);
-    for (int m = 0; m < nb; ++m) v[m * kAhead + u] = row.x[base[m] + ku];
-  }
-  column_chain(body, v, nb, o0, k, nk);
+  const ColumnRun at(row.inner, k, nk);
+  column_each(nb, nk, [&](int i, int m, int u) { v[i] = row.x[base[m] + at(u)]; });
+  if (kChain) column_chain(body, v, nb, o0, k, nk);
 }
 
 // The block's values pushed into its outputs' accumulators: a whole run of
@@ -251,12 +283,12 @@ KOKKOS_INLINE_FUNCTION void column_push(ReduceKind kind, detail::ReduceAcc<R> (&
                                         int nb, int nk) {
   if (kAhead > 1 && nk == kAhead) {
     R r[kAhead];
+    KFUSE_UNROLL
     for (int u = 0; u < kAhead; ++u) r[u] = R(v[u]);
     detail::reduce_push_n(kind, acc[0], r);
     return;
   }
-  for (int m = 0; m < nb; ++m)
-    for (int u = 0; u < nk; ++u) detail::reduce_push(kind, acc[m], R(v[m * kAhead + u]));
+  column_each(nb, nk, [&](int i, int m, int) { detail::reduce_push(kind, acc[m], R(v[i])); });
 }
 
 // Calls f(k, nk) for the column runs [k, k + nk) of a row of `count`.
@@ -265,8 +297,8 @@ KOKKOS_INLINE_FUNCTION void column_runs(int64_t count, const F& f) {
   for (int64_t k = 0; k < count; k += kAhead) f(k, count - k < kAhead ? int(count - k) : kAhead);
 }
 
-// out[o] = the reduction of row o after `body`, walked across (by_columns).
-template <class T, class R>
+// out[o] = the reduction of row o after `body` (kChain), walked across (by_columns).
+template <bool kChain, class T, class R>
 void reduce_columns(const char* label, const Row<T>& row, const Body<T>& body, ReduceKind kind, int64_t rows, T* out) {
   Kokkos::parallel_for(label, Range(0, (rows + kColumns - 1) / kColumns), KOKKOS_LAMBDA(int64_t b) {
     const int64_t o0 = b * kColumns;
@@ -277,7 +309,7 @@ void reduce_columns(const char* label, const Row<T>& row, const Body<T>& body, R
     detail::ReduceAcc<R> acc[kColumns];
     for (int m = 0; m < kColumns; ++m) acc[m] = detail::reduce_init<R>(kind);
     column_runs(row.count, [&](int64_t k, int nk) {
-      column_values(row, body, base, nb, o0, k, nk, v);
+      column_values<kChain>(row, body, base, nb, o0, k, nk, v);
       column_push(kind, acc, v, nb, nk);
     });
     for (int m = 0; m < nb; ++m) out[o0 + m] = T(detail::reduce_finish(kind, acc[m], row.count));
@@ -292,7 +324,10 @@ template <class T, class R>
 void run_reduce_rows(const char* label, const Row<T>& row, const Body<T>& body, ReduceKind kind, int64_t rows, T* out,
                      int threads) {
   if (rows == 0) return;
-  if (threads <= 0 && by_columns(row)) return reduce_columns<T, R>(label, row, body, kind, rows, out);
+  if (threads <= 0 && by_columns(row))
+    return with_chain(body.n > 0, [&](auto chain) {
+      reduce_columns<decltype(chain)::value, T, R>(label, row, body, kind, rows, out);
+    });
   const int lanes = row_lanes(row);
   const auto functor = [&](auto depth, auto chain, auto by_lanes, int64_t chunks, int64_t chunk_len,
                            detail::ReduceAcc<R>* partial) {
@@ -359,8 +394,9 @@ struct Softmax {
 // The (max, sum of exponentials) pass, then each element again: read as the
 // first pass did (its second read mostly from L2, or L1), stored in 16-byte
 // vectors where the output row is contiguous and aligned as the input's.
-// kByLanes: rows of VectorLanes as ReduceRows; else a team a row.
-template <int D, bool kByLanes, class T, class R>
+// kChain: s.body and s.after are applied (else both are empty). kByLanes:
+// rows of VectorLanes as ReduceRows; else a team a row.
+template <int D, bool kChain, bool kByLanes, class T, class R>
 struct SoftmaxRows {
   Softmax<T, R> s;
   int64_t rows;
@@ -378,14 +414,18 @@ struct SoftmaxRows {
   template <class Lanes>
   KOKKOS_INLINE_FUNCTION void softmax_row(const Lanes& lanes, int64_t o) const {
     const Row<T>& row = s.row;
-    const detail::ReduceAcc<R> acc = reduce_row<D, true, R>(lanes, ReduceKind::logsumexp, row, s.body, o, 0, row.count);
+    const detail::ReduceAcc<R> acc = reduce_row<D, kChain, R>(lanes, ReduceKind::logsumexp, row, s.body, o, 0, row.count);
     const T* base = row.base(o);
     T* dst = s.out + s.out_outer.offset(o);
-    const auto value = [&](T v) { return T(detail::softmax_value(acc, R(v))); };
+    // Element k of the output from element v of the row.
+    const auto output = [&](T v, int64_t k) {
+      if (kChain) v = s.body(v, o, k);
+      v = T(detail::softmax_value(acc, R(v)));
+      return kChain ? s.after(v, o, k) : v;
+    };
     lanes.run([&](int64_t t, int64_t ts) {
       if (!row.dense) {
-        for (int64_t k = t; k < row.count; k += ts)
-          dst[s.out_inner.offset(k)] = s.after(value(s.body(base[row.inner.offset(k)], o, k)), o, k);
+        for (int64_t k = t; k < row.count; k += ts) dst[s.out_inner.offset(k)] = output(base[row.inner.offset(k)], k);
         return;
       }
       using V = Vec16<T>;
@@ -395,26 +435,30 @@ struct SoftmaxRows {
           t, ts, base, row.count,
           [&](const V& d, int64_t e) {
             T v[V::kVec];
+            KFUSE_UNROLL
             for (int k = 0; k < V::kVec; ++k) v[k] = d.v[k];
-            s.body(v, o, 0, e, 1);
-            for (int k = 0; k < V::kVec; ++k) v[k] = value(v[k]);
-            s.after(v, o, 0, e, 1);
+            if (kChain) s.body(v, o, 0, e, 1);
+            KFUSE_UNROLL
+            for (int k = 0; k < V::kVec; ++k) v[k] = T(detail::softmax_value(acc, R(v[k])));
+            if (kChain) s.after(v, o, 0, e, 1);
             if (paired) {
               V w;
+              KFUSE_UNROLL
               for (int k = 0; k < V::kVec; ++k) w.v[k] = v[k];
               *reinterpret_cast<V*>(dst + e) = w;
             } else {
+              KFUSE_UNROLL
               for (int k = 0; k < V::kVec; ++k) dst[out_dense ? e + k : s.out_inner.offset(e + k)] = v[k];
             }
           },
-          [&](T v, int64_t e) { dst[out_dense ? e : s.out_inner.offset(e)] = s.after(value(s.body(v, o, e)), o, e); });
+          [&](T v, int64_t e) { dst[out_dense ? e : s.out_inner.offset(e)] = output(v, e); });
     });
   }
 };
 
 // Softmax rows walked across (by_columns): the (max, sum of exponentials)
-// pass, then the outputs.
-template <class T, class R>
+// pass, then the outputs (chains as in SoftmaxRows).
+template <bool kChain, class T, class R>
 void softmax_columns(const char* label, const Softmax<T, R>& s, int64_t rows) {
   Kokkos::parallel_for(label, Range(0, (rows + kColumns - 1) / kColumns), KOKKOS_LAMBDA(int64_t b) {
     const int64_t o0 = b * kColumns;
@@ -425,48 +469,51 @@ void softmax_columns(const char* label, const Softmax<T, R>& s, int64_t rows) {
     detail::ReduceAcc<R> acc[kColumns];
     for (int m = 0; m < kColumns; ++m) acc[m] = detail::reduce_init<R>(ReduceKind::logsumexp);
     column_runs(s.row.count, [&](int64_t k, int nk) {
-      column_values(s.row, s.body, base, nb, o0, k, nk, v);
+      column_values<kChain>(s.row, s.body, base, nb, o0, k, nk, v);
       column_push(ReduceKind::logsumexp, acc, v, nb, nk);
     });
     column_runs(s.row.count, [&](int64_t k, int nk) {
-      column_values(s.row, s.body, base, nb, o0, k, nk, v);
-      for (int m = 0; m < nb; ++m)
-        for (int u = 0; u < nk; ++u) v[m * kAhead + u] = T(detail::softmax_value(acc[m], R(v[m * kAhead + u])));
-      column_chain(s.after, v, nb, o0, k, nk);
-      for (int u = 0; u < nk; ++u) {
-        const int64_t ku = s.out_inner.offset(k + u);
-        for (int m = 0; m < nb; ++m) s.out[dst[m] + ku] = v[m * kAhead + u];
-      }
+      column_values<kChain>(s.row, s.body, base, nb, o0, k, nk, v);
+      column_each(nb, nk, [&](int i, int m, int) { v[i] = T(detail::softmax_value(acc[m], R(v[i]))); });
+      if (kChain) column_chain(s.after, v, nb, o0, k, nk);
+      const ColumnRun at(s.out_inner, k, nk);
+      column_each(nb, nk, [&](int i, int m, int u) { s.out[dst[m] + at(u)] = v[i]; });
     });
   });
 }
 
 // Softmax over `rows` rows: walked across, by the lanes of a team thread, or
-// a team a row (team size as in run_reduce_rows).
+// a team a row (team size as in run_reduce_rows); without the chain
+// interpreter when there are no point ops.
 template <class T, class R>
 void run_softmax_rows(const char* label, const Softmax<T, R>& s, int64_t rows, int threads) {
   if (rows == 0) return;
-  if (threads <= 0 && by_columns(s.row)) return softmax_columns(label, s, rows);
-  const long long n_rows = rows, count = s.row.count;  // (as in run_reduce_rows)
-  const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}});
-  if (threads <= 0 && by_lanes(s.row)) {
-    const int lanes = row_lanes(s.row);
+  with_chain(s.body.n > 0 || s.after.n > 0, [&](auto chain) {
+    constexpr bool kChain = decltype(chain)::value;
+    if (threads <= 0 && by_columns(s.row)) return softmax_columns<kChain>(label, s, rows);
+    const long long n_rows = rows, count = s.row.count;  // (as in run_reduce_rows)
+    const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}});
+    if (threads <= 0 && by_lanes(s.row)) {
+      const int lanes = row_lanes(s.row);
+      const auto run = [&](const TeamConfig& c) {
+        with_depth(c.depth, [&](auto d) {
+          Kokkos::parallel_for(label, lanes_policy(rows, c.team_size, lanes),
+                               SoftmaxRows<decltype(d)::value, kChain, true, T, R>{s, rows, lanes});
+        });
+      };
+      return run(team_config("kokkos::softmax_rows_by_lanes", shape, team_policy(rows, 1, lanes),
+                             SoftmaxRows<2, kChain, true, T, R>{s, rows, lanes}, run));
+    }
     const auto run = [&](const TeamConfig& c) {
       with_depth(c.depth, [&](auto d) {
-        Kokkos::parallel_for(label, lanes_policy(rows, c.team_size, lanes),
-                             SoftmaxRows<decltype(d)::value, true, T, R>{s, rows, lanes});
+        Kokkos::parallel_for(label, team_policy(rows, c.team_size, 1),
+                             SoftmaxRows<decltype(d)::value, kChain, false, T, R>{s, rows, 1});
       });
     };
-    return run(team_config("kokkos::softmax_rows_by_lanes", shape, team_policy(rows, 1, lanes),
-                           SoftmaxRows<2, true, T, R>{s, rows, lanes}, run));
-  }
-  const auto run = [&](const TeamConfig& c) {
-    with_depth(c.depth, [&](auto d) {
-      Kokkos::parallel_for(label, team_policy(rows, c.team_size, 1), SoftmaxRows<decltype(d)::value, false, T, R>{s, rows, 1});
-    });
-  };
-  if (threads > 0) return run(TeamConfig{threads, 2});
-  run(team_config("kokkos::softmax_rows", shape, team_policy(rows, 1, 1), SoftmaxRows<2, false, T, R>{s, rows, 1}, run));
+    if (threads > 0) return run(TeamConfig{threads, 2});
+    run(team_config("kokkos::softmax_rows", shape, team_policy(rows, 1, 1), SoftmaxRows<2, kChain, false, T, R>{s, rows, 1},
+                    run));
+  });
 }
 
 }  // namespace kfuse::kokkos

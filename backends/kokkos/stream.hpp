@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "kfuse/detail/hd.hpp"
 #include "kfuse/kokkos.hpp"
 
 namespace kfuse::kokkos {
@@ -33,8 +34,10 @@ KOKKOS_INLINE_FUNCTION void stream_contiguous(int64_t t, int64_t ts, const T* p,
   const V* pv = reinterpret_cast<const V*>(p + head);
   int64_t v = t;
   for (; v + (D - 1) * ts < nvec; v += D * ts) {
-    V d[D];
+    V d[D];  // (unrolled: in registers, not local memory, on a GPU)
+    KFUSE_UNROLL
     for (int k = 0; k < D; ++k) d[k] = pv[v + k * ts];
+    KFUSE_UNROLL
     for (int k = 0; k < D; ++k) vec(d[k], head + (v + k * ts) * kV);
   }
   for (; v < nvec; v += ts) vec(pv[v], head + v * kV);
