@@ -60,6 +60,7 @@
 #include "kfuse/runtime.hpp"
 #include "kfuse/spec.hpp"
 #include "kfuse/tuning.hpp"
+#include "kfuse_commit.h"  // KFUSE_GIT_COMMIT, written at build time (perf/gpu/CMakeLists.txt)
 
 using namespace kfuse;
 using json = nlohmann::json;
