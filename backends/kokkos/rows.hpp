@@ -337,8 +337,9 @@ void run_reduce_rows(const char* label, const Row<T>& row, const Body<T>& body, 
   const auto launch = [&](auto by_lanes, const TeamPolicy& policy, const TeamConfig& c, int64_t chunks, int64_t len,
                           detail::ReduceAcc<R>* partial) {
     with_depth(c.depth, [&](auto d) {
-      if (body.n > 0) Kokkos::parallel_for(label, policy, functor(d, std::true_type{}, by_lanes, chunks, len, partial));
-      else Kokkos::parallel_for(label, policy, functor(d, std::false_type{}, by_lanes, chunks, len, partial));
+      with_chain(body.n > 0, [&](auto chain) {
+        Kokkos::parallel_for(label, policy, functor(d, chain, by_lanes, chunks, len, partial));
+      });
     });
   };
   // (Explicit long long: nvcc 13 mangles the deduced pairs of a braced list of template members.)
