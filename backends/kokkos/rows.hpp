@@ -324,60 +324,60 @@ template <class T, class R>
 void run_reduce_rows(const char* label, const Row<T>& row, const Body<T>& body, ReduceKind kind, int64_t rows, T* out,
                      int threads) {
   if (rows == 0) return;
-  if (threads <= 0 && by_columns(row))
-    return with_chain(body.n > 0, [&](auto chain) {
-      reduce_columns<decltype(chain)::value, T, R>(label, row, body, kind, rows, out);
-    });
-  const int lanes = row_lanes(row);
-  const auto functor = [&](auto depth, auto chain, auto by_lanes, int64_t chunks, int64_t chunk_len,
-                           detail::ReduceAcc<R>* partial) {
-    return ReduceRows<decltype(depth)::value, decltype(chain)::value, decltype(by_lanes)::value, T, R>{
-        row, body, kind, rows, chunks, chunk_len, out, partial, lanes};
-  };
-  const auto launch = [&](auto by_lanes, const TeamPolicy& policy, const TeamConfig& c, int64_t chunks, int64_t len,
-                          detail::ReduceAcc<R>* partial) {
-    with_depth(c.depth, [&](auto d) {
-      with_chain(body.n > 0, [&](auto chain) {
+  with_chain(body.n > 0, [&](auto chain) {
+    constexpr bool kChain = decltype(chain)::value;
+    if (threads <= 0 && by_columns(row)) return reduce_columns<kChain, T, R>(label, row, body, kind, rows, out);
+    const int lanes = row_lanes(row);
+    const auto functor = [&](auto depth, auto ops, auto by_lanes, int64_t chunks, int64_t chunk_len,
+                             detail::ReduceAcc<R>* partial) {
+      return ReduceRows<decltype(depth)::value, decltype(ops)::value, decltype(by_lanes)::value, T, R>{
+          row, body, kind, rows, chunks, chunk_len, out, partial, lanes};
+    };
+    const auto launch = [&](auto by_lanes, const TeamPolicy& policy, const TeamConfig& c, int64_t chunks, int64_t len,
+                            detail::ReduceAcc<R>* partial) {
+      with_depth(c.depth, [&](auto d) {
         Kokkos::parallel_for(label, policy, functor(d, chain, by_lanes, chunks, len, partial));
       });
-    });
-  };
-  // (Explicit long long: nvcc 13 mangles the deduced pairs of a braced list of template members.)
-  const long long n_rows = rows, count = row.count, ops = body.n;
-  const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}, {"ops", ops}});
-  const auto plain = [&](auto by_lanes) {
-    return functor(std::integral_constant<int, 2>{}, std::false_type{}, by_lanes, 1, row.count, nullptr);
-  };
-
-  if (threads <= 0 && by_lanes(row)) {
-    const auto run = [&](const TeamConfig& c) {
-      launch(std::true_type{}, lanes_policy(rows, c.team_size, lanes), c, 1, row.count, nullptr);
     };
-    return run(team_config("kokkos::reduce_rows_by_lanes", shape, team_policy(rows, 1, lanes), plain(std::true_type{}), run));
-  }
+    // (Explicit long long: nvcc 13 mangles the deduced pairs of a braced list of template members.)
+    const long long n_rows = rows, count = row.count, ops = body.n;
+    const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}, {"ops", ops}});
+    const auto plain = [&](auto by_lanes) {
+      return functor(std::integral_constant<int, 2>{}, std::false_type{}, by_lanes, 1, row.count, nullptr);
+    };
 
-  const auto policy = team_policy(rows, 1, 1);
-  const auto run = [&](const TeamConfig& c) {
-    int64_t chunks = 1;
-    if (kOnDevice && row.dense) {
-      const tuning::DeviceLimits& limits = device_facts().limits;
-      const int64_t resident =
-          int64_t(tuning::blocks_per_sm(team_resources(policy, plain(std::false_type{})), limits, c.team_size)) *
-          limits.sm_count;
-      chunks = tuning::fold_chunks(rows, row.count / Vec16<T>::kVec, row.count * int64_t(sizeof(T)), resident);
+    if (threads <= 0 && by_lanes(row)) {
+      const auto run = [&](const TeamConfig& c) {
+        launch(std::true_type{}, lanes_policy(rows, c.team_size, lanes), c, 1, row.count, nullptr);
+      };
+      return run(
+          team_config("kokkos::reduce_rows_by_lanes", shape, team_policy(rows, 1, lanes), plain(std::true_type{}), run));
     }
-    int64_t len = row.count;  // elements per chunk: whole 16-byte vectors when a row is split
-    if (chunks > 1) {
-      len = (row.count + chunks - 1) / chunks;
-      len += (Vec16<T>::kVec - len % Vec16<T>::kVec) % Vec16<T>::kVec;
-      chunks = (row.count + len - 1) / len;
-    }
-    detail::ReduceAcc<R>* partial = chunks > 1 ? scratch<detail::ReduceAcc<R>>(Slot::row_partials, rows * chunks) : nullptr;
-    launch(std::false_type{}, team_policy(rows * chunks, c.team_size, 1), c, chunks, len, partial);
-    if (chunks > 1) join_chunks(kind, partial, rows, chunks, row.count, out);
-  };
-  if (threads > 0) return run(TeamConfig{threads, 2});
-  run(team_config("kokkos::reduce_rows", shape, policy, plain(std::false_type{}), run));
+
+    const auto policy = team_policy(rows, 1, 1);
+    const auto run = [&](const TeamConfig& c) {
+      int64_t chunks = 1;
+      if (kOnDevice && row.dense) {
+        const tuning::DeviceLimits& limits = device_facts().limits;
+        const int64_t resident =
+            int64_t(tuning::blocks_per_sm(team_resources(policy, plain(std::false_type{})), limits, c.team_size)) *
+            limits.sm_count;
+        chunks = tuning::fold_chunks(rows, row.count / Vec16<T>::kVec, row.count * int64_t(sizeof(T)), resident);
+      }
+      int64_t len = row.count;  // elements per chunk: whole 16-byte vectors when a row is split
+      if (chunks > 1) {
+        len = (row.count + chunks - 1) / chunks;
+        len += (Vec16<T>::kVec - len % Vec16<T>::kVec) % Vec16<T>::kVec;
+        chunks = (row.count + len - 1) / len;
+      }
+      detail::ReduceAcc<R>* partial =
+          chunks > 1 ? scratch<detail::ReduceAcc<R>>(Slot::row_partials, rows * chunks) : nullptr;
+      launch(std::false_type{}, team_policy(rows * chunks, c.team_size, 1), c, chunks, len, partial);
+      if (chunks > 1) join_chunks(kind, partial, rows, chunks, row.count, out);
+    };
+    if (threads > 0) return run(TeamConfig{threads, 2});
+    run(team_config("kokkos::reduce_rows", shape, policy, plain(std::false_type{}), run));
+  });
 }
 
 // ---- Softmax ----------------------------------------------------------------------------
