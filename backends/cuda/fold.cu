@@ -37,10 +37,7 @@ struct FoldLaunch {
   int64_t rlo, rhi, clo, chi;  // the block accumulated in registers
   int main_block;              // its index in B (-1: empty planes)
   int contiguous;              // each plane is one contiguous run of H*W elements
-  // The column segments left and right of the central one, [cl2, clo) and
-  // [chi, cr2), in the central rows: two more register accumulators (empty
-  // ranges when there are none); blocks main_block - 1 and + 1.
-  int64_t cl2, cr2;
+  int64_t cl2, cr2;  // FoldGeometry::Block's: the column segments beside it, in registers too
 };
 
 // ---- Kernel 1: segment-block sums of each (plane, chunk) ----------------------
@@ -350,12 +347,7 @@ class PreparedFold final : public PreparedStep {
                                                                           : fold_plane_sums<T, S, int64_t>;
     const FoldGeometry::Block m = g_.largest_block();
     L_.main_block = m.index;
-    if (m.index >= 0) {
-      const int mc = m.index % g_.col_segments;
-      L_.rlo = m.rlo, L_.rhi = m.rhi, L_.clo = m.clo, L_.chi = m.chi;
-      L_.cl2 = mc > 0 ? g_.col_cut[mc - 1] : L_.clo;
-      L_.cr2 = mc + 1 < g_.col_segments ? g_.col_cut[mc + 2] : L_.chi;
-    }
+    if (m.index >= 0) L_.rlo = m.rlo, L_.rhi = m.rhi, L_.clo = m.clo, L_.chi = m.chi, L_.cl2 = m.cl2, L_.cr2 = m.cr2;
     // Row chunks per plane at each warp count: they follow the resident blocks.
     for (int w = 0; w < 2; ++w) {
       const int warps = 4 << w;

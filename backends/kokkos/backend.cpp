@@ -251,13 +251,15 @@ struct Fold {
 
   // On a GPU: the chunk streamed by the whole team in 16-byte vectors. Whole
   // vectors of the largest block go to per-thread registers (the returned
-  // partial sum), every other element to its block in B. (Only the vector path
-  // touches `acc`, so that the compiler keeps it in registers.)
+  // partial sum), and so do the elements of the column segments beside it in
+  // its rows (Block::cl2, cr2); every other element to its block in B. (Only
+  // the vector path touches `acc`, so that the compiler keeps it in registers.)
   KOKKOS_INLINE_FUNCTION S sweep_vectors(const Team& team, const T* p, int64_t r0, int64_t r1, const Scratch& B) const {
     constexpr int64_t kV = V::kVec;
     const int64_t W = g.W;
     const int cs = g.col_segments;
     S acc[kAcc] = {};
+    S left = S(0), right = S(0);
     const auto add = [&](int64_t r, int64_t c, S v) { team_add(B(g.row_segment(r) * cs + g.col_segment(c)), v); };
     if (contiguous) {
       // The row and column of the thread's vector follow it incrementally (no division per vector).
@@ -274,8 +276,19 @@ struct Fold {
               col += dc;
               if (col >= W) col -= W, ++row;
             }
-            if (row >= m.rlo && row < m.rhi && col >= m.clo && col + kV <= m.chi) {
+            const bool in_rows = row >= m.rlo && row < m.rhi;
+            if (in_rows && col >= m.clo && col + kV <= m.chi) {
+              KFUSE_UNROLL
               for (int k = 0; k < kV; ++k) acc[k % kAcc] += S(d.v[k]);
+            } else if (in_rows && col + kV <= W) {
+              KFUSE_UNROLL
+              for (int k = 0; k < kV; ++k) {
+                const int64_t c = col + k;
+                if (c >= m.clo && c < m.chi) acc[k % kAcc] += S(d.v[k]);
+                else if (c >= m.cl2 && c < m.clo) left += S(d.v[k]);
+                else if (c >= m.chi && c < m.cr2) right += S(d.v[k]);
+                else add(row, c, S(d.v[k]));
+              }
             } else {
               for (int k = 0; k < kV; ++k) {
                 int64_t r = row, c = col + k;
@@ -291,6 +304,8 @@ struct Fold {
         add(r, c, S(p[r * g.xs[2] + c * g.xs[3]]));
       }
     }
+    if (left != S(0)) team_add(B(m.index - 1), left);
+    if (right != S(0)) team_add(B(m.index + 1), right);
     S total = S(0);
     for (int k = 0; k < kAcc; ++k) total += acc[k];
     return total;

@@ -239,6 +239,12 @@ struct FoldGeometry {
   struct Block {
     int64_t rlo, rhi, clo, chi;  // rows [rlo, rhi), columns [clo, chi)
     int index;                   // in B; -1 when the planes are empty
+    // The column segments left and right of it in its rows, [cl2, clo) and
+    // [chi, cr2) (blocks index - 1 and index + 1; empty ranges where there
+    // are none): kernels keep them in registers too, so that the threads
+    // whose vectors straddle the block's edge columns (one lane of every
+    // warp when a warp's vectors span a row) stay out of shared atomics.
+    int64_t cl2, cr2;
   };
   KFUSE_HDI Block largest_block() const {
     const auto largest = [](const int64_t* cut, int segments) {
@@ -248,8 +254,9 @@ struct FoldGeometry {
       return best;
     };
     const int r = largest(row_cut, row_segments), c = largest(col_cut, col_segments);
-    if (r < 0 || c < 0) return Block{0, 0, 0, 0, -1};
-    return Block{row_cut[r], row_cut[r + 1], col_cut[c], col_cut[c + 1], r * col_segments + c};
+    if (r < 0 || c < 0) return Block{0, 0, 0, 0, -1, 0, 0};
+    return Block{row_cut[r], row_cut[r + 1], col_cut[c], col_cut[c + 1], r * col_segments + c,
+                 col_cut[c > 0 ? c - 1 : c], col_cut[c + 1 < col_segments ? c + 2 : c + 1]};
   }
 
   // S[t] for every tap t = kh*kW + kw from the block sums B[i*col_segments + j].
