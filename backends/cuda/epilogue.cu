@@ -25,7 +25,8 @@ enum class Kernel {
   cols_lean, cols, cols_generic, rows_thread,                     // reduce: a thread per output
   cols_vec,                                                       // reduce: a thread per 16 bytes of outputs
   softmax_rows_warp, softmax_rows_block, softmax_cols,
-  softmax_nhwc4, softmax_nhwc8,  // over C of a channels-last Y: C <= 128, C <= 256
+  softmax_nhwc4, softmax_nhwc8,            // over C of a channels-last Y: C <= 128, C <= 256
+  softmax_cols_held16, softmax_cols_held32,  // rows across, held: count <= 128, <= 256
   count
 };
 
@@ -48,6 +49,8 @@ const char* kernel_label(Kernel k) {
       "epilogue_softmax_cols (a thread a row)",
       "epilogue_softmax_nhwc (a warp a pixel, C <= 128)",
       "epilogue_softmax_nhwc (a warp a pixel, C <= 256)",
+      "epilogue_softmax_cols_held (a block 32 rows in registers, count <= 128)",
+      "epilogue_softmax_cols_held (a block 32 rows in registers, count <= 256)",
   };
   static_assert(sizeof(labels) / sizeof(labels[0]) == static_cast<std::size_t>(Kernel::count), "a label a kernel");
   return labels[static_cast<int>(k)];
@@ -72,7 +75,9 @@ std::string kernel_name(Kernel k, const std::string& t, const std::string& a, co
     case Kernel::softmax_rows_block: return ns + "epi_softmax_rows<" + ta + "false, " + c;
     case Kernel::softmax_cols: return ns + "epi_softmax_cols<" + ta + c;
     case Kernel::softmax_nhwc4: return ns + "epi_softmax_nhwc<" + ta + "4, " + c;
-    default: return ns + "epi_softmax_nhwc<" + ta + "8, " + c;
+    case Kernel::softmax_nhwc8: return ns + "epi_softmax_nhwc<" + ta + "8, " + c;
+    case Kernel::softmax_cols_held16: return ns + "epi_softmax_cols_held<" + ta + "16, " + c;
+    default: return ns + "epi_softmax_cols_held<" + ta + "32, " + c;
   }
 }
 
@@ -97,7 +102,9 @@ const void* builtin(Kernel k) {
     case Kernel::softmax_rows_block: return fn(epi_softmax_rows<T, A, false, I>);
     case Kernel::softmax_cols: return fn(epi_softmax_cols<T, A, I>);
     case Kernel::softmax_nhwc4: return fn(epi_softmax_nhwc<T, A, 4, I>);
-    default: return fn(epi_softmax_nhwc<T, A, 8, I>);
+    case Kernel::softmax_nhwc8: return fn(epi_softmax_nhwc<T, A, 8, I>);
+    case Kernel::softmax_cols_held16: return fn(epi_softmax_cols_held<T, A, 16, I>);
+    default: return fn(epi_softmax_cols_held<T, A, 32, I>);
   }
 }
 
@@ -145,7 +152,7 @@ struct Layout {
   int64_t stride = 1;    // the main axes as one stride (one_axis)
   bool contig = false;   // the main axes dense and trailing
   bool one_axis = false;
-  bool walk_unit = false;  // a reduction's walk reads neighbouring elements at its fastest 32 or more outputs
+  bool walk_unit = false;  // the walk over the kept axes reads neighbouring elements at its fastest 32 or more rows
   bool nhwc = false;     // Y [N, C, H, W] stored channels-last (C and H x W > 1):
   int64_t batch = 0, channels = 0, plane = 0;  // N, C, H x W
 };
@@ -242,6 +249,10 @@ Kernel choose_kernel(const EpilogueStep<A>& e, const Layout& l, int sms, bool ve
   if (l.nhwc && e.mask == 2u && e.count <= 32 * kSoftmaxHold && softmax_nhwc_smem<A>(e.count) <= 48 * 1024 &&
       l.batch * ((l.plane + 31) / 32) <= 0x7fffffff)
     return e.count <= 128 ? Kernel::softmax_nhwc4 : Kernel::softmax_nhwc8;
+  // Rows across (the axis strided, neighbouring rows adjacent): held where
+  // a block's 8 warps hold them, else a thread a row when rows fill the device.
+  if (l.stride != 1 && e.count > 1 && e.count <= 32 * kHeldWarps && l.walk_unit)
+    return e.count <= 16 * kHeldWarps ? Kernel::softmax_cols_held16 : Kernel::softmax_cols_held32;
   if (l.stride != 1 && e.count > 1 && rows >= int64_t(sms) * 1024) return Kernel::softmax_cols;
   return e.count <= 1024 ? Kernel::softmax_rows_warp : Kernel::softmax_rows_block;
 }
@@ -433,6 +444,9 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
           const int64_t blocks = l.batch * ((l.plane + 31) / 32);
           launch("kfuse::cuda::epilogue_softmax_nhwc", fn, dim3(grid_of(blocks)), dim3(256),
                  softmax_nhwc_smem<A>(count), false, a);
+        } else if (k == Kernel::softmax_cols_held16 || k == Kernel::softmax_cols_held32) {
+          launch("kfuse::cuda::epilogue_softmax_cols_held", fn, dim3(grid_of((rows + 31) / 32)), dim3(32 * kHeldWarps),
+                 0, false, a);
         } else if (k == Kernel::softmax_cols) {
           tuned_launch(fn, "cuda::epilogue_softmax_cols", shape, measurable, [&](int threads) {
             launch("kfuse::cuda::epilogue_softmax_cols", fn, dim3(grid_of((rows + threads - 1) / threads)),

@@ -17,10 +17,12 @@
 //           thread per output, loads coalesced across threads.
 //           Then the tail on the R x K intermediate (a second kernel; a
 //           thread, a warp or a block per row by K), unless there is none.
-//  softmax  a warp/block per row when the axis is contiguous, else a thread
-//           per row; the row is read twice (the second read mostly from L2),
-//           or once when a warp holds it; over C of a channels-last Y, a
-//           warp per pixel and the output written through shared memory.
+//  softmax  a warp/block per row when the axis is contiguous, else rows
+//           across: a block's warps holding 32 rows of up to 256 values
+//           between them, or a thread per row; a row is read twice (the
+//           second read mostly from L2), or once when held; over C of a
+//           channels-last Y, a warp per pixel and the output written through
+//           shared memory.
 //
 // `Ch` runs the chains (device.cuh: InterpretedChains, or a plan's compiled
 // PlanChains).
@@ -758,6 +760,64 @@ __global__ void __launch_bounds__(256, KFUSE_EPI_MIN_BLOCKS) epi_softmax_nhwc(co
 #pragma unroll
     for (int e = 0; e < AV; ++e, d += a.os)
       if (c0 + e < count) *d = to_elem<T>(r.get(e));
+  }
+}
+
+// Rows across, held (the axis is strided, neighbouring rows adjacent; e.g.
+// softmax over C of an NCHW Y): a block per 32 rows, lane l of every warp on
+// row l, warp w holding the row's values j = w + 8 t (t < HOLD, count <= 8
+// HOLD) in registers. The warps' maxima, then their sums of e = exp(v - max),
+// are joined through shared memory in warp order (deterministic). One read of
+// Y, where epi_softmax_cols reads each row twice (H100, [16, 128, 256, 256]
+// float32: 60% of copy, the second read mostly from DRAM).
+constexpr int kHeldWarps = 8;
+template <class T, class A, int HOLD, class Ch>
+__global__ void __launch_bounds__(32 * kHeldWarps) epi_softmax_cols_held(const SoftmaxArgs<T, A> a) {
+  __shared__ A part[2][kHeldWarps][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int count = int(a.count);  // at most 8 HOLD
+  for (int64_t first = int64_t(blockIdx.x) * 32; first < a.rows; first += int64_t(gridDim.x) * 32) {
+    const int64_t o = first + lane;
+    const bool row = o < a.rows;
+    const T* base = a.y + (row ? a.outer.offset(o) : 0);
+    A v[HOLD];
+#pragma unroll
+    for (int t = 0; t < HOLD; ++t) {
+      const int j = warp + kHeldWarps * t;
+      v[t] = row && j < count ? to_acc<A>(base[j * a.ys]) : A(0);
+    }
+    Ch::body(a.body, v, o, 0, warp, kHeldWarps);
+    A m = -inf<A>();
+#pragma unroll
+    for (int t = 0; t < HOLD; ++t)
+      if (warp + kHeldWarps * t < count) m = nan_max(m, v[t]);
+    part[0][warp][lane] = m;
+    __syncthreads();
+    ReduceAcc<A> acc{part[0][0][lane], A(0)};
+#pragma unroll
+    for (int w = 1; w < kHeldWarps; ++w) acc.a = nan_max(acc.a, part[0][w][lane]);
+    A s = A(0);
+#pragma unroll
+    for (int t = 0; t < HOLD; ++t) {
+      v[t] = std::exp(v[t] - acc.a);
+      if (warp + kHeldWarps * t < count) s += v[t];
+    }
+    part[1][warp][lane] = s;
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < kHeldWarps; ++w) acc.b += part[1][w][lane];
+#pragma unroll
+    for (int t = 0; t < HOLD; ++t) v[t] = softmax_of_exp(acc, v[t]);
+    Ch::after(a.after, v, o, 0, warp, kHeldWarps);
+    if (row) {
+      T* dst = a.out + a.out_outer.offset(o);
+#pragma unroll
+      for (int t = 0; t < HOLD; ++t) {
+        const int j = warp + kHeldWarps * t;
+        if (j < count) dst[j * a.os] = to_elem<T>(v[t]);
+      }
+    }
+    __syncthreads();  // part is rewritten by the next rows
   }
 }
 

@@ -9,7 +9,8 @@
 //    16-byte loads (stream.hpp);
 //  - rows walked across (by_columns, e.g. over C of NCHW): a thread per
 //    output on a GPU, loads coalesced across threads and kAhead of them in
-//    flight; on the host a block of outputs side by side.
+//    flight (a softmax of rows of up to 256 values: 32 rows a team, held in
+//    its warps' registers); on the host a block of outputs side by side.
 #pragma once
 
 #include <optional>
@@ -483,6 +484,79 @@ void softmax_columns(const char* label, const Softmax<T, R>& s, int64_t rows) {
   });
 }
 
+// Softmax rows walked across, held (on a GPU, rows of at most 32 kHeldGroups
+// values): a team of 32 kHeldGroups threads per 32 rows, lane l of each warp
+// on row o0 + l and warp g holding its values k = g + kHeldGroups t (t <
+// HOLD) in registers; the warps' maxima, then their sums of exp(v - max),
+// joined through team scratch in warp order (deterministic). One read of the
+// row, where softmax_columns reads it twice (the CUDA backend's
+// epi_softmax_cols_held).
+constexpr int kHeldGroups = 8;
+template <int HOLD, bool kChain, class T, class R>
+struct SoftmaxHeld {
+  using Parts = Kokkos::View<R*, ExecSpace::scratch_memory_space, Kokkos::MemoryUnmanaged>;
+  Softmax<T, R> s;
+  int64_t rows;
+
+  static constexpr int kTeam = 32 * kHeldGroups;
+  static std::size_t scratch_bytes() { return Parts::shmem_size(2 * kTeam); }
+
+  KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
+    const int lane = team.team_rank() % 32, g = team.team_rank() / 32;
+    const int64_t o = int64_t(team.league_rank()) * 32 + lane;
+    const bool live = o < rows;
+    const int64_t count = s.row.count;
+    const int held = count > g ? int((count - g + kHeldGroups - 1) / kHeldGroups) : 0;  // this warp's values
+    Parts part(team.team_scratch(0), 2 * kTeam);
+    T v[HOLD];
+    const T* base = s.row.x + (live ? s.row.outer.offset(o) : 0);
+    // Value t at k = g + kHeldGroups t: first + t step where that run is affine (Indexer::run).
+    int64_t first = 0, step = 0;
+    bool affine = held > 0 && s.row.inner.run(g, kHeldGroups, held, first, step);
+    KFUSE_UNROLL
+    for (int t = 0; t < HOLD; ++t)
+      v[t] = live && t < held ? base[affine ? first + t * step : s.row.inner.offset(g + t * kHeldGroups)] : T(0);
+    if (kChain) s.body(v, o, 0, g, kHeldGroups);
+    R m = -detail::inf<R>();
+    KFUSE_UNROLL
+    for (int t = 0; t < HOLD; ++t)
+      if (t < held) m = detail::nan_max(m, R(v[t]));
+    part(team.team_rank()) = m;
+    team.team_barrier();
+    detail::ReduceAcc<R> acc{part(lane), R(0)};
+    KFUSE_UNROLL
+    for (int w = 1; w < kHeldGroups; ++w) acc.a = detail::nan_max(acc.a, part(w * 32 + lane));
+    R e[HOLD], sum = R(0);
+    KFUSE_UNROLL
+    for (int t = 0; t < HOLD; ++t) {
+      e[t] = std::exp(R(v[t]) - acc.a);
+      if (t < held) sum += e[t];
+    }
+    part(kTeam + team.team_rank()) = sum;
+    team.team_barrier();
+    KFUSE_UNROLL
+    for (int w = 0; w < kHeldGroups; ++w) acc.b += part(kTeam + w * 32 + lane);
+    KFUSE_UNROLL
+    for (int t = 0; t < HOLD; ++t) v[t] = T(detail::softmax_of_exp(acc, e[t]));
+    if (kChain) s.after(v, o, 0, g, kHeldGroups);
+    if (!live) return;
+    T* dst = s.out + s.out_outer.offset(o);
+    affine = held > 0 && s.out_inner.run(g, kHeldGroups, held, first, step);
+    KFUSE_UNROLL
+    for (int t = 0; t < HOLD; ++t)
+      if (t < held) dst[affine ? first + t * step : s.out_inner.offset(g + t * kHeldGroups)] = v[t];
+  }
+};
+
+template <int HOLD, bool kChain, class T, class R>
+void softmax_held(const char* label, const Softmax<T, R>& s, int64_t rows) {
+  using F = SoftmaxHeld<HOLD, kChain, T, R>;
+  Kokkos::parallel_for(label,
+                       team_policy((rows + 31) / 32, F::kTeam, 1)
+                           .set_scratch_size(0, Kokkos::PerTeam(F::scratch_bytes())),
+                       F{s, rows});
+}
+
 // Softmax over `rows` rows: walked across, by the lanes of a team thread, or
 // a team a row (team size as in run_reduce_rows); without the chain
 // interpreter when there are no point ops.
@@ -491,7 +565,13 @@ void run_softmax_rows(const char* label, const Softmax<T, R>& s, int64_t rows, i
   if (rows == 0) return;
   with_chain(s.body.n > 0 || s.after.n > 0, [&](auto chain) {
     constexpr bool kChain = decltype(chain)::value;
-    if (threads <= 0 && by_columns(s.row)) return softmax_columns<kChain>(label, s, rows);
+    if (threads <= 0 && by_columns(s.row)) {
+      if constexpr (kOnDevice) {
+        if (s.row.count <= 16 * kHeldGroups) return softmax_held<16, kChain>(label, s, rows);
+        if (s.row.count <= 32 * kHeldGroups) return softmax_held<32, kChain>(label, s, rows);
+      }
+      return softmax_columns<kChain>(label, s, rows);
+    }
     const long long n_rows = rows, count = s.row.count;  // (as in run_reduce_rows)
     const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}});
     if (threads <= 0 && by_lanes(s.row)) {
