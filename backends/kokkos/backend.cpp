@@ -94,9 +94,10 @@ void run_tail_rows(const Tail<A>& tail, A* z, A* out) {
 // sum of block sums (geom.tap_sum). Then, through arrival counters (as the
 // CUDA backend's fold):
 //  - the last chunk of a plane to finish adds the plane's chunk sums in chunk
-//    order (deterministic);
-//  - the last plane of a sample runs the sample's contraction, Z[n, co] =
-//    bias + sum_q weight[q, co] * S[n, q];
+//    order (deterministic), then takes the plane's share of the contraction,
+//    P[n, c, co] = sum_t weight[(c, t), co] * S[n, c, t] over its group's co;
+//  - the last plane of a sample adds its shares, Z[n, co] = bias + sum_c
+//    P[n, c, co], in channel order;
 //  - the team that completes a row of Z runs the tail on it and stores it
 //    (rows of one value: the thread that computed it).
 // On a GPU small inputs paid a launch and its gap per stage (four of them).
@@ -146,6 +147,7 @@ struct Fold {
   Tail<A> tail;
   S* chunk_sums;  // [planes * chunks, taps], with several chunks a plane
   S* sums;        // [planes, taps]
+  A* shares;      // [planes, cout_g]: each plane's share of the contraction
   A* z;           // [N, Cout], where the tail's rows hold more than one value
   Counter* counters;  // [planes] chunks done, [N] planes done, [tail.R] values of the row done
   A* out;
@@ -166,8 +168,26 @@ struct Fold {
         sums[plane * taps + t] = s;
       });
     }
+    team.team_barrier();  // the plane's tap sums, written by this team
+    share(team, plane);
     const int64_t n = plane / g.C;
     if (arrive(team, sample_counters() + n, 1, Counter(g.C))) contract(team, n);
+  }
+
+  // The plane's share of the contraction: its taps times its channel's
+  // weights, for each output channel of its group (weights read along Cout:
+  // coalesced). (One team's contraction of a whole sample, cin_g x taps terms
+  // an output, was the one-launch fold's fixed cost: 85 us of 88 at 4 MiB on
+  // Kokkos on CUDA, H100, 2026-12-05.)
+  KOKKOS_INLINE_FUNCTION void share(const Team& team, int64_t plane) const {
+    const int64_t taps = g.taps(), c = plane % g.C, cl = c % con.cin_g, co0 = c / con.cin_g * con.cout_g;
+    const S* s = sums + plane * taps;
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, con.cout_g), [&](int64_t j) {
+      const A* w = con.weight + cl * taps * con.Cout + co0 + j;
+      A acc = A(0);
+      for (int64_t t = 0; t < taps; ++t) acc += w[t * con.Cout] * A(load_shared(s + t));
+      shares[plane * con.cout_g + j] = acc;
+    });
   }
 
   // This unit's tap sums into dst[0, taps).
@@ -196,27 +216,23 @@ struct Fold {
     Kokkos::parallel_for(Kokkos::TeamThreadRange(team, g.taps()), [&](int t) { dst[t] = g.tap_sum(B.data(), t); });
   }
 
-  // Z[n, :] from the sample's tap sums (weights read along Cout: coalesced),
-  // then the tail of each row of Z this completes. Thread (slice, co) sums
-  // q = slice, slice + slices, ... so that a team larger than Cout is busy
-  // (this is the launch's last work); the slices are added in order.
+  // Z[n, :] from the shares of the sample's planes, then the tail of each
+  // row of Z this completes. Thread (slice, co) sums the shares of channels
+  // c = slice, slice + slices, ... of co's group, so that a team larger than
+  // Cout is busy (this is the launch's last work); the slices are added in
+  // order. Eight independent sums a thread: eight loads in flight.
   KOKKOS_INLINE_FUNCTION void contract(const Team& team, int64_t n) const {
-    const int64_t taps = g.taps(), kg = con.cin_g * taps, K = tail.K, Cout = con.Cout;
+    const int64_t kg = con.cin_g, K = tail.K, Cout = con.Cout, cg = con.cout_g;
     const int64_t slices = Cout > 0 && Cout < team.team_size() ? team.team_size() / Cout : 1;
-    // Eight independent sums a thread, so that eight terms' loads are in flight
-    // at once: with one sum, each term waited on the last (the one-launch fold
-    // took 85 us at 4 MiB on Kokkos on CUDA, H200, 2026-12-05; this loop is
-    // where a sample's whole contraction runs on one team).
     const auto partial = [&](int64_t co, int64_t slice) {
-      const S* s = sums + (n * g.C + co / con.cout_g * con.cin_g) * taps;
-      const A* w = con.weight + co;
+      const A* p = shares + (n * g.C + co / cg * con.cin_g) * cg + co % cg;  // channel c's at p[c * cg]
       A acc[8] = {};
       int64_t q = slice;
       for (; q + 7 * slices < kg; q += 8 * slices) {
         KFUSE_UNROLL
-        for (int k = 0; k < 8; ++k) acc[k] += w[(q + k * slices) * Cout] * A(load_shared(s + q + k * slices));
+        for (int k = 0; k < 8; ++k) acc[k] += load_shared(p + (q + k * slices) * cg);
       }
-      for (; q < kg; q += slices) acc[0] += w[q * Cout] * A(load_shared(s + q));
+      for (; q < kg; q += slices) acc[0] += load_shared(p + q * cg);
       return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     };
     Parts part(team.team_scratch(0), team.team_size());
@@ -394,6 +410,7 @@ void run_fold(const FoldStep<A>& step, int64_t forced, const TensorView& x, cons
         step.tail,
         g.chunks > 1 ? kokkos::scratch<S>(kokkos::Slot::partial_sums, units * taps) : nullptr,
         kokkos::scratch<S>(kokkos::Slot::tap_sums, planes * taps),
+        kokkos::scratch<A>(kokkos::Slot::shares, planes * step.contraction.cout_g),
         step.tail.K > 1 ? kokkos::scratch<A>(kokkos::Slot::z, g.N * step.contraction.Cout) : nullptr,
         kokkos::counters(planes + g.N + step.tail.R),
         static_cast<A*>(out.data)};
@@ -527,7 +544,7 @@ struct PreparedFold final : PreparedStep {
     run_fold<A, A>(step, forced, x, out);
   }
   std::string describe() const override {
-    const char* last = "; the last plane of a sample to finish runs its contraction and tail";
+    const char* last = "; each plane takes its share of the contraction, the last of a sample adds them and runs the tail";
     if (forced <= 0 && kokkos::kOnDevice)
       return cat("one launch: row chunks a plane enough for the tuned team size's resident teams", last);
     const int64_t chunks = chunked<A>(step.geom, forced, 0).chunks;

@@ -13,7 +13,7 @@ namespace kfuse::kokkos {
 
 // One buffer per slot for the process: every Kokkos launch of kfuse holds the
 // dispatch lock (dispatch.hpp). Freed when Kokkos finalizes.
-enum class Slot { tap_sums, partial_sums, z, row_partials, conv_cols, counters, count };
+enum class Slot { tap_sums, partial_sums, shares, z, row_partials, conv_cols, counters, count };
 
 // The slot's buffer, at least `bytes` long; `fresh` says whether it was
 // (re)allocated by this call.
