@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <limits>
 #include <mutex>
+#include <type_traits>
 
 #include "backends/cuda/epilogue_kernels.cuh"
 #include "backends/cuda/jit.hpp"
@@ -81,6 +82,18 @@ std::string kernel_name(Kernel k, const std::string& t, const std::string& a, co
   }
 }
 
+// The held softmax kernels take float32 Y only: choose_kernel keeps the
+// other dtypes on softmax_cols. (Built with the chain interpreter, the
+// float64 and 16-bit kernels had it called out of line, their held values
+// spilled or passed through the stack.)
+template <class T>
+constexpr bool held_rows() { return std::is_same_v<T, float>; }
+template <class T, class A, int HOLD>
+const void* builtin_held() {
+  if constexpr (held_rows<T>()) return reinterpret_cast<const void*>(epi_softmax_cols_held<T, A, HOLD, InterpretedChains>);
+  else return nullptr;
+}
+
 // The same kernel built into the library, its chains interpreted.
 template <class T, class A>
 const void* builtin(Kernel k) {
@@ -103,8 +116,8 @@ const void* builtin(Kernel k) {
     case Kernel::softmax_cols: return fn(epi_softmax_cols<T, A, I>);
     case Kernel::softmax_nhwc4: return fn(epi_softmax_nhwc<T, A, 4, I>);
     case Kernel::softmax_nhwc8: return fn(epi_softmax_nhwc<T, A, 8, I>);
-    case Kernel::softmax_cols_held16: return fn(epi_softmax_cols_held<T, A, 16, I>);
-    default: return fn(epi_softmax_cols_held<T, A, 32, I>);
+    case Kernel::softmax_cols_held16: return builtin_held<T, A, 16>();
+    default: return builtin_held<T, A, 32>();
   }
 }
 
@@ -152,7 +165,7 @@ struct Layout {
   int64_t stride = 1;    // the main axes as one stride (one_axis)
   bool contig = false;   // the main axes dense and trailing
   bool one_axis = false;
-  bool walk_unit = false;  // the walk over the kept axes reads neighbouring elements at its fastest 32 or more rows
+  bool walk_unit = false;  // a reduction's walk reads neighbouring elements at its fastest 32 or more outputs
   bool nhwc = false;     // Y [N, C, H, W] stored channels-last (C and H x W > 1):
   int64_t batch = 0, channels = 0, plane = 0;  // N, C, H x W
 };
@@ -220,9 +233,9 @@ std::size_t softmax_nhwc_smem(int64_t count) {
 // Rows a thread reduces alone (16-byte loads along it) when there are outputs enough.
 constexpr int64_t kShortRow = 128;
 
-// The kernel for a stage over Y of this layout on a device of `sms` SMs;
-// `vectors`: a columns reduction may take 16-byte loads (vector_step).
-template <class A>
+// The kernel for a stage over Y (of T) of this layout on a device of `sms`
+// SMs; `vectors`: a columns reduction may take 16-byte loads (vector_step).
+template <class T, class A>
 Kernel choose_kernel(const EpilogueStep<A>& e, const Layout& l, int sms, bool vectors) {
   // Y channels-last to the NCHW output: through shared-memory tiles (within their grids' reach).
   if (e.main == MainKind::map)
@@ -249,9 +262,10 @@ Kernel choose_kernel(const EpilogueStep<A>& e, const Layout& l, int sms, bool ve
   if (l.nhwc && e.mask == 2u && e.count <= 32 * kSoftmaxHold && softmax_nhwc_smem<A>(e.count) <= 48 * 1024 &&
       l.batch * ((l.plane + 31) / 32) <= 0x7fffffff)
     return e.count <= 128 ? Kernel::softmax_nhwc4 : Kernel::softmax_nhwc8;
-  // Rows across (the axis strided, neighbouring rows adjacent): held where
-  // a block's 8 warps hold them, else a thread a row when rows fill the device.
-  if (l.stride != 1 && e.count > 1 && e.count <= 32 * kHeldWarps && l.walk_unit)
+  // Rows across (the axis strided, neighbouring rows adjacent in Y): held
+  // where a block's 8 warps hold them, else a thread a row when rows fill the device.
+  const bool adjacent_rows = l.outer.rank > 0 && l.outer.stride[l.outer.rank - 1] == 1;
+  if (l.stride != 1 && e.count > 1 && e.count <= 32 * kHeldWarps && adjacent_rows && held_rows<T>())
     return e.count <= 16 * kHeldWarps ? Kernel::softmax_cols_held16 : Kernel::softmax_cols_held32;
   if (l.stride != 1 && e.count > 1 && rows >= int64_t(sms) * 1024) return Kernel::softmax_cols;
   return e.count <= 1024 ? Kernel::softmax_rows_warp : Kernel::softmax_rows_block;
@@ -325,7 +339,7 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
   const int sms = device_info().limits.sm_count;
   const bool measurable = !overlaps(y, out);
   const int64_t step = e.main == MainKind::reduce && aligned16(yp) ? vector_step(l, Vec16<T>::kVec) : 0;
-  const Kernel k = choose_kernel(e, l, sms, step > 0);
+  const Kernel k = choose_kernel<T>(e, l, sms, step > 0);
   const void* fn = kernels.get(k);
   const std::string dtype = cat(to_string(y.dtype), kernels.compiled(k) ? ",nvrtc" : "");
   Workspace& ws = workspace();
@@ -482,7 +496,7 @@ class PreparedEpilogue final : public PreparedStep {
     const Shape& y = step_.y_shape;
     const Layout l = layout_of(step_, y, step_.y_strides.empty() ? contiguous_strides(y) : step_.y_strides);
     const bool vectors = step_.main == MainKind::reduce && vector_step(l, Vec16<T>::kVec) > 0;  // Y aligned, as the plan's is
-    planned_ = choose_kernel(step_, l, device_info().limits.sm_count, vectors);
+    planned_ = choose_kernel<T>(step_, l, device_info().limits.sm_count, vectors);
     (void)kernels_.get(planned_);
   }
   void run(const TensorView& y, const TensorView& out) const override { epilogue<T>(step_, kernels_, y, out); }

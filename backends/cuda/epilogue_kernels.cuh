@@ -771,6 +771,23 @@ __global__ void __launch_bounds__(256, KFUSE_EPI_MIN_BLOCKS) epi_softmax_nhwc(co
 // Y, where epi_softmax_cols reads each row twice (H100, [16, 128, 256, 256]
 // float32: 60% of copy, the second read mostly from DRAM).
 constexpr int kHeldWarps = 8;
+// A chain on a lane's held values, eight at a time (the interpreter on
+// sixteen at once was called out of line, and spilled).
+template <bool kAfter, class Ch, class A, int HOLD>
+__device__ __forceinline__ void held_chain(const Chain<A>& c, A (&v)[HOLD], int64_t o, int warp) {
+  constexpr int G = HOLD < 8 ? HOLD : 8;
+  static_assert(HOLD % G == 0, "whole groups");
+#pragma unroll
+  for (int h = 0; h < HOLD; h += G) {
+    A u[G];
+#pragma unroll
+    for (int e = 0; e < G; ++e) u[e] = v[h + e];
+    if constexpr (kAfter) Ch::after(c, u, o, 0, warp + kHeldWarps * h, kHeldWarps);
+    else Ch::body(c, u, o, 0, warp + kHeldWarps * h, kHeldWarps);
+#pragma unroll
+    for (int e = 0; e < G; ++e) v[h + e] = u[e];
+  }
+}
 template <class T, class A, int HOLD, class Ch>
 __global__ void __launch_bounds__(32 * kHeldWarps) epi_softmax_cols_held(const SoftmaxArgs<T, A> a) {
   __shared__ A part[2][kHeldWarps][32];
@@ -786,7 +803,7 @@ __global__ void __launch_bounds__(32 * kHeldWarps) epi_softmax_cols_held(const S
       const int j = warp + kHeldWarps * t;
       v[t] = row && j < count ? to_acc<A>(base[j * a.ys]) : A(0);
     }
-    Ch::body(a.body, v, o, 0, warp, kHeldWarps);
+    held_chain<false, Ch>(a.body, v, o, warp);
     A m = -inf<A>();
 #pragma unroll
     for (int t = 0; t < HOLD; ++t)
@@ -808,7 +825,7 @@ __global__ void __launch_bounds__(32 * kHeldWarps) epi_softmax_cols_held(const S
     for (int w = 0; w < kHeldWarps; ++w) acc.b += part[1][w][lane];
 #pragma unroll
     for (int t = 0; t < HOLD; ++t) v[t] = softmax_of_exp(acc, v[t]);
-    Ch::after(a.after, v, o, 0, warp, kHeldWarps);
+    held_chain<true, Ch>(a.after, v, o, warp);
     if (row) {
       T* dst = a.out + a.out_outer.offset(o);
 #pragma unroll
