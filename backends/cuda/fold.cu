@@ -8,13 +8,25 @@
 //     block sums (shared atomics). Each tap's rectangle sum is then a sum of
 //     block sums (geom.tap_sum): exact, no cancellation. With several chunks
 //     per plane, the last chunk to finish (a counter per plane) adds the
-//     chunks' tap sums in chunk order (deterministic).
-//  2. fold_contract_tail: Z[n, co] = bias[co] + sum_q weight[q*Cout + co] *
-//     S[n, g*cin_g + c, t] in tiles of Z spread over the SMs, then the tail
-//     program on each Z row (detail::run_tail on a block), run by the block
-//     that completes the row (a counter per row). Only the output is stored.
-//     On sm_90+ it is launched with programmatic dependent launch and waits
-//     for the plane sums inside (griddepcontrol.wait).
+//     chunks' tap sums in chunk order (deterministic). The plane's block then
+//     takes the plane's share of the contraction, P[n, c, j] = sum_t
+//     weight[(c % cin_g, t), co0 + j] * S[n, c, t] for the cout_g outputs of
+//     its group (weights read along Cout, coalesced; fetched into L2 when the
+//     block starts).
+//  2. fold_contract_tail: Z[n, co] = bias[co] + sum_c P[n, c, co % cout_g]
+//     over the channels of co's group, in tiles of Z spread over the SMs,
+//     then the tail program on each Z row (detail::run_tail on a block), run
+//     by the block that completes the row (a counter per row). Only the
+//     output is stored. On sm_90+ it is launched with programmatic dependent
+//     launch and waits for the shares inside (griddepcontrol.wait).
+//
+// (The whole contraction in the second kernel, cin_g x taps terms an output
+// with the weights from DRAM, took 8.5 us of seed 2's 37 on an H100. One
+// launch, the sample's last plane adding the shares and running the tail,
+// measured slower: 54 us for seed 2, 22 us at 4 MiB where two launches take
+// 37 and 19 (H100, 2026-12-05): the per-block fence, arrival and
+// contraction sat on every wave's critical path, and the tail's interpreter
+// took the kernel from 64 to 80 registers.)
 #include <algorithm>
 #include <climits>
 
@@ -31,6 +43,12 @@ constexpr int kFoldMaxThreads = 256;
 constexpr int kTileMaxRows = 160;  // rows one contraction tile can touch: tile (<= 128) + 1
 constexpr int kContractThreads = 256;
 
+// Fetches the cache line holding p (global memory) into L2: no register is
+// written and nothing waits for it.
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(__cvta_generic_to_global(p)));
+}
+
 struct FoldLaunch {
   int64_t units;           // planes * chunks
   int64_t chunks, rows_per_chunk;
@@ -42,13 +60,18 @@ struct FoldLaunch {
 
 // ---- Kernel 1: segment-block sums of each (plane, chunk) ----------------------
 //
+// 256-thread blocks an SM must hold: 4, so 64 registers and 8 blocks of 4
+// warps an SM (seed 2's 1024 planes in one wave: ptxas alone took 72 and 7),
+// where that does not spill: 32-bit indices and float sums.
+template <class S, class I>
+constexpr int kPlaneSumsMinBlocks = sizeof(S) == 4 && sizeof(I) == 4 ? 4 : 1;
+
 // I is the index type of the hot loop: int when a chunk has fewer than 2^31
 // elements (fewer registers, more resident blocks), else int64_t.
-
 template <class T, class S, class I>
-__global__ void __launch_bounds__(kFoldMaxThreads, 1)
-    fold_plane_sums(const T* __restrict__ x, const FoldGeometry geom, const FoldLaunch L, S* __restrict__ partial,
-                    S* __restrict__ sums, unsigned* __restrict__ counters) {
+__global__ void __launch_bounds__(kFoldMaxThreads, kPlaneSumsMinBlocks<S, I>)
+    fold_plane_sums(const T* __restrict__ x, const FoldGeometry geom, const FoldLaunch L, const FoldContraction<S> con,
+                    S* __restrict__ partial, S* __restrict__ shares, unsigned* __restrict__ counters) {
   // The contraction (launched with PDL behind this grid) may be scheduled as
   // soon as every block of this grid has started; it waits for our results.
   pdl_launch_dependents();
@@ -60,6 +83,7 @@ __global__ void __launch_bounds__(kFoldMaxThreads, 1)
   const FoldGeometry& g = geom;
   __shared__ S B[kMaxBlocks];
   __shared__ S red[33];
+  __shared__ S ts[kFoldMaxTaps * kFoldMaxTaps];  // the plane's tap sums
   __shared__ int last_chunk;
 
   const int tid = threadIdx.x, bd = blockDim.x;
@@ -70,6 +94,13 @@ __global__ void __launch_bounds__(kFoldMaxThreads, 1)
   for (int64_t u = blockIdx.x; u < L.units; u += gridDim.x) {
     const int64_t plane = u / L.chunks, ch = u - plane * L.chunks;
     const int64_t r0 = ch * L.rows_per_chunk, r1 = min(H, r0 + L.rows_per_chunk);
+    // The plane's weights, [taps, cout_g] at a row stride of Cout: into L2
+    // now, for the share at the end.
+    constexpr int64_t kLine = 128 / sizeof(S);  // values a cache line
+    const int64_t cg = con.cout_g, c_in = plane % C, lines = cg / kLine + 1;
+    const S* w = con.weight + (c_in % con.cin_g) * taps * con.Cout + c_in / con.cin_g * cg;
+    for (int64_t i = tid; i < taps * lines; i += bd)
+      prefetch_l2(w + (i / lines) * con.Cout + min((i % lines) * kLine, cg - 1));
     for (int i = tid; i < nb; i += bd) B[i] = S(0);
     __syncthreads();
 
@@ -186,21 +217,32 @@ __global__ void __launch_bounds__(kFoldMaxThreads, 1)
     __syncthreads();
 
     if (L.chunks == 1) {
-      for (int k = tid; k < taps; k += bd) sums[plane * taps + k] = g.tap_sum(B, k);
+      for (int k = tid; k < taps; k += bd) ts[k] = g.tap_sum(B, k);
     } else {
       for (int k = tid; k < taps; k += bd) partial[u * taps + k] = g.tap_sum(B, k);
       __threadfence();
       __syncthreads();
       if (tid == 0) last_chunk = atomicAdd(&counters[plane], 1u) == unsigned(L.chunks - 1);
       __syncthreads();
-      if (last_chunk) {
-        for (int k = tid; k < taps; k += bd) {
-          S s = S(0);
-          for (int64_t c = 0; c < L.chunks; ++c) s += __ldcg(&partial[(plane * L.chunks + c) * taps + k]);
-          sums[plane * taps + k] = s;
-        }
-        if (tid == 0) counters[plane] = 0u;  // back to zero for the next run
+      if (!last_chunk) continue;  // (uniform: last_chunk is shared)
+      for (int k = tid; k < taps; k += bd) {
+        S s = S(0);
+        for (int64_t c = 0; c < L.chunks; ++c) s += __ldcg(&partial[(plane * L.chunks + c) * taps + k]);
+        ts[k] = s;
       }
+      if (tid == 0) counters[plane] = 0u;  // back to zero for the next run
+    }
+    __syncthreads();
+    // The plane's share: an output of its group a thread.
+    for (int64_t j = tid; j < cg; j += bd) {
+      S p[4] = {S(0), S(0), S(0), S(0)};
+      int t = 0;
+      for (; t + 3 < taps; t += 4) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) p[k] += w[(t + k) * con.Cout + j] * ts[t + k];
+      }
+      for (; t < taps; ++t) p[0] += w[t * con.Cout + j] * ts[t];
+      shares[plane * cg + j] = (p[0] + p[1]) + (p[2] + p[3]);
     }
     __syncthreads();
   }
@@ -212,9 +254,8 @@ template <class A, class O>
 struct ContractArgs {
   FoldContraction<A> con;
   Tail<A> tail;
-  const A* sums;           // [N*C, taps]
+  const A* shares;         // [N*C, cout_g]
   int64_t C;
-  int taps;
   int tile;                // Z values per block: a power of two dividing blockDim
   int64_t total;           // R*K
   A* z;                    // [R*K] scratch (rows whose tail runs later)
@@ -222,69 +263,38 @@ struct ContractArgs {
   O* out;
   int direct;              // no tail ops: Z is the output
   int row_in_smem;         // the tail's rows fit in shared memory
-  int prefetch;            // the tile's weights [kg, tile] fit in shared memory
 };
 
 template <class A, class O>
 __global__ void __launch_bounds__(kContractThreads, 1) fold_contract_tail(const ContractArgs<A, O> a) {
   extern __shared__ __align__(16) unsigned char smem[];
-  A* red = reinterpret_cast<A*>(smem);                       // [blockDim]
-  A* zrow = red + blockDim.x;                                // [K] when row_in_smem
-  A* wsm = zrow + (a.row_in_smem ? a.tail.K : int64_t(0));   // [kg, tile] when prefetch
+  A* red = reinterpret_cast<A*>(smem);  // [blockDim]
+  A* zrow = red + blockDim.x;           // [K] when row_in_smem
   __shared__ ReduceAcc<A> wred[33];
   __shared__ int64_t mine[kTileMaxRows];
   __shared__ int n_mine;
 
+  // Thread (s, j): Z value z0 + j, the channels s, s + QS, ... of its group.
   const int tid = threadIdx.x, TZ = a.tile, j = tid % TZ, s = tid / TZ, QS = blockDim.x / TZ;
-  const int64_t Cout = a.con.Cout, K = a.tail.K;
+  const int64_t Cout = a.con.Cout, K = a.tail.K, cg = a.con.cout_g, kg = a.con.cin_g;
   const int64_t z0 = int64_t(blockIdx.x) * TZ, zi = z0 + j;
   const bool valid = zi < a.total;
-  const int64_t n = valid ? zi / Cout : 0, co = valid ? zi - n * Cout : 0, grp = co / a.con.cout_g;
-  const int64_t kg = a.con.cin_g * a.taps, per = (kg + QS - 1) / QS;
-  const int64_t q0 = min(kg, s * per), q1 = min(kg, q0 + per);
-  const A* wp = a.con.weight + co;
-  const A* sp = a.sums + (n * a.C + grp * a.con.cin_g) * a.taps;
+  const int64_t n = valid ? zi / Cout : 0, co = valid ? zi - n * Cout : 0;
+  const A* sp = a.shares + (n * a.C + co / cg * kg) * cg + co % cg;  // channel q's share at sp[q * cg]
 
-  // The tile's weight columns do not depend on the plane sums: with PDL they
-  // are loaded while the plane sums finish.
-  if (a.prefetch) {
-    // Thread (s, j) loads rows s, s + QS, ... of its own column j (= its co),
-    // eight loads in flight before the stores (a store to shared memory may
-    // alias a generic load, so the compiler would not reorder them).
-    int64_t q = s;
-    for (; q + 7 * QS < kg; q += 8 * QS) {
-      A w8[8];
-#pragma unroll
-      for (int k = 0; k < 8; ++k) w8[k] = valid ? wp[(q + k * QS) * Cout] : A(0);
-#pragma unroll
-      for (int k = 0; k < 8; ++k) wsm[(q + k * QS) * TZ + j] = w8[k];
-    }
-    for (; q < kg; q += QS) wsm[q * TZ + j] = valid ? wp[q * Cout] : A(0);
-    __syncthreads();
-  }
-
-  pdl_wait();  // the plane sums are complete and visible from here on
+  pdl_wait();  // the shares are complete and visible from here on
 
   A part = A(0);
   if (valid) {
     A p[8];
 #pragma unroll
     for (int k = 0; k < 8; ++k) p[k] = A(0);
-    int64_t q = q0;
-    if (a.prefetch) {
-      const A* w = wsm + j;
-      for (; q + 7 < q1; q += 8) {
+    int64_t q = s;
+    for (; q + 7 * QS < kg; q += 8 * QS) {
 #pragma unroll
-        for (int k = 0; k < 8; ++k) p[k] += w[(q + k) * TZ] * sp[q + k];
-      }
-      for (; q < q1; ++q) p[0] += w[q * TZ] * sp[q];
-    } else {
-      for (; q + 7 < q1; q += 8) {
-#pragma unroll
-        for (int k = 0; k < 8; ++k) p[k] += wp[(q + k) * Cout] * sp[q + k];
-      }
-      for (; q < q1; ++q) p[0] += wp[q * Cout] * sp[q];
+      for (int k = 0; k < 8; ++k) p[k] += sp[(q + k * QS) * cg];
     }
+    for (; q < kg; q += QS) p[0] += sp[q * cg];
     part = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
   }
   red[tid] = part;  // red[s * TZ + j]
@@ -360,7 +370,7 @@ class PreparedFold final : public PreparedStep {
       chunked_[w] = {chunks, rows_per_chunk};
     }
     const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
-    sums_bytes_ = align(std::size_t(std::max<int64_t>(planes_ * taps_, 1)) * sizeof(S));
+    shares_bytes_ = align(std::size_t(std::max<int64_t>(planes_ * step.contraction.cout_g, 1)) * sizeof(S));
     z_bytes_ = align(std::size_t(std::max<int64_t>(total_, 1)) * sizeof(A));
     for (int w = 0; w < 2; ++w)
       partial_bytes_[w] = chunked_[w].chunks > 1 ? align(std::size_t(planes_ * chunked_[w].chunks * taps_) * sizeof(S)) : 0;
@@ -368,15 +378,11 @@ class PreparedFold final : public PreparedStep {
     ca_.con = step.contraction;
     ca_.tail = step.tail;
     ca_.C = g_.C;
-    ca_.taps = taps_;
     ca_.tile = tuning::contraction_tile(total_, dev.limits.sm_count);
     ca_.total = total_;
     ca_.direct = step.tail.n == 0 && step.tail.K_out == step.tail.K;
     ca_.row_in_smem = step.tail.K * int64_t(sizeof(A)) <= 32 * 1024;
     contract_smem_ = (kContractThreads + (ca_.row_in_smem ? std::size_t(step.tail.K) : 0)) * sizeof(A);
-    const std::size_t wbytes = std::size_t(ca_.con.cin_g * taps_ * ca_.tile) * sizeof(A);
-    ca_.prefetch = contract_smem_ + wbytes <= 46 * 1024;  // within the default 48 KB of dynamic shared memory
-    if (ca_.prefetch) contract_smem_ += wbytes;
   }
 
   void run(const TensorView& x, const TensorView& out) const override {
@@ -392,13 +398,13 @@ class PreparedFold final : public PreparedStep {
     };
     Workspace& ws = workspace();
     const auto scratch = [&](int warps) {
-      return static_cast<char*>(ws.scratch(sums_bytes_ + partial_bytes_[warps > 4] + z_bytes_));
+      return static_cast<char*>(ws.scratch(shares_bytes_ + partial_bytes_[warps > 4] + z_bytes_));
     };
     const auto plane_sums = [&](const FoldGeometry& gc, const FoldLaunch& lc, int threads) {
       char* base = scratch(threads / 32);
-      S* partial = lc.chunks > 1 ? reinterpret_cast<S*>(base + sums_bytes_) : nullptr;
+      S* partial = lc.chunks > 1 ? reinterpret_cast<S*>(base + shares_bytes_) : nullptr;
       launch("kfuse::cuda::fold_plane_sums", sums_kernel_, dim3(grid_of(lc.units)), dim3(threads), 0, false,
-             static_cast<const T*>(x.data), gc, lc, partial, reinterpret_cast<S*>(base),
+             static_cast<const T*>(x.data), gc, lc, step_.contraction, partial, reinterpret_cast<S*>(base),
              ws.counters(std::size_t(planes_ + step_.tail.R)));
     };
     const bool sums_kernel = planes_ > 0 && g.H > 0 && g.W > 0;
@@ -418,21 +424,22 @@ class PreparedFold final : public PreparedStep {
       }
       with_chunks(threads / 32, g, L);
       char* base = scratch(threads / 32);
-      S* sums = reinterpret_cast<S*>(base);
-      A* z = reinterpret_cast<A*>(base + sums_bytes_ + partial_bytes_[threads / 32 > 4]);
+      S* shares = reinterpret_cast<S*>(base);
+      A* z = reinterpret_cast<A*>(base + shares_bytes_ + partial_bytes_[threads / 32 > 4]);
       unsigned* counters = ws.counters(std::size_t(planes_ + step_.tail.R));
 
       bool launched = false;
       if (L.units > 0 && !sums_kernel) {
-        // Empty planes: every tap sum is zero.
-        KFUSE_CUDA_CHECK(cudaMemsetAsync(sums, 0, std::size_t(planes_ * taps_) * sizeof(S), stream()), "empty planes");
+        // Empty planes: every tap sum, so every share, is zero.
+        KFUSE_CUDA_CHECK(cudaMemsetAsync(shares, 0, std::size_t(planes_ * step_.contraction.cout_g) * sizeof(S), stream()),
+                         "empty planes");
       } else if (L.units > 0) {
         plane_sums(g, L, threads);
         launched = true;
       }
       if (total_ > 0) {
         ContractArgs<A, O> ca = ca_;
-        ca.sums = sums;
+        ca.shares = shares;
         ca.z = z;
         ca.row_counters = counters + planes_;
         ca.out = static_cast<O*>(out.data);
@@ -447,8 +454,9 @@ class PreparedFold final : public PreparedStep {
   }
 
   std::string describe() const override {
-    return cat("plane sums (", chunked_[0].chunks, " row chunks per plane at 4 warps, ", chunked_[1].chunks,
-               " at 8), contraction tiles of ", ca_.tile, " with the tail");
+    return cat("plane sums and each plane's share of the contraction (", chunked_[0].chunks,
+               " row chunks per plane at 4 warps, ", chunked_[1].chunks, " at 8), then the shares added in tiles of ",
+               ca_.tile, " with the tail");
   }
 
  private:
@@ -458,11 +466,11 @@ class PreparedFold final : public PreparedStep {
   FoldStep<A> step_;
   FoldGeometry g_;
   FoldLaunch L_{};
-  void (*sums_kernel_)(const T*, const FoldGeometry, const FoldLaunch, S*, S*, unsigned*) = nullptr;
+  void (*sums_kernel_)(const T*, const FoldGeometry, const FoldLaunch, const FoldContraction<S>, S*, S*, unsigned*) = nullptr;
   int64_t planes_ = 0, total_ = 0;
   int taps_ = 0;
   Chunks chunked_[2]{};  // at 4 and 8 warps
-  std::size_t sums_bytes_ = 0, z_bytes_ = 0, partial_bytes_[2]{}, contract_smem_ = 0;
+  std::size_t shares_bytes_ = 0, z_bytes_ = 0, partial_bytes_[2]{}, contract_smem_ = 0;
   ContractArgs<A, O> ca_{};
 };
 
