@@ -263,13 +263,16 @@ struct ContractArgs {
   O* out;
   int direct;              // no tail ops: Z is the output
   int row_in_smem;         // the tail's rows fit in shared memory
+  int ops_bytes;           // the tail's ops, copied to shared memory: a multiple of 16
 };
 
 template <class A, class O>
 __global__ void __launch_bounds__(kContractThreads, 1) fold_contract_tail(const ContractArgs<A, O> a) {
+  static_assert(sizeof(TailOp<A>) % sizeof(unsigned) == 0, "the tail's ops are copied as words");
   extern __shared__ __align__(16) unsigned char smem[];
-  A* red = reinterpret_cast<A*>(smem);  // [blockDim]
-  A* zrow = red + blockDim.x;           // [K] when row_in_smem
+  TailOp<A>* ops = reinterpret_cast<TailOp<A>*>(smem);  // [tail.n]
+  A* red = reinterpret_cast<A*>(smem + a.ops_bytes);    // [blockDim]
+  A* zrow = red + blockDim.x;                           // [K] when row_in_smem
   __shared__ ReduceAcc<A> wred[33];
   __shared__ int64_t mine[kTileMaxRows];
   __shared__ int n_mine;
@@ -281,6 +284,13 @@ __global__ void __launch_bounds__(kContractThreads, 1) fold_contract_tail(const 
   const bool valid = zi < a.total;
   const int64_t n = valid ? zi / Cout : 0, co = valid ? zi - n * Cout : 0;
   const A* sp = a.shares + (n * a.C + co / cg * kg) * cg + co % cg;  // channel q's share at sp[q * cg]
+
+  // Plan constants, read while the plane sums finish: the tail's ops (the
+  // interpreter reads an op's fields as it goes, a dependent load each, from
+  // DRAM after an L2 flush) and this thread's bias.
+  for (int i = tid; i < int(a.tail.n * sizeof(TailOp<A>) / sizeof(unsigned)); i += blockDim.x)
+    reinterpret_cast<unsigned*>(ops)[i] = load_invariant(reinterpret_cast<const unsigned*>(a.tail.ops) + i);
+  const A bias = valid && s == 0 ? a.con.bias[co] : A(0);
 
   pdl_wait();  // the shares are complete and visible from here on
 
@@ -300,12 +310,19 @@ __global__ void __launch_bounds__(kContractThreads, 1) fold_contract_tail(const 
   red[tid] = part;  // red[s * TZ + j]
   __syncthreads();
   if (s == 0 && valid) {
-    A v = a.con.bias[co];
+    A v = bias;
     for (int k = 0; k < QS; ++k) v += red[k * TZ + j];
-    if (a.direct) a.out[zi] = to_elem<O>(v);
-    else a.z[zi] = v;
+    if (K == 1) {
+      // A row of one value: this thread's (not a block's tail a row, one after another).
+      run_tail(ThreadGroup<A>{}, ops, a.tail.n, &v, zi, 1);
+      a.out[zi] = to_elem<O>(v);
+    } else if (a.direct) {
+      a.out[zi] = to_elem<O>(v);
+    } else {
+      a.z[zi] = v;
+    }
   }
-  if (a.direct) return;
+  if (a.direct || K == 1) return;
 
   // The block that completes a row runs its tail.
   __threadfence();
@@ -328,7 +345,7 @@ __global__ void __launch_bounds__(kContractThreads, 1) fold_contract_tail(const 
       for (int64_t k = tid; k < K; k += blockDim.x) zrow[k] = __ldcg(a.z + r * K + k);
       __syncthreads();
     }
-    const int64_t kout = run_tail(BlockGroup<A>{wred}, a.tail.ops, a.tail.n, row, r, K);
+    const int64_t kout = run_tail(BlockGroup<A>{wred}, ops, a.tail.n, row, r, K);
     for (int64_t k = tid; k < kout; k += blockDim.x) a.out[r * kout + k] = to_elem<O>(row[k]);
     if (tid == 0) a.row_counters[r] = 0u;
     __syncthreads();
@@ -382,7 +399,8 @@ class PreparedFold final : public PreparedStep {
     ca_.total = total_;
     ca_.direct = step.tail.n == 0 && step.tail.K_out == step.tail.K;
     ca_.row_in_smem = step.tail.K * int64_t(sizeof(A)) <= 32 * 1024;
-    contract_smem_ = (kContractThreads + (ca_.row_in_smem ? std::size_t(step.tail.K) : 0)) * sizeof(A);
+    ca_.ops_bytes = int((std::size_t(step.tail.n) * sizeof(TailOp<A>) + 15) / 16 * 16);
+    contract_smem_ = ca_.ops_bytes + (kContractThreads + (ca_.row_in_smem ? std::size_t(step.tail.K) : 0)) * sizeof(A);
   }
 
   void run(const TensorView& x, const TensorView& out) const override {
