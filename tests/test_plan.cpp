@@ -153,13 +153,13 @@ Pipeline fold_pipeline_across_samples(const ConvConfig& c, DType dtype, uint64_t
   return p;
 }
 
-// The Kokkos fold is one launch whose last teams go on with the work: the
-// last chunk of a plane joins its chunks (forced here, on any device), the
-// last plane of a sample contracts it, and the team that completes a row of
-// the tail runs it (rows of one value, of a sample's channels, of every
-// sample). Each plan runs twice: a counter left non-zero would leave the
-// second run's output unwritten (NaN).
-TEST(Plan, FoldJoinsChunksSamplesAndRowsInOneLaunch) {
+// The Kokkos fold's last teams go on with the work: the last chunk of a
+// plane joins its chunks (forced here, on any device) and takes the plane's
+// share of the contraction, and in the second launch the team that completes
+// a row of the tail runs it (rows of one value, of a sample's channels, of
+// every sample). Each plan runs twice: a counter left non-zero would leave
+// the second run's output unwritten (NaN).
+TEST(Plan, FoldJoinsChunksSamplesAndRows) {
   Rng rng(20261205);
   for (const int chunks : {1, 3, 7}) {
     const EnvVar forced("KFUSE_KOKKOS_FOLD_CHUNKS", std::to_string(chunks).c_str());
@@ -176,7 +176,7 @@ TEST(Plan, FoldJoinsChunksSamplesAndRowsInOneLaunch) {
       const HostTensor<float> x32(c.x, v, Layout::contiguous);
       const Plan fold64(p64, {Strategy::fold}), fold32(p32, {Strategy::fold});
       const int64_t rows = (c.x[2] + chunks - 1) / chunks, used = (c.x[2] + rows - 1) / rows;
-      EXPECT_NE(fold32.describe().find("one launch: " + std::to_string(used) + (used == 1 ? " team" : " teams") + " per plane"),
+      EXPECT_NE(fold32.describe().find("plane sums by " + std::to_string(used) + (used == 1 ? " team" : " teams") + " a plane"),
                 std::string::npos)
           << fold32.describe();
       const std::vector<double> ref = run_poisoned(Plan(p64, {Strategy::reference}), x32as64);

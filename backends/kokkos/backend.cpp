@@ -87,20 +87,23 @@ void run_tail_rows(const Tail<A>& tail, A* z, A* out) {
 
 // ---- The fold -------------------------------------------------------------------
 //
-// One launch. Team u = (plane, row chunk) streams its part of x once
-// (stream_contiguous: 16-byte loads, coalesced) and sums every segment block
-// of FoldGeometry: the largest block in per-thread registers, the border
-// elements into team-shared block sums; each tap's rectangle sum is then a
-// sum of block sums (geom.tap_sum). Then, through arrival counters (as the
-// CUDA backend's fold):
-//  - the last chunk of a plane to finish adds the plane's chunk sums in chunk
-//    order (deterministic), then takes the plane's share of the contraction,
-//    P[n, c, co] = sum_t weight[(c, t), co] * S[n, c, t] over its group's co;
-//  - the last plane of a sample adds its shares, Z[n, co] = bias + sum_c
-//    P[n, c, co], in channel order;
-//  - the team that completes a row of Z runs the tail on it and stores it
-//    (rows of one value: the thread that computed it).
-// On a GPU small inputs paid a launch and its gap per stage (four of them).
+// Two launches, as the CUDA backend's fold:
+//  1. FoldPlanes: team u = (plane, row chunk) streams its part of x once
+//     (stream_contiguous: 16-byte loads, coalesced) and sums every segment
+//     block of FoldGeometry: the largest block in per-thread registers, the
+//     border elements into team-shared block sums; each tap's rectangle sum
+//     is then a sum of block sums (geom.tap_sum). The last chunk of a plane
+//     to finish (a counter a plane) adds the plane's chunk sums in chunk
+//     order (deterministic), then takes the plane's share of the contraction,
+//     P[n, c, co] = sum_t weight[(c, t), co] * S[n, c, t] over its group's co.
+//  2. FoldSamples: team n adds the shares of its sample, Z[n, co] = bias +
+//     sum_c P[n, c, co], in channel order; the team that completes a row of
+//     Z runs the tail on it and stores it (rows of one value: the thread
+//     that computed it).
+// (One launch, the last plane of a sample going on with its contraction,
+// spent most of its time at the arrival: 54.6 us at 4 MiB on an H200, 42.8%
+// of the stalls at barriers, a team waiting for one thread's fence and
+// atomic; 2026-12-05.)
 
 constexpr int kAcc = 4;  // independent accumulators per thread: loads in flight on a GPU
 
@@ -134,26 +137,19 @@ KOKKOS_INLINE_FUNCTION S load_shared(const S* p) {
 }
 
 template <int D, class T, class A>
-struct Fold {
+struct FoldPlanes {
   using S = kokkos::red_acc_t<A>;  // plane sums: double on the host (one long sequential sum per plane)
   using Scratch = Kokkos::View<S*, ExecSpace::scratch_memory_space, Kokkos::MemoryUnmanaged>;
-  using Parts = Kokkos::View<A*, ExecSpace::scratch_memory_space, Kokkos::MemoryUnmanaged>;
   using V = kokkos::Vec16<T>;
   FoldGeometry g;
   FoldGeometry::Block m;
   bool contiguous;
   const T* x;
   FoldContraction<A> con;
-  Tail<A> tail;
-  S* chunk_sums;  // [planes * chunks, taps], with several chunks a plane
-  S* sums;        // [planes, taps]
-  A* shares;      // [planes, cout_g]: each plane's share of the contraction
-  A* z;           // [N, Cout], where the tail's rows hold more than one value
-  Counter* counters;  // [planes] chunks done, [N] planes done, [tail.R] values of the row done
-  A* out;
-
-  KOKKOS_INLINE_FUNCTION Counter* sample_counters() const { return counters + g.N * g.C; }
-  KOKKOS_INLINE_FUNCTION Counter* row_counters() const { return sample_counters() + g.N; }
+  S* chunk_sums;      // [planes * chunks, taps], with several chunks a plane
+  S* sums;            // [planes, taps]
+  A* shares;          // [planes, cout_g]: each plane's share of the contraction
+  Counter* counters;  // [planes] chunks done
 
   KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
     const int64_t u = team.league_rank(), plane = u / g.chunks, taps = g.taps();
@@ -170,8 +166,6 @@ struct Fold {
     }
     team.team_barrier();  // the plane's tap sums, written by this team
     share(team, plane);
-    const int64_t n = plane / g.C;
-    if (arrive(team, sample_counters() + n, 1, Counter(g.C))) contract(team, n);
   }
 
   // The plane's share of the contraction: its taps times its channel's
@@ -214,55 +208,6 @@ struct Fold {
     });
     team.team_barrier();
     Kokkos::parallel_for(Kokkos::TeamThreadRange(team, g.taps()), [&](int t) { dst[t] = g.tap_sum(B.data(), t); });
-  }
-
-  // Z[n, :] from the shares of the sample's planes, then the tail of each
-  // row of Z this completes. Thread (slice, co) sums the shares of channels
-  // c = slice, slice + slices, ... of co's group, so that a team larger than
-  // Cout is busy (this is the launch's last work); the slices are added in
-  // order. Eight independent sums a thread: eight loads in flight.
-  KOKKOS_INLINE_FUNCTION void contract(const Team& team, int64_t n) const {
-    const int64_t kg = con.cin_g, K = tail.K, Cout = con.Cout, cg = con.cout_g;
-    const int64_t slices = Cout > 0 && Cout < team.team_size() ? team.team_size() / Cout : 1;
-    const auto partial = [&](int64_t co, int64_t slice) {
-      const A* p = shares + (n * g.C + co / cg * con.cin_g) * cg + co % cg;  // channel c's at p[c * cg]
-      A acc[8] = {};
-      int64_t q = slice;
-      for (; q + 7 * slices < kg; q += 8 * slices) {
-        KFUSE_UNROLL
-        for (int k = 0; k < 8; ++k) acc[k] += load_shared(p + (q + k * slices) * cg);
-      }
-      for (; q < kg; q += slices) acc[0] += load_shared(p + q * cg);
-      return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    };
-    Parts part(team.team_scratch(0), team.team_size());
-    if (slices > 1) {
-      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, slices * Cout), [&](int64_t i) { part(i) = partial(i % Cout, i / Cout); });
-      team.team_barrier();
-    }
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, Cout), [&](int64_t co) {
-      A acc = A(0);
-      if (slices == 1) acc = partial(co, 0);
-      else
-        for (int64_t sl = 0; sl < slices; ++sl) acc += part(sl * Cout + co);
-      A v = con.bias[co] + acc;
-      const int64_t i = n * Cout + co;
-      if (K == 1) {
-        run_tail(ThreadGroup<A>{}, tail.ops, tail.n, &v, i, 1);
-        out[i] = v;
-      } else {
-        z[i] = v;
-      }
-    });
-    if (K == 1) return;
-    const int64_t z0 = n * Cout, z1 = z0 + Cout;
-    for (int64_t r = z0 / K; r * K < z1; ++r) {
-      const int64_t lo = r * K > z0 ? r * K : z0, hi = (r + 1) * K < z1 ? (r + 1) * K : z1;
-      if (!arrive(team, row_counters() + r, Counter(hi - lo), Counter(K))) continue;
-      A* row = z + r * K;
-      const int64_t kout = run_tail(TeamGroup<A>{team}, tail.ops, tail.n, row, r, K);
-      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kout), [&](int64_t k) { out[r * kout + k] = row[k]; });
-    }
   }
 
   // On a GPU: the chunk streamed by the whole team in 16-byte vectors. Whole
@@ -350,6 +295,67 @@ struct Fold {
   }
 };
 
+template <class A>
+struct FoldSamples {
+  using Parts = Kokkos::View<A*, ExecSpace::scratch_memory_space, Kokkos::MemoryUnmanaged>;
+  FoldContraction<A> con;
+  Tail<A> tail;
+  int64_t C;                  // input channels
+  const A* shares;            // [N * C, cout_g], from FoldPlanes
+  A* z;                       // [N, Cout], where the tail's rows hold more than one value
+  Counter* row_counters;      // [tail.R] values of the row done
+  A* out;
+
+  // Team n: Z[n, :] from the shares of the sample's planes, then the tail of
+  // each row of Z this completes. Thread (slice, co) sums the shares of
+  // channels c = slice, slice + slices, ... of co's group, so that a team
+  // larger than Cout is busy; the slices are added in order. Eight
+  // independent sums a thread: eight loads in flight.
+  KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
+    const int64_t kg = con.cin_g, K = tail.K, Cout = con.Cout, cg = con.cout_g, n = team.league_rank();
+    const int64_t slices = Cout > 0 && Cout < team.team_size() ? team.team_size() / Cout : 1;
+    const auto partial = [&](int64_t co, int64_t slice) {
+      const A* p = shares + (n * C + co / cg * con.cin_g) * cg + co % cg;  // channel c's at p[c * cg]
+      A acc[8] = {};
+      int64_t q = slice;
+      for (; q + 7 * slices < kg; q += 8 * slices) {
+        KFUSE_UNROLL
+        for (int k = 0; k < 8; ++k) acc[k] += p[(q + k * slices) * cg];
+      }
+      for (; q < kg; q += slices) acc[0] += p[q * cg];
+      return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    };
+    Parts part(team.team_scratch(0), team.team_size());
+    if (slices > 1) {
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, slices * Cout), [&](int64_t i) { part(i) = partial(i % Cout, i / Cout); });
+      team.team_barrier();
+    }
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, Cout), [&](int64_t co) {
+      A acc = A(0);
+      if (slices == 1) acc = partial(co, 0);
+      else
+        for (int64_t sl = 0; sl < slices; ++sl) acc += part(sl * Cout + co);
+      A v = con.bias[co] + acc;
+      const int64_t i = n * Cout + co;
+      if (K == 1) {
+        run_tail(ThreadGroup<A>{}, tail.ops, tail.n, &v, i, 1);
+        out[i] = v;
+      } else {
+        z[i] = v;
+      }
+    });
+    if (K == 1) return;
+    const int64_t z0 = n * Cout, z1 = z0 + Cout;
+    for (int64_t r = z0 / K; r * K < z1; ++r) {
+      const int64_t lo = r * K > z0 ? r * K : z0, hi = (r + 1) * K < z1 ? (r + 1) * K : z1;
+      if (!arrive(team, row_counters + r, Counter(hi - lo), Counter(K))) continue;
+      A* row = z + r * K;
+      const int64_t kout = run_tail(TeamGroup<A>{team}, tail.ops, tail.n, row, r, K);
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kout), [&](int64_t k) { out[r * kout + k] = row[k]; });
+    }
+  }
+};
+
 // Row chunks a plane: `forced` (> 0) as asked, else on a GPU enough units to
 // fill the `resident` teams in even waves (src/tuning fold_chunks), on the
 // host one team a plane; at most one a row.
@@ -375,54 +381,48 @@ inline int64_t forced_fold_chunks() { return env_count("KFUSE_KOKKOS_FOLD_CHUNKS
 template <class A, class T>
 void run_fold(const FoldStep<A>& step, int64_t forced, const TensorView& x, const TensorView& out) {
   using S = kokkos::red_acc_t<A>;
-  using F = Fold<2, T, A>;
+  using F = FoldPlanes<2, T, A>;
+  using Z = FoldSamples<A>;
   FoldGeometry base = step.geom;
   for (int d = 0; d < 4; ++d) base.xs[d] = x.strides[d];
   const int taps = base.taps();
   const int64_t planes = base.N * base.C;
   if (planes == 0) return;  // no samples: the output is empty (lower_fold refuses a conv without input channels)
   const bool contiguous = (base.W == 1 || base.xs[3] == 1) && (base.H == 1 || base.xs[2] == base.W);
-  // Team scratch: the block sums, then the contraction's slices (a value a
-  // thread; 1024: an AUTO team's largest size).
-  const auto scratch_bytes = [&](const TeamConfig& c) {
-    return F::Scratch::shmem_size(base.blocks()) + F::Parts::shmem_size(c.team_size > 0 ? c.team_size : 1024);
-  };
+  const auto scratch_bytes = [&] { return F::Scratch::shmem_size(base.blocks()); };  // the block sums
   const auto policy = [&](int64_t units, const TeamConfig& c) {
-    return team_policy(units, c.team_size, 1).set_scratch_size(0, Kokkos::PerTeam(scratch_bytes(c)));
+    return team_policy(units, c.team_size, 1).set_scratch_size(0, Kokkos::PerTeam(scratch_bytes()));
   };
   const auto geometry = [&](const TeamConfig& c) {
     int64_t resident = 0;
     if (kokkos::kOnDevice && forced <= 0) {
       const tuning::DeviceLimits& lim = kokkos::device_facts().limits;
       const tuning::KernelResources& k = kokkos::team_resources(policy(planes, c), F{});
-      resident = int64_t(tuning::blocks_per_sm(k, lim, c.team_size, int64_t(scratch_bytes(c)))) * lim.sm_count;
+      resident = int64_t(tuning::blocks_per_sm(k, lim, c.team_size, int64_t(scratch_bytes()))) * lim.sm_count;
     }
     return chunked<T>(base, forced, resident);
   };
-  const auto fold = [&](auto depth, const FoldGeometry& g) {
-    const int64_t units = planes * g.chunks;
-    return Fold<decltype(depth)::value, T, A>{
-        g,
-        g.largest_block(),
-        contiguous,
-        static_cast<const T*>(x.data),
-        step.contraction,
-        step.tail,
-        g.chunks > 1 ? kokkos::scratch<S>(kokkos::Slot::partial_sums, units * taps) : nullptr,
-        kokkos::scratch<S>(kokkos::Slot::tap_sums, planes * taps),
-        kokkos::scratch<A>(kokkos::Slot::shares, planes * step.contraction.cout_g),
-        step.tail.K > 1 ? kokkos::scratch<A>(kokkos::Slot::z, g.N * step.contraction.Cout) : nullptr,
-        kokkos::counters(planes + g.N + step.tail.R),
-        static_cast<A*>(out.data)};
-  };
+  S* sums = kokkos::scratch<S>(kokkos::Slot::tap_sums, planes * taps);
+  A* shares = kokkos::scratch<A>(kokkos::Slot::shares, planes * step.contraction.cout_g);
+  Counter* counters = kokkos::counters(planes + step.tail.R);  // [planes] chunks done, [R] values of a row done
   const auto run = [&](const TeamConfig& c) {
     const FoldGeometry g = geometry(c);
+    S* chunk_sums = g.chunks > 1 ? kokkos::scratch<S>(kokkos::Slot::partial_sums, planes * g.chunks * taps) : nullptr;
     kokkos::with_depth(c.depth, [&](auto d) {
-      Kokkos::parallel_for("kfuse::fold::sums_contraction_tail", policy(planes * g.chunks, c), fold(d, g));
+      Kokkos::parallel_for("kfuse::fold::plane_sums_shares", policy(planes * g.chunks, c),
+                           FoldPlanes<decltype(d)::value, T, A>{g, g.largest_block(), contiguous, static_cast<const T*>(x.data),
+                                                                step.contraction, chunk_sums, sums, shares, counters});
     });
   };
   const std::string shape = tuning::shape_class({{"planes", planes}, {"plane_bytes", base.H * base.W * int64_t(sizeof(T))}});
   run(kokkos::team_config("kokkos::fold_plane_sums", shape, policy(planes, TeamConfig{1, 2}), F{}, run));
+  // A team a sample: a thread an output channel, and slices of the channel sums beside where Cout is small.
+  const int team = kokkos::kOnDevice ? 256 : 1;
+  Kokkos::parallel_for("kfuse::fold::contraction_tail",
+                       team_policy(base.N, team, 1).set_scratch_size(0, Kokkos::PerTeam(Z::Parts::shmem_size(team))),
+                       Z{step.contraction, step.tail, base.C, shares,
+                         step.tail.K > 1 ? kokkos::scratch<A>(kokkos::Slot::z, base.N * step.contraction.Cout) : nullptr,
+                         counters + planes, static_cast<A*>(out.data)});
   Kokkos::fence();
 }
 
@@ -544,11 +544,11 @@ struct PreparedFold final : PreparedStep {
     run_fold<A, A>(step, forced, x, out);
   }
   std::string describe() const override {
-    const char* last = "; each plane takes its share of the contraction, the last of a sample adds them and runs the tail";
+    const char* last = ", each plane taking its share of the contraction; then a team a sample adds the shares and runs the tail";
     if (forced <= 0 && kokkos::kOnDevice)
-      return cat("one launch: row chunks a plane enough for the tuned team size's resident teams", last);
+      return cat("plane sums in row chunks enough for the tuned team size's resident teams", last);
     const int64_t chunks = chunked<A>(step.geom, forced, 0).chunks;
-    return cat("one launch: ", chunks, chunks == 1 ? " team" : " teams", " per plane", last);
+    return cat("plane sums by ", chunks, chunks == 1 ? " team" : " teams", " a plane", last);
   }
 };
 
