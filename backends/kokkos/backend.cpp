@@ -348,7 +348,13 @@ struct FoldSamples {
     const int64_t z0 = n * Cout, z1 = z0 + Cout;
     for (int64_t r = z0 / K; r * K < z1; ++r) {
       const int64_t lo = r * K > z0 ? r * K : z0, hi = (r + 1) * K < z1 ? (r + 1) * K : z1;
-      if (!arrive(team, row_counters + r, Counter(hi - lo), Counter(K))) continue;
+      // A row within the sample is this team's alone: a barrier, no counter
+      // (an arrival is a fence, a barrier and an atomic round trip).
+      if (hi - lo < K) {
+        if (!arrive(team, row_counters + r, Counter(hi - lo), Counter(K))) continue;
+      } else {
+        team.team_barrier();
+      }
       A* row = z + r * K;
       const int64_t kout = run_tail(TeamGroup<A>{team}, tail.ops, tail.n, row, r, K);
       Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kout), [&](int64_t k) { out[r * kout + k] = row[k]; });
