@@ -97,8 +97,8 @@ __global__ void __launch_bounds__(kFoldMaxThreads, kPlaneSumsMinBlocks<S, I>)
     // The plane's weights, [taps, cout_g] at a row stride of Cout: into L2
     // now, for the share at the end.
     constexpr int64_t kLine = 128 / sizeof(S);  // values a cache line
-    const int64_t cg = con.cout_g, c_in = plane % C, lines = cg / kLine + 1;
-    const S* w = con.weight + (c_in % con.cin_g) * taps * con.Cout + c_in / con.cin_g * cg;
+    const int64_t cg = con.cout_g, lines = cg / kLine + 1;
+    const S* w = con.channel_weights(plane % C, taps);
     for (int64_t i = tid; i < taps * lines; i += bd)
       prefetch_l2(w + (i / lines) * con.Cout + min((i % lines) * kLine, cg - 1));
     for (int i = tid; i < nb; i += bd) B[i] = S(0);
@@ -283,7 +283,7 @@ __global__ void __launch_bounds__(kContractThreads, 1) fold_contract_tail(const 
   const int64_t z0 = int64_t(blockIdx.x) * TZ, zi = z0 + j;
   const bool valid = zi < a.total;
   const int64_t n = valid ? zi / Cout : 0, co = valid ? zi - n * Cout : 0;
-  const A* sp = a.shares + (n * a.C + co / cg * kg) * cg + co % cg;  // channel q's share at sp[q * cg]
+  const A* sp = a.con.output_shares(a.shares, a.C, n, co);  // channel q's share at sp[q * cg]
 
   // Plan constants, read while the plane sums finish: the tail's ops (the
   // interpreter reads an op's fields as it goes, a dependent load each, from

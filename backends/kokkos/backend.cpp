@@ -174,10 +174,11 @@ struct FoldPlanes {
   // an output, was the one-launch fold's fixed cost: 85 us of 88 at 4 MiB on
   // Kokkos on CUDA, H100, 2026-12-05.)
   KOKKOS_INLINE_FUNCTION void share(const Team& team, int64_t plane) const {
-    const int64_t taps = g.taps(), c = plane % g.C, cl = c % con.cin_g, co0 = c / con.cin_g * con.cout_g;
+    const int64_t taps = g.taps();
     const S* s = sums + plane * taps;
+    const A* w0 = con.channel_weights(plane % g.C, taps);
     Kokkos::parallel_for(Kokkos::TeamThreadRange(team, con.cout_g), [&](int64_t j) {
-      const A* w = con.weight + cl * taps * con.Cout + co0 + j;
+      const A* w = w0 + j;
       A acc = A(0);
       for (int64_t t = 0; t < taps; ++t) acc += w[t * con.Cout] * A(load_shared(s + t));
       shares[plane * con.cout_g + j] = acc;
@@ -315,7 +316,7 @@ struct FoldSamples {
     const int64_t kg = con.cin_g, K = tail.K, Cout = con.Cout, cg = con.cout_g, n = team.league_rank();
     const int64_t slices = Cout > 0 && Cout < team.team_size() ? team.team_size() / Cout : 1;
     const auto partial = [&](int64_t co, int64_t slice) {
-      const A* p = shares + (n * C + co / cg * con.cin_g) * cg + co % cg;  // channel c's at p[c * cg]
+      const A* p = con.output_shares(shares, C, n, co);  // channel c's at p[c * cg]
       A acc[8] = {};
       int64_t q = slice;
       for (; q + 7 * slices < kg; q += 8 * slices) {

@@ -281,6 +281,17 @@ struct FoldContraction {
   int64_t Cout, cin_g, cout_g;
   const A* weight;  // [cin_g * taps, Cout]
   const A* bias;    // [Cout]
+
+  // Input channel c's weights: [taps, cout_g] at a row stride of Cout.
+  KFUSE_HDI const A* channel_weights(int64_t c, int64_t taps) const {
+    return weight + (c % cin_g) * taps * Cout + c / cin_g * cout_g;
+  }
+  // Each plane's share is [cout_g] in shares [N * C, cout_g]; Z[n, co] adds
+  // those of the cin_g channels of co's group: channel q's at [q * cout_g].
+  template <class S>
+  KFUSE_HDI const S* output_shares(const S* shares, int64_t C, int64_t n, int64_t co) const {
+    return shares + (n * C + co / cout_g * cin_g) * cout_g + co % cout_g;
+  }
 };
 
 }  // namespace kfuse::detail
