@@ -107,6 +107,7 @@ namespace {
 Overrides read_overrides() {
   Overrides o;
   o.fold_chunks = env_count("KFUSE_CUDA_FOLD_CHUNKS").value_or(0);
+  o.fold_whole_rows = env_flag("KFUSE_CUDA_FOLD_WHOLE_ROWS").value_or(true);
   o.pdl = env_flag("KFUSE_CUDA_PDL").value_or(true);
   o.jit = env_flag("KFUSE_CUDA_JIT").value_or(true);
   constexpr ConvPath paths[] = {ConvPath::automatic, ConvPath::cudnn, ConvPath::cudnn_x_nhwc, ConvPath::gather};

@@ -51,6 +51,8 @@ Workspace& workspace();
 // strictly: core/env.hpp; the warps of every kernel come from the tuner:
 // KFUSE_TUNING_FORCE="cuda::fold_plane_sums=8x2"):
 //   KFUSE_CUDA_FOLD_CHUNKS   row chunks per plane in the fold (0: the rule in src/tuning)
+//   KFUSE_CUDA_FOLD_WHOLE_ROWS  0: the fold's tail rows always span contraction tiles (a row counter each),
+//                            also those that one block could hold
 //   KFUSE_CUDA_PDL           0 disables programmatic dependent launch (sm_90+)
 //   (KFUSE_CUDA_GRAPHS=0, plans launching directly instead of replaying a CUDA graph: core/device_runtime.hpp)
 //   KFUSE_CUDA_CONV          the conv that materialises Y: "auto", "cudnn", "cudnn_nhwc" (x transposed to
@@ -62,6 +64,7 @@ Workspace& workspace();
 enum class ConvPath { automatic, cudnn, cudnn_x_nhwc, gather };
 struct Overrides {
   int64_t fold_chunks = 0;
+  bool fold_whole_rows = true;
   bool pdl = true;
   ConvPath conv = ConvPath::automatic;
   bool jit = true;

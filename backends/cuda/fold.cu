@@ -15,9 +15,10 @@
 //     block starts).
 //  2. fold_contract_tail: Z[n, co] = bias[co] + sum_c P[n, c, co % cout_g]
 //     over the channels of co's group, in tiles of Z spread over the SMs,
-//     then the tail program on each Z row (detail::run_tail on a block), run
-//     by the block that completes the row (a counter per row). Only the
-//     output is stored. On sm_90+ it is launched with programmatic dependent
+//     then the tail program on each Z row (detail::run_tail). Rows of up to
+//     512 values are whole in one tile: a warp runs each row's tail from
+//     shared memory. Longer rows span tiles: the block that completes a row
+//     (a counter per row) runs its tail. Only the output is stored. On sm_90+ it is launched with programmatic dependent
 //     launch and waits for the shares inside (griddepcontrol.wait).
 //
 // (The whole contraction in the second kernel, cin_g x taps terms an output
@@ -42,6 +43,7 @@ constexpr int kMaxBlocks = kFoldMaxSegments * kFoldMaxSegments;
 constexpr int kFoldMaxThreads = 256;
 constexpr int kTileMaxRows = 160;  // rows one contraction tile can touch: tile (<= 128) + 1
 constexpr int kContractThreads = 256;
+constexpr int kWholeRowsThreads = 512;  // blocks that hold whole tail rows
 
 // Fetches the cache line holding p (global memory) into L2: no register is
 // written and nothing waits for it.
@@ -262,26 +264,28 @@ struct ContractArgs {
   unsigned* row_counters;  // [R], zero between runs
   O* out;
   int direct;              // no tail ops: Z is the output
+  int whole_rows;          // tile = whole rows of K: their tails run in the block
   int row_in_smem;         // the tail's rows fit in shared memory
   int ops_bytes;           // the tail's ops, copied to shared memory: a multiple of 16
 };
 
 template <class A, class O>
-__global__ void __launch_bounds__(kContractThreads, 1) fold_contract_tail(const ContractArgs<A, O> a) {
+__global__ void __launch_bounds__(kWholeRowsThreads, 1) fold_contract_tail(const ContractArgs<A, O> a) {
   static_assert(sizeof(TailOp<A>) % sizeof(unsigned) == 0, "the tail's ops are copied as words");
   extern __shared__ __align__(16) unsigned char smem[];
   TailOp<A>* ops = reinterpret_cast<TailOp<A>*>(smem);  // [tail.n]
   A* red = reinterpret_cast<A*>(smem + a.ops_bytes);    // [blockDim]
-  A* zrow = red + blockDim.x;                           // [K] when row_in_smem
+  A* zrow = red + blockDim.x;                           // [tile] when whole_rows, else [K] when row_in_smem
   __shared__ ReduceAcc<A> wred[33];
   __shared__ int64_t mine[kTileMaxRows];
   __shared__ int n_mine;
 
-  // Thread (s, j): Z value z0 + j, the channels s, s + QS, ... of its group.
+  // Thread (s, j): Z value z0 + j, the channels s, s + QS, ... of its group
+  // (threads past QS slices, where the tile does not divide the block: none).
   const int tid = threadIdx.x, TZ = a.tile, j = tid % TZ, s = tid / TZ, QS = blockDim.x / TZ;
   const int64_t Cout = a.con.Cout, K = a.tail.K, cg = a.con.cout_g, kg = a.con.cin_g;
   const int64_t z0 = int64_t(blockIdx.x) * TZ, zi = z0 + j;
-  const bool valid = zi < a.total;
+  const bool valid = zi < a.total && s < QS;
   const int64_t n = valid ? zi / Cout : 0, co = valid ? zi - n * Cout : 0;
   const A* sp = a.con.output_shares(a.shares, a.C, n, co);  // channel q's share at sp[q * cg]
 
@@ -318,11 +322,27 @@ __global__ void __launch_bounds__(kContractThreads, 1) fold_contract_tail(const 
       a.out[zi] = to_elem<O>(v);
     } else if (a.direct) {
       a.out[zi] = to_elem<O>(v);
+    } else if (a.whole_rows) {
+      zrow[j] = v;
     } else {
       a.z[zi] = v;
     }
   }
   if (a.direct || K == 1) return;
+
+  if (a.whole_rows) {
+    // A warp a row, from shared memory: shuffles, no block barrier, no
+    // fence and counter, no round trip of Z through L2.
+    __syncthreads();
+    const int64_t rows = (min(a.total, z0 + TZ) - z0) / K;
+    for (int64_t i = tid / 32; i < rows; i += blockDim.x / 32) {
+      const int64_t r = z0 / K + i;
+      A* row = zrow + i * K;
+      const int64_t kout = run_tail(WarpGroup<A>{}, ops, a.tail.n, row, r, K);
+      for (int64_t k = tid % 32; k < kout; k += 32) a.out[r * kout + k] = to_elem<O>(row[k]);
+    }
+    return;
+  }
 
   // The block that completes a row runs its tail.
   __threadfence();
@@ -398,9 +418,20 @@ class PreparedFold final : public PreparedStep {
     ca_.tile = tuning::contraction_tile(total_, dev.limits.sm_count);
     ca_.total = total_;
     ca_.direct = step.tail.n == 0 && step.tail.K_out == step.tail.K;
-    ca_.row_in_smem = step.tail.K * int64_t(sizeof(A)) <= 32 * 1024;
+    const int64_t K = step.tail.K;
+    ca_.whole_rows = !ca_.direct && K > 1 && K <= kWholeRowsThreads && overrides().fold_whole_rows;
+    contract_threads_ = kContractThreads;
+    if (ca_.whole_rows) {
+      // As many whole rows as the power-of-two tile holds (at least one), and
+      // up to 16 slices of a tile's channels (the more slices, the fewer
+      // dependent loads a thread).
+      ca_.tile = int(K * std::max<int64_t>(1, ca_.tile / K));
+      contract_threads_ = int(std::min<int64_t>(kWholeRowsThreads, (int64_t(ca_.tile) * 16 + 31) / 32 * 32));
+    }
+    ca_.row_in_smem = K * int64_t(sizeof(A)) <= 32 * 1024;
     ca_.ops_bytes = int((std::size_t(step.tail.n) * sizeof(TailOp<A>) + 15) / 16 * 16);
-    contract_smem_ = ca_.ops_bytes + (kContractThreads + (ca_.row_in_smem ? std::size_t(step.tail.K) : 0)) * sizeof(A);
+    const int64_t zrow = ca_.whole_rows ? ca_.tile : ca_.row_in_smem ? K : 0;
+    contract_smem_ = ca_.ops_bytes + std::size_t(contract_threads_ + zrow) * sizeof(A);
   }
 
   void run(const TensorView& x, const TensorView& out) const override {
@@ -462,7 +493,7 @@ class PreparedFold final : public PreparedStep {
         ca.row_counters = counters + planes_;
         ca.out = static_cast<O*>(out.data);
         launch("kfuse::cuda::fold_contract_tail", fold_contract_tail<A, O>,
-               dim3(grid_of((total_ + ca.tile - 1) / ca.tile)), dim3(kContractThreads), contract_smem_,
+               dim3(grid_of((total_ + ca.tile - 1) / ca.tile)), dim3(contract_threads_), contract_smem_,
                pdl_enabled() && launched, ca);
       }
     } catch (...) {
@@ -474,7 +505,7 @@ class PreparedFold final : public PreparedStep {
   std::string describe() const override {
     return cat("plane sums and each plane's share of the contraction (", chunked_[0].chunks,
                " row chunks per plane at 4 warps, ", chunked_[1].chunks, " at 8), then the shares added in tiles of ",
-               ca_.tile, " with the tail");
+               ca_.tile, ca_.whole_rows ? " (whole tail rows, a warp's tail each)" : "", " with the tail");
   }
 
  private:
@@ -489,6 +520,7 @@ class PreparedFold final : public PreparedStep {
   int taps_ = 0;
   Chunks chunked_[2]{};  // at 4 and 8 warps
   std::size_t shares_bytes_ = 0, z_bytes_ = 0, partial_bytes_[2]{}, contract_smem_ = 0;
+  int contract_threads_ = kContractThreads;
   ContractArgs<A, O> ca_{};
 };
 

@@ -402,6 +402,35 @@ TEST_F(CudaFold, LongTailRow) {
   expect_close(run_both(make, DType::f32, Strategy::fold, c.x_shape(), c.x), 1e-5, "K = 9000");
 }
 
+// Tail rows of K = Cout values: several rows a tile (K = 2, 3), one row a tile
+// (127 up to 512: a warp runs each row's tail from shared memory), and rows
+// spanning tiles (513, 1500, and every K with whole rows off: the block that
+// completes a row runs its tail).
+TEST_F(CudaFold, TailRowsInOneTileAndAcrossTiles) {
+  Rng rng(8);
+  for (int64_t cout : {2, 3, 127, 300, 512, 513, 1500}) {
+    Conv c;
+    c.N = 5, c.Cin = 3, c.Cout = cout, c.G = 1, c.kH = 2, c.kW = 3, c.H = 9, c.W = 11;
+    c.fill(rng, 0.5, 0.0, 1.0);
+    for (int softmax : {0, 1}) {
+      const Maker make = [c, softmax](DType dt) {
+        Pipeline p(c.x_shape(), dt);
+        c.add_to(p, dt);
+        p.mean({2, 3}, true);
+        if (softmax) p.softmax(1).mul(3.0);
+        else p.logsumexp({1}, true).mul(2.0);
+        return p;
+      };
+      for (const char* whole : {"1", "0"}) {
+        EnvOverride ov("KFUSE_CUDA_FOLD_WHOLE_ROWS", whole);
+        for (DType dt : {DType::f32, DType::f64})
+          expect_close(run_both(make, dt, Strategy::fold, c.x_shape(), c.x), tolerance(dt),
+                       detail::cat("Cout ", cout, softmax ? " softmax" : " logsumexp", " ", to_string(dt), " whole rows ", whole));
+      }
+    }
+  }
+}
+
 // ---- The fused epilogue (cuDNN or the gather kernel for the conv) -----------------------
 
 Maker epilogue_pipeline(const Conv& c, int kind, Rng& rng) {
