@@ -381,6 +381,15 @@ FoldGeometry chunked(FoldGeometry g, int64_t forced, int64_t resident) {
 // (the tests join chunks on the host with it), 0 (or unset) for the rule.
 inline int64_t forced_fold_chunks() { return env_count("KFUSE_KOKKOS_FOLD_CHUNKS").value_or(0); }
 
+// FoldPlanes' launches: (a) at most 64 registers (512 threads, 2 teams of
+// them an SM), so that 8 teams of 128 fit an SM: at 72, 7 did, and a 4 MiB
+// input's 1024 planes took two waves on an H100; (b) the functor (1 KB, most
+// of it FoldGeometry) passed as the kernel's parameter: Kokkos copies a
+// functor over 512 bytes to constant memory first, an H2D copy in the stream
+// and a host wait for the previous such kernel, on every launch.
+using FoldPlanesPolicy =
+    Kokkos::TeamPolicy<ExecSpace, Kokkos::LaunchBounds<512, 2>, Kokkos::Experimental::WorkItemProperty::HintLightWeight_t>;
+
 // The chunks follow the team size the tuner picks: its teams resident on a
 // GPU (the kernel's registers and team scratch, read from Kokkos's kernel)
 // decide them. (Counting 8 teams of 256 an SM, as before, made 1024 planes one
@@ -390,6 +399,7 @@ void run_fold(const FoldStep<A>& step, int64_t forced, const TensorView& x, cons
   using S = kokkos::red_acc_t<A>;
   using F = FoldPlanes<2, T, A>;
   using Z = FoldSamples<A>;
+  static_assert(sizeof(FoldPlanes<3, T, A>) < 4096, "FoldPlanes goes as a kernel parameter (FoldPlanesPolicy)");
   FoldGeometry base = step.geom;
   for (int d = 0; d < 4; ++d) base.xs[d] = x.strides[d];
   const int taps = base.taps();
@@ -398,7 +408,7 @@ void run_fold(const FoldStep<A>& step, int64_t forced, const TensorView& x, cons
   const bool contiguous = (base.W == 1 || base.xs[3] == 1) && (base.H == 1 || base.xs[2] == base.W);
   const auto scratch_bytes = [&] { return F::Scratch::shmem_size(base.blocks()); };  // the block sums
   const auto policy = [&](int64_t units, const TeamConfig& c) {
-    return team_policy(units, c.team_size, 1).set_scratch_size(0, Kokkos::PerTeam(scratch_bytes()));
+    return FoldPlanesPolicy(units, c.team_size, 1).set_scratch_size(0, Kokkos::PerTeam(scratch_bytes()));
   };
   const auto geometry = [&](const TeamConfig& c) {
     int64_t resident = 0;

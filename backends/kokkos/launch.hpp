@@ -48,15 +48,15 @@ inline const DeviceFacts& device_facts() {
 // (cudaFuncGetAttributes on Kokkos's kernel). Read once per functor type: they
 // do not change (team_size_max would only with far more team scratch than
 // kfuse's kernels ask for).
-template <class Body>
-const tuning::KernelResources& team_resources(const TeamPolicy& policy, const Body& body) {
+template <class Policy, class Body>
+const tuning::KernelResources& team_resources(const Policy& policy, const Body& body) {
   static const tuning::KernelResources resources = [&] {
     tuning::KernelResources k;
     k.max_threads_per_block = policy.team_size_max(body, Kokkos::ParallelForTag()) * policy.impl_vector_length();
 #if defined(KOKKOS_ENABLE_CUDA) && KOKKOS_VERSION >= 40600
-    using Closure = Kokkos::Impl::ParallelFor<Body, TeamPolicy>;
+    using Closure = Kokkos::Impl::ParallelFor<Body, Policy>;
     const cudaFuncAttributes a =
-        Kokkos::Impl::CudaParallelLaunch<Closure, typename TeamPolicy::traits::launch_bounds>::get_cuda_func_attributes(
+        Kokkos::Impl::CudaParallelLaunch<Closure, typename Policy::traits::launch_bounds>::get_cuda_func_attributes(
             ExecSpace().impl_internal_space_instance());
     k.num_regs = a.numRegs;
     k.local_bytes = static_cast<int64_t>(a.localSizeBytes);
@@ -71,8 +71,8 @@ const tuning::KernelResources& team_resources(const TeamPolicy& policy, const Bo
 // depth 2; on a device the tuner's choice for (kernel, shape class), measured
 // (autotune mode) by running `run(TeamConfig)` and fencing. A decided kernel
 // costs a lookup: the resources are read only for a new decision.
-template <class Body, class Run>
-TeamConfig team_config(const char* kernel, const std::string& shape_class, const TeamPolicy& policy, const Body& body,
+template <class Policy, class Body, class Run>
+TeamConfig team_config(const char* kernel, const std::string& shape_class, const Policy& policy, const Body& body,
                        const Run& run) {
   if (!kOnDevice) return TeamConfig{1, 2};
   const DeviceFacts& dev = device_facts();
