@@ -235,15 +235,15 @@ __global__ void __launch_bounds__(kFoldMaxThreads, kPlaneSumsMinBlocks<S, I>)
       if (tid == 0) counters[plane] = 0u;  // back to zero for the next run
     }
     __syncthreads();
-    // The plane's share: an output of its group a thread, the weights of 16
-    // taps loaded at once (one L2 round trip for a kernel of up to 4x4).
+    // The plane's share: an output of its group a thread.
     for (int64_t j = tid; j < cg; j += bd) {
       S p[4] = {S(0), S(0), S(0), S(0)};
-      for (int t = 0; t < taps; t += 16) {
+      int t = 0;
+      for (; t + 3 < taps; t += 4) {
 #pragma unroll
-        for (int k = 0; k < 16; ++k)
-          if (t + k < taps) p[k % 4] += w[(t + k) * con.Cout + j] * ts[t + k];
+        for (int k = 0; k < 4; ++k) p[k] += w[(t + k) * con.Cout + j] * ts[t + k];
       }
+      for (; t < taps; ++t) p[0] += w[t * con.Cout + j] * ts[t];
       shares[plane * cg + j] = (p[0] + p[1]) + (p[2] + p[3]);
     }
     __syncthreads();
