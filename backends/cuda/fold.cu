@@ -18,8 +18,9 @@
 //     then the tail program on each Z row (detail::run_tail). Rows of up to
 //     512 values are whole in one tile: a warp runs each row's tail from
 //     shared memory. Longer rows span tiles: the block that completes a row
-//     (a counter per row) runs its tail. Only the output is stored. On sm_90+ it is launched with programmatic dependent
-//     launch and waits for the shares inside (griddepcontrol.wait).
+//     (a counter per row) runs its tail. Only the output is stored. On
+//     sm_90+ it is launched with programmatic dependent launch and waits for
+//     the shares inside (griddepcontrol.wait).
 //
 // (The whole contraction in the second kernel, cin_g x taps terms an output
 // with the weights from DRAM, took 8.5 us of seed 2's 37 on an H100. One
@@ -281,7 +282,8 @@ __global__ void __launch_bounds__(kWholeRowsThreads, 1) fold_contract_tail(const
   __shared__ int n_mine;
 
   // Thread (s, j): Z value z0 + j, the channels s, s + QS, ... of its group
-  // (threads past QS slices, where the tile does not divide the block: none).
+  // (where the tile does not divide the block, threads past the QS whole
+  // slices take none).
   const int tid = threadIdx.x, TZ = a.tile, j = tid % TZ, s = tid / TZ, QS = blockDim.x / TZ;
   const int64_t Cout = a.con.Cout, K = a.tail.K, cg = a.con.cout_g, kg = a.con.cin_g;
   const int64_t z0 = int64_t(blockIdx.x) * TZ, zi = z0 + j;
