@@ -16,7 +16,9 @@
 //                from runs without the hold;
 //   host time    Plan::run's launches (or its CUDA graph's replay) up to the wait.
 // floor = floor_bytes / copy bandwidth, copy bandwidth = (read + written bytes)
-// / time of a large cudaMemcpy device to device. The output of each seed
+// / time of a large cudaMemcpy device to device; and the device time of a
+// cudaMemcpy moving the floor's bytes, timed the same way (what a copy pays at
+// that size: at a few MB, its launch and ramp-up exceed the floor). The output of each seed
 // problem is checked against kfuse's float64 host plan on the same values.
 //
 // Writes <out>/<gpu>-<date>.json and .md; with --export DIR, the seed
@@ -134,8 +136,29 @@ struct Flusher {
   }
 };
 
-// Device-to-device copy bandwidth, (read + write) bytes / time, median of 20.
-double copy_bandwidth(std::size_t bytes, Flusher& fl) {
+// Holds the stream for `us` microseconds (a host callback that sleeps): what
+// is launched meanwhile queues behind it, so a run's start event fires when the
+// hold ends with its kernels already queued, and the event interval is the
+// GPU's time alone. (An idle GPU otherwise starts the clock at the start event
+// and waits for the host to launch: 1-5 us of the small folds' 20-40 us on the
+// H200, 2026-12-05.) The CUDA backend only: Kokkos launches on its own stream.
+void hold_stream(int us) {
+  ck(cudaLaunchHostFunc(
+         stream(),
+         [](void* p) { std::this_thread::sleep_for(std::chrono::microseconds(reinterpret_cast<std::uintptr_t>(p))); },
+         reinterpret_cast<void*>(std::uintptr_t(us))),
+     "hold the stream");
+}
+
+// Median device time (ms) of a device-to-device cudaMemcpyAsync moving
+// `moved` bytes (read + written: a copy of moved / 2), timed as a plan's
+// device time is: L2 flushed, the copy queued behind a hold of the stream.
+// At a large size it gives the copy bandwidth of the floor; at a plan's
+// floor bytes, what the runtime's own copy kernel takes to move them (launch,
+// ramp-up and drain in: the floor's bandwidth is not reached by a copy of a
+// few MB either).
+double copy_ms(std::size_t moved, Flusher& fl, int reps) {
+  const std::size_t bytes = std::max<std::size_t>(moved / 2, 16);
   void *a = nullptr, *b = nullptr;
   ck(cudaMalloc(&a, bytes), "copy src");
   ck(cudaMalloc(&b, bytes), "copy dst");
@@ -144,8 +167,9 @@ double copy_bandwidth(std::size_t bytes, Flusher& fl) {
   ck(cudaEventCreate(&e0), "event");
   ck(cudaEventCreate(&e1), "event");
   std::vector<double> ms;
-  for (int i = 0; i < 23; ++i) {
+  for (int i = 0; i < reps + 3; ++i) {
     fl.flush();
+    hold_stream(1000);
     ck(cudaEventRecord(e0, stream()), "record");
     ck(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream()), "copy");
     ck(cudaEventRecord(e1, stream()), "record");
@@ -154,11 +178,11 @@ double copy_bandwidth(std::size_t bytes, Flusher& fl) {
     ck(cudaEventElapsedTime(&t, e0, e1), "elapsed");
     if (i >= 3) ms.push_back(t);
   }
-  cudaFree(a);
-  cudaFree(b);
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return 2.0 * double(bytes) / (stats(ms).median * 1e-3) / 1e9;
+  ck(cudaFree(a), "copy free");
+  ck(cudaFree(b), "copy free");
+  ck(cudaEventDestroy(e0), "event");
+  ck(cudaEventDestroy(e1), "event");
+  return stats(ms).median;
 }
 
 // Fills `t` (device) with random values in [lo, hi): a 64 MB random block
@@ -198,20 +222,6 @@ struct Timing {
   Stats device, wall, host;
   std::vector<double> step_ms;  // each step's median device time
 };
-
-// Holds the stream for `us` microseconds (a host callback that sleeps): what
-// is launched meanwhile queues behind it, so a run's start event fires when the
-// hold ends with its kernels already queued, and the event interval is the
-// GPU's time alone. (An idle GPU otherwise starts the clock at the start event
-// and waits for the host to launch: 1-5 us of the small folds' 20-40 us on the
-// H200, 2026-12-05.) The CUDA backend only: Kokkos launches on its own stream.
-void hold_stream(int us) {
-  ck(cudaLaunchHostFunc(
-         stream(),
-         [](void* p) { std::this_thread::sleep_for(std::chrono::microseconds(reinterpret_cast<std::uintptr_t>(p))); },
-         reinterpret_cast<void*>(std::uintptr_t(us))),
-     "hold the stream");
-}
 
 // Times plan.run(x, out): warm-up, then reps runs after an L2 flush each, held
 // (device time, each step's) on the CUDA backend, and reps more unheld (wall and
@@ -259,6 +269,15 @@ struct Context {
   Options opt;
   cudaDeviceProp prop{};
   double copy_gbps = 0;
+  std::map<std::size_t, double> copy_ms_of;  // a copy's device time by the bytes it moves
+
+  // The device time of a copy moving `moved` bytes (measured once a size; 0 under ncu).
+  double same_bytes_copy_ms(std::size_t moved) {
+    if (opt.ncu) return 0;
+    auto it = copy_ms_of.find(moved);
+    if (it == copy_ms_of.end()) it = copy_ms_of.emplace(moved, copy_ms(moved, *flusher, opt.reps)).first;
+    return it->second;
+  }
   json cases = json::array();
   std::unique_ptr<Flusher> flusher;
 };
@@ -283,14 +302,19 @@ json& record(Context& c, const std::string& name, const std::string& group, cons
   j["fraction_of_copy_bw"] = c.copy_gbps > 0 ? j["GBps"].get<double>() / c.copy_gbps : 0.0;
   j["time_over_floor"] = floor_ms > 0 ? t.device.median / floor_ms : 0.0;
   j["wall_over_floor"] = floor_ms > 0 ? t.wall.median / floor_ms : 0.0;
+  const double copy_same = c.same_bytes_copy_ms(plan.floor_bytes());
+  j["copy_same_bytes_ms"] = copy_same;
+  j["time_over_copy_same_bytes"] = copy_same > 0 ? t.device.median / copy_same : 0.0;
   if (!std::isnan(rel_err)) j["rel_err_vs_fp64_host"] = rel_err;
   j["describe"] = plan.describe();
   j["step_device_ms_median"] = t.step_ms;
   std::string steps;
   for (double s : t.step_ms) steps += detail::cat(steps.empty() ? "  steps " : " + ", s);
-  std::printf("%-34s %-8s %-9s device %9.4f ms (min %9.4f)  wall %9.4f ms  host %7.4f ms  floor %9.4f ms  x%5.2f  %7.1f GB/s%s\n",
+  std::printf("%-34s %-8s %-9s device %9.4f ms (min %9.4f)  wall %9.4f ms  host %7.4f ms  floor %9.4f ms  x%5.2f  "
+              "copy %9.4f ms  x%5.2f  %7.1f GB/s%s\n",
               name.c_str(), to_string(plan.dtype()), to_string(plan.strategy()), t.device.median, t.device.min,
-              t.wall.median, t.host.median, floor_ms, floor_ms > 0 ? t.device.median / floor_ms : 0.0, j["GBps"].get<double>(),
+              t.wall.median, t.host.median, floor_ms, floor_ms > 0 ? t.device.median / floor_ms : 0.0, copy_same,
+              j["time_over_copy_same_bytes"].get<double>(), j["GBps"].get<double>(),
               std::isnan(rel_err) ? "" : detail::cat("  rel err ", rel_err).c_str());
   if (t.step_ms.size() > 1) std::printf("%36s%s ms\n", "", steps.c_str());
   std::fflush(stdout);
@@ -495,22 +519,25 @@ bool write_markdown(const json& j, const std::string& path) {
      << j["commit"].get<std::string>() << "\n\n";
   md << "Build: " << j["build"].get<std::string>() << "; timing: " << j["timing"].get<std::string>() << ".\n\n";
   md << "Device-to-device copy: " << j["copy_GBps"].get<double>() << " GB/s (read + write). Wall: Plan::run on the "
-        "host, with its wait; host: its launches (or its CUDA graph's replay) up to the wait. Medians of " << j["reps"].get<int>() << " runs, L2 flushed before each.\n\n";
-  md << "| problem | group | dtype | strategy | device ms (median / min) | wall ms | host ms | floor ms | time/floor | wall/floor | GB/s | of copy BW | rel err vs fp64 |\n";
-  md << "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        "host, with its wait; host: its launches (or its CUDA graph's replay) up to the wait. Copy: the device time of a "
+        "cudaMemcpyAsync moving the floor's bytes (read + written), timed as the device time is. Medians of "
+     << j["reps"].get<int>() << " runs, L2 flushed before each.\n\n";
+  md << "| problem | group | dtype | strategy | device ms (median / min) | wall ms | host ms | floor ms | time/floor | wall/floor | copy ms | time/copy | GB/s | of copy BW | rel err vs fp64 |\n";
+  md << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const json& c : j["cases"]) {
     if (c.contains("refused")) {
       md << "| " << c["name"].get<std::string>() << " | " << c["group"].get<std::string>() << " | refused: "
-         << c["refused"].get<std::string>() << " |||||||||||\n";
+         << c["refused"].get<std::string>() << " |||||||||||||\n";
       continue;
     }
-    char line[512];
-    std::snprintf(line, sizeof line, "| %s | %s | %s | %s | %.4f / %.4f | %.4f | %.4f | %.4f | %.2f | %.2f | %.0f | %.0f%% | %s |\n",
+    char line[640];
+    std::snprintf(line, sizeof line, "| %s | %s | %s | %s | %.4f / %.4f | %.4f | %.4f | %.4f | %.2f | %.2f | %.4f | %.2f | %.0f | %.0f%% | %s |\n",
                   c["name"].get<std::string>().c_str(), c["group"].get<std::string>().c_str(),
                   c["dtype"].get<std::string>().c_str(), c["strategy"].get<std::string>().c_str(),
                   c["device_ms_median"].get<double>(), c["device_ms_min"].get<double>(), c["wall_ms_median"].get<double>(),
                   c.value("host_ms_median", 0.0), c["floor_ms"].get<double>(), c["time_over_floor"].get<double>(),
-                  c["wall_over_floor"].get<double>(), c["GBps"].get<double>(),
+                  c["wall_over_floor"].get<double>(), c.value("copy_same_bytes_ms", 0.0),
+                  c.value("time_over_copy_same_bytes", 0.0), c["GBps"].get<double>(),
                   100 * c["fraction_of_copy_bw"].get<double>(),
                   c.contains("rel_err_vs_fp64_host") ? detail::cat(c["rel_err_vs_fp64_host"].get<double>()).c_str() : "");
     md << line;
@@ -581,7 +608,10 @@ int main(int argc, char** argv) {
   ck(cudaGetDeviceProperties(&c.prop, dev), "properties");
   c.flusher = std::make_unique<Flusher>(std::size_t(c.prop.l2CacheSize));
   std::printf("device %s, %d SMs, L2 %d MB\n", c.prop.name, c.prop.multiProcessorCount, c.prop.l2CacheSize >> 20);
-  c.copy_gbps = o.ncu ? 0.0 : copy_bandwidth(std::size_t(1) << 30, *c.flusher);
+  if (!o.ncu) {
+    const std::size_t moved = std::size_t(2) << 30;  // a copy of 1 GiB
+    c.copy_gbps = double(moved) / (copy_ms(moved, *c.flusher, 20) * 1e-3) / 1e9;
+  }
   std::printf("device-to-device copy: %.1f GB/s (read + write)\n", c.copy_gbps);
 
   const std::string s1 = o.specs + "/convt_gap_bias_lse.json", s2 = o.specs + "/convt_mul_gap.json";
