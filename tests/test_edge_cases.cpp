@@ -328,6 +328,41 @@ TYPED_TEST(EdgeCases, LogsumexpAndSoftmaxAtExtremeMagnitudes) {
   for (int j = 0; j < 4; ++j) EXPECT_NEAR(y[2 * 4 + j], 0.25, 1e-6);
 }
 
+// The fused softmax over contiguous rows at lengths on both sides of each
+// kernel's limits: rows held in registers (on a GPU up to 512 float32 or 256
+// float64 values a warp; 16 or 8 on the host's one lane) and rows streamed
+// twice beyond; odd lengths put rows off 16-byte alignment. Point ops before
+// and after it; rows holding a NaN, a +inf, only -inf, and a -inf among numbers.
+TYPED_TEST(EdgeCases, FusedSoftmaxAtRowLengthsAroundTheHeldLimits) {
+  using T = TypeParam;
+  Rng rng(41);
+  for (int64_t w : {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 127, 255, 256, 257, 511, 512, 513, 1025, 2049}) {
+    SCOPED_TRACE(w);
+    const Shape s{6, w};
+    std::vector<double> v = rounded<T>(random_values(numel_of(s), -4, 4, rng));
+    v[static_cast<std::size_t>(w / 2)] = kNaN;                              // row 0
+    v[static_cast<std::size_t>(w + w - 1)] = kInf;                          // row 1
+    for (int64_t k = 0; k < w; ++k) v[static_cast<std::size_t>(2 * w + k)] = -kInf;  // row 2
+    v[static_cast<std::size_t>(3 * w + w / 3)] = -kInf;                     // row 3
+    const HostTensor<T> x(s, v, Layout::contiguous);
+    const Ref want = binary_scalar_ref(softmax_ref(binary_scalar_ref(x.ref(), 1.5, BinaryKind::mul), 1), 0.125,
+                                       BinaryKind::sub);
+    Pipeline p(s, kfuse::dtype_of<T>());
+    p.mul(1.5).softmax(1).sub(0.125);
+    const Plan plan(p, {Strategy::fused});
+    Tensor out = Tensor::empty(plan.output_shape(), plan.dtype());
+    plan.run(x, out.view());
+    EXPECT_TRUE(matches<T>(out, want, "softmax over rows of " + std::to_string(w), 4.0));
+    // Without point ops (the kernels without the chain interpreter).
+    Pipeline bare(s, kfuse::dtype_of<T>());
+    bare.softmax(1);
+    const Plan bare_plan(bare, {Strategy::fused});
+    Tensor bare_out = Tensor::empty(bare_plan.output_shape(), bare_plan.dtype());
+    bare_plan.run(x, bare_out.view());
+    EXPECT_TRUE(matches<T>(bare_out, softmax_ref(x.ref(), 1), "bare softmax over rows of " + std::to_string(w), 4.0));
+  }
+}
+
 // The fold's tail sees the extreme values: x [4, 1, 1, 1] through a 1x1
 // conv with weights (1, 1, -1) gives rows (v, v, -v), then logsumexp or
 // softmax over the channels.

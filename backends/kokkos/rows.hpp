@@ -458,6 +458,110 @@ struct SoftmaxRows {
   }
 };
 
+// Softmax rows of VectorLanes held in registers, for rows of at most
+// kHeldVecs 16-byte vectors a lane: one read of the row (SoftmaxRows reads it
+// twice) and one exponential a value (SoftmaxRows' online (max, sum) pass
+// pays two a value, and a third for the output). Lane t holds
+// stream_contiguous's vectors t + j ts and edge elements t + i ts; their
+// max, joined across the lanes, then exp(v - max) of each and their sum,
+// joined likewise; the outputs are the held exponentials times the sum's
+// reciprocal. (A lane's values live from one vector loop of its thread to
+// the next: each loop runs index t on lane t.)
+constexpr int kHeldVecs = 4;
+template <bool kChain, class T, class R>
+struct SoftmaxRowsHeld {
+  using V = Vec16<T>;
+  static constexpr int kV = V::kVec, kEdges = 2 * kV - 2, kHeld = kHeldVecs * kV + kEdges;
+  Softmax<T, R> s;
+  int64_t rows;
+  int lanes;
+
+  static bool fits(const Row<T>& row, int lanes) { return row.dense && row.count <= int64_t(lanes) * kHeldVecs * kV; }
+
+  // Calls f(i, e) for each slot i of lane t that holds a value, e: its element of the row.
+  template <class F>
+  KOKKOS_INLINE_FUNCTION static void each(const ContiguousSplit<T>& sp, int64_t t, int64_t ts, const F& f) {
+    KFUSE_UNROLL
+    for (int j = 0; j < kHeldVecs; ++j)
+      if (t + j * ts < sp.nvec) {
+        KFUSE_UNROLL
+        for (int k = 0; k < kV; ++k) f(j * kV + k, sp.head + (t + j * ts) * kV + k);
+      }
+    KFUSE_UNROLL
+    for (int i = 0; i < kEdges; ++i)
+      if (t + i * ts < sp.edges) f(kHeldVecs * kV + i, sp.edge(t + i * ts));
+  }
+
+  KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
+    const int64_t o = lanes_row(team);
+    if (o >= rows) return;
+    const VectorLanes lane{team, lanes};
+    const T* base = s.row.base(o);
+    const ContiguousSplit<T> sp(base, s.row.count);
+    const V* pv = reinterpret_cast<const V*>(base + sp.head);
+    R v[kHeld] = {};  // (set where read; g++ cannot see that)
+    lane.run([&](int64_t t, int64_t ts) {
+      KFUSE_UNROLL
+      for (int j = 0; j < kHeldVecs; ++j)
+        if (t + j * ts < sp.nvec) {
+          const V d = pv[t + j * ts];
+          T w[kV];
+          KFUSE_UNROLL
+          for (int k = 0; k < kV; ++k) w[k] = d.v[k];
+          if (kChain) s.body(w, o, 0, sp.head + (t + j * ts) * kV, 1);
+          KFUSE_UNROLL
+          for (int k = 0; k < kV; ++k) v[j * kV + k] = R(w[k]);
+        }
+      KFUSE_UNROLL
+      for (int i = 0; i < kEdges; ++i)
+        if (t + i * ts < sp.edges) {
+          const int64_t e = sp.edge(t + i * ts);
+          v[kHeldVecs * kV + i] = R(kChain ? s.body(base[e], o, e) : base[e]);
+        }
+    });
+    detail::ReduceAcc<R> acc = lane.template reduce<R>(ReduceKind::max, [&](int64_t t, int64_t ts, detail::ReduceAcc<R>& a) {
+      each(sp, t, ts, [&](int i, int64_t) { a.a = detail::nan_max(a.a, v[i]); });
+    });
+    acc.b = lane.template reduce<R>(ReduceKind::sum, [&](int64_t t, int64_t ts, detail::ReduceAcc<R>& a) {
+      each(sp, t, ts, [&](int i, int64_t) {
+        v[i] = std::exp(v[i] - acc.a);
+        a.a += v[i];
+      });
+    }).a;
+    T* dst = s.out + s.out_outer.offset(o);
+    const bool out_dense = s.out_inner.is_dense();
+    const bool paired = out_dense && (reinterpret_cast<uintptr_t>(dst) - reinterpret_cast<uintptr_t>(base)) % 16 == 0;
+    lane.run([&](int64_t t, int64_t ts) {
+      KFUSE_UNROLL
+      for (int j = 0; j < kHeldVecs; ++j)
+        if (t + j * ts < sp.nvec) {
+          const int64_t e = sp.head + (t + j * ts) * kV;
+          T w[kV];
+          KFUSE_UNROLL
+          for (int k = 0; k < kV; ++k) w[k] = T(detail::softmax_of_exp(acc, v[j * kV + k]));
+          if (kChain) s.after(w, o, 0, e, 1);
+          if (paired) {
+            V d;
+            KFUSE_UNROLL
+            for (int k = 0; k < kV; ++k) d.v[k] = w[k];
+            *reinterpret_cast<V*>(dst + e) = d;
+          } else {
+            KFUSE_UNROLL
+            for (int k = 0; k < kV; ++k) dst[out_dense ? e + k : s.out_inner.offset(e + k)] = w[k];
+          }
+        }
+      KFUSE_UNROLL
+      for (int i = 0; i < kEdges; ++i)
+        if (t + i * ts < sp.edges) {
+          const int64_t e = sp.edge(t + i * ts);
+          T w = T(detail::softmax_of_exp(acc, v[kHeldVecs * kV + i]));
+          if (kChain) w = s.after(w, o, e);
+          dst[out_dense ? e : s.out_inner.offset(e)] = w;
+        }
+    });
+  }
+};
+
 // Softmax rows walked across (by_columns): the (max, sum of exponentials)
 // pass, then the outputs (chains as in SoftmaxRows).
 template <bool kChain, class T, class R>
@@ -510,12 +614,18 @@ struct SoftmaxHeld {
     Parts part(team.team_scratch(0), 2 * kTeam);
     T v[HOLD];
     const T* base = s.row.x + (live ? s.row.outer.offset(o) : 0);
-    // Value t at k = g + kHeldGroups t: first + t step where that run is affine (Indexer::run).
+    // Value t at k = g + kHeldGroups t: first + t step where that run is affine
+    // (Indexer::run), else through the indexer. (Two loops: one loop choosing
+    // per value kept both address paths live, in registers.)
     int64_t first = 0, step = 0;
     bool affine = held > 0 && s.row.inner.run(g, kHeldGroups, held, first, step);
-    KFUSE_UNROLL
-    for (int t = 0; t < HOLD; ++t)
-      v[t] = live && t < held ? base[affine ? first + t * step : s.row.inner.offset(g + t * kHeldGroups)] : T(0);
+    if (affine) {
+      KFUSE_UNROLL
+      for (int t = 0; t < HOLD; ++t) v[t] = live && t < held ? base[first + t * step] : T(0);
+    } else {
+      KFUSE_UNROLL
+      for (int t = 0; t < HOLD; ++t) v[t] = live && t < held ? base[s.row.inner.offset(g + t * kHeldGroups)] : T(0);
+    }
     if (kChain) s.body(v, o, 0, g, kHeldGroups);
     R m = -detail::inf<R>();
     KFUSE_UNROLL
@@ -526,34 +636,45 @@ struct SoftmaxHeld {
     detail::ReduceAcc<R> acc{part(lane), R(0)};
     KFUSE_UNROLL
     for (int w = 1; w < kHeldGroups; ++w) acc.a = detail::nan_max(acc.a, part(w * 32 + lane));
-    R e[HOLD], sum = R(0);
+    // exp(v - max) in place (R is T on a device; on the host a float's
+    // exponential is rounded to float before the sum, an ulp).
+    R sum = R(0);
     KFUSE_UNROLL
     for (int t = 0; t < HOLD; ++t) {
-      e[t] = std::exp(R(v[t]) - acc.a);
-      if (t < held) sum += e[t];
+      v[t] = T(std::exp(R(v[t]) - acc.a));
+      if (t < held) sum += R(v[t]);
     }
     part(kTeam + team.team_rank()) = sum;
     team.team_barrier();
     KFUSE_UNROLL
     for (int w = 0; w < kHeldGroups; ++w) acc.b += part(kTeam + w * 32 + lane);
     KFUSE_UNROLL
-    for (int t = 0; t < HOLD; ++t) v[t] = T(detail::softmax_of_exp(acc, e[t]));
+    for (int t = 0; t < HOLD; ++t) v[t] = T(detail::softmax_of_exp(acc, R(v[t])));
     if (kChain) s.after(v, o, 0, g, kHeldGroups);
     if (!live) return;
     T* dst = s.out + s.out_outer.offset(o);
     affine = held > 0 && s.out_inner.run(g, kHeldGroups, held, first, step);
-    KFUSE_UNROLL
-    for (int t = 0; t < HOLD; ++t)
-      if (t < held) dst[affine ? first + t * step : s.out_inner.offset(g + t * kHeldGroups)] = v[t];
+    if (affine) {
+      KFUSE_UNROLL
+      for (int t = 0; t < HOLD; ++t)
+        if (t < held) dst[first + t * step] = v[t];
+    } else {
+      KFUSE_UNROLL
+      for (int t = 0; t < HOLD; ++t)
+        if (t < held) dst[s.out_inner.offset(g + t * kHeldGroups)] = v[t];
+    }
   }
 };
 
+// Teams an SM must hold: 4 (at most 64 registers) for rows of up to 16 values
+// a thread, where ptxas took 102 and 2 teams fit, 25% of the warps: too few
+// loads in flight between a team's barriers (H100, 2026-12-05, DRAM 42%).
 template <int HOLD, bool kChain, class T, class R>
 void softmax_held(const char* label, const Softmax<T, R>& s, int64_t rows) {
   using F = SoftmaxHeld<HOLD, kChain, T, R>;
+  using Policy = Kokkos::TeamPolicy<ExecSpace, Kokkos::LaunchBounds<F::kTeam, HOLD <= 16 ? 4 : 2>>;
   Kokkos::parallel_for(label,
-                       team_policy((rows + 31) / 32, F::kTeam, 1)
-                           .set_scratch_size(0, Kokkos::PerTeam(F::scratch_bytes())),
+                       Policy((rows + 31) / 32, F::kTeam, 1).set_scratch_size(0, Kokkos::PerTeam(F::scratch_bytes())),
                        F{s, rows});
 }
 
@@ -576,6 +697,11 @@ void run_softmax_rows(const char* label, const Softmax<T, R>& s, int64_t rows, i
     const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}});
     if (threads <= 0 && by_lanes(s.row)) {
       const int lanes = row_lanes(s.row);
+      if (SoftmaxRowsHeld<kChain, T, R>::fits(s.row, lanes)) {
+        const SoftmaxRowsHeld<kChain, T, R> held{s, rows, lanes};
+        const auto run = [&](const TeamConfig& c) { Kokkos::parallel_for(label, lanes_policy(rows, c.team_size, lanes), held); };
+        return run(team_config("kokkos::softmax_rows_held", shape, team_policy(rows, 1, lanes), held, run));
+      }
       const auto run = [&](const TeamConfig& c) {
         with_depth(c.depth, [&](auto d) {
           Kokkos::parallel_for(label, lanes_policy(rows, c.team_size, lanes),
