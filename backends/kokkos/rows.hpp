@@ -70,7 +70,9 @@ constexpr int64_t kWarpRow = 2048;
 
 // The ts threads that share one row: run(f) calls f(t, ts) on each thread t,
 // reduce(kind, f) too with the thread's accumulator, and gives every thread
-// the join of all.
+// the join of all. f accumulates into a local of its own, joined into the
+// reducer's value once: Kokkos reduces through a pointer to that value, which
+// put it in local memory, a load and a store for every element f pushed.
 struct TeamLanes {  // the whole team
   const Team& team;
   template <class F>
@@ -79,8 +81,9 @@ struct TeamLanes {  // the whole team
   }
   template <class R, class F>
   KOKKOS_INLINE_FUNCTION detail::ReduceAcc<R> reduce(ReduceKind kind, const F& f) const {
-    detail::ReduceAcc<R> acc = detail::reduce_init<R>(kind);
-    f(int64_t(team.team_rank()), int64_t(team.team_size()), acc);
+    detail::ReduceAcc<R> mine = detail::reduce_init<R>(kind);
+    f(int64_t(team.team_rank()), int64_t(team.team_size()), mine);
+    detail::ReduceAcc<R> acc = mine;
     team.team_reduce(AccReducer<R>(kind, acc));
     return acc;
   }
@@ -97,7 +100,12 @@ struct VectorLanes {  // the `lanes` vector lanes of this team thread (the polic
     detail::ReduceAcc<R> acc = detail::reduce_init<R>(kind);
     Kokkos::parallel_reduce(
         Kokkos::ThreadVectorRange(team, lanes),
-        [&](int lane, detail::ReduceAcc<R>& a) { f(int64_t(lane), int64_t(lanes), a); }, AccReducer<R>(kind, acc));
+        [&](int lane, detail::ReduceAcc<R>& a) {
+          detail::ReduceAcc<R> mine = detail::reduce_init<R>(kind);
+          f(int64_t(lane), int64_t(lanes), mine);
+          detail::reduce_join(kind, a, mine);
+        },
+        AccReducer<R>(kind, acc));
     return acc;
   }
 };
@@ -519,15 +527,17 @@ struct SoftmaxRowsHeld {
           v[kHeldVecs * kV + i] = R(kChain ? s.body(base[e], o, e) : base[e]);
         }
     });
-    detail::ReduceAcc<R> acc = lane.template reduce<R>(ReduceKind::max, [&](int64_t t, int64_t ts, detail::ReduceAcc<R>& a) {
+    // (Plain copies of the joins: the lambdas read them by reference.)
+    const R m = lane.template reduce<R>(ReduceKind::max, [&](int64_t t, int64_t ts, detail::ReduceAcc<R>& a) {
       each(sp, t, ts, [&](int i, int64_t) { a.a = detail::nan_max(a.a, v[i]); });
-    });
-    acc.b = lane.template reduce<R>(ReduceKind::sum, [&](int64_t t, int64_t ts, detail::ReduceAcc<R>& a) {
+    }).a;
+    const R sum = lane.template reduce<R>(ReduceKind::sum, [&](int64_t t, int64_t ts, detail::ReduceAcc<R>& a) {
       each(sp, t, ts, [&](int i, int64_t) {
-        v[i] = std::exp(v[i] - acc.a);
+        v[i] = std::exp(v[i] - m);
         a.a += v[i];
       });
     }).a;
+    const detail::ReduceAcc<R> acc{m, sum};
     T* dst = s.out + s.out_outer.offset(o);
     const bool out_dense = s.out_inner.is_dense();
     const bool paired = out_dense && (reinterpret_cast<uintptr_t>(dst) - reinterpret_cast<uintptr_t>(base)) % 16 == 0;
