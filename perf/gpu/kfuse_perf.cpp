@@ -141,7 +141,8 @@ struct Flusher {
 // hold ends with its kernels already queued, and the event interval is the
 // GPU's time alone. (An idle GPU otherwise starts the clock at the start event
 // and waits for the host to launch: 1-5 us of the small folds' 20-40 us on the
-// H200, 2026-12-05.) The CUDA backend only: Kokkos launches on its own stream.
+// H200, 2026-12-05.) Plans are held on the CUDA backend only (Kokkos launches
+// on its own stream); the reference copies run on this stream in either build.
 void hold_stream(int us) {
   ck(cudaLaunchHostFunc(
          stream(),
