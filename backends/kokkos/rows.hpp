@@ -488,18 +488,29 @@ struct SoftmaxRowsHeld {
 
   static bool fits(const Row<T>& row, int lanes) { return row.dense && row.count <= int64_t(lanes) * kHeldVecs * kV; }
 
-  // Calls f(i, e) for each slot i of lane t that holds a value, e: its element of the row.
-  template <class F>
-  KOKKOS_INLINE_FUNCTION static void each(const ContiguousSplit<T>& sp, int64_t t, int64_t ts, const F& f) {
+  // Calls vec(j, e) for each 16-byte vector j of lane t (slots j kV to j kV +
+  // kV - 1; e: the row element of its first value) and one(i, e) for each edge
+  // element it holds (slot i, row element e).
+  template <class FV, class FO>
+  KOKKOS_INLINE_FUNCTION static void slots(const ContiguousSplit<T>& sp, int64_t t, int64_t ts, const FV& vec,
+                                           const FO& one) {
     KFUSE_UNROLL
     for (int j = 0; j < kHeldVecs; ++j)
-      if (t + j * ts < sp.nvec) {
-        KFUSE_UNROLL
-        for (int k = 0; k < kV; ++k) f(j * kV + k, sp.head + (t + j * ts) * kV + k);
-      }
+      if (t + j * ts < sp.nvec) vec(j, sp.head + (t + j * ts) * kV);
     KFUSE_UNROLL
     for (int i = 0; i < kEdges; ++i)
-      if (t + i * ts < sp.edges) f(kHeldVecs * kV + i, sp.edge(t + i * ts));
+      if (t + i * ts < sp.edges) one(kHeldVecs * kV + i, sp.edge(t + i * ts));
+  }
+  // Calls f(i) for each slot i of lane t that holds a value.
+  template <class F>
+  KOKKOS_INLINE_FUNCTION static void each(const ContiguousSplit<T>& sp, int64_t t, int64_t ts, const F& f) {
+    slots(
+        sp, t, ts,
+        [&](int j, int64_t) {
+          KFUSE_UNROLL
+          for (int k = 0; k < kV; ++k) f(j * kV + k);
+        },
+        [&](int i, int64_t) { f(i); });
   }
 
   KOKKOS_INLINE_FUNCTION void operator()(const Team& team) const {
@@ -508,33 +519,27 @@ struct SoftmaxRowsHeld {
     const VectorLanes lane{team, lanes};
     const T* base = s.row.base(o);
     const ContiguousSplit<T> sp(base, s.row.count);
-    const V* pv = reinterpret_cast<const V*>(base + sp.head);
     R v[kHeld] = {};  // (set where read; g++ cannot see that)
     lane.run([&](int64_t t, int64_t ts) {
-      KFUSE_UNROLL
-      for (int j = 0; j < kHeldVecs; ++j)
-        if (t + j * ts < sp.nvec) {
-          const V d = pv[t + j * ts];
-          T w[kV];
-          KFUSE_UNROLL
-          for (int k = 0; k < kV; ++k) w[k] = d.v[k];
-          if (kChain) s.body(w, o, 0, sp.head + (t + j * ts) * kV, 1);
-          KFUSE_UNROLL
-          for (int k = 0; k < kV; ++k) v[j * kV + k] = R(w[k]);
-        }
-      KFUSE_UNROLL
-      for (int i = 0; i < kEdges; ++i)
-        if (t + i * ts < sp.edges) {
-          const int64_t e = sp.edge(t + i * ts);
-          v[kHeldVecs * kV + i] = R(kChain ? s.body(base[e], o, e) : base[e]);
-        }
+      slots(
+          sp, t, ts,
+          [&](int j, int64_t e) {
+            const V d = *reinterpret_cast<const V*>(base + e);  // (e is past the head: 16-byte aligned)
+            T w[kV];
+            KFUSE_UNROLL
+            for (int k = 0; k < kV; ++k) w[k] = d.v[k];
+            if (kChain) s.body(w, o, 0, e, 1);
+            KFUSE_UNROLL
+            for (int k = 0; k < kV; ++k) v[j * kV + k] = R(w[k]);
+          },
+          [&](int i, int64_t e) { v[i] = R(kChain ? s.body(base[e], o, e) : base[e]); });
     });
     // (Plain copies of the joins: the lambdas read them by reference.)
     const R m = lane.template reduce<R>(ReduceKind::max, [&](int64_t t, int64_t ts, detail::ReduceAcc<R>& a) {
-      each(sp, t, ts, [&](int i, int64_t) { a.a = detail::nan_max(a.a, v[i]); });
+      each(sp, t, ts, [&](int i) { a.a = detail::nan_max(a.a, v[i]); });
     }).a;
     const R sum = lane.template reduce<R>(ReduceKind::sum, [&](int64_t t, int64_t ts, detail::ReduceAcc<R>& a) {
-      each(sp, t, ts, [&](int i, int64_t) {
+      each(sp, t, ts, [&](int i) {
         v[i] = std::exp(v[i] - m);
         a.a += v[i];
       });
@@ -544,32 +549,28 @@ struct SoftmaxRowsHeld {
     const bool out_dense = s.out_inner.is_dense();
     const bool paired = out_dense && (reinterpret_cast<uintptr_t>(dst) - reinterpret_cast<uintptr_t>(base)) % 16 == 0;
     lane.run([&](int64_t t, int64_t ts) {
-      KFUSE_UNROLL
-      for (int j = 0; j < kHeldVecs; ++j)
-        if (t + j * ts < sp.nvec) {
-          const int64_t e = sp.head + (t + j * ts) * kV;
-          T w[kV];
-          KFUSE_UNROLL
-          for (int k = 0; k < kV; ++k) w[k] = T(detail::softmax_of_exp(acc, v[j * kV + k]));
-          if (kChain) s.after(w, o, 0, e, 1);
-          if (paired) {
-            V d;
+      slots(
+          sp, t, ts,
+          [&](int j, int64_t e) {
+            T w[kV];
             KFUSE_UNROLL
-            for (int k = 0; k < kV; ++k) d.v[k] = w[k];
-            *reinterpret_cast<V*>(dst + e) = d;
-          } else {
-            KFUSE_UNROLL
-            for (int k = 0; k < kV; ++k) dst[out_dense ? e + k : s.out_inner.offset(e + k)] = w[k];
-          }
-        }
-      KFUSE_UNROLL
-      for (int i = 0; i < kEdges; ++i)
-        if (t + i * ts < sp.edges) {
-          const int64_t e = sp.edge(t + i * ts);
-          T w = T(detail::softmax_of_exp(acc, v[kHeldVecs * kV + i]));
-          if (kChain) w = s.after(w, o, e);
-          dst[out_dense ? e : s.out_inner.offset(e)] = w;
-        }
+            for (int k = 0; k < kV; ++k) w[k] = T(detail::softmax_of_exp(acc, v[j * kV + k]));
+            if (kChain) s.after(w, o, 0, e, 1);
+            if (paired) {
+              V d;
+              KFUSE_UNROLL
+              for (int k = 0; k < kV; ++k) d.v[k] = w[k];
+              *reinterpret_cast<V*>(dst + e) = d;
+            } else {
+              KFUSE_UNROLL
+              for (int k = 0; k < kV; ++k) dst[out_dense ? e + k : s.out_inner.offset(e + k)] = w[k];
+            }
+          },
+          [&](int i, int64_t e) {
+            T w = T(detail::softmax_of_exp(acc, v[i]));
+            if (kChain) w = s.after(w, o, e);
+            dst[out_dense ? e : s.out_inner.offset(e)] = w;
+          });
     });
   }
 };
