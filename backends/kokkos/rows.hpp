@@ -221,15 +221,13 @@ bool by_columns(const Row<T>& row) {
 
 // Outputs one thread walks together across their rows (kColumns), and the
 // columns of each whose loads it issues before using any (kAhead). On a GPU
-// one output (neighbouring threads read neighbouring elements) and 16 loads
-// in flight: one at a time, each thread waited on every load (a thread's
-// column of a logsumexp over C is C dependent steps); at 8, 7 blocks of 128
-// an SM kept 28 KB in flight and DRAM at 59% (H100, 2026-12-06, logsumexp
-// over C at 1.60x the floor). On the host a block of outputs
+// one output (neighbouring threads read neighbouring elements) and 8 loads in
+// flight: one at a time, each thread waited on every load (a thread's column
+// of a logsumexp over C is C dependent steps). On the host a block of outputs
 // whose elements at each k sit side by side, so that a core reads whole cache
 // lines where one output a time would read one element of each.
 constexpr int kColumns = kOnDevice ? 1 : 16;
-constexpr int kAhead = kOnDevice ? 16 : 1;
+constexpr int kAhead = kOnDevice ? 8 : 1;
 static_assert(kColumns == 1 || kAhead == 1, "a block's values are one output's columns or one column's outputs");
 using ColumnBlock = int64_t[kColumns];  // where each output of a block starts
 template <class T>
