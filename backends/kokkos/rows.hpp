@@ -70,9 +70,7 @@ constexpr int64_t kWarpRow = 2048;
 
 // The ts threads that share one row: run(f) calls f(t, ts) on each thread t,
 // reduce(kind, f) too with the thread's accumulator, and gives every thread
-// the join of all. f accumulates into a local of its own, joined into the
-// reducer's value once: Kokkos reduces through a pointer to that value, which
-// put it in local memory, a load and a store for every element f pushed.
+// the join of all.
 struct TeamLanes {  // the whole team
   const Team& team;
   template <class F>
@@ -81,9 +79,8 @@ struct TeamLanes {  // the whole team
   }
   template <class R, class F>
   KOKKOS_INLINE_FUNCTION detail::ReduceAcc<R> reduce(ReduceKind kind, const F& f) const {
-    detail::ReduceAcc<R> mine = detail::reduce_init<R>(kind);
-    f(int64_t(team.team_rank()), int64_t(team.team_size()), mine);
-    detail::ReduceAcc<R> acc = mine;
+    detail::ReduceAcc<R> acc = detail::reduce_init<R>(kind);
+    f(int64_t(team.team_rank()), int64_t(team.team_size()), acc);
     team.team_reduce(AccReducer<R>(kind, acc));
     return acc;
   }
@@ -100,12 +97,7 @@ struct VectorLanes {  // the `lanes` vector lanes of this team thread (the polic
     detail::ReduceAcc<R> acc = detail::reduce_init<R>(kind);
     Kokkos::parallel_reduce(
         Kokkos::ThreadVectorRange(team, lanes),
-        [&](int lane, detail::ReduceAcc<R>& a) {
-          detail::ReduceAcc<R> mine = detail::reduce_init<R>(kind);
-          f(int64_t(lane), int64_t(lanes), mine);
-          detail::reduce_join(kind, a, mine);
-        },
-        AccReducer<R>(kind, acc));
+        [&](int lane, detail::ReduceAcc<R>& a) { f(int64_t(lane), int64_t(lanes), a); }, AccReducer<R>(kind, acc));
     return acc;
   }
 };
