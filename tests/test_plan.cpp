@@ -555,6 +555,26 @@ TEST(Plan, DescribeNamesStrategyRewritesAndBytes) {
   EXPECT_EQ(Plan(p).floor_bytes(), floor);
 }
 
+// The conv-with-epilogue step names the axes its reduction runs over (on
+// host memory no backend takes the step, and the refusal quotes it).
+TEST(Plan, ConvEpilogueStepNamesItsReductionAxes) {
+  Rng rng(3);
+  for (const bool over_hw : {true, false}) {
+    Pipeline p({1, 2, 5, 5});
+    p.conv_transpose2d(host_random({2, 3, 3, 3}, DType::f32, rng, -1, 1)).relu();
+    if (over_hw) p.sum({2, 3});
+    else p.sum({1});
+    const std::string want = over_hw ? "sum over H and W" : "sum over C";
+    std::string text;
+    try {
+      text = Plan(p, {Strategy::fused_conv}).describe();
+    } catch (const Error& e) {
+      text = e.what();
+    }
+    EXPECT_NE(text.find("with its epilogue inside: 1 point ops, " + want), std::string::npos) << text;
+  }
+}
+
 TEST(Plan, ForcedFoldThatCannotApplyIsAnError) {
   Rng rng(2);
   Pipeline p({1, 2, 5, 5});
