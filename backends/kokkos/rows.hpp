@@ -466,8 +466,13 @@ struct SoftmaxRows {
 // max, joined across the lanes, then exp(v - max) of each and their sum,
 // joined likewise; the outputs are the held exponentials times the sum's
 // reciprocal. (A lane's values live from one vector loop of its thread to
-// the next: each loop runs index t on lane t.)
-constexpr int kHeldVecs = 4;
+// the next: each loop runs index t on lane t.) On a GPU a row takes the
+// fewest lanes that hold it (lanes()): a warp then works on several rows at
+// once, their loads in flight together and the joins across lanes shorter,
+// where a warp a row of 256 floats (2 vectors a lane) left DRAM at 40% with
+// most of the time in Kokkos's 5-step vector joins (H100, 2026-12-06: 513
+// warp instructions a row, 2.31x the floor).
+constexpr int kHeldVecs = 8;
 template <bool kChain, class T, class R>
 struct SoftmaxRowsHeld {
   using V = Vec16<T>;
@@ -476,7 +481,16 @@ struct SoftmaxRowsHeld {
   int64_t rows;
   int lanes;
 
-  static bool fits(const Row<T>& row, int lanes) { return row.dense && row.count <= int64_t(lanes) * kHeldVecs * kV; }
+  // The lanes of a row (a power of two, at most a warp; one on the host), and
+  // whether they hold it.
+  static int lanes_of(const Row<T>& row) {
+    if (!kOnDevice) return 1;
+    const int64_t vectors = (row.count + kV - 1) / kV;
+    int n = 1;
+    while (n < 32 && int64_t(n) * kHeldVecs < vectors) n *= 2;
+    return n;
+  }
+  static bool fits(const Row<T>& row) { return row.dense && row.count <= int64_t(lanes_of(row)) * kHeldVecs * kV; }
 
   // Calls vec(j, e) for each 16-byte vector j of lane t (slots j kV to j kV +
   // kV - 1; e: the row element of its first value) and one(i, e) for each edge
@@ -699,12 +713,15 @@ void run_softmax_rows(const char* label, const Softmax<T, R>& s, int64_t rows, i
     const long long n_rows = rows, count = s.row.count;  // (as in run_reduce_rows)
     const std::string shape = tuning::shape_class({{"rows", n_rows}, {"count", count}});
     if (threads <= 0 && by_lanes(s.row)) {
-      const int lanes = row_lanes(s.row);
-      if (SoftmaxRowsHeld<kChain, T, R>::fits(s.row, lanes)) {
-        const SoftmaxRowsHeld<kChain, T, R> held{s, rows, lanes};
-        const auto run = [&](const TeamConfig& c) { Kokkos::parallel_for(label, lanes_policy(rows, c.team_size, lanes), held); };
-        return run(team_config("kokkos::softmax_rows_held", shape, team_policy(rows, 1, lanes), held, run));
+      using Held = SoftmaxRowsHeld<kChain, T, R>;
+      if (Held::fits(s.row)) {
+        const Held held{s, rows, Held::lanes_of(s.row)};
+        const auto run = [&](const TeamConfig& c) {
+          Kokkos::parallel_for(label, lanes_policy(rows, c.team_size, held.lanes), held);
+        };
+        return run(team_config("kokkos::softmax_rows_held", shape, team_policy(rows, 1, held.lanes), held, run));
       }
+      const int lanes = row_lanes(s.row);
       const auto run = [&](const TeamConfig& c) {
         with_depth(c.depth, [&](auto d) {
           Kokkos::parallel_for(label, lanes_policy(rows, c.team_size, lanes),
