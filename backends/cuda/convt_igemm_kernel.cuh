@@ -287,28 +287,42 @@ __device__ __forceinline__ void stage_vector(T* dst, const T* row, const T* x, i
 // ---- The kernel ------------------------------------------------------------------
 
 // Mode 3: the tile's part of each channel's reduction over H and W, from the
-// values in sO (a tile's pixels at igemm's column layout). Warp w reduces
-// channels 8w .. 8w+7: lanes strided over the pixels, then a butterfly (a
-// fixed order: bitwise reproducible); channel c's part goes to out[c *
-// stride]. The parts of sum and mean are sums (igemm_finish divides a mean by
-// Hout * Wout). Out of line: inlined, it made ptxas spill in the main loop of
-// the generic TF32 kernel (sm_90).
-static __device__ __noinline__ void igemm_tile_parts_hw(const float* sO, int nco, int ncp_log2, int bwp_log2,
-                                                 ReduceKind kind, float* out, int64_t stride) {
+// values in sO (pixels outside the output hold the identity). A column
+// phase's pixels are one run of kBM >> ncp_log2 values from q * qstride, so
+// four threads take a channel, each every fourth 16-byte vector of its runs,
+// and two shuffles join them (a fixed order: bitwise reproducible); channel
+// c's part goes to out[c * stride]. The parts of sum and mean are sums
+// (igemm_finish divides a mean by Hout * Wout). The kind through Ch: a
+// constant in a compiled kernel (a switch a value cost the DESIGN example's
+// geometry 0.44 ms of 1.54 on the H100, 2026-12-06, with one warp a channel
+// and its index arithmetic a value). Out of line: inlined, it made ptxas
+// spill in the main loop of the generic TF32 kernel (sm_90).
+template <class Ch>
+static __device__ __noinline__ void igemm_tile_parts_hw(const float* sO, int nco, int ncp_log2, ReduceKind k,
+                                                        float* out, int64_t stride) {
   using namespace igemm;
-  constexpr int kPerWarp = kBN / (kThreads / 32);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, qstride = (kBM + 32) >> ncp_log2;
-  for (int c = warp * kPerWarp; c < min(nco, (warp + 1) * kPerWarp); ++c) {
-    ReduceAcc<float> acc = reduce_init<float>(kind);
-    for (int w = lane; w < kBM; w += 32) {
-      const int q = w & ((1 << ncp_log2) - 1), col = (w >> ncp_log2) & ((1 << bwp_log2) - 1);
-      reduce_push(kind, acc, sO[c * kLDO + q * qstride + ((w >> (ncp_log2 + bwp_log2)) << bwp_log2) + col]);
+  constexpr int kPer = kThreads / kBN;  // threads a channel
+  static_assert(kPer == 4, "two shuffles join a channel's threads");
+  const ReduceKind kind = Ch::reduce_kind(k);
+  const int c = threadIdx.x / kPer, j = threadIdx.x % kPer;
+  const int run = kBM >> ncp_log2, qstride = (kBM + 32) >> ncp_log2;
+  ReduceAcc<float> acc = reduce_init<float>(kind);
+  if (c < nco)
+    for (int q = 0; q < (1 << ncp_log2); ++q) {
+      const float* r = sO + c * kLDO + q * qstride;  // 16-byte aligned: kLDO and qstride are multiples of 4
+      for (int i = 4 * j; i < run; i += 4 * kPer) {
+        const float4 v = *reinterpret_cast<const float4*>(r + i);
+        reduce_push(kind, acc, v.x);
+        reduce_push(kind, acc, v.y);
+        reduce_push(kind, acc, v.z);
+        reduce_push(kind, acc, v.w);
+      }
     }
 #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) reduce_push(kind, acc, __shfl_xor_sync(0xffffffffu, acc.a, off));
-    if (lane == 0) out[c * stride] = acc.a;
-  }
+  for (int off = kPer / 2; off > 0; off >>= 1) reduce_push(kind, acc, __shfl_xor_sync(0xffffffffu, acc.a, off));
+  if (j == 0 && c < nco) out[c * stride] = acc.a;
 }
+static_assert(igemm::kLDO % 4 == 0 && ((igemm::kBM + 32) >> 2) % 4 == 0, "16-byte reads of sO's runs");
 
 // kFastR: 0 for any tile shape (run-time geometry); else a fast path: tiles of
 // kFastR rows x 128 columns, 2 / kFastR column phases, segment width
@@ -705,7 +719,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   if (map) return;
   if (ep.mode == 3) {
     __syncthreads();
-    igemm_tile_parts_hw(sO, nco, ncp_log2, bwp_log2, kind, partial(), igemm_parts(p, 3).row_stride);
+    igemm_tile_parts_hw<Ch>(sO, nco, ncp_log2, kind, partial(), igemm_parts(p, 3).row_stride);
     return;
   }
   if (lse) {
