@@ -100,6 +100,15 @@ struct VectorLanes {  // the `lanes` vector lanes of this team thread (the polic
         [&](int lane, detail::ReduceAcc<R>& a) { f(int64_t(lane), int64_t(lanes), a); }, AccReducer<R>(kind, acc));
     return acc;
   }
+  // The same for a reduction whose state is one value (ScalarReducer): f(t, ts, a) with a an R.
+  template <class R, class F>
+  KOKKOS_INLINE_FUNCTION R reduce_scalar(ReduceKind kind, const F& f) const {
+    R acc = detail::reduce_init<R>(kind).a;
+    Kokkos::parallel_reduce(
+        Kokkos::ThreadVectorRange(team, lanes), [&](int lane, R& a) { f(int64_t(lane), int64_t(lanes), a); },
+        ScalarReducer<R>(kind, acc));
+    return acc;
+  }
 };
 
 // Whether a row goes to the vector lanes of one team thread.
@@ -467,7 +476,7 @@ struct SoftmaxRows {
 // joined likewise; the outputs are the held exponentials times the sum's
 // reciprocal. (A lane's values live from one vector loop of its thread to
 // the next: each loop runs index t on lane t.) On a GPU a row takes the
-// fewest lanes that hold it (lanes()): a warp then works on several rows at
+// fewest lanes that hold it (lanes_of): a warp then works on several rows at
 // once, their loads in flight together and the joins across lanes shorter,
 // where a warp a row of 256 floats (2 vectors a lane) left DRAM at 40% with
 // most of the time in Kokkos's 5-step vector joins (H100, 2026-12-06: 513
@@ -538,16 +547,15 @@ struct SoftmaxRowsHeld {
           },
           [&](int i, int64_t e) { v[i] = R(kChain ? s.body(base[e], o, e) : base[e]); });
     });
-    // (Plain copies of the joins: the lambdas read them by reference.)
-    const R m = lane.template reduce<R>(ReduceKind::max, [&](int64_t t, int64_t ts, detail::ReduceAcc<R>& a) {
-      each(sp, t, ts, [&](int i) { a.a = detail::nan_max(a.a, v[i]); });
-    }).a;
-    const R sum = lane.template reduce<R>(ReduceKind::sum, [&](int64_t t, int64_t ts, detail::ReduceAcc<R>& a) {
+    const R m = lane.template reduce_scalar<R>(ReduceKind::max, [&](int64_t t, int64_t ts, R& a) {
+      each(sp, t, ts, [&](int i) { a = detail::nan_max(a, v[i]); });
+    });
+    const R sum = lane.template reduce_scalar<R>(ReduceKind::sum, [&](int64_t t, int64_t ts, R& a) {
       each(sp, t, ts, [&](int i) {
         v[i] = std::exp(v[i] - m);
-        a.a += v[i];
+        a += v[i];
       });
-    }).a;
+    });
     const detail::ReduceAcc<R> acc{m, sum};
     T* dst = s.out + s.out_outer.offset(o);
     const bool out_dense = s.out_inner.is_dense();
