@@ -293,10 +293,10 @@ __device__ __forceinline__ void stage_vector(T* dst, const T* row, const T* x, i
 // and two shuffles join them (a fixed order: bitwise reproducible); channel
 // c's part goes to out[c * stride]. The parts of sum and mean are sums
 // (igemm_finish divides a mean by Hout * Wout). The kind through Ch: a
-// constant in a compiled kernel (a switch a value cost the DESIGN example's
-// geometry 0.44 ms of 1.54 on the H100, 2026-12-06, with one warp a channel
-// and its index arithmetic a value). Out of line: inlined, it made ptxas
-// spill in the main loop of the generic TF32 kernel (sm_90).
+// constant in a compiled kernel (with one warp a channel, index arithmetic
+// and a switch a value, this took 0.44 ms of 1.54 on the H100 for convT
+// 64->64 k3 s2 on [64, 64, 128, 128], 2026-12-06). Out of line: inlined, it
+// made ptxas spill in the main loop of the generic TF32 kernel (sm_90).
 template <class Ch>
 static __device__ __noinline__ void igemm_tile_parts_hw(const float* sO, int nco, int ncp_log2, ReduceKind k,
                                                         float* out, int64_t stride) {

@@ -57,9 +57,9 @@ std::string step_text(const Step& s) {
     else if constexpr (std::is_same_v<S, ConvEpilogueStep>)
       return cat("conv_transpose2d ", to_string(f.conv.in_shape), " -> ", to_string(f.conv.out_shape),
                  " with its epilogue inside: ", f.epilogue.body.n, " point ops",
-                 f.epilogue.main == MainKind::map ? std::string()
-                 : f.epilogue.main == MainKind::reduce
-                     ? cat(", ", to_string(f.epilogue.reduce), f.epilogue.mask == kSpatialAxes ? " over H and W" : " over C")
+                 f.epilogue.main == MainKind::map      ? std::string()
+                 : f.epilogue.main == MainKind::reduce ? cat(", ", to_string(f.epilogue.reduce),
+                                                             f.epilogue.mask == kSpatialAxes ? " over H and W" : " over C")
                                                        : std::string(", softmax over C"),
                  f.epilogue.main == MainKind::map ? std::string() : cat(", ", f.epilogue.after.n, " point ops"));
     else if constexpr (std::is_same_v<S, FoldStep<float>> || std::is_same_v<S, FoldStep<double>>) return fold_text(f);
