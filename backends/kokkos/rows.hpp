@@ -94,19 +94,23 @@ struct VectorLanes {  // the `lanes` vector lanes of this team thread (the polic
   }
   template <class R, class F>
   KOKKOS_INLINE_FUNCTION detail::ReduceAcc<R> reduce(ReduceKind kind, const F& f) const {
-    detail::ReduceAcc<R> acc = detail::reduce_init<R>(kind);
-    Kokkos::parallel_reduce(
-        Kokkos::ThreadVectorRange(team, lanes),
-        [&](int lane, detail::ReduceAcc<R>& a) { f(int64_t(lane), int64_t(lanes), a); }, AccReducer<R>(kind, acc));
-    return acc;
+    return join<AccReducer<R>>(kind, f);
   }
   // The same for a reduction whose state is one value (ScalarReducer): f(t, ts, a) with a an R.
   template <class R, class F>
   KOKKOS_INLINE_FUNCTION R reduce_scalar(ReduceKind kind, const F& f) const {
-    R acc = detail::reduce_init<R>(kind).a;
+    return join<ScalarReducer<R>>(kind, f);
+  }
+
+ private:
+  template <class Reducer, class F>
+  KOKKOS_INLINE_FUNCTION typename Reducer::value_type join(ReduceKind kind, const F& f) const {
+    using V = typename Reducer::value_type;
+    V acc;
+    Reducer(kind, acc).init(acc);
     Kokkos::parallel_reduce(
-        Kokkos::ThreadVectorRange(team, lanes), [&](int lane, R& a) { f(int64_t(lane), int64_t(lanes), a); },
-        ScalarReducer<R>(kind, acc));
+        Kokkos::ThreadVectorRange(team, lanes), [&](int lane, V& a) { f(int64_t(lane), int64_t(lanes), a); },
+        Reducer(kind, acc));
     return acc;
   }
 };
