@@ -69,6 +69,41 @@ std::vector<std::string> extra_options() {
   return out;
 }
 
+// The device headers NVRTC compiles: the embedded ones, or with
+// KFUSE_CUDA_JIT_HEADERS=<dir> each read from <dir>/<its include path> or
+// <dir>/include/<its include path>, so that <dir> may be a source tree's root
+// (experiments: a kernel edited and run on a GPU without rebuilding the
+// library; the built-in kernels stay the ones nvcc compiled). Read once.
+struct Headers {
+  std::vector<std::string> sources;
+  std::vector<const char*> names, texts;
+};
+const Headers& headers() {
+  static const Headers h = [] {
+    Headers r;
+    const char* dir = std::getenv("KFUSE_CUDA_JIT_HEADERS");
+    for (int i = 0; i < kHeaderCount; ++i) {
+      r.names.push_back(kHeaderNames[i]);
+      if (!dir || !*dir) {
+        r.sources.emplace_back(kHeaderSources[i]);
+        continue;
+      }
+      const std::string path = cat(dir, "/", kHeaderNames[i]), in_include = cat(dir, "/include/", kHeaderNames[i]);
+      std::ifstream in(path, std::ios::binary);
+      if (!in) in.open(in_include, std::ios::binary);
+      if (!in)
+        fail(ErrorCategory::invalid_argument, "KFUSE_CUDA_JIT_HEADERS=", dir, ": cannot read ", path, " or ",
+             in_include);
+      std::ostringstream text;
+      text << in.rdbuf();
+      r.sources.push_back(text.str());
+    }
+    for (const std::string& t : r.sources) r.texts.push_back(t.c_str());
+    return r;
+  }();
+  return h;
+}
+
 // ---- The cubin cache on disk: one file per program, named by a hash of
 // everything that decides its contents, written whole or not at all. --------
 
@@ -121,7 +156,8 @@ Cubin compile(const std::string& source, const std::string& name, int arch) {
   // The key: NVRTC's version, the options, the name, the source (and with it the embedded headers it includes).
   std::string key_text = cat(major, ".", minor, "|", name, "|");
   for (const std::string& o : opts) key_text += o + "|";
-  for (int h = 0; h < kHeaderCount; ++h) key_text += kHeaderSources[h];
+  const Headers& hs = headers();
+  for (const std::string& h : hs.sources) key_text += h;
   key_text += full;
   char key[17];
   std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(fnv1a(key_text)));
@@ -131,7 +167,7 @@ Cubin compile(const std::string& source, const std::string& name, int arch) {
   if (!path.empty() && read_cached(path, key, c)) return c;
 
   nvrtcProgram prog = nullptr;
-  check_nvrtc(nvrtcCreateProgram(&prog, full.c_str(), "kfuse_jit.cu", kHeaderCount, kHeaderSources, kHeaderNames),
+  check_nvrtc(nvrtcCreateProgram(&prog, full.c_str(), "kfuse_jit.cu", kHeaderCount, hs.texts.data(), hs.names.data()),
               "nvrtcCreateProgram");
   struct Destroy {
     nvrtcProgram& p;
