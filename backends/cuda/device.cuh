@@ -151,6 +151,7 @@ __device__ __forceinline__ S block_sum(S v, S* scratch /* >= 33 */) {
 
 // The plan's ops interpreted one by one (their kinds read at run time).
 struct InterpretedChains {
+  static constexpr bool kCompiled = false;  // (a plan's PlanChains: true)
   template <class A, int N>
   __device__ __forceinline__ static void body(const Chain<A>& c, A (&v)[N], int64_t i, int64_t di, int64_t j,
                                               int64_t dj) {

@@ -298,7 +298,8 @@ template std::vector<PointOp<double>> host_ops(const Chain<double>&);
 
 template <class A>
 std::string chains_struct(const std::vector<PointOp<A>>& body, const std::vector<PointOp<A>>& after, ReduceKind reduce) {
-  return cat("namespace kfuse::detail::cuda {\nstruct PlanChains {\n", chain_function("body", body),
+  return cat("namespace kfuse::detail::cuda {\nstruct PlanChains {\nstatic constexpr bool kCompiled = true;\n",
+             chain_function("body", body),
              chain_function("after", after),
              "__device__ __forceinline__ static constexpr ReduceKind reduce_kind(ReduceKind) { return ReduceKind(",
              int(reduce), "); }\n};\n}  // namespace kfuse::detail::cuda\n");

@@ -676,8 +676,9 @@ TEST_F(CudaEpilogue, ChannelsLastYMatchesReference) {
   // Reductions over C with 181K outputs (a thread per row of C when Y is
   // channels-last), softmax over 150 channels (8 values a lane, element by
   // element), over 160 (16-byte vectors: two a lane in float32, four in
-  // float64, one in bfloat16) and over 100 (vectors in float32 and float64,
-  // element by element in bfloat16) with per-channel operands on both sides.
+  // float64, one in bfloat16), over 100 (vectors in float32 and float64,
+  // element by element in bfloat16) with per-channel operands on both sides,
+  // and over 24 (a value a lane, 529 pixels: the last tile's warps run out).
   const auto over_c = [&rng](int64_t n, int64_t cout, int64_t hw) {
     Conv k;
     k.N = n, k.Cin = 3, k.Cout = cout, k.G = 1, k.kH = k.kW = 3, k.H = k.W = hw;
@@ -685,7 +686,8 @@ TEST_F(CudaEpilogue, ChannelsLastYMatchesReference) {
     k.fill(rng, 0.3, -1.0, 1.0);
     return k;
   };
-  const Conv many = over_c(2, 20, 150), wide_c = over_c(1, 150, 10), vec_c = over_c(1, 160, 9), vec_c4 = over_c(2, 100, 7);
+  const Conv many = over_c(2, 20, 150), wide_c = over_c(1, 150, 10), vec_c = over_c(1, 160, 9), vec_c4 = over_c(2, 100, 7),
+             narrow_c = over_c(2, 24, 11);
   const std::vector<double> t1 = uniform(160, rng, -1.0, 1.0), t2 = uniform(160, rng, 0.5, 1.5);
   const auto chain = [&t1, &t2](const Conv& k, int which) -> Maker {
     return [k, which, t1, t2](DType dt) {
@@ -693,15 +695,15 @@ TEST_F(CudaEpilogue, ChannelsLastYMatchesReference) {
       k.add_to(p, dt);
       if (which == 0) return std::move(p.logsumexp({1}));
       if (which == 1) return std::move(p.gelu().max({1}, true).tanh());
-      if (which == 2) return std::move(p.softmax(1).mul(3.0).sigmoid());
+      if (which == 2 || which == 5) return std::move(p.softmax(1).mul(3.0).sigmoid());
       const DType pd = param_dtype(dt);
       const auto first = [&k](const std::vector<double>& t) { return std::vector<double>(t.begin(), t.begin() + k.Cout); };
       return std::move(
           p.add(host({k.Cout, 1, 1}, first(t1), pd)).softmax(1).mul(host({k.Cout, 1, 1}, first(t2), pd)).sigmoid());
     };
   };
-  for (int which = 0; which < 5; ++which) {
-    const Conv& k = which < 2 ? many : which == 2 ? wide_c : which == 3 ? vec_c : vec_c4;
+  for (int which = 0; which < 6; ++which) {
+    const Conv& k = which < 2 ? many : which == 2 ? wide_c : which == 3 ? vec_c : which == 4 ? vec_c4 : narrow_c;
     for (YLayout y : {YLayout::nhwc, YLayout::nchw})
       for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
         if (dt == DType::f64 && which < 3) continue;
