@@ -769,6 +769,36 @@ TYPED_TEST(Ops, ColumnsOfWholeAndPartialRuns) {
     }
 }
 
+// Reductions over C, and over C and H, walked across (rows.hpp, by_columns)
+// with a NaN in one output's column and infinities in others: channel counts
+// around a block of columns in flight (kAhead on a GPU), planes whose extents
+// are multiples of a 16-byte vector, in every strided layout.
+TYPED_TEST(Ops, ColumnsWithNaNAndInfinities) {
+  using T = TypeParam;
+  Rng rng(909);
+  for (int64_t c : {1, 4, 7, 13})
+    for (Layout layout : strided_layouts()) {
+      const Shape shape{2, c, 3, 8};
+      std::vector<double> v = random_values(numel_of(shape), -6.0, 6.0, rng);
+      const auto at = [&](int64_t n, int64_t ch, int64_t h, int64_t w) -> double& {
+        return v[std::size_t(((n * c + ch) * 3 + h) * 8 + w)];
+      };
+      at(0, c - 1, 1, 2) = kNaN;
+      at(1, 0, 2, 5) = kInf;
+      at(1, c / 2, 0, 7) = -kInf;
+      at(0, 0, 0, 0) = -kInf;
+      if (c > 1) at(0, 1, 0, 0) = -kInf;  // channels 0 and 1 of one column: all of it where c is 1
+      const HostTensor<T> x(shape, v, layout);
+      const std::string what = " over " + std::to_string(c) + " channels " + layout_name(layout);
+      for (ReduceKind k : kAllReduce) {
+        EXPECT_TRUE(matches<T>(kfuse::reduce(x, k, {1}, true), reduce_ref(x.ref(), k, {1}, true),
+                               std::string(kfuse::to_string(k)) + what, kFactor));
+        EXPECT_TRUE(matches<T>(kfuse::reduce(x, k, {1, 2}, false), reduce_ref(x.ref(), k, {1, 2}, false),
+                               std::string(kfuse::to_string(k)) + " and H" + what, kFactor));
+      }
+    }
+}
+
 // Dense rows starting at every alignment of a 16-byte vector, where the
 // output's rows start elsewhere: short rows (a row the vector lanes of one
 // team thread), long ones (a team a row) and the lengths around the boundary
