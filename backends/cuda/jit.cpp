@@ -153,7 +153,7 @@ Cubin compile(const std::string& source, const std::string& name, int arch) {
   for (std::string& o : extra_options()) opts.push_back(std::move(o));
   int major = 0, minor = 0;
   check_nvrtc(nvrtcVersion(&major, &minor), "nvrtcVersion");
-  // The key: NVRTC's version, the options, the name, the source (and with it the embedded headers it includes).
+  // The key: NVRTC's version, the options, the name, the source and the headers it includes.
   std::string key_text = cat(major, ".", minor, "|", name, "|");
   for (const std::string& o : opts) key_text += o + "|";
   const Headers& hs = headers();
