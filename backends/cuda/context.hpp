@@ -60,8 +60,9 @@ Workspace& workspace();
 //                            fastest of cuDNN on x, cuDNN on x transposed and the tensor-core kernel, measured
 //   KFUSE_CUDA_JIT           0: no kernels compiled at plan time (NVRTC, jit.hpp); the built-in ones interpret
 //                            the point chains
-//   KFUSE_CUDA_JIT_OPTIONS   further NVRTC options, e.g. "-DKFUSE_EPI_MIN_BLOCKS=2"; KFUSE_CUDA_JIT_CACHE and
-//                            KFUSE_CUDA_JIT_HEADERS (the device headers read from a folder): jit.cpp
+//   KFUSE_CUDA_JIT_OPTIONS   further NVRTC options, e.g. "-DKFUSE_EPI_MIN_BLOCKS=2"; KFUSE_CUDA_JIT_CACHE,
+//                            KFUSE_CUDA_JIT_HEADERS (the device headers read from a folder) and
+//                            KFUSE_CUDA_JIT_LOG (NVRTC's logs appended to a file): jit.cpp
 enum class ConvPath { automatic, cudnn, cudnn_x_nhwc, gather };
 struct Overrides {
   int64_t fold_chunks = 0;

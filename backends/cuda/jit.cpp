@@ -104,6 +104,20 @@ const Headers& headers() {
   return h;
 }
 
+// KFUSE_CUDA_JIT_LOG=<file>: each compilation's kernel name and NVRTC log
+// appended to the file (experiments: with KFUSE_CUDA_JIT_OPTIONS=
+// "-Xptxas=-v" or "-Xptxas=--warn-on-local-memory-usage", ptxas's report of
+// registers, spills and stack frames, which a successful compilation
+// otherwise drops; KFUSE_CUDA_JIT_CACHE=0 so that cached kernels compile
+// too). Best effort, like the cache.
+void append_log(const std::string& name, const std::string& log) {
+  const char* path = std::getenv("KFUSE_CUDA_JIT_LOG");
+  if (!path || !*path) return;
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  std::ofstream(path, std::ios::app) << "== " << name << "\n" << log << "\n";
+}
+
 // ---- The cubin cache on disk: one file per program, named by a hash of
 // everything that decides its contents, written whole or not at all. --------
 
@@ -177,11 +191,13 @@ Cubin compile(const std::string& source, const std::string& name, int arch) {
   std::vector<const char*> argv;
   for (const std::string& o : opts) argv.push_back(o.c_str());
   const nvrtcResult r = nvrtcCompileProgram(prog, static_cast<int>(argv.size()), argv.data());
+  std::size_t n = 0;
+  (void)nvrtcGetProgramLogSize(prog, &n);
+  std::string log(n, '\0');
+  (void)nvrtcGetProgramLog(prog, log.data());
+  log.resize(std::strlen(log.c_str()));  // the size counts the terminator
+  append_log(name, log);
   if (r != NVRTC_SUCCESS) {
-    std::size_t n = 0;
-    (void)nvrtcGetProgramLogSize(prog, &n);
-    std::string log(n, '\0');
-    (void)nvrtcGetProgramLog(prog, log.data());
     if (log.size() > 2000) log = log.substr(0, 2000) + " ...";
     fail(ErrorCategory::backend, "nvrtcCompileProgram", nvrtcGetErrorString(r), " for ", name, ": ", log);
   }
