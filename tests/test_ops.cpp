@@ -787,7 +787,7 @@ TYPED_TEST(Ops, ColumnsWithNaNAndInfinities) {
       at(1, 0, 2, 5) = kInf;
       at(1, c / 2, 0, 7) = -kInf;
       at(0, 0, 0, 0) = -kInf;
-      if (c > 1) at(0, 1, 0, 0) = -kInf;  // channels 0 and 1 of one column: all of it where c is 1
+      if (c > 1) at(0, 1, 0, 0) = -kInf;  // -inf in channels 0 and 1 of one column (the whole column where c is 1)
       const HostTensor<T> x(shape, v, layout);
       const std::string what = " over " + std::to_string(c) + " channels " + layout_name(layout);
       for (ReduceKind k : kAllReduce) {

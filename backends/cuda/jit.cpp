@@ -76,14 +76,13 @@ std::vector<std::string> extra_options() {
 // library; the built-in kernels stay the ones nvcc compiled). Read once.
 struct Headers {
   std::vector<std::string> sources;
-  std::vector<const char*> names, texts;
+  std::vector<const char*> texts;  // sources' text, in kHeaderNames' order
 };
 const Headers& headers() {
   static const Headers h = [] {
     Headers r;
     const char* dir = std::getenv("KFUSE_CUDA_JIT_HEADERS");
     for (int i = 0; i < kHeaderCount; ++i) {
-      r.names.push_back(kHeaderNames[i]);
       if (!dir || !*dir) {
         r.sources.emplace_back(kHeaderSources[i]);
         continue;
@@ -181,7 +180,7 @@ Cubin compile(const std::string& source, const std::string& name, int arch) {
   if (!path.empty() && read_cached(path, key, c)) return c;
 
   nvrtcProgram prog = nullptr;
-  check_nvrtc(nvrtcCreateProgram(&prog, full.c_str(), "kfuse_jit.cu", kHeaderCount, hs.texts.data(), hs.names.data()),
+  check_nvrtc(nvrtcCreateProgram(&prog, full.c_str(), "kfuse_jit.cu", kHeaderCount, hs.texts.data(), kHeaderNames),
               "nvrtcCreateProgram");
   struct Destroy {
     nvrtcProgram& p;

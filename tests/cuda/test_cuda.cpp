@@ -702,8 +702,9 @@ TEST_F(CudaEpilogue, ChannelsLastYMatchesReference) {
           p.add(host({k.Cout, 1, 1}, first(t1), pd)).softmax(1).mul(host({k.Cout, 1, 1}, first(t2), pd)).sigmoid());
     };
   };
+  const Conv* conv_of[] = {&many, &many, &wide_c, &vec_c, &vec_c4, &narrow_c};  // by `which`
   for (int which = 0; which < 6; ++which) {
-    const Conv& k = which < 2 ? many : which == 2 ? wide_c : which == 3 ? vec_c : which == 4 ? vec_c4 : narrow_c;
+    const Conv& k = *conv_of[which];
     for (YLayout y : {YLayout::nhwc, YLayout::nchw})
       for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
         if (dt == DType::f64 && which < 3) continue;
