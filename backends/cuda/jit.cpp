@@ -103,18 +103,18 @@ const Headers& headers() {
   return h;
 }
 
-// KFUSE_CUDA_JIT_LOG=<file>: each compilation's kernel name and NVRTC log
-// appended to the file (experiments: with KFUSE_CUDA_JIT_OPTIONS=
+// KFUSE_CUDA_JIT_LOG=<file>: each compilation's kernel name, program (the
+// plan's generated code) and NVRTC log appended to the file (experiments: with KFUSE_CUDA_JIT_OPTIONS=
 // "-Xptxas=-v" or "-Xptxas=--warn-on-local-memory-usage", ptxas's report of
 // registers, spills and stack frames, which a successful compilation
 // otherwise drops; KFUSE_CUDA_JIT_CACHE=0 so that cached kernels compile
 // too). Best effort, like the cache.
-void append_log(const std::string& name, const std::string& log) {
+void append_log(const std::string& name, const std::string& source, const std::string& log) {
   const char* path = std::getenv("KFUSE_CUDA_JIT_LOG");
   if (!path || !*path) return;
   static std::mutex mutex;
   std::lock_guard<std::mutex> lock(mutex);
-  std::ofstream(path, std::ios::app) << "== " << name << "\n" << log << "\n";
+  std::ofstream(path, std::ios::app) << "== " << name << "\n-- program\n" << source << "-- log\n" << log << "\n";
 }
 
 // ---- The cubin cache on disk: one file per program, named by a hash of
@@ -195,7 +195,7 @@ Cubin compile(const std::string& source, const std::string& name, int arch) {
   std::string log(n, '\0');
   (void)nvrtcGetProgramLog(prog, log.data());
   log.resize(std::strlen(log.c_str()));  // the size counts the terminator
-  append_log(name, log);
+  append_log(name, source, log);
   if (r != NVRTC_SUCCESS) {
     if (log.size() > 2000) log = log.substr(0, 2000) + " ...";
     fail(ErrorCategory::backend, "nvrtcCompileProgram", nvrtcGetErrorString(r), " for ", name, ": ", log);
