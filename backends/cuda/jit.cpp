@@ -203,6 +203,7 @@ Cubin compile(const std::string& source, const std::string& name, int arch) {
   const char* lowered = nullptr;
   check_nvrtc(nvrtcGetLoweredName(prog, name.c_str(), &lowered), "nvrtcGetLoweredName", name);
   c.lowered_name = lowered;
+  c.log = log;
   std::size_t size = 0;
   check_nvrtc(nvrtcGetCUBINSize(prog, &size), "nvrtcGetCUBINSize");
   c.image.resize(size);

@@ -23,6 +23,7 @@ bool enabled();
 struct Cubin {
   std::string image;
   std::string lowered_name;
+  std::string log;  // NVRTC's (with -Xptxas=-v, ptxas's report); empty when read from the disk cache
 };
 Cubin compile(const std::string& source, const std::string& name, int arch);
 
