@@ -102,22 +102,27 @@ KFUSE_HDI void apply_binary_n(BinaryKind kind, A s, A (&v)[N]) {
 // or once and applied as a scalar when the step is 0 (e.g. a per-channel
 // operand along a row of one channel; Indexer::run).
 template <class A, int N>
-KFUSE_HDI void apply_operand_n(const PointOp<A>& op, A (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {
+KFUSE_HDI void apply_operand_n(BinaryKind binary, const A* operand, const Indexer& outer, const Indexer& inner,
+                               A (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {
   int64_t oi, si, oj, sj;
-  if (op.outer.run(i, di, N, oi, si) && op.inner.run(j, dj, N, oj, sj)) {
-    const A* p = op.operand + oi + oj;
+  if (outer.run(i, di, N, oi, si) && inner.run(j, dj, N, oj, sj)) {
+    const A* p = operand + oi + oj;
     const int64_t step = si + sj;
     if (step == 0) {
-      apply_binary_n(op.binary, load_invariant(p), v);
+      apply_binary_n(binary, load_invariant(p), v);
     } else {
-      KFUSE_UNROLL for (int k = 0; k < N; ++k) v[k] = apply(op.binary, v[k], load_invariant(p + k * step));
+      KFUSE_UNROLL for (int k = 0; k < N; ++k) v[k] = apply(binary, v[k], load_invariant(p + k * step));
     }
   } else {
     KFUSE_UNROLL for (int k = 0; k < N; ++k) {
-      const A* p = op.operand + op.outer.offset(i + k * di) + op.inner.offset(j + k * dj);
-      v[k] = apply(op.binary, v[k], load_invariant(p));
+      const A* p = operand + outer.offset(i + k * di) + inner.offset(j + k * dj);
+      v[k] = apply(binary, v[k], load_invariant(p));
     }
   }
+}
+template <class A, int N>
+KFUSE_HDI void apply_operand_n(const PointOp<A>& op, A (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {
+  apply_operand_n(op.binary, op.operand, op.outer, op.inner, v, i, di, j, dj);
 }
 
 // One op on N values; its kind is dispatched once for all N. (A chain
