@@ -104,11 +104,12 @@ const Headers& headers() {
 }
 
 // KFUSE_CUDA_JIT_LOG=<file>: each compilation's kernel name, program (the
-// plan's generated code) and NVRTC log appended to the file (experiments: with KFUSE_CUDA_JIT_OPTIONS=
-// "-Xptxas=-v" or "-Xptxas=--warn-on-local-memory-usage", ptxas's report of
-// registers, spills and stack frames, which a successful compilation
-// otherwise drops; KFUSE_CUDA_JIT_CACHE=0 so that cached kernels compile
-// too). Best effort, like the cache.
+// plan's generated code) and NVRTC log appended to the file (experiments:
+// with KFUSE_CUDA_JIT_OPTIONS="-Xptxas=-v" or
+// "-Xptxas=--warn-on-local-memory-usage", ptxas's report of registers,
+// spills and stack frames, which a successful compilation otherwise drops;
+// KFUSE_CUDA_JIT_CACHE=0 so that cached kernels compile too). Best effort,
+// like the cache.
 void append_log(const std::string& name, const std::string& source, const std::string& log) {
   const char* path = std::getenv("KFUSE_CUDA_JIT_LOG");
   if (!path || !*path) return;

@@ -65,7 +65,8 @@ void compile_all(const detail::cuda::JitProgram& p, const std::string& what) {
       for (std::string line; std::getline(log, line);)
         if (line.find("bytes stack frame") != std::string::npos) {
           ++reports;
-          const bool none = line.find(" 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads") != std::string::npos;
+          const bool none =
+              line.find(" 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads") != std::string::npos;
           EXPECT_TRUE(none) << "local memory: sm_" << arch << " " << name << " (" << what << "): " << line;
         }
       EXPECT_GT(reports, 0) << "no ptxas report for " << name << ":\n" << c.log;
