@@ -120,10 +120,6 @@ KFUSE_HDI void apply_operand_n(BinaryKind binary, const A* operand, const Indexe
     }
   }
 }
-template <class A, int N>
-KFUSE_HDI void apply_operand_n(const PointOp<A>& op, A (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {
-  apply_operand_n(op.binary, op.operand, op.outer, op.inner, v, i, di, j, dj);
-}
 
 // One op on N values; its kind is dispatched once for all N. (A chain
 // compiled at plan time, backends/cuda/jit.cpp, calls the op's own function:
@@ -145,7 +141,7 @@ KFUSE_HDI void apply_op_n(const PointOp<A>& op, A (&v)[N], int64_t i, int64_t di
   } else if (kind == PointKind::scalar) {
     apply_binary_n(op.binary, op.scalar, v);
   } else {
-    apply_operand_n(op, v, i, di, j, dj);
+    apply_operand_n(op.binary, op.operand, op.outer, op.inner, v, i, di, j, dj);
   }
 }
 
