@@ -100,10 +100,13 @@ KFUSE_HDI void apply_binary_n(BinaryKind kind, A s, A (&v)[N]) {
 // A tensor operand's op on N values. Where the N elements of the operand lie
 // at a constant step (one walk of its index maps, not N): loaded together,
 // or once and applied as a scalar when the step is 0 (e.g. a per-channel
-// operand along a row of one channel; Indexer::run).
+// operand along a row of one channel; Indexer::run). The kind and the pointer
+// come by reference, so an interpreted op's fields are read where they are
+// used: taken by value, they were read first and held across the walk, and
+// sm_89's ptxas spilled 16 bytes in epi_softmax_cols_held<float, 16>.
 template <class A, int N>
-KFUSE_HDI void apply_operand_n(BinaryKind binary, const A* operand, const Indexer& outer, const Indexer& inner,
-                               A (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {
+KFUSE_HDI void apply_operand_n(const BinaryKind& binary, const A* const& operand, const Indexer& outer,
+                               const Indexer& inner, A (&v)[N], int64_t i, int64_t di, int64_t j, int64_t dj) {
   int64_t oi, si, oj, sj;
   if (outer.run(i, di, N, oi, si) && inner.run(j, dj, N, oj, sj)) {
     const A* p = operand + oi + oj;
