@@ -48,11 +48,17 @@ PointOp<float> per_channel(BinaryKind k) {
 std::vector<int> architectures() { return {KFUSE_JIT_CHECK_ARCHS}; }
 
 // Every kernel of `p`, for each architecture, compiled with ptxas's report
-// (NoDiskCache): none may keep anything in local memory (a stack frame or
-// spills), which goes through L2 to DRAM on every use (a compiled softmax
+// (NoDiskCache): no object may live in local memory (a stack frame beyond
+// the spills), which goes through L2 to DRAM on every use (a compiled softmax
 // kernel storing about 720 bytes a lane there per row moved 3.4 GB of DRAM
-// for 134 MB of data; H100, 2026-12-06).
-void compile_all(const detail::cuda::JitProgram& p, const std::string& what) {
+// for 134 MB of data; H100, 2026-12-06), and at most `max_spill` bytes of
+// registers may be spilled: none in the epilogue kernels. The conv kernel runs
+// at two blocks an SM (128 registers), where its run-time-geometry path spills
+// a few registers with some chains (16-24 bytes: sm_89 in TF32 and bfloat16,
+// sm_90 in 3xTF32, with mish, + per-channel, hardtanh; 2026-12-06); without the
+// cap it takes 140-154 registers, one block an SM. The planner keeps that
+// kernel only where it measures faster than writing Y.
+void compile_all(const detail::cuda::JitProgram& p, const std::string& what, int max_spill = 0) {
   for (int arch : architectures())
     for (const std::string& name : p.kernels) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -62,13 +68,18 @@ void compile_all(const detail::cuda::JitProgram& p, const std::string& what) {
       EXPECT_FALSE(c.lowered_name.empty()) << name;
       std::istringstream log(c.log);
       int reports = 0;
-      for (std::string line; std::getline(log, line);)
-        if (line.find("bytes stack frame") != std::string::npos) {
-          ++reports;
-          const bool none =
-              line.find(" 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads") != std::string::npos;
-          EXPECT_TRUE(none) << "local memory: sm_" << arch << " " << name << " (" << what << "): " << line;
-        }
+      for (std::string line; std::getline(log, line);) {
+        // "ptxas . F bytes stack frame, S bytes spill stores, L bytes spill loads"
+        const std::size_t at = line.find("bytes stack frame");
+        if (at == std::string::npos) continue;
+        ++reports;
+        long frame = -1, stores = -1, loads = -1;
+        std::sscanf(line.c_str() + line.rfind(' ', at - 2) + 1,
+                    "%ld bytes stack frame, %ld bytes spill stores, %ld bytes spill loads", &frame, &stores, &loads);
+        ASSERT_GE(loads, 0) << "unread ptxas report: " << line;
+        EXPECT_TRUE(frame <= stores && stores <= max_spill)
+            << "local memory: sm_" << arch << " " << name << " (" << what << "): " << line;
+      }
       EXPECT_GT(reports, 0) << "no ptxas report for " << name << ":\n" << c.log;
       std::printf("sm_%d %s: %.1f s\n", arch, name.c_str(),
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -116,17 +127,19 @@ TEST_F(NoDiskCache, EveryKernelCompiles) {
 }
 
 // The implicit-GEMM conv kernel with its epilogue's chains (convt_igemm.cuh),
-// both tile paths, in a 32-bit and a 16-bit precision.
+// every tile path, in TF32, 3xTF32 and bfloat16.
 TEST_F(NoDiskCache, ConvKernelCompiles) {
   const std::vector<PointOp<float>> body = {unary(UnaryKind::mish), per_channel(BinaryKind::add),
                                             unary(UnaryKind::hardtanh, -1.0, 1.0)};
   const std::vector<PointOp<float>> after = {scalar(BinaryKind::mul, 2.0f)};
   using detail::cuda::igemm_precision;
-  compile_all(detail::cuda::igemm_program(igemm_precision(DType::f32, Precision::tf32), body, {}, ReduceKind::sum),
-              "tf32 map");
+  constexpr int kCapSpill = 32;  // bytes; compile_all
+  for (Precision precision : {Precision::tf32, Precision::strict})
+    compile_all(detail::cuda::igemm_program(igemm_precision(DType::f32, precision), body, {}, ReduceKind::sum),
+                detail::cat(to_string(precision), " map"), kCapSpill);
   compile_all(detail::cuda::igemm_program(igemm_precision(DType::bf16, Precision::strict), body, after,
                                           ReduceKind::logsumexp),
-              "bf16 logsumexp over C");
+              "bf16 logsumexp over C", kCapSpill);
 }
 
 // A compiled program is kept on disk and read back whole; a damaged file is
