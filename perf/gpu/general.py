@@ -17,9 +17,10 @@ steps, on the GPU machine:
       outputs against the pipeline in float64 on the GPU (norm-relative
       error), and adds the bytes floor and the TF32 compute floor (the conv's
       multiply-adds at the dense TF32 rate) to the JSON and its Markdown.
-  python3 general.py kernels --dir D --out FILE.md [--only NAME]
-      torch.compile's kernels per case (TF32) and each one's device time, from
-      torch.profiler: where PyTorch's time goes, next to kfuse's steps.
+  python3 general.py kernels --dir D --out FILE.md [--only NAME] [--bf16]
+      torch.compile's kernels per case (TF32, or the pipeline in bfloat16) and
+      each one's device time, from torch.profiler: where PyTorch's time goes,
+      next to kfuse's steps.
 """
 import argparse
 import json
@@ -195,17 +196,22 @@ def load_case(d, case):
 
 
 def kernels(args):
-    """torch.compile's kernels per case (TF32 convolutions), from torch.profiler: each kernel's device
-    time per run, to set next to kfuse's per-step times (kfuse_perf with KFUSE_CUDA_GRAPHS=0)."""
+    """torch.compile's kernels per case (TF32 convolutions, or the pipeline in bfloat16), from
+    torch.profiler: each kernel's device time per run, to set next to kfuse's per-step times
+    (kfuse_perf with KFUSE_CUDA_GRAPHS=0)."""
     from torch.profiler import ProfilerActivity, profile
     torch.backends.cudnn.allow_tf32 = True
-    lines = [f"# torch.compile's kernels (TF32), {torch.cuda.get_device_name()}, PyTorch {torch.__version__}, "
+    precision = "bfloat16" if args.bf16 else "TF32"
+    lines = [f"# torch.compile's kernels ({precision}), {torch.cuda.get_device_name()}, PyTorch {torch.__version__}, "
              f"{time.strftime('%Y-%m-%d')}", "",
              f"torch.profiler over {args.reps} runs after a warm-up, no L2 flush; device ms per run.", ""]
     for case in json.load(open(os.path.join(args.dir, "cases.json"))):
         if args.only and args.only not in case["name"]:
             continue
         spec, x, tensors = load_case(args.dir, case)
+        if args.bf16:
+            x = x.bfloat16()
+            tensors = {i: {k: v.bfloat16() for k, v in t.items()} for i, t in tensors.items()}
         torch._dynamo.reset()
         cfn = torch.compile(Pipeline(spec["ops"], tensors))
         with torch.no_grad():
@@ -356,6 +362,7 @@ def main():
     k.add_argument("--out", required=True)
     k.add_argument("--only", default="")
     k.add_argument("--reps", type=int, default=10)
+    k.add_argument("--bf16", action="store_true", help="the pipeline in bfloat16 (default: float32, TF32 convolutions)")
     args = ap.parse_args()
     {"prepare": prepare, "compare": compare, "kernels": kernels}[args.cmd](args)
 
