@@ -157,7 +157,13 @@ void execute(const Desc& plan, int64_t ws_bytes, void* ws, const void* x, const 
               cat("workspace ", ws_bytes, " bytes"));
 }
 
-constexpr std::size_t kTimedCandidates = 12;  // engines timed at plan time, in the order of the candidates
+// Configurations timed at plan time, in the order of the candidates. The
+// heuristics list an engine several times with other knobs (tile shapes), and
+// its first is often not its fastest: engine 73's second took 0.113 ms where
+// its first took 0.158 (bfloat16 convT 32->48 k4 s2 on [32, 32, 96, 96], H100,
+// 2026-12-06); so up to kConfigsPerEngine of each.
+constexpr std::size_t kTimedCandidates = 24;
+constexpr int kConfigsPerEngine = 4;
 
 }  // namespace
 
@@ -233,10 +239,10 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
       return nullptr;
     }
 
-    // Candidates: heuristics modes A and B, the fallback list, then every
-    // engine by its global index with its default knobs (the heuristics do
-    // not list all engines for every layout); allowed ones only, each engine
-    // once (its first configuration).
+    // Candidates: heuristics modes A and B, the fallback list (up to
+    // kConfigsPerEngine configurations of an engine), then every engine they
+    // did not list, by its global index with its default knobs (the
+    // heuristics do not list all engines for every layout); allowed ones only.
     std::size_t free_bytes = 0, total_bytes = 0;
     KFUSE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
     const int64_t ws_cap = int64_t(free_bytes / 4);
@@ -244,16 +250,18 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
     std::vector<Desc> plans;
     std::vector<int64_t> plan_ws;
     std::vector<std::string> plan_text;
-    std::vector<int64_t> seen;
+    std::map<int64_t, int> seen;  // configurations of each engine considered (refused engines included)
     std::string refused;
-    const auto consider = [&](const Desc& cfg, const char* source) {
+    const auto consider = [&](const Desc& cfg, const char* source, bool heuristics) {
       const Desc engine = engine_of(cfg);
       const int64_t index = engine_index(engine);
-      if (plans.size() >= most || std::find(seen.begin(), seen.end(), index) != seen.end()) return;
-      seen.push_back(index);
+      int& n = seen[index];
+      if (plans.size() >= most || n >= (heuristics ? kConfigsPerEngine : 1)) return;
+      const int config = ++n;
       const std::vector<cudnnBackendNumericalNote_t> notes = notes_of(engine);
       if (const char* why = forbidden(notes, dtype, step.precision)) {
-        refused += cat(refused.empty() ? "" : ", ", "engine ", index, " (", why, ")");
+        if (config == 1) refused += cat(refused.empty() ? "" : ", ", "engine ", index, " (", why, ")");
+        n = kConfigsPerEngine;
         return;
       }
       Desc plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
@@ -265,7 +273,8 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
       if (ws_bytes > ws_cap) return;
       plans.push_back(std::move(plan));
       plan_ws.push_back(ws_bytes);
-      plan_text.push_back(cat("engine ", index, " (", source, ", ", notes_text(notes), ")"));
+      plan_text.push_back(cat("engine ", index, config > 1 ? cat(" #", config) : std::string(), " (", source, ", ",
+                              notes_text(notes), ")"));
     };
     for (cudnnBackendHeurMode_t heur_mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_B, CUDNN_HEUR_MODE_FALLBACK}) {
       if (plans.size() >= most) break;
@@ -285,7 +294,7 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
       KFUSE_CUDNN_CHECK(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, raw.data()));
       const char* source = heur_mode == CUDNN_HEUR_MODE_A ? "heuristics A" : heur_mode == CUDNN_HEUR_MODE_B ? "heuristics B" : "fallback";
-      for (int64_t i = 0; i < got; ++i) consider(cfgs[std::size_t(i)], source);
+      for (int64_t i = 0; i < got; ++i) consider(cfgs[std::size_t(i)], source, true);
     }
     if (time_candidates) {
       int64_t engines = 0, got = 0;
@@ -297,7 +306,7 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
         if (!engine.try_finalize()) continue;
         Desc cfg(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
         cfg.set(CUDNN_ATTR_ENGINECFG_ENGINE, engine);
-        if (cfg.try_finalize()) consider(cfg, "default knobs");
+        if (cfg.try_finalize()) consider(cfg, "default knobs", false);
       }
     }
     if (plans.empty()) {
