@@ -260,8 +260,8 @@ std::unique_ptr<CudnnConv> CudnnConv::make(const ConvStep& step, DType dtype, co
       const int config = ++n;
       const std::vector<cudnnBackendNumericalNote_t> notes = notes_of(engine);
       if (const char* why = forbidden(notes, dtype, step.precision)) {
-        if (config == 1) refused += cat(refused.empty() ? "" : ", ", "engine ", index, " (", why, ")");
-        n = kConfigsPerEngine;
+        refused += cat(refused.empty() ? "" : ", ", "engine ", index, " (", why, ")");
+        n = kConfigsPerEngine;  // its other configurations are not considered
         return;
       }
       Desc plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);

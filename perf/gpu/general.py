@@ -195,6 +195,11 @@ def load_case(d, case):
     return spec, x, tensors
 
 
+def tensors_as(tensors, dtype):
+    """Each op's tensors (load_case) in `dtype`."""
+    return {i: {k: v.to(dtype) for k, v in t.items()} for i, t in tensors.items()}
+
+
 def kernels(args):
     """torch.compile's kernels per case (TF32 convolutions, or the pipeline in bfloat16), from
     torch.profiler: each kernel's device time per run, to set next to kfuse's per-step times
@@ -211,7 +216,7 @@ def kernels(args):
         spec, x, tensors = load_case(args.dir, case)
         if args.bf16:
             x = x.bfloat16()
-            tensors = {i: {k: v.bfloat16() for k, v in t.items()} for i, t in tensors.items()}
+            tensors = tensors_as(tensors, torch.bfloat16)
         torch._dynamo.reset()
         cfn = torch.compile(Pipeline(spec["ops"], tensors))
         with torch.no_grad():
@@ -248,7 +253,7 @@ def compare(args):
         spec, x, tensors = load_case(args.dir, case)
         fn = Pipeline(spec["ops"], tensors)
         with torch.no_grad():
-            ref = pipeline_fn(spec["ops"], {i: {k: v.double() for k, v in t.items()} for i, t in tensors.items()})(x.double())
+            ref = pipeline_fn(spec["ops"], tensors_as(tensors, torch.float64))(x.double())
             torch.backends.cudnn.allow_tf32 = False
             eager_strict = bench(lambda: fn(x), args.reps)
             strict_err = rel(fn(x), ref)
@@ -257,7 +262,7 @@ def compare(args):
             tf32_err = rel(fn(x), ref)
             # bfloat16: the same pipeline on bfloat16 tensors (fp32 accumulation inside cuDNN).
             xb = x.bfloat16()
-            fnb = Pipeline(spec["ops"], {i: {k: v.bfloat16() for k, v in t.items()} for i, t in tensors.items()})
+            fnb = Pipeline(spec["ops"], tensors_as(tensors, torch.bfloat16))
             eager_bf16 = bench(lambda: fnb(xb), args.reps)
             bf16_err = rel(fnb(xb).float(), ref)
             compiled = {}
