@@ -82,12 +82,14 @@ std::string kernel_name(Kernel k, const std::string& t, const std::string& a, co
   }
 }
 
-// The held softmax kernels take float32 Y only: choose_kernel keeps the
-// other dtypes on softmax_cols. (Built with the chain interpreter, the
-// float64 and 16-bit kernels had it called out of line, their held values
-// spilled or passed through the stack.)
+// The held softmax kernels take float32 and 16-bit Y: choose_kernel keeps
+// float64 on softmax_cols. (Built with the chain interpreter, the float64
+// kernels had it called out of line, their held values spilled or passed
+// through the stack; the 16-bit ones hold float values as float32's do, and
+// ptxas reports no spills for them on sm_89 and sm_90, 2026-12-06.)
 template <class T>
-constexpr bool held_rows() { return std::is_same_v<T, float>; }
+constexpr bool held_rows() { return !std::is_same_v<T, double>; }
+static_assert(held_tile_bytes<float>(32 * kHeldWarps) <= 48 * 1024, "the held kernels' tile without an opt-in");
 template <class T, class A, int HOLD>
 const void* builtin_held() {
   if constexpr (held_rows<T>()) return reinterpret_cast<const void*>(epi_softmax_cols_held<T, A, HOLD, InterpretedChains>);
@@ -159,7 +161,8 @@ bool overlaps(const TensorView& a, const TensorView& b) {
 // Y's layout for a stage: its kept and main axes, and what the kernels need of them.
 struct Layout {
   Indexer outer, inner;
-  Indexer order;         // reductions: the walk over the kept axes -> the output index (ordered)
+  Indexer order;         // the walk over the kept axes (a reduction's outputs, a softmax's rows) -> the
+                         // output index (when `ordered`)
   bool ordered = false;
   int64_t n = 0;         // Y's elements
   int64_t stride = 1;    // the main axes as one stride (one_axis)
@@ -186,11 +189,11 @@ int64_t vector_step(const Layout& l, int64_t vec) {
   return o.rank > 0 && o.size[o.rank - 1] % vec == 0 ? o.stride[o.rank - 1] : 0;
 }
 
-// A reduction walks its outputs in Y's memory order (the kept axes by
-// descending stride; broadcast axes, stride 0, outermost), so that
-// neighbouring threads read neighbouring elements whatever Y's layout:
-// `outer` over that walk, `order` from it to the output's row-major index. A
-// contiguous Y's walk is the output's order.
+// A reduction walks its outputs, and a softmax its rows, in Y's memory order
+// (the kept axes by descending stride; broadcast axes, stride 0, outermost),
+// so that neighbouring threads read neighbouring elements whatever Y's
+// layout: `outer` over that walk, `order` from it to the output's row-major
+// index. A contiguous Y's walk is the output's order.
 void walk_in_memory_order(const Shape& shape, const Shape& strides, uint32_t mask, Layout& l) {
   std::vector<int> kept;
   for (int d = 0; d < int(shape.size()); ++d)
@@ -213,7 +216,7 @@ template <class A>
 Layout layout_of(const EpilogueStep<A>& e, const Shape& shape, const Shape& strides) {
   Layout l;
   split_axes(shape, strides, e.mask, l.outer, l.inner);
-  if (e.main == MainKind::reduce) walk_in_memory_order(shape, strides, e.mask, l);
+  if (e.main != MainKind::map) walk_in_memory_order(shape, strides, e.mask, l);
   l.n = checked_numel(shape, "epilogue", "Y");
   l.contig = l.inner.is_dense();
   l.one_axis = single_stride(l.inner, l.stride);
@@ -451,7 +454,8 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
       if (rows > 0 && count > 0) {
         int64_t os = 1;
         single_stride(out_inner, os);
-        const SoftmaxArgs<T, A> a{yp, op, l.outer, out_outer, l.stride, os, count, rows, e.body, e.after, l.plane};
+        const SoftmaxArgs<T, A> a{yp,    op,     l.outer, out_outer, l.stride, os,       count,
+                                  rows,  e.body, e.after, l.plane,   l.order,  l.ordered};
         const std::string shape = tuning::shape_class({{"rows", rows}, {"count", count}}) + "," + dtype + "," +
                                   (l.stride == 1 ? "contiguous" : "strided");
         if (k == Kernel::softmax_nhwc4 || k == Kernel::softmax_nhwc8) {
@@ -460,7 +464,7 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
                  softmax_nhwc_smem<A>(count), false, a);
         } else if (k == Kernel::softmax_cols_held16 || k == Kernel::softmax_cols_held32) {
           launch("kfuse::cuda::epilogue_softmax_cols_held", fn, dim3(grid_of((rows + 31) / 32)), dim3(32 * kHeldWarps),
-                 0, false, a);
+                 std::size_t(os == 1 ? held_tile_bytes<A>(count) : 0), false, a);
         } else if (k == Kernel::softmax_cols) {
           tuned_launch(fn, "cuda::epilogue_softmax_cols", shape, measurable, [&](int threads) {
             launch("kfuse::cuda::epilogue_softmax_cols", fn, dim3(grid_of((rows + threads - 1) / threads)),

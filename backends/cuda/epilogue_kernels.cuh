@@ -563,7 +563,15 @@ struct SoftmaxArgs {
   int64_t count, rows;
   Chain<A> body, after;
   int64_t plane;             // epi_softmax_nhwc: pixels per sample
+  Indexer order;             // the walk over the rows -> the output's row (when `ordered`)
+  bool ordered;              // false: the walk is the output's row-major order
 };
+
+// The output row of the walk's t-th row (a.outer walks Y's rows in its memory order).
+template <class T, class A>
+__device__ __forceinline__ int64_t row_of(const SoftmaxArgs<T, A>& a, int64_t t) {
+  return a.ordered ? a.order.offset(t) : t;
+}
 
 template <class Ch, class T, class A>
 __device__ __forceinline__ A soft_in(const SoftmaxArgs<T, A>& a, const T* base, int64_t o, int64_t j) {
@@ -680,9 +688,10 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_softmax_ro
   const int width = WARP ? 32 : blockDim.x;
   const int64_t per_block = WARP ? blockDim.x / 32 : 1;
   for (int64_t first = int64_t(blockIdx.x) * per_block; first < a.rows; first += int64_t(gridDim.x) * per_block) {
-    const int64_t o = first + (WARP ? threadIdx.x >> 5 : 0);
-    if (WARP && o >= a.rows) return;  // whole warp; later rows of this warp are further out
-    const T* base = a.y + a.outer.offset(o);
+    const int64_t t = first + (WARP ? threadIdx.x >> 5 : 0);
+    if (WARP && t >= a.rows) return;  // whole warp; later rows of this warp are further out
+    const int64_t o = row_of(a, t);
+    const T* base = a.y + a.outer.offset(t);
     T* dst = a.out + a.out_outer.offset(o);
     if (WARP && a.count <= 32 * kSoftmaxHold) {
       softmax_row<kSoftmaxHold, Ch>(a, base, o, lane, dst, a.os);
@@ -779,8 +788,20 @@ __global__ void __launch_bounds__(256, softmax_nhwc_min_blocks<HMAX, Ch>())
 // HOLD) in registers. The warps' maxima, then their sums of e = exp(v - max),
 // are joined through shared memory in warp order (deterministic). One read of
 // Y, where epi_softmax_cols reads each row twice (H100, [16, 128, 256, 256]
-// float32: 60% of copy, the second read mostly from DRAM).
+// float32: 60% of copy, the second read mostly from DRAM). Where the rows are
+// contiguous in the output (os == 1: e.g. softmax over W of a channels-last
+// Y, the walk along C), the lanes' stores would each touch a line of its
+// own: the block's rows go through shared memory (held_tile_bytes, dynamic)
+// and out a warp a row. (Not in the built-in kernels, their chains
+// interpreted: there sm_89's ptxas spilled, bfloat16, 16 values a lane.)
 constexpr int kHeldWarps = 8;
+__host__ __device__ constexpr int64_t held_tile_row(int64_t count) {
+  return count | 1;  // odd: the lanes' rows meet no bank twice
+}
+template <class A>
+__host__ __device__ constexpr int64_t held_tile_bytes(int64_t count) {
+  return 32 * held_tile_row(count) * int64_t(sizeof(A));
+}
 // A chain on a lane's held values, eight at a time (the interpreter on
 // sixteen at once was called out of line, and spilled).
 template <bool kAfter, class Ch, class A, int HOLD>
@@ -801,23 +822,27 @@ __device__ __forceinline__ void held_chain(const Chain<A>& c, A (&v)[HOLD], int6
 template <class T, class A, int HOLD, class Ch>
 __global__ void __launch_bounds__(32 * kHeldWarps) epi_softmax_cols_held(const SoftmaxArgs<T, A> a) {
   __shared__ A part[2][kHeldWarps][32];
+  extern __shared__ __align__(16) unsigned char smem[];
+  A* tile = reinterpret_cast<A*>(smem);  // [32][held_tile_row(count)] when a.os == 1
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int count = int(a.count);  // at most 8 HOLD
+  const int row_len = int(held_tile_row(count));
   for (int64_t first = int64_t(blockIdx.x) * 32; first < a.rows; first += int64_t(gridDim.x) * 32) {
-    const int64_t o = first + lane;
-    const bool row = o < a.rows;
-    const T* base = a.y + (row ? a.outer.offset(o) : 0);
+    const int64_t t = first + lane;
+    const bool row = t < a.rows;
+    const int64_t o = row ? row_of(a, t) : 0;
+    const T* base = a.y + (row ? a.outer.offset(t) : 0);
     A v[HOLD];
 #pragma unroll
-    for (int t = 0; t < HOLD; ++t) {
-      const int j = warp + kHeldWarps * t;
-      v[t] = row && j < count ? to_acc<A>(base[j * a.ys]) : A(0);
+    for (int h = 0; h < HOLD; ++h) {
+      const int j = warp + kHeldWarps * h;
+      v[h] = row && j < count ? to_acc<A>(base[j * a.ys]) : A(0);
     }
     held_chain<false, Ch>(a.body, v, o, warp);
     A m = -inf<A>();
 #pragma unroll
-    for (int t = 0; t < HOLD; ++t)
-      if (warp + kHeldWarps * t < count) m = nan_max(m, v[t]);
+    for (int h = 0; h < HOLD; ++h)
+      if (warp + kHeldWarps * h < count) m = nan_max(m, v[h]);
     part[0][warp][lane] = m;
     __syncthreads();
     ReduceAcc<A> acc{part[0][0][lane], A(0)};
@@ -825,26 +850,37 @@ __global__ void __launch_bounds__(32 * kHeldWarps) epi_softmax_cols_held(const S
     for (int w = 1; w < kHeldWarps; ++w) acc.a = nan_max(acc.a, part[0][w][lane]);
     A s = A(0);
 #pragma unroll
-    for (int t = 0; t < HOLD; ++t) {
-      v[t] = std::exp(v[t] - acc.a);
-      if (warp + kHeldWarps * t < count) s += v[t];
+    for (int h = 0; h < HOLD; ++h) {
+      v[h] = std::exp(v[h] - acc.a);
+      if (warp + kHeldWarps * h < count) s += v[h];
     }
     part[1][warp][lane] = s;
     __syncthreads();
 #pragma unroll
     for (int w = 0; w < kHeldWarps; ++w) acc.b += part[1][w][lane];
 #pragma unroll
-    for (int t = 0; t < HOLD; ++t) v[t] = softmax_of_exp(acc, v[t]);
+    for (int h = 0; h < HOLD; ++h) v[h] = softmax_of_exp(acc, v[h]);
     held_chain<true, Ch>(a.after, v, o, warp);
-    if (row) {
+    if (Ch::kCompiled && a.os == 1) {
+#pragma unroll
+      for (int h = 0; h < HOLD; ++h) {
+        const int j = warp + kHeldWarps * h;
+        if (j < count) tile[lane * row_len + j] = v[h];
+      }
+      __syncthreads();
+      for (int r = warp; r < 32 && first + r < a.rows; r += kHeldWarps) {
+        T* dst = a.out + a.out_outer.offset(row_of(a, first + r));
+        for (int j = lane; j < count; j += 32) dst[j] = to_elem<T>(tile[r * row_len + j]);
+      }
+    } else if (row) {
       T* dst = a.out + a.out_outer.offset(o);
 #pragma unroll
-      for (int t = 0; t < HOLD; ++t) {
-        const int j = warp + kHeldWarps * t;
-        if (j < count) dst[j * a.os] = to_elem<T>(v[t]);
+      for (int h = 0; h < HOLD; ++h) {
+        const int j = warp + kHeldWarps * h;
+        if (j < count) dst[j * a.os] = to_elem<T>(v[h]);
       }
     }
-    __syncthreads();  // part is rewritten by the next rows
+    __syncthreads();  // part and the tile are rewritten by the next rows
   }
 }
 
@@ -852,8 +888,9 @@ __global__ void __launch_bounds__(32 * kHeldWarps) epi_softmax_cols_held(const S
 template <class T, class A, class Ch>
 __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_softmax_cols(const SoftmaxArgs<T, A> a) {
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < a.rows; o += nthreads) {
-    const T* base = a.y + a.outer.offset(o);
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < a.rows; t += nthreads) {
+    const int64_t o = row_of(a, t);
+    const T* base = a.y + a.outer.offset(t);
     T* dst = a.out + a.out_outer.offset(o);
     // Four values at a time through the chains (their fields read once for the four).
     constexpr int U = 4;

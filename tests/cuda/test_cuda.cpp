@@ -673,6 +673,39 @@ TEST_F(CudaEpilogue, ChannelsLastYMatchesReference) {
       expect_close(run_both(sum_h_only, dt, Strategy::fused, wide.x_shape(), wide.x, {}, false, y), tol,
                    detail::cat("sum over H, Y ", to_string(y), " ", to_string(dt)));
     }
+  // Softmax over W and over H of a channels-last Y: its rows walked along C
+  // (Y's memory order), 37 channels (a block's 32 rows cross from one pixel
+  // to the next), per-channel operands on both sides. Over W (23 and 150
+  // values: the held kernels, the rows contiguous in the output through
+  // shared memory), over H (23: held, stored along the walk; 300: a warp a row).
+  {
+    const std::vector<double> t1 = uniform(37, rng, -1.0, 1.0), t2 = uniform(37, rng, 0.5, 1.5);
+    struct Case {
+      int64_t h, w;
+      int axis;
+    };
+    for (const Case& c : {Case{9, 21, 3}, Case{5, 148, 3}, Case{21, 4, 2}, Case{298, 3, 2}}) {
+      const int axis = c.axis;
+      Conv k;
+      k.N = 2, k.Cin = 3, k.Cout = 37, k.G = 1, k.kH = k.kW = 3, k.H = c.h, k.W = c.w;  // Y [2, 37, h + 2, w + 2]
+      k.fill(rng, 0.3, -1.0, 1.0);
+      const Maker make = [k, axis, t1, t2](DType dt) {
+        Pipeline p(k.x_shape(), dt);
+        k.add_to(p, dt);
+        const DType pd = param_dtype(dt);
+        return std::move(p.add(host({37, 1, 1}, t1, pd)).softmax(axis).mul(host({37, 1, 1}, t2, pd)).sigmoid());
+      };
+      const int64_t count = axis == 3 ? c.w + 2 : c.h + 2;
+      for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
+        const Result r = run_both(make, dt, Strategy::fused, k.x_shape(), k.x, {}, false, YLayout::nhwc);
+        const std::string what = detail::cat("channels-last softmax over axis ", axis, " of ", count, ", ", to_string(dt));
+        expect_close(r, dt == DType::bf16 ? 3e-2 : tolerance(dt), what);
+        EXPECT_TRUE(nhwc(r)) << r.describe;
+        const bool held = dt != DType::f64 && count <= 256;
+        EXPECT_EQ(r.describe.find("epilogue_softmax_cols_held") != std::string::npos, held) << what << "\n" << r.describe;
+      }
+    }
+  }
   // Reductions over C with 181K outputs (a thread per row of C when Y is
   // channels-last), softmax over 150 channels (8 values a lane, element by
   // element), over 160 (16-byte vectors: two a lane in float32, four in
@@ -710,8 +743,8 @@ TEST_F(CudaEpilogue, ChannelsLastYMatchesReference) {
         if (dt == DType::f64 && which < 3) continue;
         const Result r = run_both(chain(k, which), dt, Strategy::fused, k.x_shape(), k.x, {}, false, y);
         expect_close(r, dt == DType::bf16 ? 3e-2 : tolerance(dt), detail::cat("over C ", which, " Y ", to_string(y), " ", to_string(dt)));
-        // NCHW float32: the rows across held by a block's warps (the other dtypes keep the two-read kernels).
-        if (which >= 2 && (y == YLayout::nhwc || dt == DType::f32)) {
+        // NCHW: the rows across held by a block's warps (float64 keeps the two-read kernel).
+        if (which >= 2 && (y == YLayout::nhwc || dt != DType::f64)) {
           const char* kernel = y == YLayout::nhwc ? "epilogue_softmax_nhwc" : "epilogue_softmax_cols_held";
           EXPECT_NE(r.describe.find(kernel), std::string::npos) << r.describe;
         }
