@@ -246,9 +246,9 @@ __device__ __forceinline__ void push(const ReduceArgs<T, A>& a, ReduceAcc<A>& ac
   reduce_push(Ch::reduce_kind(a.kind), acc, body1<Ch>(a.body, to_acc<A>(v), o, k));
 }
 
-// The output index of the walk's t-th output.
-template <class T, class A>
-__device__ __forceinline__ int64_t output_of(const ReduceArgs<T, A>& a, int64_t t) {
+// The output index of the walk's t-th output (a reduction) or row (a softmax).
+template <class Args>
+__device__ __forceinline__ int64_t output_of(const Args& a, int64_t t) {
   return a.ordered ? a.order.offset(t) : t;
 }
 
@@ -567,12 +567,6 @@ struct SoftmaxArgs {
   bool ordered;              // false: the walk is the output's row-major order
 };
 
-// The output row of the walk's t-th row (a.outer walks Y's rows in its memory order).
-template <class T, class A>
-__device__ __forceinline__ int64_t row_of(const SoftmaxArgs<T, A>& a, int64_t t) {
-  return a.ordered ? a.order.offset(t) : t;
-}
-
 template <class Ch, class T, class A>
 __device__ __forceinline__ A soft_in(const SoftmaxArgs<T, A>& a, const T* base, int64_t o, int64_t j) {
   return body1<Ch>(a.body, to_acc<A>(base[j * a.ys]), o, j);
@@ -690,7 +684,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_softmax_ro
   for (int64_t first = int64_t(blockIdx.x) * per_block; first < a.rows; first += int64_t(gridDim.x) * per_block) {
     const int64_t t = first + (WARP ? threadIdx.x >> 5 : 0);
     if (WARP && t >= a.rows) return;  // whole warp; later rows of this warp are further out
-    const int64_t o = row_of(a, t);
+    const int64_t o = output_of(a, t);
     const T* base = a.y + a.outer.offset(t);
     T* dst = a.out + a.out_outer.offset(o);
     if (WARP && a.count <= 32 * kSoftmaxHold) {
@@ -830,7 +824,7 @@ __global__ void __launch_bounds__(32 * kHeldWarps) epi_softmax_cols_held(const S
   for (int64_t first = int64_t(blockIdx.x) * 32; first < a.rows; first += int64_t(gridDim.x) * 32) {
     const int64_t t = first + lane;
     const bool row = t < a.rows;
-    const int64_t o = row ? row_of(a, t) : 0;
+    const int64_t o = row ? output_of(a, t) : 0;
     const T* base = a.y + (row ? a.outer.offset(t) : 0);
     A v[HOLD];
 #pragma unroll
@@ -869,7 +863,7 @@ __global__ void __launch_bounds__(32 * kHeldWarps) epi_softmax_cols_held(const S
       }
       __syncthreads();
       for (int r = warp; r < 32 && first + r < a.rows; r += kHeldWarps) {
-        T* dst = a.out + a.out_outer.offset(row_of(a, first + r));
+        T* dst = a.out + a.out_outer.offset(output_of(a, first + r));
         for (int j = lane; j < count; j += 32) dst[j] = to_elem<T>(tile[r * row_len + j]);
       }
     } else if (row) {
@@ -889,7 +883,7 @@ template <class T, class A, class Ch>
 __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_softmax_cols(const SoftmaxArgs<T, A> a) {
   const int64_t nthreads = int64_t(gridDim.x) * blockDim.x;
   for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < a.rows; t += nthreads) {
-    const int64_t o = row_of(a, t);
+    const int64_t o = output_of(a, t);
     const T* base = a.y + a.outer.offset(t);
     T* dst = a.out + a.out_outer.offset(o);
     // Four values at a time through the chains (their fields read once for the four).
