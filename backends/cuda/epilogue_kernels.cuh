@@ -855,6 +855,7 @@ __global__ void __launch_bounds__(32 * kHeldWarps) epi_softmax_cols_held(const S
 #pragma unroll
     for (int h = 0; h < HOLD; ++h) v[h] = softmax_of_exp(acc, v[h]);
     held_chain<true, Ch>(a.after, v, o, warp);
+    const int64_t dst_off = row ? a.out_outer.offset(o) : 0;  // this lane's row in the output
     if (Ch::kCompiled && a.os == 1) {
 #pragma unroll
       for (int h = 0; h < HOLD; ++h) {
@@ -862,12 +863,15 @@ __global__ void __launch_bounds__(32 * kHeldWarps) epi_softmax_cols_held(const S
         if (j < count) tile[lane * row_len + j] = v[h];
       }
       __syncthreads();
-      for (int r = warp; r < 32 && first + r < a.rows; r += kHeldWarps) {
-        T* dst = a.out + a.out_outer.offset(output_of(a, first + r));
-        for (int j = lane; j < count; j += 32) dst[j] = to_elem<T>(tile[r * row_len + j]);
+      // Row r's place from lane r (its two Indexer walks again, a warp's 4 rows, were a third of the
+      // kernel's instructions: softmax over W, bfloat16, H200).
+      for (int r = warp; r < 32; r += kHeldWarps) {
+        T* dst = a.out + __shfl_sync(0xffffffffu, dst_off, r);
+        if (first + r < a.rows)
+          for (int j = lane; j < count; j += 32) dst[j] = to_elem<T>(tile[r * row_len + j]);
       }
     } else if (row) {
-      T* dst = a.out + a.out_outer.offset(o);
+      T* dst = a.out + dst_off;
 #pragma unroll
       for (int h = 0; h < HOLD; ++h) {
         const int j = warp + kHeldWarps * h;
