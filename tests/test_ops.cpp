@@ -153,6 +153,11 @@ TEST(Indexer, OffsetsMatchThePlainWalk) {
       }
       ASSERT_TRUE(ix.run(i, 1, 1, first, step));
       ASSERT_EQ(first, plain_offset(size, stride, i));
+      // At step 0 one index count times: always a run (a reduction's operand along its row).
+      first = step = -1;
+      ASSERT_TRUE(ix.run(i, 0, 7, first, step));
+      ASSERT_EQ(first, plain_offset(size, stride, i));
+      ASSERT_EQ(step, 0);
     }
     EXPECT_LE(ix.rank, int(size.size()));
   }

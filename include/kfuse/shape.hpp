@@ -98,12 +98,15 @@ struct Indexer {
   // [0, count) (di >= 0, count >= 1): indices along the innermost walked
   // axis, or at a step di that is the product of the extents inside another
   // walked axis (e.g. the channels of NCHW data at the step H x W), without
-  // leaving that axis; or no walked axis at all (step 0). One walk for the
-  // run where offset() per index takes one each. May answer false for runs
-  // that are affine; first is set either way.
+  // leaving that axis; or no walked axis or di == 0 (step 0: e.g. a
+  // per-channel operand along an output's reduced axis, which the compiler
+  // then keeps out of the reduction's loop). One walk for the run where
+  // offset() per index takes one each. May answer false for runs that are
+  // affine; first is set either way.
   KFUSE_HDI bool run(int64_t linear, int64_t di, int64_t count, int64_t& first, int64_t& step) const {
-    if (live == rank) {
-      first = step = 0;
+    if (live == rank || di == 0) {
+      first = offset(linear);
+      step = 0;
       return true;
     }
     int64_t innermost = 0;
