@@ -640,6 +640,30 @@ TEST(EdgeCasesRewrites, ScalarMultipliesAreNotMergedPastTheFloatRange) {
   EXPECT_NE(Plan(r).describe().find("merged mul(3) and mul(0.5) into mul(1.5)"), std::string::npos);
 }
 
+// A division by a scalar is a multiply by its reciprocal in the compute type
+// (as PyTorch), except where that reciprocal is not a normal number: 1 / 1e-39
+// overflows float, and x * inf is not x / 1e-39.
+TEST(EdgeCasesRewrites, ScalarDivisionIsAMultiplyByTheReciprocal) {
+  const HostTensor<float> x({4}, {0.0, 3.0, -1.5, 1e-30}, Layout::contiguous);
+  Pipeline p({4});
+  p.div(3.0);
+  EXPECT_NE(Plan(p).describe().find("div(3) as mul(0.333333"), std::string::npos) << Plan(p).describe();
+  Pipeline q({4});
+  q.div(1e-39);
+  EXPECT_EQ(Plan(q).describe().find(" as mul("), std::string::npos) << Plan(q).describe();
+  for (Strategy s : {Strategy::automatic, Strategy::fused, Strategy::reference}) {
+    const std::vector<double> out = run_plan<float>(Plan(p, {s}), x.view());
+    EXPECT_EQ(out[0], 0.0) << kfuse::to_string(s);
+    EXPECT_EQ(out[1], 1.0);
+    EXPECT_NEAR(out[2], -0.5, 1e-7);
+    EXPECT_NEAR(out[3], 1e-30 / 3.0, 1e-37);
+    const std::vector<double> tiny = run_plan<float>(Plan(q, {s}), x.view());
+    EXPECT_EQ(tiny[0], 0.0);
+    EXPECT_EQ(tiny[1], kInf);  // 3e39 overflows float either way
+    EXPECT_NEAR(tiny[3], 1e-30 / static_cast<double>(1e-39f), 1e3) << kfuse::to_string(s);
+  }
+}
+
 // Hostile conv parameters: the output extent is computed without overflow
 // (previously (in-1)*stride etc. overflowed int64: undefined behaviour).
 TEST(EdgeCasesRewrites, ConvExtentOverflowIsAnError) {

@@ -50,7 +50,7 @@ bool expands(const PipelineStage& s) {
 
 Stages rewrite(const Pipeline& p, std::vector<std::string>& notes) {
   Stages out;
-  for (const PipelineStage& st : p.stages()) {
+  for (PipelineStage st : p.stages()) {
     if (auto* r = std::get_if<ReduceOp>(&st.op)) {
       const bool all_one = std::all_of(r->axes.begin(), r->axes.end(), [&](int a) { return st.in_shape[a] == 1; });
       // (Not folded into a conv: the conv's own output shape must stay
@@ -64,6 +64,19 @@ Stages rewrite(const Pipeline& p, std::vector<std::string>& notes) {
       }
     }
     auto* b = std::get_if<BinaryOp>(&st.op);
+    if (b && b->kind == BinaryKind::div && !b->operand) {
+      // A multiply by the reciprocal (in the compute type), as PyTorch divides
+      // a tensor by a scalar: a division is about eight instructions a float
+      // where an epilogue issues about ten a value. Kept a division where the
+      // reciprocal is not a normal number (x * inf is not x / tiny).
+      const double r = p.dtype() == DType::f64 ? 1.0 / b->scalar
+                                               : static_cast<double>(1.0f / static_cast<float>(b->scalar));
+      if (std::isnormal(r)) {
+        notes.push_back(cat("div(", b->scalar, ") as mul(", r, ")"));
+        b->kind = BinaryKind::mul;
+        b->scalar = r;
+      }
+    }
     if (b && b->kind == BinaryKind::mul && !b->operand && !out.empty()) {
       auto* prev = std::get_if<BinaryOp>(&out.back().op);
       // Merged only when the product, in the pipeline's compute type, is what
