@@ -99,8 +99,8 @@ struct Indexer {
   // axis, or at a step di that is the product of the extents inside another
   // walked axis (e.g. the channels of NCHW data at the step H x W), without
   // leaving that axis; or no walked axis or di == 0 (step 0: e.g. a
-  // per-channel operand along an output's reduced axis, which the compiler
-  // then keeps out of the reduction's loop). One walk for the run where
+  // per-channel operand along an output's reduced axis, where a compiled
+  // chain then has one lookup and no branch). One walk for the run where
   // offset() per index takes one each. May answer false for runs that are
   // affine; first is set either way.
   KFUSE_HDI bool run(int64_t linear, int64_t di, int64_t count, int64_t& first, int64_t& step) const {

@@ -73,7 +73,7 @@ KFUSE_HDI T apply(const Unary& op, T x) {
     case UnaryKind::hardtanh:
     case UnaryKind::clamp: return nan_min(nan_max(x, T(op.a)), T(op.b));
     // Times one sixth, as ATen's CUDA kernel: a division is about eight
-    // instructions a float (a mean over W of hardswish issued 24 a value).
+    // instructions a float (a third of a mean over W of hardswish's 24 a value).
     case UnaryKind::hardswish: return x * nan_min(nan_max(x + T(3), T(0)), T(6)) * (T(1) / T(6));
     case UnaryKind::exp: return std::exp(x);
     case UnaryKind::log: return std::log(x);
