@@ -25,6 +25,7 @@ enum class Kernel {
   rows_warp, rows_warp_strided, rows_block, rows_block_strided,  // reduce: rows
   cols_lean, cols, cols_generic, rows_thread,                     // reduce: a thread per output
   cols_vec,                                                       // reduce: a thread per 16 bytes of outputs
+  cols_warp,                                                      // reduce: a warp per contiguous block of rows
   softmax_rows_warp, softmax_rows_block, softmax_cols,
   softmax_nhwc4, softmax_nhwc8,            // over C of a channels-last Y: C <= 128, C <= 256
   softmax_cols_held16, softmax_cols_held32,  // rows across, held: count <= 128, <= 256
@@ -45,6 +46,7 @@ const char* kernel_label(Kernel k) {
       "epilogue_reduce_cols (a thread an output, any layout)",
       "epilogue_reduce_cols (a thread a short row)",
       "epilogue_reduce_cols_vec (a thread 16 bytes of outputs)",
+      "epilogue_reduce_cols_warp (a warp a contiguous block of outputs and their reduced elements)",
       "epilogue_softmax_rows (a warp a row)",
       "epilogue_softmax_rows (a block a row)",
       "epilogue_softmax_cols (a thread a row)",
@@ -72,6 +74,7 @@ std::string kernel_name(Kernel k, const std::string& t, const std::string& a, co
     case Kernel::cols_generic: return ns + "epi_reduce_cols<" + ta + "2, " + c;
     case Kernel::rows_thread: return ns + "epi_reduce_cols<" + ta + "3, " + c;
     case Kernel::cols_vec: return ns + "epi_reduce_cols_vec<" + ta + c;
+    case Kernel::cols_warp: return ns + "epi_reduce_cols_warp<" + ta + c;
     case Kernel::softmax_rows_warp: return ns + "epi_softmax_rows<" + ta + "true, " + c;
     case Kernel::softmax_rows_block: return ns + "epi_softmax_rows<" + ta + "false, " + c;
     case Kernel::softmax_cols: return ns + "epi_softmax_cols<" + ta + c;
@@ -113,6 +116,7 @@ const void* builtin(Kernel k) {
     case Kernel::cols_generic: return fn(epi_reduce_cols<T, A, 2, I>);
     case Kernel::rows_thread: return fn(epi_reduce_cols<T, A, 3, I>);
     case Kernel::cols_vec: return fn(epi_reduce_cols_vec<T, A, I>);
+    case Kernel::cols_warp: return fn(epi_reduce_cols_warp<T, A, I>);
     case Kernel::softmax_rows_warp: return fn(epi_softmax_rows<T, A, true, I>);
     case Kernel::softmax_rows_block: return fn(epi_softmax_rows<T, A, false, I>);
     case Kernel::softmax_cols: return fn(epi_softmax_cols<T, A, I>);
@@ -189,6 +193,16 @@ int64_t vector_step(const Layout& l, int64_t vec) {
   return o.rank > 0 && o.size[o.rank - 1] % vec == 0 ? o.stride[o.rank - 1] : 0;
 }
 
+// The vectors of `vec` elements across the walk's fastest kept axis when the
+// reduced axis lies right outside it, the two one contiguous block (a
+// reduction over W, or H and W, of a channels-last Y), as epi_reduce_cols_warp
+// takes them: at most 16 (two or more of a warp's lanes a vector); else 0.
+int64_t block_vectors(const Layout& l, int64_t vec) {
+  const Indexer& w = l.outer;
+  if (!l.one_axis || w.rank == 0 || w.stride[w.rank - 1] != 1 || l.stride != w.size[w.rank - 1]) return 0;
+  return l.stride % vec == 0 && l.stride / vec <= 16 ? l.stride / vec : 0;
+}
+
 // A reduction walks its outputs, and a softmax its rows, in Y's memory order
 // (the kept axes by descending stride; broadcast axes, stride 0, outermost),
 // so that neighbouring threads read neighbouring elements whatever Y's
@@ -252,6 +266,7 @@ Kernel choose_kernel(const EpilogueStep<A>& e, const Layout& l, int sms, bool ve
     // contiguous rows (at most kShortRow elements) a thread each.
     const int64_t outputs = e.tail.R * e.tail.K;
     const bool many = outputs >= int64_t(sms) * 1024;
+    if (vectors && block_vectors(l, Vec16<T>::kVec) > 0) return Kernel::cols_warp;
     if (!l.contig && (many || l.walk_unit))
       return !l.one_axis ? Kernel::cols_generic
              : vectors    ? Kernel::cols_vec
@@ -390,7 +405,10 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
         const bool cols = k == Kernel::cols_lean || k == Kernel::cols || k == Kernel::cols_generic ||
                           k == Kernel::rows_thread || k == Kernel::cols_vec;
         const int64_t per_thread = k == Kernel::cols_vec ? Vec16<T>::kVec : 1;  // outputs a thread (or its part) takes
-        const int64_t units = outputs / per_thread;
+        // epi_reduce_cols_warp: a warp a block of l.stride outputs, M of its lanes a vector.
+        const bool block_rows = k == Kernel::cols_warp;
+        const int64_t lanes_a_vector = block_rows ? 32 / block_vectors(l, Vec16<T>::kVec) : 1;
+        const int64_t units = block_rows ? outputs / l.stride : outputs / per_thread;
         const bool warp = k == Kernel::rows_warp || k == Kernel::rows_warp_strided;
         const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
         const std::size_t z_bytes = direct ? 0 : align(std::size_t(outputs) * sizeof(A));
@@ -400,9 +418,11 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
           a.parts = 1;
           a.part_len = e.count;
           if (!warp && k != Kernel::rows_thread && k != Kernel::cols_lean) {
-            const int64_t resident = int64_t(occupancy(fn, threads, 0)) * sms * (cols ? threads : 1);
+            const int64_t resident =
+                int64_t(occupancy(fn, threads, 0)) * sms * (cols ? threads : block_rows ? threads / 32 : 1);
             const int64_t want = units >= resident ? 1 : (2 * resident + units - 1) / units;
-            const int64_t least = cols ? 256 / per_thread : 8192;  // elements a part (a thread's: 256)
+            // Elements a part: a thread's 256, a block-rows lane's 16 vectors.
+            const int64_t least = cols ? 256 / per_thread : block_rows ? 16 * lanes_a_vector : 8192;
             a.parts = std::max<int64_t>(1, std::min(want, (e.count + least - 1) / least));
             const int64_t vec = Vec16<T>::kVec;
             a.part_len = ((e.count + a.parts - 1) / a.parts + vec - 1) / vec * vec;
@@ -421,17 +441,20 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
                                   (l.contig ? "contiguous" : l.one_axis ? "strided" : "generic");
         const auto blocks = [&](int threads) -> int64_t {
           if (cols) return (units * a.parts + threads - 1) / threads;
+          if (block_rows) return (units * a.parts + threads / 32 - 1) / (threads / 32);
           if (warp) return (outputs + threads / 32 - 1) / (threads / 32);
           const int64_t b = outputs * a.parts;
           if (b > 0x7fffffff)
             fail(ErrorCategory::unsupported, "epilogue (cuda)", outputs, " outputs x ", a.parts, " parts");
           return b;
         };
-        const char* name = cols ? "cuda::epilogue_reduce_cols"
-                                : warp ? "cuda::epilogue_reduce_rows_warp" : "cuda::epilogue_reduce_rows";
+        const char* name = cols         ? "cuda::epilogue_reduce_cols"
+                           : block_rows ? "cuda::epilogue_reduce_cols_warp"
+                           : warp       ? "cuda::epilogue_reduce_rows_warp"
+                                        : "cuda::epilogue_reduce_rows";
         tuned_launch(fn, name, shape, measurable, [&](int threads) {
           prepare(threads);
-          launch(cols ? "kfuse::cuda::epilogue_reduce_cols" : "kfuse::cuda::epilogue_reduce_rows", fn,
+          launch(cols || block_rows ? "kfuse::cuda::epilogue_reduce_cols" : "kfuse::cuda::epilogue_reduce_rows", fn,
                  dim3(grid_of(blocks(threads))), dim3(threads), 0, false, a);
         });
         // The tail rewrites its rows in place (a re-run would not be the same

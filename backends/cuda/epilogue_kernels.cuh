@@ -425,20 +425,20 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
   }
 }
 
-// N vectors of VEC adjacent outputs at k, k + 1, ...: each output's N values
+// N vectors of VEC adjacent outputs at k, k + dk, ...: each output's N values
 // through the chain (at (o_u, k), 1 apart in k: the call the one-output
 // kernel makes, whose operand lookups the compiler keeps out of the loop;
 // one call on a vector, VEC outputs out_step apart, cost 25% more in time),
 // then pushed as one block (a logsumexp merges them once).
 template <class Ch, class T, class A, int VEC, int N>
 __device__ __forceinline__ void push_vectors(const ReduceArgs<T, A>& a, ReduceAcc<A> (&acc)[VEC], const Vec16<T> (&d)[N],
-                                             int64_t o, int64_t k) {
+                                             int64_t o, int64_t k, int64_t dk = 1) {
 #pragma unroll
   for (int u = 0; u < VEC; ++u) {
     A col[N];
 #pragma unroll
     for (int n = 0; n < N; ++n) col[n] = to_acc<A>(d[n].get(u));
-    Ch::body(a.body, col, o + u * a.out_step, 0, k, 1);
+    Ch::body(a.body, col, o + u * a.out_step, 0, k, dk);
     reduce_push_n(Ch::reduce_kind(a.kind), acc[u], col);
   }
 }
@@ -511,6 +511,63 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
 #pragma unroll
       for (int u = 0; u < VEC; ++u) put(a, o + u * a.out_step, acc[u]);
     } else {
+      join_vector_parts(a, t, o, part, acc);
+    }
+  }
+}
+
+template <class A>
+__device__ __forceinline__ ReduceAcc<A> shfl_down(const ReduceAcc<A>& a, int delta) {
+  return ReduceAcc<A>{__shfl_down_sync(0xffffffffu, a.a, delta), __shfl_down_sync(0xffffffffu, a.b, delta)};
+}
+
+// A warp per row (and part) where the reduced axis and the walk's fastest kept
+// axis, E = a.stride outputs, are one contiguous block (over W, or H and W, of
+// a channels-last Y): a lane takes one of the block's G = E / VEC vectors at
+// every M-th reduced position (M = 32 / G), so a warp's load is M x E
+// contiguous elements, where epi_reduce_cols_vec's warp reads 32 x VEC
+// elements in pieces of E a block apart. The M lanes of a vector are joined
+// by a fixed shuffle tree (deterministic), then as epi_reduce_cols_vec's.
+template <class T, class A, class Ch>
+__global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_cols_warp(const ReduceArgs<T, A> a) {
+  constexpr int VEC = Vec16<T>::kVec, U = 8;
+  const int G = static_cast<int>(a.stride / VEC), M = 32 / G;
+  const int lane = threadIdx.x & 31, m = lane / G;
+  const int64_t rows = a.outputs / a.stride, warps = int64_t(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t g = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); g < rows * a.parts; g += warps) {
+    const int64_t part = a.parts > 1 ? g / rows : 0;
+    const int64_t t = (g - part * rows) * a.stride + (lane % G) * VEC;
+    const int64_t o = output_of(a, t);
+    const T* base = a.y + a.outer.offset(t);
+    const int64_t end = min(a.count, (part + 1) * a.part_len);
+    ReduceAcc<A> acc[VEC];
+#pragma unroll
+    for (int u = 0; u < VEC; ++u) acc[u] = reduce_init<A>(a.kind);
+    if (m < M) {
+      int64_t k = part * a.part_len + m;
+      for (; k + (U - 1) * M < end; k += U * M) {
+        Vec16<T> d[U];
+#pragma unroll
+        for (int n = 0; n < U; ++n) d[n] = load_stream(base + (k + n * M) * a.stride);
+        push_vectors<Ch>(a, acc, d, o, k, M);
+      }
+      for (; k < end; k += M) {
+        const Vec16<T> d[1] = {load_stream(base + k * a.stride)};
+        push_vectors<Ch>(a, acc, d, o, k, M);
+      }
+    }
+    // Lane m takes lane m + s's values (s = 1, 2, 4, ... positions, s x G lanes on) where m is a multiple of 2s.
+    for (int s = 1; s < M; s *= 2) {
+#pragma unroll
+      for (int u = 0; u < VEC; ++u) {
+        const ReduceAcc<A> other = shfl_down(acc[u], s * G);
+        if (m % (2 * s) == 0 && m + s < M) reduce_join(Ch::reduce_kind(a.kind), acc[u], other);
+      }
+    }
+    if (m == 0 && a.parts == 1) {
+#pragma unroll
+      for (int u = 0; u < VEC; ++u) put(a, o + u * a.out_step, acc[u]);
+    } else if (m == 0) {
       join_vector_parts(a, t, o, part, acc);
     }
   }

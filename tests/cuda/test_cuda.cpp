@@ -756,8 +756,14 @@ TEST_F(CudaEpilogue, ChannelsLastYMatchesReference) {
 // walk's fastest axis contiguous, extents multiples of the vector): over H,
 // over C, over H and W (several parts an output), with a per-channel operand
 // in the chain, in both Y layouts and every dtype; describe() names the
-// kernel. Then straight over x, aligned (the vectors) and misaligned (the run
-// takes a thread an output instead).
+// kernel, or epilogue_reduce_cols_warp where the reduced axis and the walk's
+// fastest one are a contiguous block of at most 16 vectors across (over H and
+// W of a channels-last Y; over H of NCHW, 72 columns, in bfloat16). Then
+// over W and over H and W of a channels-last Y of 48 channels (6 vectors of
+// bfloat16 across C, 5 lanes each, and 2 lanes idle; 12 of float32, 2 lanes
+// each; float64's 24 take epilogue_reduce_cols_vec), then straight over x,
+// aligned (the vectors) and misaligned (the run takes a thread an output
+// instead).
 TEST_F(CudaEpilogue, ColumnReductionsTakeSixteenByteLoads) {
   Rng rng(404);
   Conv c;
@@ -768,12 +774,14 @@ TEST_F(CudaEpilogue, ColumnReductionsTakeSixteenByteLoads) {
   struct Case {
     const char* what;
     bool nhwc_vec, nchw_vec;  // whether each layout's walk takes the vectors
+    bool nhwc_warp;           // as a contiguous block (epilogue_reduce_cols_warp), Y channels-last
+    bool nchw_warp16;         // the same for NCHW in bfloat16 (9 vectors across W)
   };
-  const Case cases[] = {{"gelu, x operand, sum over H, tanh", true, true},
-                        {"logsumexp over C", false, true},
-                        {"silu, mean over H and W", true, false},
-                        {"max over H, - 0.5", true, true},
-                        {"x operand, min over C", false, true}};
+  const Case cases[] = {{"gelu, x operand, sum over H, tanh", true, true, false, true},
+                        {"logsumexp over C", false, true, false, false},
+                        {"silu, mean over H and W", true, false, true, false},
+                        {"max over H, - 0.5", true, true, false, true},
+                        {"x operand, min over C", false, true, false, false}};
   for (int which = 0; which < 5; ++which) {
     const Maker make = [&, which](DType dt) {
       Pipeline p(c.x_shape(), dt);
@@ -792,9 +800,32 @@ TEST_F(CudaEpilogue, ColumnReductionsTakeSixteenByteLoads) {
         const Result r = run_both(make, dt, Strategy::fused, c.x_shape(), c.x, {}, false, y);
         const std::string what = detail::cat(cases[which].what, ", Y ", to_string(y), ", ", to_string(dt));
         expect_close(r, dt == DType::bf16 ? 3e-2 : tolerance(dt), what);
-        const bool vec = y == YLayout::nhwc ? cases[which].nhwc_vec : cases[which].nchw_vec;
+        const bool warp = y == YLayout::nhwc ? cases[which].nhwc_warp : cases[which].nchw_warp16 && dt == DType::bf16;
+        const bool vec = (y == YLayout::nhwc ? cases[which].nhwc_vec : cases[which].nchw_vec) && !warp;
         EXPECT_EQ(r.describe.find("epilogue_reduce_cols_vec") != std::string::npos, vec) << what << "\n" << r.describe;
+        EXPECT_EQ(r.describe.find("epilogue_reduce_cols_warp") != std::string::npos, warp) << what << "\n" << r.describe;
       }
+  }
+  Conv c48 = c;
+  c48.Cout = 48, c48.H = 13, c48.W = 30;  // Y [2, 48, 26, 60]
+  c48.fill(rng, 0.3, -1.0, 1.0);
+  const std::vector<double> t48 = uniform(c48.Cout, rng, 0.5, 1.5);
+  for (int which = 0; which < 2; ++which) {
+    const Maker make = [&, which](DType dt) {
+      Pipeline p(c48.x_shape(), dt);
+      c48.add_to(p, dt);
+      const Tensor op = host({c48.Cout, 1, 1}, t48, param_dtype(dt));
+      if (which == 0) return std::move(p.add(op).hardswish().mean({3}, true).sigmoid());
+      return std::move(p.mul(op).logsumexp({2, 3}));
+    };
+    for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
+      const Result r = run_both(make, dt, Strategy::fused, c48.x_shape(), c48.x, {}, false, YLayout::nhwc);
+      const std::string what = detail::cat(which == 0 ? "hardswish, mean over W" : "logsumexp over H and W",
+                                           ", 48 channels, Y nhwc, ", to_string(dt));
+      expect_close(r, dt == DType::bf16 ? 3e-2 : tolerance(dt), what);
+      const char* kernel = dt == DType::f64 ? "epilogue_reduce_cols_vec" : "epilogue_reduce_cols_warp";
+      EXPECT_NE(r.describe.find(kernel), std::string::npos) << what << "\n" << r.describe;
+    }
   }
   const Shape xs{2, 5, 6, 32};
   const std::vector<double> x = uniform(numel(xs), rng, -2.0, 2.0);
@@ -803,7 +834,7 @@ TEST_F(CudaEpilogue, ColumnReductionsTakeSixteenByteLoads) {
     for (DType dt : {DType::f32, DType::f64}) {
       const Result r = run_both(sum_h, dt, Strategy::fused, xs, x, l);
       expect_close(r, tolerance(dt), detail::cat("exp, sum over H of x, offset ", l.offset, " ", to_string(dt)));
-      EXPECT_NE(r.describe.find("epilogue_reduce_cols_vec"), std::string::npos) << r.describe;  // as planned
+      EXPECT_NE(r.describe.find("epilogue_reduce_cols_warp"), std::string::npos) << r.describe;  // as planned (32 columns)
     }
 }
 
