@@ -432,7 +432,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
 // then pushed as one block (a logsumexp merges them once).
 template <class Ch, class T, class A, int VEC, int N>
 __device__ __forceinline__ void push_vectors(const ReduceArgs<T, A>& a, ReduceAcc<A> (&acc)[VEC], const Vec16<T> (&d)[N],
-                                             int64_t o, int64_t k, int64_t dk = 1) {
+                                             int64_t o, int64_t k, int64_t dk) {
 #pragma unroll
   for (int u = 0; u < VEC; ++u) {
     A col[N];
@@ -440,6 +440,23 @@ __device__ __forceinline__ void push_vectors(const ReduceArgs<T, A>& a, ReduceAc
     for (int n = 0; n < N; ++n) col[n] = to_acc<A>(d[n].get(u));
     Ch::body(a.body, col, o + u * a.out_step, 0, k, dk);
     reduce_push_n(Ch::reduce_kind(a.kind), acc[u], col);
+  }
+}
+
+// The reduced positions k, k + dk, ... before `end` of VEC adjacent outputs
+// (o, o + out_step, ...; Y's at base) into acc, U vectors in flight.
+template <class Ch, int U, class T, class A, int VEC>
+__device__ __forceinline__ void reduce_vectors(const ReduceArgs<T, A>& a, ReduceAcc<A> (&acc)[VEC], const T* base,
+                                               int64_t o, int64_t k, int64_t end, int64_t dk) {
+  for (; k + (U - 1) * dk < end; k += U * dk) {
+    Vec16<T> d[U];
+#pragma unroll
+    for (int n = 0; n < U; ++n) d[n] = load_stream(base + (k + n * dk) * a.stride);
+    push_vectors<Ch>(a, acc, d, o, k, dk);
+  }
+  for (; k < end; k += dk) {
+    const Vec16<T> d[1] = {load_stream(base + k * a.stride)};
+    push_vectors<Ch>(a, acc, d, o, k, dk);
   }
 }
 
@@ -496,17 +513,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
     ReduceAcc<A> acc[VEC];
 #pragma unroll
     for (int u = 0; u < VEC; ++u) acc[u] = reduce_init<A>(a.kind);
-    int64_t k = part * a.part_len;
-    for (; k + U - 1 < end; k += U) {
-      Vec16<T> d[U];
-#pragma unroll
-      for (int n = 0; n < U; ++n) d[n] = load_stream(base + (k + n) * a.stride);
-      push_vectors<Ch>(a, acc, d, o, k);
-    }
-    for (; k < end; ++k) {
-      const Vec16<T> d[1] = {load_stream(base + k * a.stride)};
-      push_vectors<Ch>(a, acc, d, o, k);
-    }
+    reduce_vectors<Ch, U>(a, acc, base, o, part * a.part_len, end, 1);
     if (a.parts == 1) {
 #pragma unroll
       for (int u = 0; u < VEC; ++u) put(a, o + u * a.out_step, acc[u]);
@@ -543,19 +550,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
     ReduceAcc<A> acc[VEC];
 #pragma unroll
     for (int u = 0; u < VEC; ++u) acc[u] = reduce_init<A>(a.kind);
-    if (m < M) {
-      int64_t k = part * a.part_len + m;
-      for (; k + (U - 1) * M < end; k += U * M) {
-        Vec16<T> d[U];
-#pragma unroll
-        for (int n = 0; n < U; ++n) d[n] = load_stream(base + (k + n * M) * a.stride);
-        push_vectors<Ch>(a, acc, d, o, k, M);
-      }
-      for (; k < end; k += M) {
-        const Vec16<T> d[1] = {load_stream(base + k * a.stride)};
-        push_vectors<Ch>(a, acc, d, o, k, M);
-      }
-    }
+    if (m < M) reduce_vectors<Ch, U>(a, acc, base, o, part * a.part_len + m, end, M);
     // Lane m takes lane m + s's values (s = 1, 2, 4, ... positions, s x G lanes on) where m is a multiple of 2s.
     for (int s = 1; s < M; s *= 2) {
 #pragma unroll
