@@ -491,6 +491,19 @@ __device__ __forceinline__ void join_vector_parts(const ReduceArgs<T, A>& a, int
   }
 }
 
+// Part `part` of the walk's outputs t .. t + VEC - 1 (o, o + out_step, ...):
+// put, or kept for the last of their parts to join.
+template <class T, class A, int VEC>
+__device__ __forceinline__ void put_vectors(const ReduceArgs<T, A>& a, int64_t t, int64_t o, int64_t part,
+                                            const ReduceAcc<A> (&acc)[VEC]) {
+  if (a.parts > 1) {
+    join_vector_parts(a, t, o, part, acc);
+    return;
+  }
+#pragma unroll
+  for (int u = 0; u < VEC; ++u) put(a, o + u * a.out_step, acc[u]);
+}
+
 // The columns kernel on VEC adjacent outputs a thread with 16-byte loads:
 // when the walk's fastest axis is contiguous in Y and VEC divides its extent,
 // the other kept strides and the reduced stride (so each load is aligned),
@@ -514,12 +527,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
 #pragma unroll
     for (int u = 0; u < VEC; ++u) acc[u] = reduce_init<A>(a.kind);
     reduce_vectors<Ch, U>(a, acc, base, o, part * a.part_len, end, 1);
-    if (a.parts == 1) {
-#pragma unroll
-      for (int u = 0; u < VEC; ++u) put(a, o + u * a.out_step, acc[u]);
-    } else {
-      join_vector_parts(a, t, o, part, acc);
-    }
+    put_vectors(a, t, o, part, acc);
   }
 }
 
@@ -559,12 +567,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
         if (m % (2 * s) == 0 && m + s < M) reduce_join(Ch::reduce_kind(a.kind), acc[u], other);
       }
     }
-    if (m == 0 && a.parts == 1) {
-#pragma unroll
-      for (int u = 0; u < VEC; ++u) put(a, o + u * a.out_step, acc[u]);
-    } else if (m == 0) {
-      join_vector_parts(a, t, o, part, acc);
-    }
+    if (m == 0) put_vectors(a, t, o, part, acc);
   }
 }
 
