@@ -399,13 +399,16 @@ Pipeline epilogue_pipeline(int which, Rng& rng, DType dt) {
     case 5: p.leaky_relu(0.1).min({0}, true).abs(); break;
     case 6: p.relu().softmax(1).mean({2, 3}); break;  // softmax then a reduction: two stages
     case 7: p.relu().mean({1}).softmax(2).mul(3.0); break;  // a tail on rows of W = 12 values
-    default: p.clamp(-0.5, 0.5).sum({1, 3}, true).exp(); break;  // non-trailing pair: reduce then tail
+    case 8: p.clamp(-0.5, 0.5).sum({1, 3}, true).exp(); break;  // non-trailing pair: reduce then point ops
+    default:  // point ops on each output with operands along C and W, then along N (a reshape on the way)
+      p.gelu().sum({2}).add(host_random({4, 12}, dt, rng, -1, 1)).tanh().mul(host_random({2, 1, 1}, dt, rng, -1, 1));
+      break;
   }
   return p;
 }
 
 TEST(Plan, FusedEpilogueMatchesReference) {
-  for (int which = 0; which < 9; ++which) {
+  for (int which = 0; which < 10; ++which) {
     SCOPED_TRACE(which);
     Rng rng(100 + which);
     const Pipeline p = epilogue_pipeline(which, rng, DType::f64);
@@ -416,6 +419,10 @@ TEST(Plan, FusedEpilogueMatchesReference) {
     EXPECT_EQ(plan.strategy(), Strategy::fused) << plan.describe();
     if (which == 6) {
       EXPECT_NE(plan.describe().find("2 epilogue stages"), std::string::npos) << plan.describe();
+    }
+    if (which == 9) {  // no tail: the point ops run as each output is stored
+      EXPECT_NE(plan.describe().find("sum, 3 point ops on each output as it is stored"), std::string::npos)
+          << plan.describe();
     }
     EXPECT_LE(rel_error(run_poisoned(plan, x), ref), 1e-12) << plan.describe();
   }
@@ -477,10 +484,10 @@ TEST(Plan, ChannelsLastYMatchesReference) {
   PlanOptions nhwc;
   nhwc.strategy = Strategy::fused;
   nhwc.y_layout = YLayout::nhwc;
-  for (int which = 0; which < 17; ++which) {
+  for (int which = 0; which < 18; ++which) {
     SCOPED_TRACE(which);
     Rng rng(500 + which);
-    const Pipeline p = which < 9 ? epilogue_pipeline(which, rng, DType::f64) : staged_pipeline(which - 9, rng, DType::f64);
+    const Pipeline p = which < 10 ? epilogue_pipeline(which, rng, DType::f64) : staged_pipeline(which - 10, rng, DType::f64);
     const HostTensor<double> x = random_tensor<double>(p.input_shape(), rng, Layout::contiguous, 0, 1);
     const Plan plan(p, nhwc);
     EXPECT_NE(plan.describe().find("channels-last (NHWC)"), std::string::npos) << plan.describe();

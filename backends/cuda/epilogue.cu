@@ -396,6 +396,7 @@ void epilogue(const EpilogueStep<A>& e, const StageKernels<T, A>& kernels, const
       a.order = l.order;
       a.ordered = l.ordered;
       a.body = e.body;
+      a.after = e.after;
       a.kind = e.reduce;
       a.count = e.count;
       a.outputs = outputs;

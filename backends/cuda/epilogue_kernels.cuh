@@ -15,8 +15,10 @@
 //           output when there are few, joined by the last one to finish);
 //           reduced axes elsewhere ("columns", e.g. logsumexp over C): a
 //           thread per output, loads coalesced across threads.
-//           Then the tail on the R x K intermediate (a second kernel; a
-//           thread, a warp or a block per row by K), unless there is none.
+//           Point ops after the reduction run on each output as it is
+//           stored (`after`); a reduction or softmax over the outputs'
+//           trailing axes (the tail) runs on the R x K intermediate (a
+//           second kernel; a thread, a warp or a block per row by K).
 //  softmax  a warp/block per row when the axis is contiguous, else rows
 //           across: a block's warps holding 32 rows of up to 256 values
 //           between them, or a thread per row; a row is read twice (the
@@ -229,6 +231,7 @@ struct ReduceArgs {
   Indexer order;         // the walk over the kept axes -> the output's index (when `ordered`)
   bool ordered;          // false: the walk is the output's row-major order
   Chain<A> body;
+  Chain<A> after;   // on each output as it is stored (none when there is a tail)
   ReduceKind kind;
   int64_t count;    // elements per output
   int64_t outputs;  // R * K
@@ -252,17 +255,18 @@ __device__ __forceinline__ int64_t output_of(const Args& a, int64_t t) {
   return a.ordered ? a.order.offset(t) : t;
 }
 
-template <class T, class A>
+template <class Ch, class T, class A>
 __device__ __forceinline__ void put(const ReduceArgs<T, A>& a, int64_t o, const ReduceAcc<A>& r) {
-  const A v = reduce_finish(a.kind, r, a.count);
-  if (a.z) a.z[o] = v;
-  else a.out[o] = to_elem<T>(v);
+  A v[1] = {reduce_finish(a.kind, r, a.count)};
+  Ch::after(a.after, v, o, 0, 0, 0);
+  if (a.z) a.z[o] = v[0];
+  else a.out[o] = to_elem<T>(v[0]);
 }
 
 // Part `part` of the walk's output t (o in the output) is r: kept; the last
 // of the output's parts to arrive joins them in order (deterministic) and
 // puts the result.
-template <class T, class A>
+template <class Ch, class T, class A>
 __device__ __forceinline__ void join_parts(const ReduceArgs<T, A>& a, int64_t t, int64_t o, int64_t part,
                                            const ReduceAcc<A>& r) {
   a.partials[t * a.parts + part] = r;
@@ -275,7 +279,7 @@ __device__ __forceinline__ void join_parts(const ReduceArgs<T, A>& a, int64_t t,
       const ReduceAcc<A> pq{__ldcg(&pp->a), __ldcg(&pp->b)};
       reduce_join(a.kind, all, pq);
     }
-    put(a, o, all);
+    put<Ch>(a, o, all);
     a.counters[t] = 0u;
   }
 }
@@ -339,11 +343,11 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_row
   for (int k = 1; k < VEC; ++k) reduce_join(a.kind, acc[0], acc[k]);
   const ReduceAcc<A> r = WARP ? warp_join(a.kind, acc[0]) : block_join(a.kind, acc[0], wred);
   if (WARP || a.parts == 1) {
-    if (lane == 0) put(a, o, r);
+    if (lane == 0) put<Ch>(a, o, r);
     return;
   }
   // Several blocks per output: the last to finish joins the parts in order.
-  if (threadIdx.x == 0) join_parts(a, t, o, part, r);
+  if (threadIdx.x == 0) join_parts<Ch>(a, t, o, part, r);
 }
 
 // N (even) values of one output into a thread's two accumulators, in turn
@@ -420,8 +424,8 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
       for (; k < end; ++k) push<Ch>(a, acc0, base[a.inner.offset(k)], o, k);
     }
     reduce_join(a.kind, acc0, acc1);
-    if (!kParts || a.parts == 1) put(a, MODE == 0 ? output_of(a, t) : o, acc0);
-    else join_parts(a, t, o, part, acc0);
+    if (!kParts || a.parts == 1) put<Ch>(a, MODE == 0 ? output_of(a, t) : o, acc0);
+    else join_parts<Ch>(a, t, o, part, acc0);
   }
 }
 
@@ -465,7 +469,7 @@ __device__ __forceinline__ void reduce_vectors(const ReduceArgs<T, A>& a, Reduce
 // group's parts to arrive joins each output's parts in order (deterministic),
 // the VEC outputs' loads together. (join_parts on each output in turn made a
 // mean over H and W, 132 parts of 4 outputs a thread, 0.13 ms slower.)
-template <class T, class A, int VEC>
+template <class Ch, class T, class A, int VEC>
 __device__ __forceinline__ void join_vector_parts(const ReduceArgs<T, A>& a, int64_t t, int64_t o, int64_t part,
                                                   const ReduceAcc<A> (&r)[VEC]) {
   ReduceAcc<A>* group = a.partials + t * a.parts;  // [parts][VEC]
@@ -486,22 +490,22 @@ __device__ __forceinline__ void join_vector_parts(const ReduceArgs<T, A>& a, int
       }
     }
 #pragma unroll
-    for (int u = 0; u < VEC; ++u) put(a, o + u * a.out_step, all[u]);
+    for (int u = 0; u < VEC; ++u) put<Ch>(a, o + u * a.out_step, all[u]);
     a.counters[t] = 0u;
   }
 }
 
 // Part `part` of the walk's outputs t .. t + VEC - 1 (o, o + out_step, ...):
 // put, or kept for the last of their parts to join.
-template <class T, class A, int VEC>
+template <class Ch, class T, class A, int VEC>
 __device__ __forceinline__ void put_vectors(const ReduceArgs<T, A>& a, int64_t t, int64_t o, int64_t part,
                                             const ReduceAcc<A> (&acc)[VEC]) {
   if (a.parts > 1) {
-    join_vector_parts(a, t, o, part, acc);
+    join_vector_parts<Ch>(a, t, o, part, acc);
     return;
   }
 #pragma unroll
-  for (int u = 0; u < VEC; ++u) put(a, o + u * a.out_step, acc[u]);
+  for (int u = 0; u < VEC; ++u) put<Ch>(a, o + u * a.out_step, acc[u]);
 }
 
 // The columns kernel on VEC adjacent outputs a thread with 16-byte loads:
@@ -527,7 +531,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
 #pragma unroll
     for (int u = 0; u < VEC; ++u) acc[u] = reduce_init<A>(a.kind);
     reduce_vectors<Ch, U>(a, acc, base, o, part * a.part_len, end, 1);
-    put_vectors(a, t, o, part, acc);
+    put_vectors<Ch>(a, t, o, part, acc);
   }
 }
 
@@ -567,7 +571,7 @@ __global__ void __launch_bounds__(kThreads, KFUSE_EPI_MIN_BLOCKS) epi_reduce_col
         if (m % (2 * s) == 0 && m + s < M) reduce_join(Ch::reduce_kind(a.kind), acc[u], other);
       }
     }
-    if (m == 0) put_vectors(a, t, o, part, acc);
+    if (m == 0) put_vectors<Ch>(a, t, o, part, acc);
   }
 }
 

@@ -494,12 +494,18 @@ void run_epilogue(const EpilogueStep<A>& e, const TensorView& y, const TensorVie
       }
     });
   } else if (e.main == MainKind::reduce) {
-    // With no tail ops and a value a row, the reductions are the output.
+    // With no tail ops and a value a row, the reductions are the output, and
+    // the point ops after them run on it in place.
     const Tail<A>& tail = e.tail;
     const bool direct = tail.n == 0 && tail.K_out == tail.K;
     A* z = direct ? op : kokkos::scratch<A>(kokkos::Slot::z, tail.R * tail.K);
     kokkos::run_reduce_rows<A, R>("kfuse::epilogue::reduce", row, body, e.reduce, tail.R * tail.K, z, 0);
     if (!direct) run_tail_rows(tail, z, op);
+    if (e.after.n > 0) {
+      const kokkos::Body<A> after{e.after.ops, e.after.n};
+      Kokkos::parallel_for("kfuse::epilogue::after", Range(0, tail.R * tail.K_out),
+                           KOKKOS_LAMBDA(int64_t o) { op[o] = after(op[o], o, 0); });
+    }
   } else {
     Indexer out_outer, out_inner;
     split_axes(y.shape, contiguous_strides(y.shape), e.mask, out_outer, out_inner);

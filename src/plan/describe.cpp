@@ -32,8 +32,10 @@ template <class A>
 std::string epilogue_text(const EpilogueStep<A>& e) {
   const char* m = e.main == MainKind::map ? "map" : e.main == MainKind::reduce ? "reduce" : "softmax";
   return cat("epilogue stage (", m, ") over ", to_string(e.y_shape), ": ", e.body.n, " point ops",
-             e.main == MainKind::reduce ? cat(", ", to_string(e.reduce), ", ", e.tail.n, "-op tail on ", e.tail.R,
-                                              " rows of ", e.tail.K)
+             e.main == MainKind::reduce
+                 ? cat(", ", to_string(e.reduce),
+                       e.after.n ? cat(", ", e.after.n, " point ops on each output as it is stored")
+                                 : cat(", ", e.tail.n, "-op tail on ", e.tail.R, " rows of ", e.tail.K))
              : e.main == MainKind::softmax ? cat(", softmax, ", e.after.n, " point ops")
                                            : std::string());
 }

@@ -77,14 +77,21 @@ Stage<A> next_stage(const Stages& st, std::size_t i, Store<A>& store) {
   if (auto* r = std::get_if<ReduceOp>(&st[j].op)) {
     e.main = MainKind::reduce;
     e.reduce = r->kind;
-    // The longest run of ops after the reduction that fits its row program.
-    for (std::size_t end = n; end > j; --end) {
+    // The point ops right after the reduction, and the longest run of ops
+    // past them that fits its row program (a reduction or softmax over the
+    // outputs' trailing axes: the tail, its own launch on the intermediate).
+    std::size_t p = j + 1;
+    while (p < n && is_point(st[p].op) && !expands(st[p])) ++p;
+    for (std::size_t end = n; end > p; --end) {
       const Stages rest(st.begin() + j + 1, st.begin() + end);
-      const Shape& out = rest.empty() ? st[j].out_shape : rest.back().out_shape;
       std::string why;
-      if (build_tail(rest, st[j].out_shape, numel_of(out), store, e.tail, why)) return Stage<A>{e, end};
+      if (build_tail(rest, st[j].out_shape, numel_of(rest.back().out_shape), store, e.tail, why)) return Stage<A>{e, end};
     }
-    fail(ErrorCategory::unsupported, "plan", "no row program fits after ", op_text(st[j].op));  // unreachable: an empty one always fits
+    // Only point ops fit: they run on each output as it is stored (`after`,
+    // indexed by the output's flat index: reshapes on the way change nothing).
+    e.after = build_chain(st, j + 1, p, store, 0u);
+    e.tail = Tail<A>{nullptr, 0, numel_of(st[j].out_shape), 1, 1};
+    return Stage<A>{e, p};
   }
   e.main = MainKind::softmax;
   std::size_t end = j + 1;

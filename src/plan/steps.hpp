@@ -46,7 +46,8 @@ struct EpilogueStep {
   uint32_t mask = 0;                    // the main stage's axes of Y
   int64_t count = 1;                    // elements per main reduction / softmax row
   Tail<A> tail;                         // main == reduce
-  Chain<A> after;                       // point ops after a main softmax
+  Chain<A> after;                       // point ops after the main softmax, or on each output of the
+                                        // main reduction (flat index; then the tail has no ops)
   Shape y_shape;
   Shape y_strides;                      // the layout the plan gives Y (empty: contiguous)
 };

@@ -777,9 +777,9 @@ TEST_F(CudaEpilogue, ColumnReductionsTakeSixteenByteLoads) {
     bool nhwc_warp;           // as a contiguous block (epilogue_reduce_cols_warp), Y channels-last
     bool nchw_warp16;         // the same for NCHW in bfloat16 (9 vectors across W)
   };
-  const Case cases[] = {{"gelu, x operand, sum over H, tanh", true, true, false, true},
+  const Case cases[] = {{"gelu, x operand, sum over H, tanh, x operand", true, true, false, true},
                         {"logsumexp over C", false, true, false, false},
-                        {"silu, mean over H and W", true, false, true, false},
+                        {"silu, mean over H and W, x operand", true, false, true, false},
                         {"max over H, - 0.5", true, true, false, true},
                         {"x operand, min over C", false, true, false, false}};
   for (int which = 0; which < 5; ++which) {
@@ -788,9 +788,10 @@ TEST_F(CudaEpilogue, ColumnReductionsTakeSixteenByteLoads) {
       c.add_to(p, dt);
       const Tensor op = host({c.Cout, 1, 1}, t, param_dtype(dt));
       switch (which) {
-        case 0: return std::move(p.gelu().mul(op).sum({2}, true).tanh());
+        // (The point ops after a reduction run on each output as it is stored: operands along C here.)
+        case 0: return std::move(p.gelu().mul(op).sum({2}, true).tanh().mul(op));
         case 1: return std::move(p.logsumexp({1}, true));
-        case 2: return std::move(p.silu().mean({2, 3}));
+        case 2: return std::move(p.silu().mean({2, 3}).mul(host({c.Cout}, t, param_dtype(dt))));
         case 3: return std::move(p.max({2}, true).sub(0.5));
         default: return std::move(p.mul(op).min({1}));
       }
@@ -815,12 +816,12 @@ TEST_F(CudaEpilogue, ColumnReductionsTakeSixteenByteLoads) {
       Pipeline p(c48.x_shape(), dt);
       c48.add_to(p, dt);
       const Tensor op = host({c48.Cout, 1, 1}, t48, param_dtype(dt));
-      if (which == 0) return std::move(p.add(op).hardswish().mean({3}, true).sigmoid());
+      if (which == 0) return std::move(p.add(op).hardswish().mean({3}, true).sigmoid().sub(op));
       return std::move(p.mul(op).logsumexp({2, 3}));
     };
     for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
       const Result r = run_both(make, dt, Strategy::fused, c48.x_shape(), c48.x, {}, false, YLayout::nhwc);
-      const std::string what = detail::cat(which == 0 ? "hardswish, mean over W" : "logsumexp over H and W",
+      const std::string what = detail::cat(which == 0 ? "hardswish, mean over W, sigmoid, - operand" : "logsumexp over H and W",
                                            ", 48 channels, Y nhwc, ", to_string(dt));
       expect_close(r, dt == DType::bf16 ? 3e-2 : tolerance(dt), what);
       const char* kernel = dt == DType::f64 ? "epilogue_reduce_cols_vec" : "epilogue_reduce_cols_warp";
