@@ -286,17 +286,75 @@ __device__ __forceinline__ void stage_vector(T* dst, const T* row, const T* x, i
 
 // ---- The kernel ------------------------------------------------------------------
 
-// Mode 3: the tile's part of each channel's reduction over H and W, from the
-// values in sO (pixels outside the output hold the identity). A column
-// phase's pixels are one run of kBM >> ncp_log2 values from q * qstride, so
-// four threads take a channel, each every fourth 16-byte vector of its runs,
-// and two shuffles join them (a fixed order: bitwise reproducible); channel
-// c's part goes to out[c * stride]. The parts of sum and mean are sums
-// (igemm_finish divides a mean by Hout * Wout). The kind through Ch: a
-// constant in a compiled kernel (with one warp a channel, index arithmetic
-// and a switch a value, this took 0.44 ms of 1.54 on the H100 for convT
-// 64->64 k3 s2 on [64, 64, 128, 128], 2026-12-06). Out of line: inlined, it
-// made ptxas spill in the main loop of the generic TF32 kernel (sm_90).
+// Mode 3 with compiled chains: the tile's part of each channel's reduction
+// over H and W from the accumulators in registers (no round trip through
+// shared memory, no barrier before the chain): a thread's values are 8 pixel
+// pairs (mf, h) of its warp's column phase by 8 channels (nf, e), as the
+// m16n8 fragments hold them; the bias and the chain on a pixel's four
+// channels of one parity (8 apart), pixels outside the output left out; the
+// warp's 8 lanes of a channel pair (gq) join by shuffles, the block's 4 M
+// warps through red[4][kBN] in shared memory, in a fixed order (bitwise
+// reproducible). Channel c's part goes to out[c * row_stride]; the parts of
+// sum and mean are sums (igemm_finish divides a mean by Hout * Wout). Probe
+// n3 (relu, max over H and W of a k2 s2 conv into 151M values): 0.336 ->
+// 0.222 ms in bfloat16, H100, 2026-12-07. Interpreted chains (the built-in
+// kernels) take the tile path below: this one, inlined with the interpreter,
+// spilled in the run-time-geometry kernels (sm_89, sm_90).
+template <class Ch>
+__device__ __forceinline__ void igemm_tile_parts_hw_regs(const float (&acc)[4][4][4], const IgemmEpilogue& ep,
+                                                         const IgemmParams& p, const IgemmPhase& ph, int64_t row0,
+                                                         int nco, int a0, int b0, int q, int wq, int bwp_log2,
+                                                         const float* sbias, float* red, float* out) {
+  using namespace igemm;
+  const ReduceKind kind = Ch::reduce_kind(ep.kind);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wn = warp & 1, wm = warp >> 1;
+  const int gq = lane >> 2, tq = lane & 3;
+  ReduceAcc<float> r[4][2];
+#pragma unroll
+  for (int nf = 0; nf < 4; ++nf) r[nf][0] = r[nf][1] = reduce_init<float>(kind);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int mm = wq * 64 + (i >> 1) * 16 + (i & 1) * 8 + gq;  // in the phase's run: (row << bwp_log2) + column
+    const int a = a0 + (mm >> bwp_log2), b = b0 + (mm & ((1 << bwp_log2) - 1));
+    if (a >= ph.Hp || b >= ph.Wp[q]) continue;
+    const int64_t pix = int64_t(ph.rp + p.sh * a) * p.Wout + ph.cp[q] + p.sw * b;
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int c0 = wn * 32 + 2 * tq + e;
+      float v[4];  // channels c0 + 8 nf
+#pragma unroll
+      for (int nf = 0; nf < 4; ++nf) v[nf] = acc[i >> 1][nf][2 * (i & 1) + e] + sbias[c0 + 8 * nf];
+      Ch::body(ep.body, v, row0 + c0, 8, pix, 0);
+#pragma unroll
+      for (int nf = 0; nf < 4; ++nf) reduce_push(kind, r[nf][e], v[nf]);
+    }
+  }
+#pragma unroll
+  for (int off = 4; off < 32; off <<= 1)
+#pragma unroll
+    for (int nf = 0; nf < 4; ++nf)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) reduce_push(kind, r[nf][e], __shfl_xor_sync(0xffffffffu, r[nf][e].a, off));
+  if (gq == 0)
+#pragma unroll
+    for (int nf = 0; nf < 4; ++nf)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) red[wm * kBN + wn * 32 + nf * 8 + 2 * tq + e] = r[nf][e].a;
+  __syncthreads();
+  if (tid >= nco) return;
+  ReduceAcc<float> all = reduce_init<float>(kind);
+  for (int w = 0; w < 4; ++w) reduce_push(kind, all, red[w * kBN + tid]);
+  out[tid * igemm_parts(p, 3).row_stride] = all.a;
+}
+
+// Mode 3 with interpreted chains (the built-in kernels): the tile's part of
+// each channel's reduction over H and W, from the values in sO (pixels
+// outside the output hold the identity). A column phase's pixels are one run
+// of kBM >> ncp_log2 values from q * qstride, so four threads take a channel,
+// each every fourth 16-byte vector of its runs, and two shuffles join them (a
+// fixed order: bitwise reproducible); channel c's part goes to out[c *
+// stride], sums for sum and mean as above. Out of line: inlined, it made
+// ptxas spill in the main loop of the generic TF32 kernel (sm_90).
 template <class Ch>
 static __device__ __noinline__ void igemm_tile_parts_hw(const float* sO, int nco, int ncp_log2, ReduceKind k,
                                                         float* out, int64_t stride) {
@@ -642,9 +700,15 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   }
   cp_async_wait<0>();
   __syncthreads();
+  float* sO = reinterpret_cast<float*>(smem_raw);
+  if constexpr (Ch::kCompiled)
+    if (ep.mode == 3) {
+      igemm_tile_parts_hw_regs<Ch>(acc, ep, p, ph, int64_t(n) * p.Cout + g * p.cout_g + co0, min(kBN, p.cout_g - co0),
+                                   a0, b0, warp_phase(), warp_in_phase(), bwp_log2, sbias, sO, partial());
+      return;
+    }
 
   // ---- Epilogue: accumulators -> shared memory [channel][pixel] ----
-  float* sO = reinterpret_cast<float*>(smem_raw);
   const int qstride = (kBM + 32) >> ncp_log2;  // where column phase q's pixels start in a row of sO
 #pragma unroll
   for (int mf = 0; mf < 4; ++mf)
