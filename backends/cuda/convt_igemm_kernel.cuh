@@ -286,22 +286,60 @@ __device__ __forceinline__ void stage_vector(T* dst, const T* row, const T* x, i
 
 // ---- The kernel ------------------------------------------------------------------
 
+// The output pixel (oh * Wout + ow) at position mm of column phase q's run in
+// the tile at (a0, b0) of the phase grid; false outside the output.
+__device__ __forceinline__ bool igemm_pixel(const IgemmParams& p, const IgemmPhase& ph, int q, int mm, int a0, int b0,
+                                            int bwp_log2, int64_t& pix) {
+  const int a = a0 + (mm >> bwp_log2), b = b0 + (mm & ((1 << bwp_log2) - 1));
+  pix = int64_t(ph.rp + p.sh * a) * p.Wout + ph.cp[q] + p.sw * b;
+  return a < ph.Hp && b < ph.Wp[q];
+}
+
+// The bias and the chain on a thread's accumulators of its pixel i (8 pixels
+// (mf, h) by 8 channels (nf, e), as the m16n8 fragments hold them: rows mf *
+// 16 + h * 8 + gq of the warp's 64, channels wn * 32 + nf * 8 + 2 * tq + e of
+// the tile), two channels 8 apart a call, none from the tile's 16-channel step
+// past nco (a group of 16 channels, say, leaves the N warp of 32 to 63 idle);
+// push(nf, e, v) takes each value of a channel below nco. The values go back
+// to acc.
+template <class Ch, class Push>
+__device__ __forceinline__ void igemm_chain_regs(float (&acc)[4][4][4], int i, const IgemmEpilogue& ep,
+                                                 const float* sbias, int64_t row0, int64_t pix, int nco,
+                                                 Push&& push) {
+  const int lane = threadIdx.x & 31, wn = (threadIdx.x >> 5) & 1, tq = lane & 3;
+#pragma unroll
+  for (int e = 0; e < 2; ++e)
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {  // nf = 2k, 2k + 1
+      const int c = wn * 32 + 16 * k + 2 * tq + e;
+      if (c >= nco) continue;
+      float v[2];
+#pragma unroll
+      for (int j = 0; j < 2; ++j) v[j] = acc[i >> 1][2 * k + j][2 * (i & 1) + e] + sbias[c + 8 * j];
+      Ch::body(ep.body, v, row0 + c, 8, pix, 0);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        acc[i >> 1][2 * k + j][2 * (i & 1) + e] = v[j];
+        if (c + 8 * j < nco) push(2 * k + j, e, v[j]);
+      }
+    }
+}
+
 // Mode 3 with compiled chains: the tile's part of each channel's reduction
 // over H and W from the accumulators in registers (no round trip through
-// shared memory, no barrier before the chain): a thread's values are 8 pixel
-// pairs (mf, h) of its warp's column phase by 8 channels (nf, e), as the
-// m16n8 fragments hold them; the bias and the chain on a pixel's four
-// channels of one parity (8 apart), pixels outside the output left out; the
-// warp's 8 lanes of a channel pair (gq) join by shuffles, the block's 4 M
-// warps through red[4][kBN] in shared memory, in a fixed order (bitwise
-// reproducible). Channel c's part goes to out[c * row_stride]; the parts of
-// sum and mean are sums (igemm_finish divides a mean by Hout * Wout). Probe
+// shared memory, no barrier before the chain): the bias and the chain on a
+// thread's 8 pixels by 8 channels (igemm_chain_regs), pixels outside the
+// output left out; the warp's 8 lanes of a channel pair (gq) join by
+// shuffles, the block's 4 M warps through red[4][kBN] in shared memory, in a
+// fixed order (bitwise reproducible). Channel c's part goes to out[c *
+// row_stride]; the parts of sum and mean are sums (igemm_finish divides a
+// mean by Hout * Wout). Probe
 // n3 (relu, max over H and W of a k2 s2 conv into 151M values): 0.336 ->
 // 0.222 ms in bfloat16, H100, 2026-12-07. Interpreted chains (the built-in
 // kernels) take the tile path below: this one, inlined with the interpreter,
 // spilled in the run-time-geometry kernels (sm_89, sm_90).
 template <class Ch>
-__device__ __forceinline__ void igemm_tile_parts_hw_regs(const float (&acc)[4][4][4], const IgemmEpilogue& ep,
+__device__ __forceinline__ void igemm_tile_parts_hw_regs(float (&acc)[4][4][4], const IgemmEpilogue& ep,
                                                          const IgemmParams& p, const IgemmPhase& ph, int64_t row0,
                                                          int nco, int a0, int b0, int q, int wq, int bwp_log2,
                                                          const float* sbias, float* red, float* out) {
@@ -314,20 +352,10 @@ __device__ __forceinline__ void igemm_tile_parts_hw_regs(const float (&acc)[4][4
   for (int nf = 0; nf < 4; ++nf) r[nf][0] = r[nf][1] = reduce_init<float>(kind);
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
-    const int mm = wq * 64 + (i >> 1) * 16 + (i & 1) * 8 + gq;  // in the phase's run: (row << bwp_log2) + column
-    const int a = a0 + (mm >> bwp_log2), b = b0 + (mm & ((1 << bwp_log2) - 1));
-    if (a >= ph.Hp || b >= ph.Wp[q]) continue;
-    const int64_t pix = int64_t(ph.rp + p.sh * a) * p.Wout + ph.cp[q] + p.sw * b;
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int c0 = wn * 32 + 2 * tq + e;
-      float v[4];  // channels c0 + 8 nf
-#pragma unroll
-      for (int nf = 0; nf < 4; ++nf) v[nf] = acc[i >> 1][nf][2 * (i & 1) + e] + sbias[c0 + 8 * nf];
-      Ch::body(ep.body, v, row0 + c0, 8, pix, 0);
-#pragma unroll
-      for (int nf = 0; nf < 4; ++nf) reduce_push(kind, r[nf][e], v[nf]);
-    }
+    int64_t pix;
+    if (igemm_pixel(p, ph, q, wq * 64 + (i >> 1) * 16 + (i & 1) * 8 + gq, a0, b0, bwp_log2, pix))
+      igemm_chain_regs<Ch>(acc, i, ep, sbias, row0, pix, nco,
+                           [&](int nf, int e, float v) { reduce_push(kind, r[nf][e], v); });
   }
 #pragma unroll
   for (int off = 4; off < 32; off <<= 1)
@@ -345,6 +373,95 @@ __device__ __forceinline__ void igemm_tile_parts_hw_regs(const float (&acc)[4][4
   ReduceAcc<float> all = reduce_init<float>(kind);
   for (int w = 0; w < 4; ++w) reduce_push(kind, all, red[w * kBN + tid]);
   out[tid * igemm_parts(p, 3).row_stride] = all.a;
+}
+
+// Mode 1 with compiled chains: each pixel's reduction over the tile's
+// channels from the accumulators in registers (no round trip through the
+// [channel][pixel] tile): the bias and the chain as in mode 3, a pixel's 4
+// lanes (tq) join by shuffles, the
+// block's 2 N warps through red[2][kBM] in shared memory, and a thread a pixel
+// (column phase fastest, as the tile path stores) joins them in a fixed order
+// and finishes the reduction, or writes the tile's part (igemm_parts). A
+// logsumexp takes two such passes: the max, then the sum of exp(v - max) over
+// the values kept in acc. Channels past nco are left out.
+template <class Ch, class T>
+__device__ __forceinline__ void igemm_tile_reduce_c_regs(float (&acc)[4][4][4], const IgemmEpilogue& ep,
+                                                         const IgemmParams& p, const IgemmPhase& ph, int n,
+                                                         int64_t row0, int nco, int part, int a0, int b0,
+                                                         int ncp_log2, int bwp_log2, const float* sbias, float* red,
+                                                         T* y) {
+  using namespace igemm;
+  const ReduceKind kind = Ch::reduce_kind(ep.kind);
+  const bool lse = kind == ReduceKind::logsumexp;
+  const ReduceKind first = lse ? ReduceKind::max : kind;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wn = warp & 1, wm = warp >> 1;
+  const int gq = lane >> 2, tq = lane & 3;
+  const int q = wm >> (2 - ncp_log2), wq = wm & ((4 >> ncp_log2) - 1);
+  // A thread's pixel i: run position wq * 64 + i_off(i), block slot wm * 64 + i_off(i).
+  auto i_off = [&](int i) { return (i >> 1) * 16 + (i & 1) * 8 + gq; };
+  // This thread's values pushed into r[i], each pixel's 4 lanes and then the
+  // 2 N warps joined into red (read after the barrier).
+  auto join = [&](ReduceKind k, ReduceAcc<float> (&r)[8], float* to) {
+#pragma unroll
+    for (int off = 1; off < 4; off <<= 1)
+#pragma unroll
+      for (int i = 0; i < 8; ++i) reduce_push(k, r[i], __shfl_xor_sync(0xffffffffu, r[i].a, off));
+    if (tq == 0)
+#pragma unroll
+      for (int i = 0; i < 8; ++i) to[wn * kBM + wm * 64 + i_off(i)] = r[i].a;
+    __syncthreads();
+  };
+  ReduceAcc<float> r[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    r[i] = reduce_init<float>(first);
+    int64_t pix;
+    if (igemm_pixel(p, ph, q, wq * 64 + i_off(i), a0, b0, bwp_log2, pix))
+      igemm_chain_regs<Ch>(acc, i, ep, sbias, row0, pix, nco, [&](int, int, float v) { reduce_push(first, r[i], v); });
+  }
+  join(first, r, red);
+  if (lse) {
+    ReduceAcc<float> s[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      s[i] = reduce_init<float>(ReduceKind::sum);
+      const int slot = wm * 64 + i_off(i);
+      const float mx = nan_max(red[slot], red[kBM + slot]);
+#pragma unroll
+      for (int e = 0; e < 2; ++e)
+#pragma unroll
+        for (int nf = 0; nf < 4; ++nf)
+          if (wn * 32 + 2 * tq + e + 8 * nf < nco) s[i].a += std::exp(acc[i >> 1][nf][2 * (i & 1) + e] - mx);
+    }
+    join(ReduceKind::sum, s, red + 2 * kBM);
+  }
+  // A thread a pixel, in the order the tile path stores.
+  const int row_log2 = bwp_log2 + ncp_log2;
+  const int u = tid & ((1 << row_log2) - 1), eq = u & ((1 << ncp_log2) - 1);
+  const int mm = ((tid >> row_log2) << bwp_log2) + (u >> ncp_log2), slot = eq * (kBM >> ncp_log2) + mm;
+  int64_t pix;
+  if (!igemm_pixel(p, ph, eq, mm, a0, b0, bwp_log2, pix)) return;
+  ReduceAcc<float> racc = reduce_init<float>(kind);
+  if (lse) {
+    const float mx = nan_max(red[slot], red[kBM + slot]);
+    // NaN and infinities decide from mx alone (reduce_push_n)
+    const bool finite = !is_nan(mx) && mx != inf<float>() && mx != -inf<float>();
+    lse_merge(racc, mx, finite ? red[2 * kBM + slot] + red[3 * kBM + slot] : 1.0f);
+  } else {
+    reduce_push(kind, racc, red[slot]);
+    reduce_push(kind, racc, red[kBM + slot]);
+  }
+  const int64_t HW = int64_t(p.Hout) * p.Wout;
+  if (ep.partials) {  // this channel tile's part of the pixel's row (igemm_parts)
+    const IgemmParts pp = igemm_parts(p, 1);
+    float* to = ep.partials + part * pp.part_stride + n * HW + pix;
+    to[0] = racc.a;
+    if (lse) to[pp.rows * pp.parts] = racc.b;
+    return;
+  }
+  float v[1] = {reduce_finish(kind, racc, int64_t(nco))};
+  Ch::after(ep.after, v, n, 0, pix, 0);
+  y[n * HW + pix] = to_elem<T>(v[0]);  // y is [N, 1, Hout, Wout]
 }
 
 // Mode 3 with interpreted chains (the built-in kernels): the tile's part of
@@ -701,12 +818,18 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   cp_async_wait<0>();
   __syncthreads();
   float* sO = reinterpret_cast<float*>(smem_raw);
-  if constexpr (Ch::kCompiled)
+  if constexpr (Ch::kCompiled) {
     if (ep.mode == 3) {
       igemm_tile_parts_hw_regs<Ch>(acc, ep, p, ph, int64_t(n) * p.Cout + g * p.cout_g + co0, min(kBN, p.cout_g - co0),
                                    a0, b0, warp_phase(), warp_in_phase(), bwp_log2, sbias, sO, partial());
       return;
+    } else if (ep.mode == 1) {
+      igemm_tile_reduce_c_regs<Ch>(acc, ep, p, ph, n, int64_t(n) * p.Cout + g * p.cout_g + co0,
+                                   min(kBN, p.cout_g - co0), g * p.tiles_co + cot, a0, b0, ncp_log2, bwp_log2, sbias,
+                                   sO, y);
+      return;
     }
+  }
 
   // ---- Epilogue: accumulators -> shared memory [channel][pixel] ----
   const int qstride = (kBM + 32) >> ncp_log2;  // where column phase q's pixels start in a row of sO
