@@ -298,31 +298,27 @@ __device__ __forceinline__ bool igemm_pixel(const IgemmParams& p, const IgemmPha
 // The bias and the chain on a thread's accumulators of its pixel i (8 pixels
 // (mf, h) by 8 channels (nf, e), as the m16n8 fragments hold them: rows mf *
 // 16 + h * 8 + gq of the warp's 64, channels wn * 32 + nf * 8 + 2 * tq + e of
-// the tile), two channels 8 apart a call, none from the tile's 16-channel step
-// past nco (a group of 16 channels, say, leaves the N warp of 32 to 63 idle);
-// push(nf, e, v) takes each value of a channel below nco. The values go back
-// to acc.
+// the tile), four channels of one parity (8 apart) a call; push(nf, e, v)
+// takes each value, the values go back to acc. (Two channels a call, skipping
+// those past the tile's channels, ran n3 0.219 -> 0.272 ms and
+// convt_k2s2_lse_c_relu 0.346 -> 0.394 in bfloat16: H100, 2026-12-07.)
 template <class Ch, class Push>
 __device__ __forceinline__ void igemm_chain_regs(float (&acc)[4][4][4], int i, const IgemmEpilogue& ep,
-                                                 const float* sbias, int64_t row0, int64_t pix, int nco,
-                                                 Push&& push) {
+                                                 const float* sbias, int64_t row0, int64_t pix, Push&& push) {
   const int lane = threadIdx.x & 31, wn = (threadIdx.x >> 5) & 1, tq = lane & 3;
 #pragma unroll
-  for (int e = 0; e < 2; ++e)
+  for (int e = 0; e < 2; ++e) {
+    const int c0 = wn * 32 + 2 * tq + e;
+    float v[4];  // channels c0 + 8 nf
 #pragma unroll
-    for (int k = 0; k < 2; ++k) {  // nf = 2k, 2k + 1
-      const int c = wn * 32 + 16 * k + 2 * tq + e;
-      if (c >= nco) continue;
-      float v[2];
+    for (int nf = 0; nf < 4; ++nf) v[nf] = acc[i >> 1][nf][2 * (i & 1) + e] + sbias[c0 + 8 * nf];
+    Ch::body(ep.body, v, row0 + c0, 8, pix, 0);
 #pragma unroll
-      for (int j = 0; j < 2; ++j) v[j] = acc[i >> 1][2 * k + j][2 * (i & 1) + e] + sbias[c + 8 * j];
-      Ch::body(ep.body, v, row0 + c, 8, pix, 0);
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        acc[i >> 1][2 * k + j][2 * (i & 1) + e] = v[j];
-        if (c + 8 * j < nco) push(2 * k + j, e, v[j]);
-      }
+    for (int nf = 0; nf < 4; ++nf) {
+      acc[i >> 1][nf][2 * (i & 1) + e] = v[nf];
+      push(nf, e, v[nf]);
     }
+  }
 }
 
 // Mode 3 with compiled chains: the tile's part of each channel's reduction
@@ -354,8 +350,7 @@ __device__ __forceinline__ void igemm_tile_parts_hw_regs(float (&acc)[4][4][4], 
   for (int i = 0; i < 8; ++i) {
     int64_t pix;
     if (igemm_pixel(p, ph, q, wq * 64 + (i >> 1) * 16 + (i & 1) * 8 + gq, a0, b0, bwp_log2, pix))
-      igemm_chain_regs<Ch>(acc, i, ep, sbias, row0, pix, nco,
-                           [&](int nf, int e, float v) { reduce_push(kind, r[nf][e], v); });
+      igemm_chain_regs<Ch>(acc, i, ep, sbias, row0, pix, [&](int nf, int e, float v) { reduce_push(kind, r[nf][e], v); });
   }
 #pragma unroll
   for (int off = 4; off < 32; off <<= 1)
@@ -383,7 +378,11 @@ __device__ __forceinline__ void igemm_tile_parts_hw_regs(float (&acc)[4][4][4], 
 // (column phase fastest, as the tile path stores) joins them in a fixed order
 // and finishes the reduction, or writes the tile's part (igemm_parts). A
 // logsumexp takes two such passes: the max, then the sum of exp(v - max) over
-// the values kept in acc. Channels past nco are left out.
+// the values kept in acc. Channels past nco are left out; the kernel takes
+// this path for more than 32 of them: with fewer, most of the chain's calls
+// here are on channels past nco, and the tile path was faster (probe n4,
+// groups of 16 channels, TF32: 0.685 ms there, fused_conv lost to writing Y
+// at 0.725 here; H100, 2026-12-07).
 template <class Ch, class T>
 __device__ __forceinline__ void igemm_tile_reduce_c_regs(float (&acc)[4][4][4], const IgemmEpilogue& ep,
                                                          const IgemmParams& p, const IgemmPhase& ph, int n,
@@ -417,7 +416,9 @@ __device__ __forceinline__ void igemm_tile_reduce_c_regs(float (&acc)[4][4][4], 
     r[i] = reduce_init<float>(first);
     int64_t pix;
     if (igemm_pixel(p, ph, q, wq * 64 + i_off(i), a0, b0, bwp_log2, pix))
-      igemm_chain_regs<Ch>(acc, i, ep, sbias, row0, pix, nco, [&](int, int, float v) { reduce_push(first, r[i], v); });
+      igemm_chain_regs<Ch>(acc, i, ep, sbias, row0, pix, [&](int nf, int e, float v) {
+        if (wn * 32 + nf * 8 + 2 * tq + e < nco) reduce_push(first, r[i], v);
+      });
   }
   join(first, r, red);
   if (lse) {
@@ -819,14 +820,15 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   __syncthreads();
   float* sO = reinterpret_cast<float*>(smem_raw);
   if constexpr (Ch::kCompiled) {
+    const int64_t row0 = int64_t(n) * p.Cout + g * p.cout_g + co0;
+    const int nco = min(kBN, p.cout_g - co0);
     if (ep.mode == 3) {
-      igemm_tile_parts_hw_regs<Ch>(acc, ep, p, ph, int64_t(n) * p.Cout + g * p.cout_g + co0, min(kBN, p.cout_g - co0),
-                                   a0, b0, warp_phase(), warp_in_phase(), bwp_log2, sbias, sO, partial());
+      igemm_tile_parts_hw_regs<Ch>(acc, ep, p, ph, row0, nco, a0, b0, warp_phase(), warp_in_phase(), bwp_log2, sbias,
+                                   sO, partial());
       return;
-    } else if (ep.mode == 1) {
-      igemm_tile_reduce_c_regs<Ch>(acc, ep, p, ph, n, int64_t(n) * p.Cout + g * p.cout_g + co0,
-                                   min(kBN, p.cout_g - co0), g * p.tiles_co + cot, a0, b0, ncp_log2, bwp_log2, sbias,
-                                   sO, y);
+    } else if (ep.mode == 1 && nco > 32) {
+      igemm_tile_reduce_c_regs<Ch>(acc, ep, p, ph, n, row0, nco, g * p.tiles_co + cot, a0, b0, ncp_log2, bwp_log2,
+                                   sbias, sO, y);
       return;
     }
   }
