@@ -1018,36 +1018,51 @@ void poison_workspace() {
   ASSERT_EQ(cudaMemset(detail::cuda::workspace().scratch(bytes), 0xFF, bytes), cudaSuccess);
 }
 
+// Reductions inside the conv on a geometry, each epilogue kind in every
+// precision, the workspace poisoned before each run; `spans`: whether the
+// reduction spans tiles (its parts and the second pass), as describe() says.
+struct ConvGeometry {
+  int64_t N, Cin, Cout, H, W, k, s, pad, G;
+};
+void check_conv_reductions(const ConvGeometry& gm, std::initializer_list<int> kinds, bool spans, Rng& rng) {
+  Conv c{};
+  c.N = gm.N, c.Cin = gm.Cin, c.Cout = gm.Cout, c.H = gm.H, c.W = gm.W, c.kH = gm.k, c.kW = gm.k, c.G = gm.G;
+  c.p.stride = {gm.s, gm.s};
+  c.p.padding = {gm.pad, gm.pad};
+  c.p.groups = gm.G;
+  c.fill(rng, 0.3, -1.0, 1.0);
+  for (int kind : kinds) {
+    const Maker make = conv_epilogue_pipeline(c, kind, rng);
+    const std::string what = text(c) + detail::cat(" conv epilogue ", kind);
+    poison_workspace();
+    const Result strict = run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), c.x);
+    expect_close(strict, 1e-5, what + " 3xTF32");
+    EXPECT_NE(strict.describe.find("strategy fused_conv"), std::string::npos) << strict.describe;
+    EXPECT_EQ(strict.describe.find("spans tiles") != std::string::npos, spans) << strict.describe;
+    poison_workspace();
+    expect_close(run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), c.x, {}, true), 5e-3, what + " TF32");
+    poison_workspace();
+    expect_close(run_both(make, DType::bf16, Strategy::fused_conv, c.x_shape(), c.x), 2e-2, what + " bfloat16");
+  }
+}
+
 // Reductions inside the conv that span tiles: over C where a sample's
 // channels fill several channel tiles (Cout 72; 130 in groups 2), and over H
 // and W (always), with many spatial tiles of unequal phases (stride 3, odd
-// sizes: the generic tile path; stride 2 on 72 columns: a fast path), each in
-// every precision, the workspace poisoned before each run.
+// sizes: the generic tile path; stride 2 on 72 columns: a fast path).
 TEST_F(CudaEpilogue, ConvReductionsSpanningTilesInside) {
   Rng rng(77);
-  struct Geometry {
-    int64_t N, Cin, Cout, H, W, k, s, pad, G;
-  };
-  for (const Geometry& gm : {Geometry{2, 24, 72, 21, 23, 3, 3, 0, 1}, Geometry{3, 10, 130, 17, 72, 4, 2, 1, 2}}) {
-    Conv c{};
-    c.N = gm.N, c.Cin = gm.Cin, c.Cout = gm.Cout, c.H = gm.H, c.W = gm.W, c.kH = gm.k, c.kW = gm.k, c.G = gm.G;
-    c.p.stride = {gm.s, gm.s};
-    c.p.padding = {gm.pad, gm.pad};
-    c.p.groups = gm.G;
-    c.fill(rng, 0.3, -1.0, 1.0);
-    for (int kind : {2, 4, 5, 6, 8, 9, 10, 11}) {  // over C: logsumexp, max, mean, max; over H and W
-      const Maker make = conv_epilogue_pipeline(c, kind, rng);
-      const std::string what = text(c) + detail::cat(" conv epilogue ", kind);
-      poison_workspace();
-      const Result strict = run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), c.x);
-      expect_close(strict, 1e-5, what + " 3xTF32");
-      EXPECT_NE(strict.describe.find("spans tiles"), std::string::npos) << strict.describe;
-      poison_workspace();
-      expect_close(run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), c.x, {}, true), 5e-3, what + " TF32");
-      poison_workspace();
-      expect_close(run_both(make, DType::bf16, Strategy::fused_conv, c.x_shape(), c.x), 2e-2, what + " bfloat16");
-    }
-  }
+  for (const ConvGeometry& gm : {ConvGeometry{2, 24, 72, 21, 23, 3, 3, 0, 1}, ConvGeometry{3, 10, 130, 17, 72, 4, 2, 1, 2}})
+    check_conv_reductions(gm, {2, 4, 5, 6, 8, 9, 10, 11}, true, rng);  // over C: logsumexp, max, mean, max; over H and W
+}
+
+// Reductions over C that one channel tile completes, with more than 32
+// channels (from the accumulators in registers; fewer take the tile path):
+// a generic tile (stride 3, odd sizes) and a fast one (stride 2, 64 columns).
+TEST_F(CudaEpilogue, ConvReductionsOverCInOneTile) {
+  Rng rng(78);
+  for (const ConvGeometry& gm : {ConvGeometry{2, 20, 48, 13, 15, 3, 3, 1, 1}, ConvGeometry{2, 12, 64, 9, 64, 2, 2, 0, 1}})
+    check_conv_reductions(gm, {2, 4, 5, 6, 7}, false, rng);  // logsumexp, max, mean, max then a stage, logsumexp then stages
 }
 
 // ---- Multi-stage epilogues: every pipeline on the device ---------------------------------
