@@ -329,11 +329,11 @@ __device__ __forceinline__ void igemm_chain_regs(float (&acc)[4][4][4], int i, c
 // shuffles, the block's 4 M warps through red[4][kBN] in shared memory, in a
 // fixed order (bitwise reproducible). Channel c's part goes to out[c *
 // row_stride]; the parts of sum and mean are sums (igemm_finish divides a
-// mean by Hout * Wout). Probe
-// n3 (relu, max over H and W of a k2 s2 conv into 151M values): 0.336 ->
-// 0.222 ms in bfloat16, H100, 2026-12-07. Interpreted chains (the built-in
-// kernels) take the tile path below: this one, inlined with the interpreter,
-// spilled in the run-time-geometry kernels (sm_89, sm_90).
+// mean by Hout * Wout). Probe n3 (relu, max over H and W of a k2 s2 conv
+// into 151M values): 0.336 -> 0.222 ms in bfloat16, H100, 2026-12-07.
+// Interpreted chains (the built-in kernels) take the tile path below: this
+// one, inlined with the interpreter, spilled in the run-time-geometry kernels
+// (sm_89, sm_90).
 template <class Ch>
 __device__ __forceinline__ void igemm_tile_parts_hw_regs(float (&acc)[4][4][4], const IgemmEpilogue& ep,
                                                          const IgemmParams& p, const IgemmPhase& ph, int64_t row0,
@@ -373,16 +373,15 @@ __device__ __forceinline__ void igemm_tile_parts_hw_regs(float (&acc)[4][4][4], 
 // Mode 1 with compiled chains: each pixel's reduction over the tile's
 // channels from the accumulators in registers (no round trip through the
 // [channel][pixel] tile): the bias and the chain as in mode 3, a pixel's 4
-// lanes (tq) join by shuffles, the
-// block's 2 N warps through red[2][kBM] in shared memory, and a thread a pixel
-// (column phase fastest, as the tile path stores) joins them in a fixed order
-// and finishes the reduction, or writes the tile's part (igemm_parts). A
-// logsumexp takes two such passes: the max, then the sum of exp(v - max) over
-// the values kept in acc. Channels past nco are left out; the kernel takes
-// this path for more than 32 of them: with fewer, most of the chain's calls
-// here are on channels past nco, and the tile path was faster (probe n4,
-// groups of 16 channels, TF32: 0.685 ms there, fused_conv lost to writing Y
-// at 0.725 here; H100, 2026-12-07).
+// lanes (tq) join by shuffles, the block's 2 N warps through red[2][kBM] in
+// shared memory, and a thread a pixel (column phase fastest, as the tile path
+// stores) joins them in a fixed order and finishes the reduction, or writes
+// the tile's part (igemm_parts). A logsumexp takes two such passes: the max,
+// then the sum of exp(v - max) over the values kept in acc. Channels past nco
+// are left out; the kernel takes this path for more than 32 of them: with
+// fewer, most of the chain's calls here are on channels past nco, and the
+// tile path was faster (probe n4, groups of 16 channels, TF32: 0.685 ms
+// there; here fused_conv lost to writing Y at 0.725; H100, 2026-12-07).
 template <class Ch, class T>
 __device__ __forceinline__ void igemm_tile_reduce_c_regs(float (&acc)[4][4][4], const IgemmEpilogue& ep,
                                                          const IgemmParams& p, const IgemmPhase& ph, int n,
@@ -398,6 +397,8 @@ __device__ __forceinline__ void igemm_tile_reduce_c_regs(float (&acc)[4][4][4], 
   const int q = wm >> (2 - ncp_log2), wq = wm & ((4 >> ncp_log2) - 1);
   // A thread's pixel i: run position wq * 64 + i_off(i), block slot wm * 64 + i_off(i).
   auto i_off = [&](int i) { return (i >> 1) * 16 + (i & 1) * 8 + gq; };
+  // Whether its value (nf, e) is of a channel of the tile's group.
+  auto counts = [&](int nf, int e) { return wn * 32 + nf * 8 + 2 * tq + e < nco; };
   // This thread's values pushed into r[i], each pixel's 4 lanes and then the
   // 2 N warps joined into red (read after the barrier).
   auto join = [&](ReduceKind k, ReduceAcc<float> (&r)[8], float* to) {
@@ -417,7 +418,7 @@ __device__ __forceinline__ void igemm_tile_reduce_c_regs(float (&acc)[4][4][4], 
     int64_t pix;
     if (igemm_pixel(p, ph, q, wq * 64 + i_off(i), a0, b0, bwp_log2, pix))
       igemm_chain_regs<Ch>(acc, i, ep, sbias, row0, pix, [&](int nf, int e, float v) {
-        if (wn * 32 + nf * 8 + 2 * tq + e < nco) reduce_push(first, r[i], v);
+        if (counts(nf, e)) reduce_push(first, r[i], v);
       });
   }
   join(first, r, red);
@@ -432,7 +433,7 @@ __device__ __forceinline__ void igemm_tile_reduce_c_regs(float (&acc)[4][4][4], 
       for (int e = 0; e < 2; ++e)
 #pragma unroll
         for (int nf = 0; nf < 4; ++nf)
-          if (wn * 32 + 2 * tq + e + 8 * nf < nco) s[i].a += std::exp(acc[i >> 1][nf][2 * (i & 1) + e] - mx);
+          if (counts(nf, e)) s[i].a += std::exp(acc[i >> 1][nf][2 * (i & 1) + e] - mx);
     }
     join(ReduceKind::sum, s, red + 2 * kBM);
   }
