@@ -1058,10 +1058,11 @@ TEST_F(CudaEpilogue, ConvReductionsSpanningTilesInside) {
 
 // Reductions over C that one channel tile completes, with more than 32
 // channels (from the accumulators in registers; fewer take the tile path):
-// a generic tile (stride 3, odd sizes) and a fast one (stride 2, 64 columns).
+// a generic tile (stride 3, odd sizes) and a fast one (stride 2, 72 input
+// columns: 144 output columns, two column phases of 72 in a 128-column tile).
 TEST_F(CudaEpilogue, ConvReductionsOverCInOneTile) {
   Rng rng(78);
-  for (const ConvGeometry& gm : {ConvGeometry{2, 20, 48, 13, 15, 3, 3, 1, 1}, ConvGeometry{2, 12, 64, 9, 64, 2, 2, 0, 1}})
+  for (const ConvGeometry& gm : {ConvGeometry{2, 20, 48, 13, 15, 3, 3, 1, 1}, ConvGeometry{2, 12, 64, 9, 72, 2, 2, 0, 1}})
     check_conv_reductions(gm, {2, 4, 5, 6, 7}, false, rng);  // logsumexp, max, mean, max then a stage, logsumexp then stages
 }
 
