@@ -606,7 +606,8 @@ std::string IgemmConv::describe() const {
   const int ncp = 1 << prm_.ncp_log2;
   os << "igemm_convt[" << to_string(prec_) << "] tile " << kBM << "px (" << ncp << " column phase"
      << (ncp > 1 ? "s" : "") << " x " << prm_.R << "x" << (1 << prm_.bwp_log2) << ") x " << kBN << "co, "
-     << stages(tma_text_.empty())
+     << (tma_text_.empty() ? tma_stage_buffers(prm_.a_stage_elems, prm_.b_stage_words, elem_size(prec_), unsigned(smem_))
+                           : stages(false))
      << " stages (" << (tma_text_.empty() ? "TMA copies" : "cp.async: " + tma_text_) << "), grid " << grid_
      << ", smem " << smem_ << " B" << (fast_r_ ? ", fast path" : "")
      << " (" << kernel_text_ << ")"

@@ -109,6 +109,17 @@ constexpr int kLDO = kBM + 32 + 4;
 // example 2.22 -> 1.72 ms in TF32, H200, 2026-12-03, run H of the sixteenth
 // session); cp.async keeps 3 of 16 KB (2 stages spill there).
 __host__ __device__ constexpr int stages(bool tma) { return tma ? 2 : 3; }
+// The TMA pipeline takes as many stage buffers as the block's shared memory
+// holds, up to kMaxTmaStages: the host sizes it for stages(true) or for the
+// epilogue's [channel][pixel] tile, whichever is larger, and where the tile is
+// (small stages: few channels or one tap a phase) a third buffer keeps two
+// stages in flight while one is multiplied.
+constexpr int kMaxTmaStages = 4;
+__host__ __device__ inline int tma_stage_buffers(int a_stage_elems, int b_stage_words, int elem_bytes,
+                                                 unsigned smem_bytes) {
+  const unsigned per_stage = unsigned(a_stage_elems * elem_bytes + b_stage_words * 4);
+  return smem_bytes / per_stage < unsigned(kMaxTmaStages) ? int(smem_bytes / per_stage) : kMaxTmaStages;
+}
 constexpr int kStageBudgetA = 24 * 1024;  // bytes of A per stage at most
 __host__ __device__ constexpr int stage_budget_b(bool tma) { return tma ? 32 * 1024 : 16 * 1024; }
 // Channels of a pixel per chain call in the epilogue (values per dispatch of
@@ -207,6 +218,12 @@ __device__ __forceinline__ void tma_box(void* dst, const void* map, uint64_t* ba
       "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(bar))
       : "memory");
 #endif
+}
+// Bytes of dynamic shared memory this launch gave the block.
+__device__ __forceinline__ uint32_t dynamic_smem_bytes() {
+  uint32_t r;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(r));
+  return r;
 }
 // Orders this thread's earlier generic accesses to shared memory (the other
 // threads', through the barrier before) before its next async-proxy writes.
@@ -521,7 +538,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
 
   extern __shared__ __align__(128) uint4 smem_raw[];  // TMA boxes land on 128-byte boundaries
   __shared__ IgemmPhase ph;
-  __shared__ uint64_t full[stages(true)];  // TMA: stage buffer s has landed (its phase flips each use)
+  __shared__ uint64_t full[kMaxTmaStages];  // TMA: stage buffer s has landed (its phase flips each use)
   __shared__ int toff[kIgemmMaxTaps * kIgemmMaxGroupTaps];  // word offset of tap (th, t) in a group's weights
   __shared__ float sbias[kBN];
   constexpr bool kFast = kFastR != 0;
@@ -530,6 +547,10 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   // launches it there only with the tensor maps; cp.async before sm_90).
   constexpr bool kTma = KFUSE_IGEMM_TMA && kFast;
   constexpr int kStages = stages(kTma);  // the host sized the stages for it (derive() in convt_igemm.cu)
+  // Stage buffers: kStages for cp.async (its waits count commit groups at
+  // compile time); with the TMA as many as the shared memory holds.
+  const int nbuf =
+      kTma ? tma_stage_buffers(p.a_stage_elems, p.b_stage_words, int(sizeof(T)), dynamic_smem_bytes()) : kStages;
 
   // Tile: phase fastest (with one column phase a block, the sibling column
   // phases of an output row are adjacent blocks), then the channel tile, column
@@ -548,21 +569,10 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int cipadw = p.cipad / kPair;
-  {
-    const int* src = reinterpret_cast<const int*>(&p.ph[phi]);
-    int* dst = reinterpret_cast<int*>(&ph);
-    for (int k = tid; k < int(sizeof(IgemmPhase) / sizeof(int)); k += kThreads) dst[k] = src[k];
-    const IgemmPhase& gp = p.ph[phi];
-    for (int k = tid; k < gp.Th * gp.taps; k += kThreads)
-      toff[k] = (gp.kh[k / gp.taps] * p.kW + gp.kw[k % gp.taps]) * cipadw * p.copad;
-    if (kTma && tid == 0)
-      for (int s = 0; s < kStages; ++s) mbar_init(&full[s]);
-    if (tid < kBN) {
-      const int co = cot * kBN + tid;
-      sbias[tid] = (bias != nullptr && co < p.cout_g) ? to_acc<float>(bias[g * p.cout_g + co]) : 0.0f;
-    }
-  }
-  __syncthreads();
+  // The phase in the parameter space: what the stage copies and the tile's
+  // bounds read (valid before the barrier below); the main loop and the
+  // epilogue read its copy in shared memory.
+  const IgemmPhase& gp = p.ph[phi];
 
   // Mode 3: this block's parts, its channel c's at partial()[c * row_stride]
   // (from the block index alone: nothing held through the main loop).
@@ -573,11 +583,26 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
            b % p.nphase;
   };
   const int a0 = tr * (kFast ? kFastR : p.R), b0 = tc << (kFast ? 7 : p.bwp_log2);
-  if (a0 >= ph.Hp || b0 >= ph.Wpmax) {  // the phase grid is smaller than the largest one
+  if (a0 >= gp.Hp || b0 >= gp.Wpmax) {  // the phase grid is smaller than the largest one
     if (ep.mode == 3 && tid < min(kBN, p.cout_g - cot * kBN))
       partial()[tid * igemm_parts(p, 3).row_stride] = reduce_init<float>(Ch::reduce_kind(ep.kind)).a;
     return;
   }
+  // The bias of channel tid (tid < kBN) goes to sbias after the first stage
+  // copies went out: its load's latency off their path.
+  float bias_v = 0.0f;
+  {
+    const int* src = reinterpret_cast<const int*>(&gp);
+    int* dst = reinterpret_cast<int*>(&ph);
+    for (int k = tid; k < int(sizeof(IgemmPhase) / sizeof(int)); k += kThreads) dst[k] = src[k];
+    for (int k = tid; k < gp.Th * gp.taps; k += kThreads)
+      toff[k] = (gp.kh[k / gp.taps] * p.kW + gp.kw[k % gp.taps]) * cipadw * p.copad;
+    if (kTma && tid == 0)
+      for (int s = 0; s < nbuf; ++s) mbar_init(&full[s]);
+    const int co = cot * kBN + tid;
+    if (tid < kBN && bias != nullptr && co < p.cout_g) bias_v = to_acc<float>(bias[g * p.cout_g + co]);
+  }
+  // (The barrier after this block comes with the first stage copies below.)
 
   // Warps 2k and 2k+1 share M rows (the 4 schedulers each get two column
   // phases' work when there are two); the M warps of a column phase are consecutive.
@@ -590,9 +615,9 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   auto warp_in_phase = [&] { return wm & ((4 >> ncp_log2) - 1); };
 
   T* sA = reinterpret_cast<T*>(smem_raw);
-  uint32_t* sB = reinterpret_cast<uint32_t*>(sA + kStages * p.a_stage_elems);
+  uint32_t* sB = reinterpret_cast<uint32_t*>(sA + nbuf * p.a_stage_elems);
 
-  const int CH = ph.CH, TG = ph.TG, taps = ph.taps, Th = ph.Th, nch = ph.nch;
+  const int CH = gp.CH, TG = gp.TG, taps = gp.taps, Th = gp.Th, nch = gp.nch;
   const int chlog = __ffs(CH) - 1;
   const int CHw = CH / kPair, chwlog = chlog - (kPair == 2 ? 1 : 0);
   const int SW = kFast ? kSWc : p.SW, LDg = kFast ? kFastR * kSWc : p.LDg;
@@ -600,7 +625,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
   const int bwp_log2 = kFast ? 7 : p.bwp_log2;
   const int nvec_row = SW / kVec;
   // First input column of the segments (aligned down to a vector).
-  const int iw_first = b0 + ph.emin;
+  const int iw_first = b0 + gp.emin;
   const int iw_al = (iw_first >= 0 ? iw_first / kVec : -((-iw_first + kVec - 1) / kVec)) * kVec;
   const int shift0 = b0 - iw_al;
 
@@ -632,11 +657,11 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
         for (int th_l = 0; th_l < tgc; ++th_l) {
           const int th = th0 + th_l;
           for (int c = 0; c < CH; c += bch)
-            tma_box(dA + (th_l * CH + c) * LDg, tm.x, &full[buf], iw_al, a0 + ph.eh[th], ci0 + c, n * p.G + g);
+            tma_box(dA + (th_l * CH + c) * LDg, tm.x, &full[buf], iw_al, a0 + gp.eh[th], ci0 + c, n * p.G + g);
           for (int t = 0; t < taps; ++t)
             for (int c = 0; c < CHw; c += bchw)
               tma_box(dB + ((th_l * taps + t) * CHw + c) * kLDB, tm.w, &full[buf], co0, ci0 / kPair + c,
-                      (g * p.kH + ph.kh[th]) * p.kW + ph.kw[t]);
+                      (g * p.kH + gp.kh[th]) * p.kW + gp.kw[t]);
         }
       }
       return;
@@ -782,7 +807,7 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
     }
   };
 
-  const int nst = ph.nstages;
+  const int nst = gp.nstages;
   int l_ci0 = 0, l_th0 = 0;  // the next stage to load
   auto advance = [&](int& ci0, int& th0) {
     ci0 += CH;
@@ -791,31 +816,41 @@ __global__ void __launch_bounds__(igemm::kThreads, 2)
       th0 += TG;
     }
   };
+  // The prologue's barrier: cp.async copies need toff first; the TMA's first
+  // stages go out before it (thread 0 initialised the mbarriers), so that
+  // their latency overlaps the bias loads and the other threads' arrival.
+  // (The main loop's barriers order sbias before the epilogue reads it.)
+  if constexpr (!kTma) __syncthreads();
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
+  for (int s = 0; s < nbuf - 1; ++s) {
     if (s < nst) {
       load_stage(s, l_ci0, l_th0);
       advance(l_ci0, l_th0);
     }
     cp_async_commit();
   }
+  if (tid < kBN) sbias[tid] = bias_v;
+  if constexpr (kTma) __syncthreads();
   int c_ci0 = 0, c_th0 = 0;  // the stage to compute
-  int buf = 0, lbuf = kStages - 1;
+  int buf = 0, lbuf = nbuf - 1, parity = 0;  // parity: of buffer buf's current use
   for (int it = 0; it < nst; ++it) {
     if constexpr (kTma)
-      mbar_wait(&full[buf], (it / kStages) & 1);
+      mbar_wait(&full[buf], parity);
     else
       cp_async_wait<kStages - 2>();
     __syncthreads();
-    if (it + kStages - 1 < nst) {
+    if (it + nbuf - 1 < nst) {
       load_stage(lbuf, l_ci0, l_th0);
       advance(l_ci0, l_th0);
     }
     cp_async_commit();
     compute_stage(buf, c_th0);
     advance(c_ci0, c_th0);
-    buf = buf + 1 == kStages ? 0 : buf + 1;
-    lbuf = lbuf + 1 == kStages ? 0 : lbuf + 1;
+    if (++buf == nbuf) {
+      buf = 0;
+      parity ^= 1;
+    }
+    lbuf = lbuf + 1 == nbuf ? 0 : lbuf + 1;
   }
   cp_async_wait<0>();
   __syncthreads();

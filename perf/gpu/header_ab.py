@@ -85,7 +85,8 @@ def main():
             strat = {strategy(c["describe"]) for r in runs[name] for c in r["cases"] if c["name"] == case}
             table.setdefault(case, {})[name] = {"device_ms": statistics.median(ms), "rounds": ms,
                                                 "strategy": "/".join(sorted(strat))}
-    meta = {"device": first["device"], "date": first["date"], "binary_commit": first["commit"],
+    device = first["device"]["name"] if isinstance(first["device"], dict) else first["device"]
+    meta = {"device": device, "date": first["date"], "binary_commit": first["commit"],
             "rounds": args.rounds, "variants": {n: os.path.abspath(p) for n, p in variants}}
     with open(os.path.join(args.out, "ab.json"), "w") as f:
         json.dump({"meta": meta, "cases": table}, f, indent=1)

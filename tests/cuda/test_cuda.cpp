@@ -1020,11 +1020,13 @@ void poison_workspace() {
 
 // Reductions inside the conv on a geometry, each epilogue kind in every
 // precision, the workspace poisoned before each run; `spans`: whether the
-// reduction spans tiles (its parts and the second pass), as describe() says.
+// reduction spans tiles (its parts and the second pass), as describe() says;
+// `strict_says`: text the strict plan's describe() must hold, if any.
 struct ConvGeometry {
   int64_t N, Cin, Cout, H, W, k, s, pad, G;
 };
-void check_conv_reductions(const ConvGeometry& gm, std::initializer_list<int> kinds, bool spans, Rng& rng) {
+void check_conv_reductions(const ConvGeometry& gm, std::initializer_list<int> kinds, bool spans, Rng& rng,
+                           const std::string& strict_says = "") {
   Conv c{};
   c.N = gm.N, c.Cin = gm.Cin, c.Cout = gm.Cout, c.H = gm.H, c.W = gm.W, c.kH = gm.k, c.kW = gm.k, c.G = gm.G;
   c.p.stride = {gm.s, gm.s};
@@ -1039,6 +1041,7 @@ void check_conv_reductions(const ConvGeometry& gm, std::initializer_list<int> ki
     expect_close(strict, 1e-5, what + " 3xTF32");
     EXPECT_NE(strict.describe.find("strategy fused_conv"), std::string::npos) << strict.describe;
     EXPECT_EQ(strict.describe.find("spans tiles") != std::string::npos, spans) << strict.describe;
+    EXPECT_NE(strict.describe.find(strict_says), std::string::npos) << strict_says << "\n" << strict.describe;
     poison_workspace();
     expect_close(run_both(make, DType::f32, Strategy::fused_conv, c.x_shape(), c.x, {}, true), 5e-3, what + " TF32");
     poison_workspace();
@@ -1064,6 +1067,19 @@ TEST_F(CudaEpilogue, ConvReductionsOverCInOneTile) {
   Rng rng(78);
   for (const ConvGeometry& gm : {ConvGeometry{2, 20, 48, 13, 15, 3, 3, 1, 1}, ConvGeometry{2, 12, 64, 9, 72, 2, 2, 0, 1}})
     check_conv_reductions(gm, {2, 4, 5, 6, 7}, false, rng);  // logsumexp, max, mean, max then a stage, logsumexp then stages
+}
+
+// The TMA pipeline with more than two stage buffers, wrapping: stride 3 on
+// 100 input columns takes the fast tile of 2 rows x 128 columns, and 80 input
+// channels make five stages of 16 (strict float32), 23.5 KB each, three of
+// which fit the epilogue's 73 KB tile. A map, a reduction over C (the tile
+// path: 16 channels) and one over H and W (from the registers).
+TEST_F(CudaEpilogue, ConvDeepTmaPipeline) {
+  Rng rng(79);
+  const ConvGeometry gm{1, 80, 16, 5, 100, 3, 3, 0, 1};
+  const std::string says = detail::cuda::device_info().major >= 9 ? "3 stages (TMA copies)" : "fast path";
+  check_conv_reductions(gm, {0, 4}, false, rng, says);  // mish chain; max over C
+  check_conv_reductions(gm, {8}, true, rng, says);      // silu, mean over H and W, softmax over C
 }
 
 // ---- Multi-stage epilogues: every pipeline on the device ---------------------------------
