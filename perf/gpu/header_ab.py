@@ -89,7 +89,8 @@ def main():
     meta = {"device": device, "date": first["date"], "binary_commit": first["commit"],
             "rounds": args.rounds, "variants": {n: os.path.abspath(p) for n, p in variants}}
     with open(os.path.join(args.out, "ab.json"), "w") as f:
-        json.dump({"meta": meta, "cases": table}, f, indent=1)
+        json.dump({"device": device, "date": meta["date"], "commit": meta["binary_commit"], "meta": meta,
+                   "cases": table}, f, indent=1)
     base = variants[0][0]
     lines = [f"# Header A/B: {meta['device']}, {meta['date']}, binary {meta['binary_commit']}", "",
              f"Device ms (median over {args.rounds} rounds of kfuse_perf's medians, variants alternating; "
