@@ -43,12 +43,6 @@ def run_variant(args, name, headers, rnd):
         return json.load(f)
 
 
-def strategy(describe):
-    line = describe.split("\n", 1)[0]
-    at = line.find("strategy ")
-    return line[at + 9:].split(" ", 1)[0] if at >= 0 else "?"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", required=True, help="folder holding kfuse_perf")
@@ -82,7 +76,7 @@ def main():
     for name, _ in variants:
         for case in cases:
             ms = [c["device_ms_median"] for r in runs[name] for c in r["cases"] if c["name"] == case]
-            strat = {strategy(c["describe"]) for r in runs[name] for c in r["cases"] if c["name"] == case}
+            strat = {c["strategy"] for r in runs[name] for c in r["cases"] if c["name"] == case}
             table.setdefault(case, {})[name] = {"device_ms": statistics.median(ms), "rounds": ms,
                                                 "strategy": "/".join(sorted(strat))}
     device = first["device"]["name"] if isinstance(first["device"], dict) else first["device"]
