@@ -50,7 +50,10 @@ def run_variant(args, name, path, settings, rnd):
     if args.only:
         cmd += ["--only", args.only]
     with open(os.path.join(out, "log.txt"), "w") as log:
-        rc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=args.timeout).returncode
+        try:
+            rc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=args.timeout).returncode
+        except subprocess.TimeoutExpired:
+            sys.exit(f"ab: {name} round {rnd}: kfuse_perf ran past --timeout {args.timeout} s (see {out}/log.txt)")
     if rc != 0:
         sys.exit(f"ab: {name} round {rnd}: kfuse_perf exited {rc} (see {out}/log.txt)")
     files = glob.glob(os.path.join(out, "*-general.json"))
@@ -107,6 +110,8 @@ def main():
     for name, *_ in variants:
         for case in cases:
             ms = [c["device_ms_median"] for r in runs[name] for c in r["cases"] if c["name"] == case]
+            if len(ms) != args.rounds:
+                sys.exit(f"ab: case {case}: {name} has it in {len(ms)} of {args.rounds} rounds")
             strat = {c["strategy"] for r in runs[name] for c in r["cases"] if c["name"] == case}
             table.setdefault(case, {})[name] = {"device_ms": statistics.median(ms), "rounds": ms,
                                                 "strategy": "/".join(sorted(strat))}
